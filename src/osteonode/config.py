@@ -1,0 +1,451 @@
+"""The node's configuration: pydantic models of ``node_config/node.toml``.
+
+Every key has an embedded default, so the node runs with no file at all. A site's file changes only
+the keys it names; ``OSTEONODE_SECTION__KEY=value`` environment variables override single keys on top
+(the value is read as a TOML literal when it parses as one, else as a plain string), which is how
+containers and systemd units set ports and database URLs.
+
+A bad file never half-starts the node: :func:`load_config` collects every problem (unknown key, wrong
+type, port out of range, a destination that a rule or pipeline names but nobody defined) and raises one
+:class:`ConfigError` that lists them all with the dotted key and the reason.
+:func:`check_config` returns the same list without raising, and adds the checks that need the machine
+(an unwritable spool directory).
+
+Relative paths (the spool directory, a SQLite file) are relative to the node's working directory.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ENV_PREFIX",
+    "AllowedCaller",
+    "AssociationPolicy",
+    "ConfigError",
+    "ConfigProblem",
+    "DatabaseSettings",
+    "Destination",
+    "LoggingSettings",
+    "NodeConfig",
+    "NodeSettings",
+    "PipelineName",
+    "PipelineSettings",
+    "PipelinesSettings",
+    "RoutingRule",
+    "RoutingSettings",
+    "SkipReason",
+    "SrStorage",
+    "StorageSettings",
+    "WorkerSettings",
+    "check_config",
+    "default_routing_rules",
+    "load_config",
+]
+
+#: The file ``osteonode serve`` reads when no ``--config`` is given (relative to the working directory).
+DEFAULT_CONFIG_PATH = Path("node_config/node.toml")
+#: Environment variables with this prefix override single keys: ``OSTEONODE_NODE__PORT=11113``.
+ENV_PREFIX = "OSTEONODE_"
+#: Variables with the prefix that are not key overrides.
+_ENV_NOT_KEYS = frozenset({"OSTEONODE_CONFIG"})
+
+AeTitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class PipelineName(enum.StrEnum):
+    """The analysis pipelines an image can be routed to."""
+
+    LUMBAR = "lumbar"
+    CHEST = "chest"
+    HIP = "hip"
+
+
+class SkipReason(enum.StrEnum):
+    """Why the node did not analyse an image; recorded on the job and shown by ``status``."""
+
+    UNREADABLE = "unreadable"
+    NO_PIXEL_DATA = "no_pixel_data"
+    MULTI_FRAME = "multi_frame"
+    COLOUR_IMAGE = "colour_image"
+    NOT_RADIOGRAPH = "not_radiograph"
+    FOR_PROCESSING = "for_processing"
+    LATERAL_VIEW = "lateral_view"
+    UNKNOWN_BODY_PART = "unknown_body_part"
+    EXCLUDED_BY_RULE = "excluded_by_rule"
+
+
+class SrStorage(enum.StrEnum):
+    """Which SR storage class to send to a destination (some PACS reject Comprehensive 3D SR)."""
+
+    COMPREHENSIVE_3D = "comprehensive-3d"
+    COMPREHENSIVE = "comprehensive"
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    """Identity and listening address of the node's DICOM service."""
+
+    ae_title: AeTitle = "OSTEONODE"
+    host: str = "127.0.0.1"
+    port: Port = 11112
+    name: str = Field(default="osteonode", min_length=1, description="Device observer name in SRs.")
+
+
+class AllowedCaller(_Section):
+    """One entry of the calling-AE allow-list; ``host`` pins it to a source address."""
+
+    ae_title: AeTitle
+    host: str | None = None
+
+
+class AssociationPolicy(_Section):
+    """Who may associate with the node, how many at once, and how long the node waits."""
+
+    require_called_ae: bool = True
+    allowed_callers: list[AllowedCaller] = Field(
+        default_factory=list, description="Empty: any calling AE title is accepted."
+    )
+    max_associations: Annotated[int, Field(ge=1, le=1000)] = 10
+    acse_timeout_s: PositiveSeconds = 30.0
+    dimse_timeout_s: PositiveSeconds = 60.0
+    network_timeout_s: PositiveSeconds = 60.0
+
+
+class StorageSettings(_Section):
+    """Where received and produced objects are kept, and for how long."""
+
+    spool_dir: Path = Path("var/spool")
+    min_free_mb: Annotated[int, Field(ge=0)] = 512
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    purge_interval_minutes: Annotated[float, Field(gt=0)] = 60.0
+
+
+class DatabaseSettings(_Section):
+    """SQLAlchemy URL: the embedded SQLite file by default, PostgreSQL for scale-out."""
+
+    url: str = Field(default="sqlite:///var/osteonode.db", min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:, postgresql: or postgresql+psycopg:")
+        return url
+
+
+class WorkerSettings(_Section):
+    """Analysis workers: how many threads, and how jobs are leased and retried."""
+
+    count: Annotated[int, Field(ge=0, le=64)] = 2
+    lease_seconds: PositiveSeconds = 600.0
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    poll_interval_s: PositiveSeconds = 1.0
+    reclaim_interval_s: PositiveSeconds = 30.0
+
+
+class LoggingSettings(_Section):
+    """Log level and format (``auto``: readable on a terminal, JSON lines otherwise)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "console", "json"] = "auto"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level
+
+
+class Destination(_Section):
+    """A DICOM node (usually the PACS) that receives the node's reports."""
+
+    ae_title: AeTitle
+    host: str
+    port: Port
+    sr_storage: SrStorage = SrStorage.COMPREHENSIVE_3D
+
+
+class RoutingRule(_Section):
+    """One routing rule; the first rule whose every given criterion matches decides.
+
+    Each criterion is a list of accepted values (any one matches); a criterion left empty is not
+    checked. Values are compared case-insensitively after removing spaces, hyphens and underscores,
+    so ``L-SPINE``, ``l spine`` and ``LSPINE`` are the same body part. An empty string in a list
+    accepts a missing or empty attribute. ``keywords`` are matched as whole words (or word sequences)
+    in the Study, Series, Protocol and Requested Procedure descriptions.
+
+    A rule either sends the image to a ``pipeline`` or skips it with a ``skip`` reason.
+    """
+
+    name: str = Field(min_length=1)
+    pipeline: PipelineName | None = None
+    skip: SkipReason | None = None
+    modality: list[str] = Field(default_factory=list)
+    sop_class: list[str] = Field(default_factory=list, description="SOP Class UIDs.")
+    body_part: list[str] = Field(default_factory=list)
+    view: list[str] = Field(
+        default_factory=list,
+        description="AP, PA, LATERAL, OBLIQUE or '' (from View Position / View Code Sequence).",
+    )
+    laterality: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    destinations: list[str] | None = Field(
+        default=None, description="Overrides the pipeline's destinations for images this rule routes."
+    )
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> RoutingRule:
+        if (self.pipeline is None) == (self.skip is None):
+            raise ValueError(f"rule {self.name!r} must name exactly one of 'pipeline' or 'skip'")
+        return self
+
+
+def default_routing_rules() -> list[RoutingRule]:
+    """The shipped routing rules (``defaults/routing.toml`` inside the package)."""
+    text = resources.files("osteonode").joinpath("defaults/routing.toml").read_text("utf-8")
+    return [RoutingRule.model_validate(rule) for rule in tomllib.loads(text)["rules"]]
+
+
+class RoutingSettings(_Section):
+    """Which images are analysed, and by which pipeline."""
+
+    accepted_modalities: list[str] = Field(
+        default_factory=lambda: ["CR", "DX", "RG"],
+        description="Other modalities are skipped as not_radiograph before any rule is tried.",
+    )
+    rules: list[RoutingRule] = Field(default_factory=default_routing_rules)
+
+
+class PipelineSettings(_Section):
+    """Per-pipeline switches; the pipeline issues add their own keys here."""
+
+    enabled: bool = True
+    destinations: list[str] = Field(default_factory=list)
+
+
+class PipelinesSettings(_Section):
+    """One section per pipeline, ``[pipelines.lumbar]`` and so on."""
+
+    lumbar: PipelineSettings = Field(default_factory=PipelineSettings)
+    chest: PipelineSettings = Field(default_factory=PipelineSettings)
+    hip: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    def get(self, pipeline: PipelineName) -> PipelineSettings:
+        """The settings of one pipeline."""
+        return getattr(self, PipelineName(pipeline).value)
+
+
+class NodeConfig(_Section):
+    """The whole node configuration, as read from ``node.toml`` over the embedded defaults."""
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    association: AssociationPolicy = Field(default_factory=AssociationPolicy)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    destinations: dict[str, Destination] = Field(default_factory=dict)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration: the dotted key and why."""
+
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.reason}"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"invalid configuration {source}:\n{listing}")
+
+
+def load_config(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> NodeConfig:
+    """Read a node configuration file over the embedded defaults.
+
+    Parameters
+    ----------
+    path
+        The TOML file. ``None`` reads ``$OSTEONODE_CONFIG`` if set, else
+        ``node_config/node.toml`` when it exists, else uses the embedded defaults alone.
+    environ
+        Environment to take ``OSTEONODE_SECTION__KEY`` overrides from; ``os.environ`` by default.
+
+    Returns
+    -------
+    NodeConfig
+        The validated configuration.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found (file unreadable or not TOML, unknown keys, wrong types,
+        values out of range, dangling destination references).
+    """
+    config, problems, source = _parse(path, environ)
+    if problems or config is None:
+        raise ConfigError(source, problems)
+    return config
+
+
+def check_config(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> list[ConfigProblem]:
+    """Every problem :func:`load_config` would raise, plus those the machine reveals.
+
+    Beyond the file itself this checks that the spool directory can be created and written.
+
+    Parameters
+    ----------
+    path, environ
+        As for :func:`load_config`.
+
+    Returns
+    -------
+    list of ConfigProblem
+        Empty when the configuration is usable.
+    """
+    config, problems, _ = _parse(path, environ)
+    if config is not None:
+        problems.extend(_machine_problems(config))
+    return problems
+
+
+def _parse(
+    path: Path | str | None, environ: Mapping[str, str] | None
+) -> tuple[NodeConfig | None, list[ConfigProblem], str]:
+    environ = os.environ if environ is None else environ
+    path = _resolve_path(path, environ)
+    source = str(path) if path is not None else "(embedded defaults)"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        except OSError as error:
+            return None, [ConfigProblem("(file)", f"cannot read {path}: {error.strerror}")], source
+        except tomllib.TOMLDecodeError as error:
+            return None, [ConfigProblem("(file)", f"not valid TOML: {error}")], source
+    problems = _apply_environment(data, environ)
+    try:
+        config = NodeConfig.model_validate(data)
+    except ValidationError as error:
+        problems.extend(_describe(item) for item in error.errors())
+        return None, problems, source
+    problems.extend(_reference_problems(config))
+    return config, problems, source
+
+
+def _resolve_path(path: Path | str | None, environ: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if environ.get("OSTEONODE_CONFIG"):
+        return Path(environ["OSTEONODE_CONFIG"])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> list[ConfigProblem]:
+    """Set ``OSTEONODE_A__B=value`` as ``data[a][b]``; names are lower-cased."""
+    problems = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_KEYS:
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if len(keys) < 2 or not all(keys):
+            problems.append(
+                ConfigProblem(name, "environment override must look like OSTEONODE_SECTION__KEY")
+            )
+            continue
+        target = data
+        for key in keys[:-1]:
+            child = target.setdefault(key, {})
+            if not isinstance(child, dict):
+                problems.append(ConfigProblem(".".join(keys), f"{key!r} is not a section"))
+                break
+            target = child
+        else:
+            target[keys[-1]] = _literal(raw)
+    return problems
+
+
+def _literal(raw: str) -> Any:
+    """A TOML literal (``11113``, ``true``, ``["A", "B"]``) when it is one, else the plain string."""
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _describe(error: Mapping[str, Any]) -> ConfigProblem:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return ConfigProblem(key, "unknown key")
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] not in {"missing", "value_error"} and "input" in error:
+        reason = f"{reason} (got {error['input']!r})"
+    return ConfigProblem(key, reason)
+
+
+def _reference_problems(config: NodeConfig) -> list[ConfigProblem]:
+    """Destinations named by rules and pipelines must be defined under ``[destinations]``."""
+    problems = []
+    for index, rule in enumerate(config.routing.rules):
+        for name in rule.destinations or ():
+            if name not in config.destinations:
+                problems.append(
+                    ConfigProblem(
+                        f"routing.rules.{index}.destinations",
+                        f"destination {name!r} (rule {rule.name!r}) is not defined under [destinations]",
+                    )
+                )
+    for pipeline in PipelineName:
+        for name in config.pipelines.get(pipeline).destinations:
+            if name not in config.destinations:
+                problems.append(
+                    ConfigProblem(
+                        f"pipelines.{pipeline}.destinations",
+                        f"destination {name!r} is not defined under [destinations]",
+                    )
+                )
+    return problems
+
+
+def _machine_problems(config: NodeConfig) -> list[ConfigProblem]:
+    spool = config.storage.spool_dir
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+        probe = spool / ".osteonode-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        return [ConfigProblem("storage.spool_dir", f"spool directory {spool} is not writable: {reason}")]
+    return []

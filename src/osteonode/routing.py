@@ -1,0 +1,258 @@
+"""Decide from the header alone which pipeline analyses an image, or why none does.
+
+The node first skips what no pipeline can read (other modalities, no pixel data, multi-frame or
+colour images); then the ordered rules of ``[routing]`` are tried and the first whose every given
+criterion matches decides. Vendors fill Body Part Examined and View Position loosely, so values are
+compared ignoring case, spaces, hyphens and underscores, and the view is also read from the View
+Code Sequence when View Position is empty.
+
+Pixel data is never decoded here: :func:`route_file` reads the header and defers large values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from os import PathLike
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from osteonode.config import PipelineName, RoutingRule, RoutingSettings, SkipReason
+
+__all__ = ["Decision", "HeaderFacts", "Route", "Skip", "header_facts", "route_dataset", "route_file"]
+
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_GREYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
+_DESCRIPTION_KEYWORDS = (
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "RequestedProcedureDescription",
+    "PerformedProcedureStepDescription",
+)
+
+# View Position (0018,5101) defined terms, and the looser values vendors write, by projection.
+_VIEW_POSITIONS = {
+    "AP": "AP",
+    "PA": "PA",
+    "LL": "LATERAL",
+    "RL": "LATERAL",
+    "LAT": "LATERAL",
+    "LATERAL": "LATERAL",
+    "LLO": "OBLIQUE",
+    "RLO": "OBLIQUE",
+    "OBL": "OBLIQUE",
+    "OBLIQUE": "OBLIQUE",
+}
+# Words of View Code Sequence code meanings (CID 4010/4012), in the order they are tested.
+_VIEW_MEANINGS = (
+    ("ANTEROPOSTERIOR", "AP"),
+    ("ANTERIORPOSTERIOR", "AP"),
+    ("POSTEROANTERIOR", "PA"),
+    ("POSTERIORANTERIOR", "PA"),
+    ("OBLIQUE", "OBLIQUE"),
+    ("LATERAL", "LATERAL"),
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """The image goes to ``pipeline``; ``rule`` names the rule that decided."""
+
+    pipeline: PipelineName
+    rule: str
+    destinations: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The image is not analysed, for ``reason``; ``rule`` is None for the node's own checks."""
+
+    reason: SkipReason
+    detail: str
+    rule: str | None = None
+
+
+Decision = Route | Skip
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """The header values routing looks at, already normalised for comparison."""
+
+    modality: str
+    sop_class_uid: str
+    body_part: str
+    view: str
+    laterality: str
+    descriptions: tuple[str, ...]
+    has_pixel_data: bool
+    frames: int
+    samples_per_pixel: int
+    photometric: str
+
+
+def _normalise(value: object) -> str:
+    return re.sub(r"[\s_\-]+", "", str(value or "")).upper()
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[A-Z0-9]+", text.upper())
+
+
+def _view(ds: pydicom.Dataset) -> str:
+    position = _normalise(ds.get("ViewPosition", ""))
+    if position:
+        return _VIEW_POSITIONS.get(position, position)
+    for item in ds.get("ViewCodeSequence", []):
+        meaning = _normalise(item.get("CodeMeaning", ""))
+        for word, view in _VIEW_MEANINGS:
+            if word in meaning:
+                return view
+    return ""
+
+
+def _int(ds: pydicom.Dataset, keyword: str, default: int) -> int:
+    try:
+        return int(ds.get(keyword, default) or default)
+    except (TypeError, ValueError):
+        return default
+
+
+def header_facts(ds: pydicom.Dataset) -> HeaderFacts:
+    """Read the routing-relevant attributes of a dataset (no pixel decoding).
+
+    Parameters
+    ----------
+    ds
+        The dataset; large values may be deferred.
+
+    Returns
+    -------
+    HeaderFacts
+    """
+    laterality = ds.get("ImageLaterality", "") or ds.get("Laterality", "")
+    return HeaderFacts(
+        modality=_normalise(ds.get("Modality", "")),
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        body_part=_normalise(ds.get("BodyPartExamined", "")),
+        view=_view(ds),
+        laterality=_normalise(laterality),
+        descriptions=tuple(str(ds.get(keyword, "") or "") for keyword in _DESCRIPTION_KEYWORDS),
+        has_pixel_data=any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS),
+        frames=_int(ds, "NumberOfFrames", 1),
+        samples_per_pixel=_int(ds, "SamplesPerPixel", 1),
+        photometric=_normalise(ds.get("PhotometricInterpretation", "")),
+    )
+
+
+def _accepts(values: Iterable[str], actual: str) -> bool:
+    """Whether a criterion list accepts ``actual`` (an empty list accepts anything)."""
+    wanted = {_normalise(value) for value in values}
+    return not wanted or actual in wanted
+
+
+def _mentions(descriptions: Iterable[str], keyword: str) -> bool:
+    """Whether consecutive whole words of a description spell ``keyword`` (separators ignored).
+
+    ``LSPINE`` thus matches "L-SPINE AP", "L spine" and "LSPINE" but not "XLSPINE".
+    """
+    target = _normalise(re.sub(r"[^A-Za-z0-9]+", "", keyword))
+    for description in descriptions:
+        words = _words(description)
+        for start in range(len(words)):
+            joined = ""
+            for word in words[start:]:
+                joined += word
+                if len(joined) >= len(target):
+                    break
+            if joined == target:
+                return True
+    return False
+
+
+def _matches(rule: RoutingRule, facts: HeaderFacts) -> bool:
+    return (
+        _accepts(rule.modality, facts.modality)
+        and (not rule.sop_class or facts.sop_class_uid in rule.sop_class)
+        and _accepts(rule.body_part, facts.body_part)
+        and _accepts(rule.view, facts.view)
+        and _accepts(rule.laterality, facts.laterality)
+        and (not rule.keywords or any(_mentions(facts.descriptions, k) for k in rule.keywords))
+    )
+
+
+def _unanalysable(facts: HeaderFacts, accepted_modalities: Iterable[str]) -> Skip | None:
+    """The node's own checks, applied before any rule: what no pipeline can read."""
+    if not _accepts(accepted_modalities, facts.modality) or not facts.modality:
+        return Skip(SkipReason.NOT_RADIOGRAPH, f"modality {facts.modality or '(empty)'!r} is not a radiograph")
+    if not facts.has_pixel_data:
+        return Skip(SkipReason.NO_PIXEL_DATA, "the object has no pixel data")
+    if facts.frames > 1:
+        return Skip(SkipReason.MULTI_FRAME, f"multi-frame image ({facts.frames} frames)")
+    if facts.samples_per_pixel != 1 or facts.photometric not in _GREYSCALE:
+        return Skip(
+            SkipReason.COLOUR_IMAGE,
+            f"not a greyscale image (photometric interpretation {facts.photometric or '(empty)'!r},"
+            f" {facts.samples_per_pixel} samples per pixel)",
+        )
+    return None
+
+
+def route_dataset(ds: pydicom.Dataset, settings: RoutingSettings | None = None) -> Decision:
+    """Route one image by its header.
+
+    Parameters
+    ----------
+    ds
+        The image's dataset (pixel data need not be loaded).
+    settings
+        Accepted modalities and ordered rules; the shipped defaults when None.
+
+    Returns
+    -------
+    Route or Skip
+        The pipeline and deciding rule, or the reason the image is not analysed.
+    """
+    settings = RoutingSettings() if settings is None else settings
+    facts = header_facts(ds)
+    refusal = _unanalysable(facts, settings.accepted_modalities)
+    if refusal is not None:
+        return refusal
+    for rule in settings.rules:
+        if not _matches(rule, facts):
+            continue
+        if rule.skip is not None:
+            return Skip(rule.skip, f"skipped by rule {rule.name!r}", rule.name)
+        assert rule.pipeline is not None  # a rule names a pipeline or a skip (config validation)
+        destinations = tuple(rule.destinations) if rule.destinations is not None else None
+        return Route(rule.pipeline, rule.name, destinations)
+    return Skip(
+        SkipReason.UNKNOWN_BODY_PART,
+        f"no routing rule matched (body part {facts.body_part or '(empty)'!r},"
+        f" view {facts.view or '(empty)'!r})",
+    )
+
+
+def route_file(path: str | PathLike[str], settings: RoutingSettings | None = None) -> Decision:
+    """Route a DICOM file, reading its header only.
+
+    Parameters
+    ----------
+    path
+        The file (a Part 10 file, or a bare dataset as some senders write).
+    settings
+        As for :func:`route_dataset`.
+
+    Returns
+    -------
+    Route or Skip
+        As :func:`route_dataset`; a file that cannot be parsed is skipped as ``unreadable``.
+    """
+    try:
+        ds = pydicom.dcmread(path, defer_size="4 KB", force=False)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as error:
+        return Skip(SkipReason.UNREADABLE, f"cannot read the DICOM header: {error}")
+    return route_dataset(ds, settings)
