@@ -311,9 +311,9 @@ def load_config(
         Listing every problem found (file unreadable or not TOML, unknown keys, wrong types,
         values out of range, dangling destination references).
     """
-    config, problems, source = _parse(path, environ)
+    config, problems, _ = _parse(path, environ)
     if problems or config is None:
-        raise ConfigError(source, problems)
+        raise ConfigError(_describe_source(path, environ), problems)
     return config
 
 
@@ -334,34 +334,39 @@ def check_config(
     list of ConfigProblem
         Empty when the configuration is usable.
     """
-    config, problems, _ = _parse(path, environ)
-    if config is not None:
-        problems.extend(_machine_problems(config))
+    _, problems, data = _parse(path, environ)
+    if data is not None:
+        problems.extend(_machine_problems(data))
     return problems
+
+
+def _describe_source(path: Path | str | None, environ: Mapping[str, str] | None) -> str:
+    resolved = _resolve_path(path, os.environ if environ is None else environ)
+    return str(resolved) if resolved is not None else "(embedded defaults)"
 
 
 def _parse(
     path: Path | str | None, environ: Mapping[str, str] | None
-) -> tuple[NodeConfig | None, list[ConfigProblem], str]:
+) -> tuple[NodeConfig | None, list[ConfigProblem], dict[str, Any] | None]:
+    """Validate the file plus overrides; returns the config (None if invalid), problems, raw data."""
     environ = os.environ if environ is None else environ
     path = _resolve_path(path, environ)
-    source = str(path) if path is not None else "(embedded defaults)"
     data: dict[str, Any] = {}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text("utf-8"))
         except OSError as error:
-            return None, [ConfigProblem("(file)", f"cannot read {path}: {error.strerror}")], source
+            return None, [ConfigProblem("(file)", f"cannot read {path}: {error.strerror}")], None
         except tomllib.TOMLDecodeError as error:
-            return None, [ConfigProblem("(file)", f"not valid TOML: {error}")], source
+            return None, [ConfigProblem("(file)", f"not valid TOML: {error}")], None
     problems = _apply_environment(data, environ)
+    problems.extend(_reference_problems(data))
     try:
-        config = NodeConfig.model_validate(data)
+        config: NodeConfig | None = NodeConfig.model_validate(data)
     except ValidationError as error:
         problems.extend(_describe(item) for item in error.errors())
-        return None, problems, source
-    problems.extend(_reference_problems(config))
-    return config, problems, source
+        config = None
+    return config, problems, data
 
 
 def _resolve_path(path: Path | str | None, environ: Mapping[str, str]) -> Path | None:
@@ -414,32 +419,39 @@ def _describe(error: Mapping[str, Any]) -> ConfigProblem:
     return ConfigProblem(key, reason)
 
 
-def _reference_problems(config: NodeConfig) -> list[ConfigProblem]:
-    """Destinations named by rules and pipelines must be defined under ``[destinations]``."""
-    problems = []
-    for index, rule in enumerate(config.routing.rules):
-        for name in rule.destinations or ():
-            if name not in config.destinations:
-                problems.append(
-                    ConfigProblem(
-                        f"routing.rules.{index}.destinations",
-                        f"destination {name!r} (rule {rule.name!r}) is not defined under [destinations]",
-                    )
-                )
+def _reference_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Destinations named by rules and pipelines must be defined under ``[destinations]``.
+
+    Works on the raw file contents so that it reports alongside type errors elsewhere.
+    """
+    defined = _section(data, "destinations")
+    references: list[tuple[str, object, str]] = []
+    rules = _section(data, "routing").get("rules", [])
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        if isinstance(rule, Mapping):
+            references.append(
+                (f"routing.rules.{index}.destinations", rule.get("destinations"), f" (rule {rule.get('name')!r})")
+            )
     for pipeline in PipelineName:
-        for name in config.pipelines.get(pipeline).destinations:
-            if name not in config.destinations:
+        pipeline_data = _section(_section(data, "pipelines"), pipeline.value)
+        references.append((f"pipelines.{pipeline}.destinations", pipeline_data.get("destinations"), ""))
+    problems = []
+    for key, names, context in references:
+        for name in names if isinstance(names, list) else []:
+            if name not in defined:
                 problems.append(
-                    ConfigProblem(
-                        f"pipelines.{pipeline}.destinations",
-                        f"destination {name!r} is not defined under [destinations]",
-                    )
+                    ConfigProblem(key, f"destination {name!r}{context} is not defined under [destinations]")
                 )
     return problems
 
 
-def _machine_problems(config: NodeConfig) -> list[ConfigProblem]:
-    spool = config.storage.spool_dir
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    return value if isinstance(value, Mapping) else {}
+
+
+def _machine_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
+    spool = Path(_section(data, "storage").get("spool_dir", StorageSettings().spool_dir))
     try:
         spool.mkdir(parents=True, exist_ok=True)
         probe = spool / ".osteonode-write-check"
