@@ -1,0 +1,49 @@
+# osteonode — `make demo` and `make test` work on a fresh Debian machine (they install what they need).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the node's tests and demo talk to: real DICOM peers, validators and a database.
+DEB_PACKAGES := dcmtk dicom3tools libgdcm-tools orthanc postgresql
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-packages serve demo test bench clean
+
+install: system-packages $(VENV)/.installed
+
+# Installs only what is missing, so a machine that has them all needs no package manager.
+system-packages:
+	@missing=""; \
+	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc; do \
+		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
+	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# torch is installed first, pinned, so that nothing later pulls a CUDA build from the registry.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+serve: install
+	$(BIN)/osteonode serve
+
+demo: install
+	$(BIN)/osteonode demo
+
+test: install
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/pixels.py
+
+clean:
+	rm -rf $(VENV) var demo-out bench-out
