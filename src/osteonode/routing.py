@@ -54,6 +54,7 @@ _VIEW_MEANINGS = (
     ("POSTERIORANTERIOR", "PA"),
     ("OBLIQUE", "OBLIQUE"),
     ("LATERAL", "LATERAL"),
+    ("LATERO", "LATERAL"),
 )
 
 
@@ -255,4 +256,6 @@ def route_file(path: str | PathLike[str], settings: RoutingSettings | None = Non
         ds = pydicom.dcmread(path, defer_size="4 KB", force=False)
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as error:
         return Skip(SkipReason.UNREADABLE, f"cannot read the DICOM header: {error}")
+    if "SOPClassUID" not in ds:
+        return Skip(SkipReason.UNREADABLE, "cannot read the DICOM header: it has no SOP Class UID")
     return route_dataset(ds, settings)
