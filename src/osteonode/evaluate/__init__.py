@@ -1,0 +1,58 @@
+"""Validation of osteonode's estimates against a local reference cohort (DXA).
+
+:mod:`osteonode.evaluate.metrics` holds the statistics of the papers' tables as pure functions.
+"""
+
+from osteonode.evaluate.metrics import (
+    DEFAULT_BOOTSTRAP_RESAMPLES,
+    DEFAULT_CONFIDENCE_LEVEL,
+    AucEstimate,
+    ClassificationReport,
+    ClassMetrics,
+    CorrelationEstimate,
+    KappaWeighting,
+    ProportionEstimate,
+    RegressionReport,
+    RocCurve,
+    classification_report,
+    classification_report_from_confusion_matrix,
+    cohen_kappa,
+    confusion_matrix,
+    kappa_from_confusion_matrix,
+    mean_absolute_error,
+    normalized_root_mean_squared_error,
+    pearson_correlation,
+    regression_report,
+    roc_auc,
+    roc_auc_with_bootstrap_ci,
+    roc_curve,
+    root_mean_squared_error,
+    wilson_interval,
+)
+
+__all__ = [
+    "DEFAULT_BOOTSTRAP_RESAMPLES",
+    "DEFAULT_CONFIDENCE_LEVEL",
+    "AucEstimate",
+    "ClassMetrics",
+    "ClassificationReport",
+    "CorrelationEstimate",
+    "KappaWeighting",
+    "ProportionEstimate",
+    "RegressionReport",
+    "RocCurve",
+    "classification_report",
+    "classification_report_from_confusion_matrix",
+    "cohen_kappa",
+    "confusion_matrix",
+    "kappa_from_confusion_matrix",
+    "mean_absolute_error",
+    "normalized_root_mean_squared_error",
+    "pearson_correlation",
+    "regression_report",
+    "roc_auc",
+    "roc_auc_with_bootstrap_ci",
+    "roc_curve",
+    "root_mean_squared_error",
+    "wilson_interval",
+]
