@@ -316,8 +316,13 @@ def root_mean_squared_error(observed: npt.ArrayLike, predicted: npt.ArrayLike) -
     ValueError
         If the inputs are empty, differ in length or contain NaN or infinite values.
     """
-    x, y = _paired_vectors(observed, predicted)
-    return float(np.sqrt(np.mean((y - x) ** 2)))
+    return _root_mean_squared_error(*_paired_vectors(observed, predicted))
+
+
+def _root_mean_squared_error(
+    observed: npt.NDArray[np.float64], predicted: npt.NDArray[np.float64]
+) -> float:
+    return float(np.sqrt(np.mean((predicted - observed) ** 2)))
 
 
 def mean_absolute_error(observed: npt.ArrayLike, predicted: npt.ArrayLike) -> float:
@@ -366,11 +371,11 @@ def normalized_root_mean_squared_error(
         If the inputs are empty, differ in length, contain NaN or infinite values, or the
         observed values are all equal (their range is 0).
     """
-    x, _ = _paired_vectors(observed, predicted)
+    x, y = _paired_vectors(observed, predicted)
     observed_range = float(x.max() - x.min())
     if observed_range == 0.0:
         raise ValueError("the observed values are all equal, so their range is 0")
-    return root_mean_squared_error(observed, predicted) / observed_range
+    return _root_mean_squared_error(x, y) / observed_range
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +417,7 @@ def regression_report(
     *,
     confidence_level: float = DEFAULT_CONFIDENCE_LEVEL,
 ) -> RegressionReport:
-    """Return Pearson's r (with interval), RMSE, MAE and NRMSE of ``predicted`` against ``observed``.
+    """Return Pearson's r (with interval), RMSE, MAE and NRMSE of ``predicted`` vs ``observed``.
 
     Parameters
     ----------
