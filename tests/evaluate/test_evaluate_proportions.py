@@ -10,6 +10,8 @@ from osteonode.evaluate.metrics import wilson_interval
 # Newcombe RG. Two-sided confidence intervals for the single proportion: comparison of seven
 # methods. Stat Med 1998;17:857-872, Table I, method 3 (Wilson score interval without continuity
 # correction), 95 per cent, printed to four decimals. Examples (a)-(d) of the paper, and 29/29.
+# The table was seen as quoted by others, not in the paper's full text; every value agrees with
+# the closed-form Wilson limits and with scipy's to the printed four decimals.
 NEWCOMBE_1998_METHOD_3 = [
     (81, 263, 0.2553, 0.3662),
     (15, 148, 0.0624, 0.1605),
