@@ -1,0 +1,97 @@
+"""Torch modules of the screening networks, and loading of their pretrained weights.
+
+Plain torch only (no torchvision, no timm): :mod:`~osteonode.nets.convnext` for the chest
+classifiers, :mod:`~osteonode.nets.vgg_nonlocal` for the hip classifier,
+:mod:`~osteonode.nets.checkpoints` to load a site's checkpoint in any of the common layouts.
+:func:`build_network` builds a network from the architecture name a model card gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from osteonode.nets.checkpoints import (
+    CheckpointError,
+    CheckpointLayout,
+    LoadReport,
+    load_pretrained,
+    read_state_dict,
+)
+from osteonode.nets.convnext import (
+    ConvNeXt,
+    ConvNeXtConfig,
+    convnext_demo,
+    convnext_small,
+    convnext_tiny,
+)
+from osteonode.nets.vgg_nonlocal import (
+    NonLocalBlock2d,
+    VGGNonLocal,
+    VGGNonLocalConfig,
+    vgg16_nonlocal,
+    vgg16_nonlocal_demo,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "CheckpointError",
+    "CheckpointLayout",
+    "ConvNeXt",
+    "ConvNeXtConfig",
+    "LoadReport",
+    "NonLocalBlock2d",
+    "VGGNonLocal",
+    "VGGNonLocalConfig",
+    "build_network",
+    "convnext_demo",
+    "convnext_small",
+    "convnext_tiny",
+    "load_pretrained",
+    "read_state_dict",
+    "vgg16_nonlocal",
+    "vgg16_nonlocal_demo",
+]
+
+#: Architecture names a model card may use, and the constructor each one calls.
+ARCHITECTURES: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType(
+    {
+        "convnext_small": convnext_small,
+        "convnext_tiny": convnext_tiny,
+        "convnext_demo": convnext_demo,
+        "vgg16_nonlocal": vgg16_nonlocal,
+        "vgg16_nonlocal_demo": vgg16_nonlocal_demo,
+    }
+)
+
+
+def build_network(architecture: str, **options: Any) -> nn.Module:
+    """Build a randomly initialised network by architecture name.
+
+    Parameters
+    ----------
+    architecture : str
+        One of :data:`ARCHITECTURES`.
+    **options : Any
+        Keyword arguments of that constructor (``num_classes``, ``in_chans``, ...).
+
+    Returns
+    -------
+    torch.nn.Module
+        The network, in training mode.
+
+    Raises
+    ------
+    ValueError
+        If the architecture name is unknown.
+    """
+    try:
+        constructor = ARCHITECTURES[architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
+    return constructor(**options)
