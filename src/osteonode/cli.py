@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from osteonode.config import ConfigError, NodeConfig, check_config, load_config
+
+if TYPE_CHECKING:
+    from osteonode.store.history import EventRecord, InstanceHistory
 
 app = typer.Typer(
     name="osteonode",
@@ -99,6 +103,132 @@ def route(
         decision_text = row["pipeline"] or f"[yellow]skip: {row['skip']}[/yellow]"
         table.add_row(escape(row["file"]), decision_text, escape(row["rule"] or "(node check)"), escape(row["detail"] or ""))
     console.print(table)
+
+
+NoWorkersOption = Annotated[
+    bool, typer.Option("--no-workers", help="Only receive images; workers run elsewhere.")
+]
+
+
+def _run_node(config_path: Path | None, *, scp: bool, workers: bool) -> None:
+    """Run the node parts in this process until SIGTERM/SIGINT; a failed start exits with 1."""
+    from osteonode.logs import configure_logging
+    from osteonode.service import run_node
+
+    settings = _load(config_path)
+    configure_logging(settings.logging)
+    try:
+        run_node(settings, scp=scp, workers=workers)
+    except (OSError, RuntimeError, ValueError) as error:
+        structlog.get_logger("osteonode.cli").error("node_start_failed", error=str(error))
+        raise typer.Exit(code=1) from None
+
+
+@app.command("serve")
+def serve(config: ConfigOption = None, no_workers: NoWorkersOption = False) -> None:
+    """Run the node: receive images (C-STORE), route and analyse them, until SIGTERM/SIGINT."""
+    _run_node(config, scp=True, workers=not no_workers)
+
+
+@app.command("worker")
+def worker(config: ConfigOption = None) -> None:
+    """Run workers only (scale-out against a shared PostgreSQL database and spool)."""
+    _run_node(config, scp=False, workers=True)
+
+
+@app.command("status")
+def status(
+    config: ConfigOption = None,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="Show one image's whole history (SOP Instance UID).")
+    ] = None,
+    events: Annotated[int, typer.Option("--events", min=1, help="How many latest events to show.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Show job counts by state and the latest events, or what happened to one image."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from osteonode.store.db import Database
+    from osteonode.store.history import (
+        counts_by_state,
+        delivery_counts_by_state,
+        instance_history,
+        latest_events,
+    )
+
+    database = Database(_load(config).database.url)
+    try:
+        with database.session() as session:
+            if instance is not None:
+                history = instance_history(session, instance)
+            else:
+                jobs = counts_by_state(session)
+                deliveries = delivery_counts_by_state(session)
+                latest = latest_events(session, events)
+    except SQLAlchemyError as error:
+        Console(stderr=True).print(f"cannot read the node database: {error}", markup=False)
+        raise typer.Exit(code=2) from None
+    finally:
+        database.dispose()
+    if instance is not None:
+        if history is None:
+            Console(stderr=True).print(f"no image with SOP Instance UID {instance}", markup=False)
+            raise typer.Exit(code=1)
+        if as_json:
+            print(json.dumps(history.to_dict(), indent=2))
+        else:
+            _print_history(history)
+        return
+    if as_json:
+        print(json.dumps({"jobs": jobs, "deliveries": deliveries,
+                          "events": [event.to_dict() for event in latest]}, indent=2))
+        return
+    counts = Table("jobs", "count", title="Jobs by state")
+    for state, count in jobs.items():
+        counts.add_row(state, str(count))
+    console.print(counts)
+    sent = Table("deliveries", "count", title="Deliveries by state")
+    for state, count in deliveries.items():
+        sent.add_row(state, str(count))
+    console.print(sent)
+    console.print(_events_table(latest, title=f"Latest {len(latest)} events"))
+
+
+def _events_table(records: list[EventRecord], title: str) -> Table:
+    table = Table("at (UTC)", "event", "SOP Instance UID", "message", title=title)
+    for record in records:
+        table.add_row(
+            record.at.strftime("%Y-%m-%d %H:%M:%S"),
+            record.kind,
+            escape(record.sop_instance_uid or ""),
+            escape(record.message),
+        )
+    return table
+
+
+def _print_history(history: InstanceHistory) -> None:
+    """Print an ``InstanceHistory``: the instance, its jobs, deliveries and events."""
+    record = history.instance
+    if record is not None:
+        facts = Table(show_header=False, title=f"Image {history.sop_instance_uid}")
+        for key, value in record.to_dict().items():
+            facts.add_row(key, escape("" if value is None else str(value)))
+        console.print(facts)
+    jobs = Table("job", "state", "pipeline", "rule", "skip reason", "attempts", "error", title="Jobs")
+    for job in history.jobs:
+        jobs.add_row(
+            str(job.id), job.state, job.pipeline or "", escape(job.route_rule or ""),
+            escape(" ".join(filter(None, [job.skip_reason, job.skip_detail]))),
+            f"{job.attempts}/{job.max_attempts}", escape(job.error or ""),
+        )
+    console.print(jobs)
+    if history.deliveries:
+        sent = Table("delivery", "destination", "state", "attempts", "last error", title="Deliveries")
+        for delivery in history.deliveries:
+            sent.add_row(str(delivery.id), escape(delivery.destination), delivery.state,
+                         str(delivery.attempts), escape(delivery.last_error or ""))
+        console.print(sent)
+    console.print(_events_table(history.events, title="History"))
 
 
 if __name__ == "__main__":

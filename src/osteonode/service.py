@@ -1,0 +1,197 @@
+"""The running node: storage SCP, worker threads and the scheduler of periodic work, in one process.
+
+``osteonode serve`` runs all three; ``serve --no-workers`` only receives (scale-out receivers) and
+``osteonode worker`` only works (scale-out workers against PostgreSQL). Each process also runs the
+periodic work (reclaiming expired job leases, the spool retention purge); both are idempotent, so
+several processes sharing a database may run them.
+
+Shutdown on SIGTERM or SIGINT: the SCP stops accepting associations and lets open ones finish, each
+worker finishes the job it holds (or gives it back unstarted), the scheduler stops, and the process
+exits 0. A crash instead (SIGKILL, power loss) loses nothing either: what was acknowledged is in the
+spool and the database, and a job whose worker died is reclaimed when its lease expires.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import timedelta
+from types import FrameType
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from osteonode.config import NodeConfig
+from osteonode.dicom.scp import StorageSCP
+from osteonode.store.db import Database
+from osteonode.store.queue import reclaim_expired_leases
+from osteonode.store.retention import purge_spool
+from osteonode.store.spool import Spool
+from osteonode.store.tables import utc_now
+from osteonode.worker import Worker
+
+__all__ = ["Node", "run_node"]
+
+log = structlog.get_logger(__name__)
+
+#: How long open associations and running jobs may take to finish at shutdown.
+SHUTDOWN_GRACE_S = 20.0
+
+
+class Node:
+    """The parts of a node that run in this process.
+
+    Parameters
+    ----------
+    config
+        The node configuration.
+    scp
+        Run the storage SCP (receive images).
+    workers
+        Run ``config.workers.count`` worker threads.
+
+    Raises
+    ------
+    ValueError
+        If neither part is asked for.
+    """
+
+    def __init__(self, config: NodeConfig, *, scp: bool = True, workers: bool = True) -> None:
+        if not isinstance(config, NodeConfig):
+            raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
+        if not scp and not (workers and config.workers.count > 0):
+            raise ValueError("nothing to run: no SCP and no workers (workers.count is 0?)")
+        self.config = config
+        self.database = Database(config.database.url)
+        self.spool = Spool(config.storage.spool_dir)
+        self.scp = StorageSCP(config, self.database, self.spool) if scp else None
+        self.workers = (
+            [Worker(config, self.database, self.spool, index=i) for i in range(config.workers.count)]
+            if workers
+            else []
+        )
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._started = False
+
+    def start(self) -> None:
+        """Prepare database and spool, then start scheduler, workers and SCP (in that order).
+
+        Raises
+        ------
+        osteonode.store.db.DatabaseError
+            If the database cannot be reached or upgraded.
+        osteonode.store.spool.SpoolError
+            If the spool is not writable.
+        OSError
+            If the SCP's address cannot be bound.
+        """
+        if self._started:
+            raise RuntimeError("the node is already started")
+        self.database.upgrade()
+        self.spool.ensure_writable()
+        self._remove_stray_files()
+        self._schedule()
+        self._scheduler.start()
+        for worker in self.workers:
+            worker.start()
+        if self.scp is not None:
+            self.scp.start()
+        self._started = True
+        log.info(
+            "node_started",
+            scp=self.scp is not None,
+            workers=len(self.workers),
+            database=repr(self.database),
+            spool=str(self.spool.root),
+        )
+
+    def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop receiving, let workers finish their jobs, stop the scheduler."""
+        if not self._started:
+            return
+        log.info("node_stopping")
+        if self.scp is not None:
+            self.scp.stop(grace_s)
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
+            worker.join(grace_s)
+            if worker.is_alive():
+                log.warning("worker_still_running", worker=worker.worker_id)
+        self._scheduler.shutdown(wait=True)
+        self.database.dispose()
+        self._started = False
+        log.info("node_stopped")
+
+    def _schedule(self) -> None:
+        workers = self.config.workers
+        storage = self.config.storage
+        self._scheduler.add_job(
+            self.reclaim_leases,
+            "interval",
+            seconds=workers.reclaim_interval_s,
+            id="reclaim_leases",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._scheduler.add_job(
+            self.purge_spool,
+            "interval",
+            minutes=storage.purge_interval_minutes,
+            id="purge_spool",
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def reclaim_leases(self) -> int:
+        """Put jobs whose worker stopped renewing its lease back in the queue."""
+        with self.database.session() as session:
+            reclaimed = reclaim_expired_leases(session, utc_now())
+        if reclaimed:
+            log.info("leases_reclaimed", jobs=reclaimed)
+        return reclaimed
+
+    def purge_spool(self) -> None:
+        """Delete received files older than the retention period whose work is finished."""
+        retention = timedelta(days=self.config.storage.retention_days)
+        with self.database.session() as session:
+            report = purge_spool(session, self.spool, retention, utc_now())
+        log.info("spool_purged", report=str(report))
+
+    def _remove_stray_files(self) -> None:
+        # Temporary files are what a crash left mid-write: never acknowledged, so never needed.
+        stray = self.spool.stray_temporary_files()
+        for relative in stray:
+            self.spool.delete(relative)
+        if stray:
+            log.info("stray_spool_files_removed", files=len(stray))
+
+
+def run_node(config: NodeConfig, *, workers: bool = True, scp: bool = True) -> None:
+    """Run a node in this process until SIGTERM or SIGINT, then shut it down cleanly.
+
+    Parameters
+    ----------
+    config
+        The node configuration.
+    workers
+        Run worker threads.
+    scp
+        Run the storage SCP.
+    """
+    node = Node(config, scp=scp, workers=workers)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        node.start()
+        while not stop_requested.wait(1.0):
+            pass
+    finally:
+        node.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

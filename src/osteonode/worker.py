@@ -1,0 +1,180 @@
+"""Workers: threads that claim jobs, route each image by its header and hand it to its pipeline.
+
+A job is claimed under a lease; a worker that dies simply lets the lease expire and another worker
+picks the job up again. Database sessions are kept short: the claim is one transaction, the work
+(reading the header, running a pipeline) happens outside any transaction, and the outcome is a second
+one. The same code runs embedded (threads of ``osteonode serve``, SQLite) and scaled out
+(``osteonode worker`` processes sharing a PostgreSQL queue and a spool volume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pydicom
+import structlog
+
+from osteonode.config import NodeConfig
+from osteonode.pipelines import Pipeline, available
+from osteonode.routing import Route, route_file
+from osteonode.store.db import Database
+from osteonode.store.queue import (
+    claim_job,
+    mark_done,
+    mark_failed_attempt,
+    mark_routed,
+    mark_skipped,
+    release_job,
+)
+from osteonode.store.spool import Spool
+from osteonode.store.tables import Job, Result, utc_now
+
+__all__ = ["Worker", "worker_identity"]
+
+log = structlog.get_logger(__name__)
+
+
+def worker_identity(index: int) -> str:
+    """A lease owner name that is unique across hosts and processes: ``host:pid:worker-N``."""
+    return f"{socket.gethostname()}:{os.getpid()}:worker-{index}"
+
+
+class Worker(threading.Thread):
+    """One worker thread.
+
+    Parameters
+    ----------
+    config
+        The node configuration (``workers`` and ``routing`` sections are used).
+    database
+        The shared job queue.
+    spool
+        Where the received files are.
+    index
+        Number of this worker in its process, for its name.
+    pipelines
+        The pipelines this worker can run; :func:`osteonode.pipelines.available` by default. A job
+        routed to another pipeline stays ``queued`` until a worker that has it claims it.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        database: Database,
+        spool: Spool,
+        *,
+        index: int = 0,
+        pipelines: Mapping[str, Pipeline] | None = None,
+    ) -> None:
+        if not isinstance(config, NodeConfig):
+            raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
+        if index < 0:
+            raise ValueError(f"index must be >= 0, got {index}")
+        self.worker_id = worker_identity(index)
+        super().__init__(name=f"osteonode-worker-{index}", daemon=True)
+        self._settings = config.workers
+        self._routing = config.routing
+        self._database = database
+        self._spool = spool
+        self._pipelines = dict(available() if pipelines is None else pipelines)
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the worker to finish its current job and exit."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        log.info("worker_started", worker=self.worker_id, pipelines=sorted(self._pipelines))
+        while not self._stopping.is_set():
+            try:
+                worked = self.process_next()
+            except Exception as error:  # noqa: BLE001 - a database outage must not end the thread
+                log.exception("worker_error", worker=self.worker_id, error=str(error))
+                worked = False
+            if not worked:
+                self._stopping.wait(self._settings.poll_interval_s)
+        log.info("worker_stopped", worker=self.worker_id)
+
+    def process_next(self) -> bool:
+        """Claim one job and do it.
+
+        Returns
+        -------
+        bool
+            Whether a job was claimed.
+        """
+        with self._database.session() as session:
+            job = claim_job(
+                session,
+                worker_id=self.worker_id,
+                lease_seconds=self._settings.lease_seconds,
+                pipelines=frozenset(self._pipelines),
+            )
+            if job is None:
+                return False
+            spool_path = job.instance.spool_path
+            sop_instance_uid = job.instance.sop_instance_uid
+        if self._stopping.is_set():
+            self._release(job)
+            return True
+        try:
+            if job.pipeline is None:
+                self._route(job, spool_path)
+            else:
+                self._run_pipeline(job, self._pipelines[job.pipeline], spool_path)
+        except Exception as error:  # noqa: BLE001 - recorded on the job, retried or failed
+            log.exception("job_error", job_id=job.id, sop_instance_uid=sop_instance_uid)
+            with self._database.session() as session:
+                mark_failed_attempt(session, job, f"{type(error).__name__}: {error}")
+        return True
+
+    def _route(self, job: Job, spool_path: str) -> None:
+        # route_file, mark_routed and mark_skipped record the decision as an Event and a log line.
+        decision = route_file(self._spool.path(spool_path), self._routing)
+        if not isinstance(decision, Route):
+            with self._database.session() as session:
+                mark_skipped(session, job, decision.reason.value, decision.detail, decision.rule)
+            return
+        pipeline = self._pipelines.get(decision.pipeline.value)
+        with self._database.session() as session:
+            # Without the pipeline here the job waits, queued, for a worker that has it.
+            job = mark_routed(
+                session, job, decision.pipeline.value, decision.rule, keep_lease=pipeline is not None
+            )
+        if pipeline is not None:
+            self._run_pipeline(job, pipeline, spool_path)
+
+    def _run_pipeline(self, job: Job, pipeline: Pipeline, spool_path: str) -> None:
+        # Pipelines receive the spooled dataset until osteonode.imaging provides the decoded
+        # Radiograph value they will take instead.
+        dataset = pydicom.dcmread(self._spool.path(spool_path))
+        outcome = pipeline.run(dataset)
+        with self._database.session() as session:
+            session.add(
+                Result(
+                    job_id=job.id,
+                    instance_id=job.instance_id,
+                    pipeline=pipeline.name,
+                    payload=_payload(outcome),
+                    created_at=utc_now(),
+                )
+            )
+            mark_done(session, job)
+
+    def _release(self, job: Job) -> None:
+        with self._database.session() as session:
+            release_job(session, job)
+
+
+def _payload(outcome: Any) -> dict[str, Any]:
+    """A pipeline result as a JSON object (results are dataclasses or mappings of plain data)."""
+    if dataclasses.is_dataclass(outcome) and not isinstance(outcome, type):
+        return dataclasses.asdict(outcome)
+    if isinstance(outcome, Mapping):
+        return dict(outcome)
+    raise TypeError(f"a pipeline must return a dataclass or a mapping, not {type(outcome).__name__}")
