@@ -89,8 +89,9 @@ def test_layer_scale_starts_at_one_millionth(small: ConvNeXt) -> None:
 def test_demo_network_accepts_one_or_three_channels_at_several_sizes(in_chans: int) -> None:
     model = convnext_demo(num_classes=2, in_chans=in_chans).eval()
     with torch.no_grad():
-        for size in (64, 96, 512):
+        for size in (64, 96, 160):
             assert model(torch.randn(2, in_chans, size, size)).shape == (2, 2)
+        assert model(torch.randn(1, in_chans, 512, 512)).shape == (1, 2)
 
 
 def test_input_with_wrong_channel_count_is_rejected() -> None:
@@ -132,7 +133,8 @@ def test_drop_path_drops_whole_samples_and_rescales_kept_ones_in_train_mode() ->
 
 
 def test_stochastic_depth_rates_rise_linearly_to_the_configured_rate() -> None:
-    model = convnext_small(drop_path_rate=0.4)
+    model = ConvNeXt(ConvNeXtConfig(depths=CONVNEXT_SMALL.depths, widths=(4, 4, 4, 4),
+                                    drop_path_rate=0.4))
     rates = [block.drop_path.drop_prob for stage in model.stages for block in stage]
     assert rates[0] == 0.0
     assert rates[-1] == pytest.approx(0.4)

@@ -289,6 +289,16 @@ def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    # torch wraps the specific reason ("Unsupported global: ...") in several lines of advice,
+    # part of which recommends weights_only=False; keep only the reason.
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip()
+    return text.split("\n\n", 1)[0].split(". Please use", 1)[0].strip()
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors``, ``.pth`` or ``.pt`` file onto the CPU.
 
@@ -338,10 +348,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             raise CheckpointError(
-                f"{path} was refused: it holds pickled Python objects other than tensors and plain "
-                "containers, and osteonode reads .pth/.pt files only with "
-                "torch.load(weights_only=True). Re-save the state dict alone, or as .safetensors. "
-                f"({str(error).splitlines()[0]})"
+                f"{path} was refused by torch.load(weights_only=True), which osteonode always uses "
+                "for .pth/.pt files so that loading cannot run code: it is not a torch checkpoint, "
+                "or it holds pickled Python objects other than tensors and plain containers "
+                f"(torch: {_unpickler_reason(error)}). Re-save the bare state dict, or as "
+                ".safetensors."
             ) from error
         except (RuntimeError, EOFError, ValueError) as error:
             raise CheckpointError(f"{path} is not a readable torch checkpoint: {error}") from error
@@ -485,7 +496,7 @@ def load_pretrained(
         layout=layout,
         loaded_keys=tuple(sorted(to_load)),
         head_loaded=head_loaded,
-        skipped_keys=tuple(skipped),
+        skipped_keys=tuple(sorted(skipped)),
         initialised_keys=initialised,
         stem_adapted=stem_adapted,
         missing_keys=missing,
