@@ -76,6 +76,28 @@ def config_show(config: ConfigOption = None) -> None:
     print(json.dumps(_load(config).model_dump(mode="json"), indent=2))
 
 
+@phantoms_app.command("make")
+def phantoms_make(
+    part: Annotated[str, typer.Option("--part", help="Body part: lumbar, chest or hip.")],
+    n: Annotated[int, typer.Option("--n", help="Number of images.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created if missing).")],
+    seed: Annotated[int, typer.Option("--seed", help="Cohort seed; the same seed gives the same bytes.")] = 0,
+    size: Annotated[int, typer.Option("--size", help="Long side in pixels (spacing scales inversely).")] = 2500,
+    hard_fraction: Annotated[
+        float, typer.Option("--hard-fraction", help="Fraction of not-evaluable hard cases.")
+    ] = 0.0,
+) -> None:
+    """Write N synthetic radiographs of one part and their ground truth DIR/cohort.csv."""
+    from osteonode.phantoms import PhantomError, make_cohort
+
+    try:
+        table = make_cohort(part, n, out, seed=seed, size=size, hard_fraction=hard_fraction, progress=True)
+    except PhantomError as error:
+        Console(stderr=True).print(f"phantoms make: {error}", style="red", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+    console.print(f"wrote {n} {part} phantoms and {escape(str(table))}", highlight=False)
+
+
 @app.command("route")
 def route(
     files: Annotated[list[Path], typer.Argument(help="DICOM files to route.", exists=False)],

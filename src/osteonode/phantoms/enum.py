@@ -1,0 +1,60 @@
+"""Coded values of the phantom generator: body parts, hard cases, categories, DICOM variants."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Part(str, Enum):
+    """Body part a phantom shows; equals the name of the pipeline meant to analyse it."""
+
+    LUMBAR = "lumbar"
+    CHEST = "chest"
+    HIP = "hip"
+
+
+class Sex(str, Enum):
+    """Patient sex as written to DICOM Patient's Sex."""
+
+    FEMALE = "F"
+    MALE = "M"
+
+
+class HardCase(str, Enum):
+    """Kinds of deliberately difficult phantoms; any but ``NONE`` is not evaluable."""
+
+    NONE = "none"
+    IMPLANT = "implant"
+    SCOLIOSIS = "scoliosis"
+    CROPPED = "cropped"
+
+
+class Category(str, Enum):
+    """WHO bone density category derived from a T-score."""
+
+    NORMAL = "normal"
+    LOW_BONE_MASS = "low_bone_mass"
+    OSTEOPOROSIS = "osteoporosis"
+
+
+class Modality(str, Enum):
+    """The two projection radiography objects the generator writes."""
+
+    CR = "CR"
+    DX = "DX"
+
+
+class VoiKind(str, Enum):
+    """How the display transform is carried in the file."""
+
+    WINDOW = "window"
+    LUT = "lut"
+    NONE = "none"
+
+
+class SpacingKind(str, Enum):
+    """Which spacing attributes describe the pixel size."""
+
+    PIXEL = "pixel"
+    IMAGER = "imager"
+    BOTH = "both"
