@@ -65,3 +65,13 @@ def vgg_to_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         renamed[f"classifier.{index}.weight"] = torch.randn(shape)
         renamed[f"classifier.{index}.bias"] = torch.randn(shape[0])
     return renamed
+
+
+def vgg_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep the ``features.*`` tensors and add a (miniature) timm ConvMlp + classifier head."""
+    renamed = {key: tensor for key, tensor in state.items() if key.startswith("features.")}
+    for name, shape in (("pre_logits.fc1", (32, 16, 7, 7)), ("pre_logits.fc2", (32, 32, 1, 1)),
+                        ("head.fc", (1000, 32))):
+        renamed[f"{name}.weight"] = torch.randn(shape)
+        renamed[f"{name}.bias"] = torch.randn(shape[0])
+    return renamed

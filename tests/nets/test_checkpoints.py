@@ -21,7 +21,7 @@ from osteonode.nets import (
     read_state_dict,
 )
 
-from ._layouts import convnext_to_timm, convnext_to_torchvision, vgg_to_torchvision
+from ._layouts import convnext_to_timm, convnext_to_torchvision, vgg_to_timm, vgg_to_torchvision
 
 # A stage of 11 blocks gives two-digit block indices, which renaming rules must handle.
 DEEP_NARROW = ConvNeXtConfig(depths=(1, 2, 11, 1), widths=(8, 16, 24, 32))
@@ -98,17 +98,26 @@ def test_vgg_checkpoint_of_this_package_round_trips(
     assert_same_tensors(source, target)
 
 
+VGG_LAYOUTS = {
+    CheckpointLayout.TORCHVISION: (vgg_to_torchvision, ("classifier.0", "classifier.3",
+                                                        "classifier.6")),
+    CheckpointLayout.TIMM: (vgg_to_timm, ("pre_logits.fc1", "pre_logits.fc2", "head.fc")),
+}
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+@pytest.mark.parametrize("layout", list(VGG_LAYOUTS), ids=lambda layout: layout.value)
 def test_imagenet_vgg16_features_load_and_new_parts_stay_initialised(
-    tmp_path: Path, suffix: str
+    tmp_path: Path, suffix: str, layout: CheckpointLayout
 ) -> None:
     source, target = vgg(seed=1), vgg(seed=2)
     fresh = {key: tensor.clone() for key, tensor in target.state_dict().items()}
-    path = save(vgg_to_torchvision(source.state_dict()), tmp_path / f"vgg16{suffix}")
+    rename, imagenet_head = VGG_LAYOUTS[layout]
+    path = save(rename(source.state_dict()), tmp_path / f"vgg16{suffix}")
     report = load_pretrained(target, path)
-    assert report.layout is CheckpointLayout.TORCHVISION
-    assert sorted(report.skipped_keys) == sorted(
-        f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")
+    assert report.layout is layout
+    assert report.skipped_keys == tuple(
+        sorted(f"{name}.{p}" for name in imagenet_head for p in ("weight", "bias"))
     )
     assert not report.head_loaded
     assert set(report.initialised_keys) == {

@@ -1,4 +1,4 @@
-"""ConvNeXt: published shape and size, reference parameter names, stochastic depth, Grad-CAM layer."""
+"""ConvNeXt: published shape and size, reference parameter names, stochastic depth, Grad-CAM."""
 
 from __future__ import annotations
 

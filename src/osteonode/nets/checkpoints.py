@@ -8,7 +8,9 @@ to this package's, and then:
 - drops a classification head whose shape differs from the model's (an ImageNet 1000-class head
   for a two-class model) and says so in the :class:`LoadReport`;
 - adapts a 3-channel first convolution to a 1-channel model by summing over the input channels,
-  which gives the same response to a grey image replicated into three channels;
+  which gives the same response as the RGB network on a grey image replicated into three channels
+  (so the grey image should be normalised as the RGB network's channels were, e.g. with the mean
+  of the ImageNet channel means and standard deviations);
 - raises :class:`CheckpointError` naming missing, unexpected and mis-shaped keys when the file does
   not fit the model.
 """
@@ -83,12 +85,14 @@ class CheckpointError(Exception):
 class CheckpointLayout(enum.Enum):
     """Naming scheme of a checkpoint's keys."""
 
-    #: This package's names. For ConvNeXt they are the facebookresearch names (reported as FACEBOOK);
-    #: for VGGNonLocal, torchvision's ``features.*`` plus ``non_local.*`` and ``head.*``.
+    #: This package's names. For ConvNeXt they are the facebookresearch names (reported as
+    #: FACEBOOK); for VGGNonLocal, torchvision's ``features.*`` plus ``non_local.*`` and ``head.*``.
     OSTEONODE = "osteonode"
-    #: facebookresearch/ConvNeXt: ``downsample_layers.*``, ``stages.i.j.dwconv``, ``norm``, ``head``.
+    #: facebookresearch/ConvNeXt: ``downsample_layers.*``, ``stages.i.j.dwconv``, ``norm``,
+    #: ``head``.
     FACEBOOK = "facebook"
-    #: timm: ``stem.*``, ``stages.i.downsample.*``, ``stages.i.blocks.j.conv_dw``, ``head.fc``.
+    #: timm: ConvNeXt ``stem.*``, ``stages.i.downsample.*``, ``stages.i.blocks.j.conv_dw``,
+    #: ``head.fc``; VGG ``features.*``, ``pre_logits.*``, ``head.fc``.
     TIMM = "timm"
     #: torchvision: ``features.*`` (ConvNeXt: ``block.k``, ``layer_scale``) and ``classifier.*``.
     TORCHVISION = "torchvision"
@@ -201,6 +205,13 @@ def _rename_torchvision_vgg(key: str) -> str | None:
     return key
 
 
+def _rename_timm_vgg(key: str) -> str | None:
+    # timm keeps torchvision's `features` indices and holds fc6-fc8 as `pre_logits` + `head.fc`.
+    if key.startswith(("pre_logits.", "head.")):
+        return None
+    return key
+
+
 def _detect_convnext(keys: set[str]) -> CheckpointLayout | None:
     if "downsample_layers.0.0.weight" in keys:
         return CheckpointLayout.FACEBOOK
@@ -212,6 +223,8 @@ def _detect_convnext(keys: set[str]) -> CheckpointLayout | None:
 
 
 def _detect_vgg(keys: set[str]) -> CheckpointLayout | None:
+    if "pre_logits.fc1.weight" in keys:
+        return CheckpointLayout.TIMM
     if any(key.startswith(("non_local.", "head.")) for key in keys):
         return CheckpointLayout.OSTEONODE
     if "features.0.weight" in keys:
@@ -249,6 +262,7 @@ _VGG_NONLOCAL = _Family(
     detect=_detect_vgg,
     renamers={
         CheckpointLayout.OSTEONODE: _identity,
+        CheckpointLayout.TIMM: _rename_timm_vgg,
         CheckpointLayout.TORCHVISION: _rename_torchvision_vgg,
     },
     foreign_optional_prefixes=("non_local.",),
@@ -277,11 +291,12 @@ def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(content, Mapping) or not content:
         raise CheckpointError(f"{path} holds no state dict (a mapping of names to tensors)")
-    not_tensors = [str(key) for key, value in content.items() if not isinstance(value, torch.Tensor)]
+    not_tensors = tuple(
+        str(key) for key, value in content.items() if not isinstance(value, torch.Tensor)
+    )
     if not_tensors:
-        raise CheckpointError(
-            f"{path} is not a plain state dict: {_listed('entries that are not tensors', tuple(not_tensors))}"
-        )
+        listed = _listed("entries that are not tensors", not_tensors)
+        raise CheckpointError(f"{path} is not a plain state dict: {listed}")
     state = {str(key): value for key, value in content.items()}
     # nn.DataParallel / DistributedDataParallel save every name behind "module.".
     if all(key.startswith("module.") for key in state):
@@ -359,9 +374,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return _unwrap(content, path)
 
 
-def _adapt_stem(
-    tensor: torch.Tensor, model_shape: torch.Size
-) -> tuple[torch.Tensor, bool]:
+def _adapt_stem(tensor: torch.Tensor, model_shape: torch.Size) -> tuple[torch.Tensor, bool]:
     three_to_one = (
         tensor.ndim == 4
         and tensor.shape[1] == 3

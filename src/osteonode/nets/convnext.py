@@ -322,7 +322,9 @@ class ConvNeXt(nn.Module):
         return torch.softmax(self.forward(x), dim=1)
 
 
-def _build(base: ConvNeXtConfig, num_classes: int, in_chans: int, drop_path_rate: float) -> ConvNeXt:
+def _build(
+    base: ConvNeXtConfig, num_classes: int, in_chans: int, drop_path_rate: float
+) -> ConvNeXt:
     return ConvNeXt(
         replace(base, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate)
     )
