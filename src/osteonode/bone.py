@@ -1,4 +1,4 @@
-"""Clinical arithmetic of bone densitometry: T-scores, cross-calibration, WHO categories, ISCD rules.
+"""Clinical arithmetic of bone densitometry: T-scores, calibration, WHO categories, ISCD rules.
 
 Everything here is a pure function of its arguments or a small frozen value, so that each result can
 be checked by hand. The numbers come from METHODS.md section 1 (calibration of the lumbar estimator)
@@ -9,8 +9,8 @@ Conventions
 -----------
 - BMD is areal bone mineral density in g/cm2; standardised BMD (sBMD) is in mg/cm2.
 - A T-score is kept unrounded in calculations and reported to one decimal
-  (:func:`reported_t_score`); the WHO category is always taken from the reported value, so the number
-  a reader sees and the category printed beside it never disagree.
+  (:func:`reported_t_score`); the WHO category is always taken from the reported value, so the
+  number a reader sees and the category printed beside it never disagree.
 """
 
 from __future__ import annotations
@@ -494,7 +494,8 @@ def standardized_bmd_calibration(
 ) -> LinearCalibration:
     """Hip cross-calibration through standardised BMD: equal sBMD on both scales.
 
-    From ``a_f + b_f x BMD_f = a_t + b_t x BMD_t``: ``BMD_t = (b_f / b_t) x BMD_f + (a_f - a_t) / b_t``.
+    From ``a_f + b_f x BMD_f = a_t + b_t x BMD_t`` follows
+    ``BMD_t = (b_f / b_t) x BMD_f + (a_f - a_t) / b_t``.
 
     Parameters
     ----------
@@ -660,8 +661,8 @@ def combine_lumbar(
     5. Fewer than two included vertebrae: not evaluable.
 
     The combined BMD is the mean of the included vertebrae's BMD. DXA uses the area-weighted total
-    (total BMC / total area); a radiograph gives no DXA projected area, so the unweighted mean is the
-    approximation (vertebral areas grow caudally by some 10-15 %, so the mean gives the upper
+    (total BMC / total area); a radiograph gives no DXA projected area, so the unweighted mean is
+    the approximation (vertebral areas grow caudally by some 10-15 %, so the mean gives the upper
     vertebrae slightly more weight than DXA would). The combined T-score is computed from the
     combined BMD against the L1-L4 reference, not averaged from the vertebrae's T-scores.
 
@@ -693,6 +694,8 @@ def combine_lumbar(
 
     excluded: list[VertebraExclusion] = []
     included: list[Vertebra] = []
+    scores: dict[Vertebra, float] = {}
+    bmds: dict[Vertebra, float] = {}
     for label in Vertebra:
         measure = by_label.get(label)
         if measure is None:
@@ -700,8 +703,11 @@ def combine_lumbar(
         elif not measure.evaluable:
             excluded.append(VertebraExclusion(label, ExclusionKind.FLAGGED, str(measure.reason)))
         else:
+            # VertebraMeasure guarantees both numbers for an evaluable vertebra.
+            assert measure.t_score is not None and measure.bmd is not None
             included.append(label)
-    scores = {label: float(by_label[label].t_score) for label in included}  # type: ignore[arg-type]
+            scores[label] = measure.t_score
+            bmds[label] = measure.bmd
 
     def not_evaluable(reason: str) -> LumbarSummary:
         return LumbarSummary(
@@ -759,7 +765,7 @@ def combine_lumbar(
         for upper, lower in zip(included, included[1:])
         if abs(scores[upper] - scores[lower]) > DISCORDANCE_LIMIT
     )
-    combined_bmd = statistics.fmean(float(by_label[label].bmd) for label in included)  # type: ignore[arg-type]
+    combined_bmd = statistics.fmean(bmds[label] for label in included)
     combined_t = t_score(combined_bmd, reference)
     return LumbarSummary(
         evaluable=True, included=tuple(included), excluded=tuple(excluded), bmd=combined_bmd,

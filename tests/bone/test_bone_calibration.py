@@ -9,12 +9,12 @@ from osteonode.bone import (
     LinearCalibration,
     MeasurementSite,
     Sex,
+    WhoCategory,
     YoungAdultReference,
     standardized_bmd,
     standardized_bmd_calibration,
     t_score,
     who_category,
-    WhoCategory,
 )
 
 GE = DxaManufacturer.GE_LUNAR

@@ -23,8 +23,8 @@ HOLOGIC_SPINE = YoungAdultReference(
     mean=1.047, sd=0.110, site=MeasurementSite.LUMBAR_L1_L4, sex=Sex.FEMALE,
     manufacturer=DxaManufacturer.HOLOGIC, source="test",
 )
-NECK = YoungAdultReference(0.858, 0.120, MeasurementSite.FEMORAL_NECK, Sex.FEMALE, DxaManufacturer.HOLOGIC, "test")
-TOTAL_HIP = YoungAdultReference(0.942, 0.122, MeasurementSite.TOTAL_HIP, Sex.FEMALE, DxaManufacturer.HOLOGIC, "test")
+NECK = YoungAdultReference(0.858, 0.120, "femoral_neck", "F", "hologic", "test")
+TOTAL_HIP = YoungAdultReference(0.942, 0.122, "total_hip", "F", "hologic", "test")
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ TOTAL_HIP = YoungAdultReference(0.942, 0.122, MeasurementSite.TOTAL_HIP, Sex.FEM
         (0.700, NECK, -1.316666667, -1.3, WhoCategory.LOW_BONE_MASS),
         # (0.550 - 0.858) / 0.120 = -0.308 / 0.120 = -2.56666... -> -2.6 -> osteoporosis
         (0.550, NECK, -2.566666667, -2.6, WhoCategory.OSTEOPOROSIS),
-        # (0.637 - 0.942) / 0.122 = -0.305 / 0.122 = -2.5 exactly -> osteoporosis (boundary included)
+        # (0.637 - 0.942) / 0.122 = -0.305 / 0.122 = -2.5 exactly -> osteoporosis (boundary)
         (0.637, TOTAL_HIP, -2.5, -2.5, WhoCategory.OSTEOPOROSIS),
         # (0.820 - 0.942) / 0.122 = -0.122 / 0.122 = -1.0 exactly -> normal (boundary included)
         (0.820, TOTAL_HIP, -1.0, -1.0, WhoCategory.NORMAL),
@@ -103,7 +103,9 @@ def test_t_score_refuses_text():
     ],
 )
 def test_young_adult_reference_checks_its_values(kwargs, message):
-    values = dict(mean=1.047, sd=0.110, site="lumbar_l1_l4", sex="F", manufacturer="hologic", source="x")
+    values = dict(
+        mean=1.047, sd=0.110, site="lumbar_l1_l4", sex="F", manufacturer="hologic", source="x"
+    )
     with pytest.raises(ValueError, match=message):
         YoungAdultReference(**(values | kwargs))
 
