@@ -1,0 +1,208 @@
+"""The node's database: engine, sessions and the schema migration shipped inside the package.
+
+Two back-ends share one code path:
+
+* SQLite (the embedded default, ``sqlite:///var/osteonode.db``): write-ahead log, ``synchronous=FULL``
+  so a commit is on disk before it returns, foreign keys on, and every transaction opened with
+  ``BEGIN IMMEDIATE``. SQLite allows one writer at a time; taking the write lock at the start of a
+  transaction makes concurrent sessions wait (``busy_timeout``) instead of failing half-way when a
+  read transaction tries to become a write transaction. Keep sessions short: never hold one open
+  while decoding or running a model.
+* PostgreSQL (``postgresql+psycopg://...``; ``postgresql://`` and ``postgres://`` are mapped to the
+  psycopg 3 driver): the shared database and job queue of a multi-host installation.
+
+The schema is created and upgraded by alembic (:meth:`Database.upgrade`), driven programmatically
+from the migrations in ``osteonode/store/migrations``; no ``alembic.ini`` is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["Database", "DatabaseError", "normalize_database_url"]
+
+log = structlog.get_logger(__name__)
+
+#: How long an SQLite connection waits for another writer before it gives up, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Key of the PostgreSQL advisory lock that serialises schema upgrades of several processes.
+UPGRADE_ADVISORY_LOCK_KEY = int.from_bytes(b"osteonod", "big")
+_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used as configured."""
+
+
+def normalize_database_url(url: str | URL) -> URL:
+    """Return the SQLAlchemy URL the node uses for a configured database URL.
+
+    Parameters
+    ----------
+    url: str | sqlalchemy.engine.URL
+        ``sqlite:///path/to/file.db`` or ``postgresql[+psycopg]://user@host:port/db``
+        (``postgres://`` is accepted too).
+
+    Returns
+    -------
+    sqlalchemy.engine.URL
+        The URL with PostgreSQL mapped to the psycopg 3 driver.
+
+    Raises
+    ------
+    ValueError
+        If the URL cannot be parsed, names another back-end or driver, or is an in-memory SQLite
+        database (the node's threads need one shared database file).
+    """
+    if not isinstance(url, (str, URL)):
+        raise TypeError(f"database URL must be a str, got {type(url).__name__}")
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise ValueError(f"cannot parse database URL {str(url)!r}: {error}") from None
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername in {"sqlite", "sqlite+pysqlite"}:
+        if parsed.database in (None, "", ":memory:"):
+            raise ValueError(
+                "in-memory SQLite is not supported: give a file, e.g. sqlite:///var/osteonode.db"
+            )
+        return parsed
+    raise ValueError(
+        f"unsupported database {parsed.drivername!r}: use sqlite:///<file> or "
+        "postgresql+psycopg://<user>@<host>/<database>"
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Set SQLite pragmas on every new connection and begin transactions with ``BEGIN IMMEDIATE``."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The node's database.
+
+    Parameters
+    ----------
+    url: str | sqlalchemy.engine.URL
+        Database URL (see :func:`normalize_database_url`). For SQLite the directory of the file is
+        created if missing.
+    echo: bool
+        Log every SQL statement (debugging only).
+
+    Raises
+    ------
+    ValueError
+        If the URL is not usable (see :func:`normalize_database_url`).
+    """
+
+    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+        self.url = normalize_database_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(self.url, echo=echo)
+            _configure_sqlite(self.engine)
+        else:
+            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
+        # Objects stay readable after commit: a worker claims a job in one short session and
+        # reports on it in another one, after the (long) processing in between.
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Open a session in one transaction: committed on success, rolled back on error.
+
+        Yields
+        ------
+        sqlalchemy.orm.Session
+            The session; its objects stay loaded after the commit.
+        """
+        with self._sessions.begin() as session:
+            yield session
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Create or upgrade the schema with the migrations shipped in the package.
+
+        Several processes may call this at once: on PostgreSQL an advisory lock serialises them, on
+        SQLite the write lock of ``BEGIN IMMEDIATE`` does.
+
+        Parameters
+        ----------
+        revision: str
+            Target alembic revision.
+
+        Raises
+        ------
+        DatabaseError
+            If the database cannot be reached or a migration fails.
+        """
+        config = _alembic_config()
+        try:
+            with self.engine.begin() as connection:
+                if not self.is_sqlite:
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": UPGRADE_ADVISORY_LOCK_KEY},
+                    )
+                before = MigrationContext.configure(connection).get_current_revision()
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                after = MigrationContext.configure(connection).get_current_revision()
+        except Exception as error:
+            raise DatabaseError(f"cannot upgrade database {self!r}: {error}") from error
+        log.info("database_upgraded", url=repr(self), from_revision=before, to_revision=after)
+
+    def current_revision(self) -> str | None:
+        """Return the schema revision of the database, or None if it has no schema yet."""
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def is_up_to_date(self) -> bool:
+        """Return whether the database schema is at the newest shipped revision."""
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        return self.current_revision() == head
+
+    def dispose(self) -> None:
+        """Close all pooled connections."""
+        self.engine.dispose()
+
+
+def _alembic_config() -> Config:
+    """Return an alembic configuration pointing at the migrations inside the package."""
+    config = Config()
+    config.set_main_option("script_location", str(files("osteonode.store") / "migrations"))
+    return config

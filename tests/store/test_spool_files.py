@@ -1,0 +1,103 @@
+"""The spool writes files atomically and durably, and never overwrites a stored file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from osteonode.store.spool import Spool, SpoolError
+
+UID = "1.2.826.0.1.3680043.10.1234.99"
+
+
+def test_stored_file_reads_back_under_a_hashed_bucket(spool: Spool) -> None:
+    content = b"DICM" + bytes(range(256)) * 100
+    relative = spool.store_incoming(UID, content)
+    bucket = hashlib.sha1(UID.encode()).hexdigest()[:2]
+    assert relative == Path("incoming", bucket, f"{UID}.dcm")
+    assert not relative.is_absolute()
+    assert spool.path(relative).read_bytes() == content
+
+
+def test_write_leaves_no_temporary_file(spool: Spool) -> None:
+    relative = spool.store_incoming(UID, b"content")
+    assert [p.name for p in spool.path(relative).parent.iterdir()] == [f"{UID}.dcm"]
+    assert spool.stray_temporary_files() == []
+
+
+def test_writer_callable_streams_into_the_file(spool: Spool) -> None:
+    def write(file: BinaryIO) -> None:
+        for chunk in (b"one ", b"two ", b"three"):
+            file.write(chunk)
+
+    relative = spool.store_incoming(UID, write)
+    assert spool.path(relative).read_bytes() == b"one two three"
+
+
+def test_failed_write_leaves_nothing_behind(spool: Spool) -> None:
+    def write(file: BinaryIO) -> None:
+        file.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        spool.store_incoming(UID, write)
+    assert list(spool.root.rglob("*.dcm")) == []
+
+
+def test_second_copy_of_a_uid_gets_its_own_name(spool: Spool) -> None:
+    first = spool.store_incoming(UID, b"first")
+    second = spool.store_incoming(UID, b"second")
+    assert first != second
+    assert second.name == f"{UID}.1.dcm"
+    assert spool.path(first).read_bytes() == b"first"
+    assert spool.delete(second)
+    assert spool.path(first).read_bytes() == b"first"
+
+
+def test_outgoing_files_live_apart_from_incoming(spool: Spool) -> None:
+    relative = spool.write_outgoing(UID, io.BytesIO(b"result").read())
+    assert relative.parts[0] == "outgoing"
+    assert spool.path(relative).read_bytes() == b"result"
+
+
+@pytest.mark.parametrize("uid", ["../../etc/passwd", "1.2.3/4", "", "1.2.abc", "1" * 65])
+def test_invalid_uid_is_refused(spool: Spool, uid: str) -> None:
+    with pytest.raises(ValueError, match="invalid SOP Instance UID"):
+        spool.store_incoming(uid, b"x")
+
+
+@pytest.mark.parametrize("relative", ["/etc/passwd", "../outside.dcm", "incoming/../../x", ""])
+def test_paths_outside_the_spool_are_refused(spool: Spool, relative: str) -> None:
+    with pytest.raises(SpoolError):
+        spool.path(relative)
+
+
+def test_deleting_a_missing_file_is_not_an_error(spool: Spool) -> None:
+    assert spool.delete("incoming/00/1.2.3.dcm") is False
+
+
+def test_free_bytes_is_positive_before_and_after_the_spool_exists(spool: Spool) -> None:
+    before = spool.free_bytes()
+    spool.ensure_writable()
+    after = spool.free_bytes()
+    assert before > 0
+    assert after > 0
+    assert abs(before - after) < 1024**3
+
+
+def test_ensure_writable_creates_the_layout(spool: Spool) -> None:
+    spool.ensure_writable()
+    assert (spool.root / "incoming").is_dir()
+    assert (spool.root / "outgoing").is_dir()
+    assert spool.stray_temporary_files() == []
+
+
+def test_ensure_writable_reports_an_unwritable_spool(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a directory")
+    with pytest.raises(SpoolError, match="not writable"):
+        Spool(blocker / "spool").ensure_writable()
