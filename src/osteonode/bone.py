@@ -237,7 +237,8 @@ def reported_t_score(score: float) -> float:
     """A T-score as reported: one decimal, halves rounded away from zero.
 
     The value is rounded as it is written (its shortest decimal form), so ``-2.45`` becomes ``-2.5``
-    although the binary float nearest to -2.45 lies a hair above it.
+    although the binary float nearest to -2.45 lies a hair above it. A score that rounds to zero is
+    reported as ``0.0``, not ``-0.0``.
 
     Parameters
     ----------
@@ -255,7 +256,8 @@ def reported_t_score(score: float) -> float:
     """
     score = _require_finite("score", score)
     # ROUND_HALF_UP in decimal rounds halves away from zero, the usual reporting convention.
-    return float(Decimal(repr(score)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+    rounded = float(Decimal(repr(score)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+    return rounded + 0.0  # -0.04 is reported as 0.0, never as -0.0
 
 
 def who_category(score: float) -> WhoCategory:
@@ -632,6 +634,11 @@ def _neighbours(label: Vertebra, included: Sequence[Vertebra]) -> list[Vertebra]
     return [included[i] for i in (index - 1, index + 1) if 0 <= i < len(included)]
 
 
+def _discordant(first: float, second: float) -> bool:
+    """More than 1.0 apart; exactly 1.0 (up to float noise) is not more."""
+    return abs(first - second) > DISCORDANCE_LIMIT + _TIE_TOLERANCE
+
+
 def _format_t(value: float) -> str:
     return f"{value:+.2f}"
 
@@ -651,8 +658,8 @@ def combine_lumbar(
        no measure are excluded as not measured.
     2. The neighbours of an included vertebra are the nearest included vertebrae above and below it
        (after an exclusion, the vertebrae either side of the gap become neighbours).
-    3. A vertebra is an outlier when its T-score differs by more than 1.0 from *every* neighbour. A
-       step between two pairs (L1, L2 low; L3, L4 high) therefore excludes nothing, since the
+    3. A vertebra is an outlier when its (unrounded) T-score differs by more than 1.0 from *every*
+       neighbour; a difference of exactly 1.0 is not more. A step between two pairs (L1, L2 low; L3, L4 high) therefore excludes nothing, since the
        numbers cannot tell which pair is abnormal; it is reported in ``notes`` for review instead.
     4. Among the outliers, the one whose T-score lies furthest from the median T-score of the other
        included vertebrae is excluded, and step 2 is repeated. If two outliers are equally far (two
@@ -662,8 +669,8 @@ def combine_lumbar(
 
     The combined BMD is the mean of the included vertebrae's BMD. DXA uses the area-weighted total
     (total BMC / total area); a radiograph gives no DXA projected area, so the unweighted mean is
-    the approximation (vertebral areas grow caudally by some 10-15 %, so the mean gives the upper
-    vertebrae slightly more weight than DXA would). The combined T-score is computed from the
+    the approximation (projected vertebral areas grow caudally, so the plain mean gives the upper
+    vertebrae somewhat more weight than DXA would). The combined T-score is computed from the
     combined BMD against the L1-L4 reference, not averaged from the vertebrae's T-scores.
 
     Parameters
@@ -719,8 +726,7 @@ def combine_lumbar(
         outliers = [
             label for label in included
             if all(
-                abs(scores[label] - scores[other]) > DISCORDANCE_LIMIT
-                for other in _neighbours(label, included)
+                _discordant(scores[label], scores[other]) for other in _neighbours(label, included)
             )
         ]
         if not outliers:
@@ -763,7 +769,7 @@ def combine_lumbar(
         f"{upper} ({_format_t(scores[upper])}) and {lower} ({_format_t(scores[lower])}) differ by"
         f" more than {DISCORDANCE_LIMIT}; review for structural change"
         for upper, lower in zip(included, included[1:])
-        if abs(scores[upper] - scores[lower]) > DISCORDANCE_LIMIT
+        if _discordant(scores[upper], scores[lower])
     )
     combined_bmd = statistics.fmean(bmds[label] for label in included)
     combined_t = t_score(combined_bmd, reference)

@@ -104,6 +104,17 @@ def test_a_step_between_two_pairs_excludes_nothing_but_asks_for_review():
     assert summary.reported_t_score == -1.2
 
 
+def test_a_difference_of_exactly_one_is_not_discordant():
+    # L1 0.827 (T -2.0), L2 0.937 (T -1.0), L3 0.827 (T -2.0), L4 0.838 (T -1.9): L2 is exactly 1.0
+    # from both neighbours, which is not "more than 1.0" (however the floats fall).
+    summary = combine_lumbar(
+        [measured(L1, 0.827), measured(L2, 0.937), measured(L3, 0.827), measured(L4, 0.838)],
+        REFERENCE,
+    )
+    assert summary.included == (L1, L2, L3, L4)
+    assert summary.notes == ()
+
+
 def test_flagged_vertebra_keeps_the_pipelines_reason():
     summary = combine_lumbar(
         [measured(L1, 0.80), measured(L2, 0.82), measured(L3, 0.84),

@@ -70,6 +70,10 @@ def test_category_always_agrees_with_the_printed_t_score(score, reported, catego
     assert who_category(reported) is category
 
 
+def test_a_score_rounding_to_zero_is_printed_without_a_sign():
+    assert str(reported_t_score(-0.04)) == "0.0"
+
+
 def test_numpy_scalars_are_accepted():
     assert who_category(np.float32(-2.7)) is WhoCategory.OSTEOPOROSIS
     assert t_score(np.float64(0.8), HOLOGIC_SPINE) == pytest.approx(-2.2454545, abs=1e-6)
