@@ -47,7 +47,7 @@ _SHIPPED_RESOURCE = "defaults/reference.toml"
 
 #: Physically plausible range of a young-adult areal BMD mean (g/cm2).
 BmdMean = Annotated[float, Field(ge=0.2, le=2.0, allow_inf_nan=False)]
-PositiveSd = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Source = Annotated[str, Field(min_length=1, pattern=r"\S")]
 
 
@@ -68,7 +68,7 @@ class YoungAdultEntry(_Section):
     site: MeasurementSite
     sex: Sex
     mean: BmdMean
-    sd: PositiveSd
+    sd: PositiveFloat
     source: Source
 
     @field_validator("sex")
@@ -92,7 +92,7 @@ class CalibrationEntry(_Section):
     from_manufacturer: DxaManufacturer = Field(alias="from")
     to_manufacturer: DxaManufacturer = Field(alias="to")
     site: MeasurementSite
-    slope: PositiveSd
+    slope: PositiveFloat
     intercept: Annotated[float, Field(allow_inf_nan=False)]
     source: Source
 
