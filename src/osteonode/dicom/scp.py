@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from pydicom.uid import AllTransferSyntaxes, UID
+from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event as NetworkEvent
 from pynetdicom.sop_class import Verification
@@ -39,6 +46,7 @@ from osteonode.store.spool import Spool
 from osteonode.store.tables import EventKind
 
 __all__ = [
+    "ACCEPTED_TRANSFER_SYNTAXES",
     "AssociationRefusal",
     "RefusalReason",
     "StorageSCP",
@@ -51,6 +59,29 @@ log = structlog.get_logger(__name__)
 _MEBIBYTE = 1024 * 1024
 #: errno values that mean the disk (or the user's quota) is full: answered as out of resources.
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+#: Every transfer syntax pydicom knows, in the node's order of preference. pynetdicom accepts, in a
+#: presentation context that proposes several, the first of this list that the peer proposed. The
+#: uncompressed syntaxes come first so that the node never asks a sender to transcode into a lossy
+#: syntax it happened to propose alongside; Explicit VR first, because it keeps the VRs.
+ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    *(
+        syntax
+        for syntax in AllTransferSyntaxes
+        if syntax
+        not in {
+            ExplicitVRLittleEndian,
+            ImplicitVRLittleEndian,
+            DeflatedExplicitVRLittleEndian,
+            ExplicitVRBigEndian,
+        }
+    ),
+)
 
 
 class StoreStatus(enum.IntEnum):
@@ -283,9 +314,8 @@ class StorageSCP:
         ae.dimse_timeout = policy.dimse_timeout_s
         ae.network_timeout = policy.network_timeout_s
         ae.add_supported_context(Verification)
-        transfer_syntaxes = list(AllTransferSyntaxes)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, transfer_syntaxes)
+            ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
         return ae
 
     @property

@@ -1,0 +1,116 @@
+"""Who may associate with the node: called AE title, caller allow-list, source address, capacity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fixtures.peers import NodeProcess, echoscu, make_radiograph, storescu
+from osteonode.config import AllowedCaller, AssociationPolicy
+from osteonode.dicom.scp import RefusalReason, check_association, resolve_allow_list
+
+
+def decide(policy: AssociationPolicy, **request: object) -> RefusalReason | None:
+    arguments: dict[str, object] = {
+        "node_ae_title": "OSTEONODE",
+        "called_ae_title": "OSTEONODE",
+        "calling_ae_title": "MODALITY",
+        "calling_host": "127.0.0.1",
+        "active_associations": 1,
+    }
+    arguments.update(request)
+    refusal = check_association(policy, **arguments)  # type: ignore[arg-type]
+    return None if refusal is None else refusal.reason
+
+
+def test_policy_accepts_any_caller_that_calls_the_node_by_its_title() -> None:
+    assert decide(AssociationPolicy()) is None
+    assert decide(AssociationPolicy(), called_ae_title="OSTEONODE  ") is None
+
+
+def test_policy_refuses_a_wrong_called_title_unless_told_not_to_check() -> None:
+    assert decide(AssociationPolicy(), called_ae_title="ANY-SCP") is (
+        RefusalReason.CALLED_AE_NOT_RECOGNISED
+    )
+    assert decide(AssociationPolicy(require_called_ae=False), called_ae_title="ANY-SCP") is None
+
+
+def test_policy_allow_list_checks_title_and_pinned_address() -> None:
+    policy = AssociationPolicy(
+        allowed_callers=[
+            AllowedCaller(ae_title="PACS"),
+            AllowedCaller(ae_title="MODALITY", host="10.0.0.7"),
+        ]
+    )
+    assert decide(policy, calling_ae_title="PACS", calling_host="192.168.1.1") is None
+    assert decide(policy, calling_ae_title="MODALITY", calling_host="10.0.0.7") is None
+    assert decide(policy, calling_ae_title="MODALITY", calling_host="::ffff:10.0.0.7") is None
+    assert decide(policy, calling_ae_title="MODALITY") is RefusalReason.CALLING_HOST_NOT_ALLOWED
+    assert decide(policy, calling_ae_title="STRANGER") is RefusalReason.CALLING_AE_NOT_RECOGNISED
+
+
+def test_policy_refuses_beyond_the_maximum_number_of_associations() -> None:
+    policy = AssociationPolicy(max_associations=2)
+    assert decide(policy, active_associations=2) is None
+    assert decide(policy, active_associations=3) is RefusalReason.TOO_MANY_ASSOCIATIONS
+
+
+def test_allow_list_host_names_are_resolved_and_unresolvable_ones_refused() -> None:
+    allowed = resolve_allow_list(
+        AssociationPolicy(allowed_callers=[AllowedCaller(ae_title="PACS", host="localhost")])
+    )
+    assert "127.0.0.1" in (allowed["PACS"] or set())
+    with pytest.raises(ValueError, match="cannot be resolved"):
+        resolve_allow_list(
+            AssociationPolicy(
+                allowed_callers=[AllowedCaller(ae_title="PACS", host="no-such-host.invalid")]
+            )
+        )
+
+
+def test_wrong_called_title_is_rejected_as_called_ae_not_recognised(node: NodeProcess) -> None:
+    done = echoscu(node.port, called_ae="SOMEONE-ELSE")
+
+    assert done.returncode != 0
+    assert "Called AE Title Not Recognized" in done.stderr
+    refusal = node.wait_for_log(lambda event: event.get("event") == "association_refused")
+    assert refusal["reason"] == "called_ae_not_recognised"
+    assert refusal["called_ae"] == "SOMEONE-ELSE"
+    refused = [details for kind, details in node.event_kinds() if kind == "refused"]
+    assert [details["reason"] for details in refused] == ["called_ae_not_recognised"]
+
+
+def test_caller_outside_the_allow_list_is_rejected_and_listed_caller_stores(
+    node_factory: Callable[..., NodeProcess], tmp_path: Path
+) -> None:
+    node = node_factory(
+        {"association": {"allowed_callers": [{"ae_title": "PACS", "host": "127.0.0.1"}]}}
+    ).start()
+    image = make_radiograph(tmp_path / "image.dcm")
+
+    stranger = storescu(node.port, [image], calling_ae="MODALITY")
+    listed = storescu(node.port, [image], calling_ae="PACS")
+
+    assert stranger.returncode != 0
+    assert "Calling AE Title Not Recognized" in stranger.stderr
+    assert listed.returncode == 0 and "Received Store Response (Success)" in listed.stderr
+    refusal = node.wait_for_log(lambda event: event.get("event") == "association_refused")
+    assert (refusal["reason"], refusal["calling_ae"]) == ("calling_ae_not_recognised", "MODALITY")
+    assert [job.calling_ae for job in node.jobs().values()] == ["PACS"]
+
+
+def test_caller_from_an_address_it_is_not_pinned_to_is_rejected(
+    node_factory: Callable[..., NodeProcess],
+) -> None:
+    node = node_factory(
+        {"association": {"allowed_callers": [{"ae_title": "MODALITY", "host": "10.20.30.40"}]}}
+    ).start()
+
+    done = echoscu(node.port, calling_ae="MODALITY")
+
+    assert "Calling AE Title Not Recognized" in done.stderr
+    refusal = node.wait_for_log(lambda event: event.get("event") == "association_refused")
+    assert refusal["reason"] == "calling_host_not_allowed"
+    assert refusal["calling_host"] == "127.0.0.1"
