@@ -91,7 +91,11 @@ def test_demo_network_accepts_one_or_three_channels_at_several_sizes(in_chans: i
     with torch.no_grad():
         for size in (64, 96, 160):
             assert model(torch.randn(2, in_chans, size, size)).shape == (2, 2)
-        assert model(torch.randn(1, in_chans, 512, 512)).shape == (1, 2)
+
+
+def test_demo_network_takes_a_512_pixel_grey_image() -> None:
+    with torch.no_grad():
+        assert convnext_demo().eval()(torch.randn(1, 1, 512, 512)).shape == (1, 2)
 
 
 def test_input_with_wrong_channel_count_is_rejected() -> None:
