@@ -1,4 +1,4 @@
-"""Helpers for the store tests: receipts of made-up instances and a spool in a temporary directory."""
+"""Helpers for the store tests: receipts of made-up instances, a spool in a temporary directory."""
 
 from __future__ import annotations
 

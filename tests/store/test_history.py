@@ -60,7 +60,9 @@ def test_history_of_a_refused_uid_has_no_instance(database: Database) -> None:
     assert unknown is None
 
 
-def test_counts_and_latest_events(database: Database, receive: Callable[..., ReceiptOutcome]) -> None:
+def test_counts_and_latest_events(
+    database: Database, receive: Callable[..., ReceiptOutcome]
+) -> None:
     for _ in range(3):
         receive()
     with database.session() as session:

@@ -36,7 +36,8 @@ def claim(database: Database, worker: str, *, pipelines=("lumbar",), now=None) -
 
 def job_kinds(database: Database, job_id: int) -> list[EventKind]:
     with database.session() as session:
-        return list(session.scalars(select(Event.kind).where(Event.job_id == job_id).order_by(Event.id)))
+        kinds = session.scalars(select(Event.kind).where(Event.job_id == job_id).order_by(Event.id))
+        return list(kinds)
 
 
 def test_claim_takes_the_oldest_job_with_a_lease(database: Database, receive: Receive) -> None:
@@ -53,7 +54,9 @@ def test_claim_takes_the_oldest_job_with_a_lease(database: Database, receive: Re
     assert job_kinds(database, job.id) == [EventKind.RECEIVED, EventKind.JOB_CLAIMED]
 
 
-def test_claimed_job_is_not_claimed_again_while_leased(database: Database, receive: Receive) -> None:
+def test_claimed_job_is_not_claimed_again_while_leased(
+    database: Database, receive: Receive
+) -> None:
     receive()
     assert claim(database, "worker-a") is not None
     assert claim(database, "worker-b") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +28,25 @@ def test_write_leaves_no_temporary_file(spool: Spool) -> None:
     relative = spool.store_incoming(UID, b"content")
     assert [p.name for p in spool.path(relative).parent.iterdir()] == [f"{UID}.dcm"]
     assert spool.stray_temporary_files() == []
+
+
+def test_file_and_directories_are_fsynced_before_the_path_is_returned(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        status = os.fstat(fd)
+        synced.append((status.st_dev, status.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    relative = spool.store_incoming(UID, b"durable")
+    path = spool.path(relative)
+    for must_be_synced in (path, path.parent, path.parent.parent, spool.root):
+        status = must_be_synced.stat()
+        assert (status.st_dev, status.st_ino) in synced, must_be_synced
 
 
 def test_writer_callable_streams_into_the_file(spool: Spool) -> None:

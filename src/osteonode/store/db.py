@@ -2,8 +2,8 @@
 
 Two back-ends share one code path:
 
-* SQLite (the embedded default, ``sqlite:///var/osteonode.db``): write-ahead log, ``synchronous=FULL``
-  so a commit is on disk before it returns, foreign keys on, and every transaction opened with
+* SQLite (the embedded default, ``sqlite:///var/osteonode.db``): write-ahead log,
+  ``synchronous=FULL`` so a commit is on disk before it returns, foreign keys on, and every transaction opened with
   ``BEGIN IMMEDIATE``. SQLite allows one writer at a time; taking the write lock at the start of a
   transaction makes concurrent sessions wait (``busy_timeout``) instead of failing half-way when a
   read transaction tries to become a write transaction. Keep sessions short: never hold one open
@@ -89,7 +89,7 @@ def normalize_database_url(url: str | URL) -> URL:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """Set SQLite pragmas on every new connection and begin transactions with ``BEGIN IMMEDIATE``."""
+    """Set SQLite pragmas on new connections and begin transactions with ``BEGIN IMMEDIATE``."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:

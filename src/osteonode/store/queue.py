@@ -12,10 +12,11 @@ Job life cycle::
                                        └─attempt failed / lease expired ──▶ ...   │   (next attempt)
                                                                                   └─▶ failed
 
-A claim takes a lease; a worker that dies leaves its job ``running`` with an expired lease, and the
-job is claimed again (or failed once it has had ``max_attempts`` claims). Each state change made by a
-worker first re-reads the job with a row lock and checks that the worker still holds its lease, so a
-worker whose lease was taken over can never overwrite the new owner's work (:class:`LeaseLostError`).
+A claim takes a lease; a worker that dies leaves its job ``running`` with an expired lease, and
+the job is claimed again (or failed once it has had ``max_attempts`` claims). Each state change
+made by a worker first re-reads the job with a row lock and checks that the worker still holds its
+lease, so a worker whose lease was taken over can never overwrite the new owner's work
+(:class:`LeaseLostError`).
 """
 
 from __future__ import annotations
@@ -165,10 +166,13 @@ class Receipt:
         _check_text("called_ae", self.called_ae, 16)
         _check_text("calling_host", self.calling_host, 255, optional=True)
         if not isinstance(self.spool_path, (str, Path)):
-            raise TypeError(f"spool_path must be a str or Path, got {type(self.spool_path).__name__}")
+            kind = type(self.spool_path).__name__
+            raise TypeError(f"spool_path must be a str or Path, got {kind}")
         spool_path = Path(self.spool_path)
         if spool_path.is_absolute() or ".." in spool_path.parts or not spool_path.parts:
-            raise ValueError(f"spool_path must be relative to the spool root, got {self.spool_path}")
+            raise ValueError(
+                f"spool_path must be relative to the spool root, got {self.spool_path}"
+            )
         if isinstance(self.size_bytes, bool) or not isinstance(self.size_bytes, int):
             raise TypeError(f"size_bytes must be an int, got {type(self.size_bytes).__name__}")
         if self.size_bytes < 0:

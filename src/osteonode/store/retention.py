@@ -1,8 +1,8 @@
 """Spool retention: delete old files, never one whose work is unfinished.
 
-An instance's file (and the files of its result objects) may go once the instance was last received
-longer ago than the retention period, every job of it is finished (done, skipped or failed) and every
-delivery of its results is finished (sent or dead). The rows stay, marked ``purged_at``, so
+An instance's file (and the files of its result objects) may go once the instance was last
+received longer ago than the retention period, every job of it is finished (done, skipped or
+failed) and every delivery of its results is finished (sent or dead). The rows stay, marked ``purged_at``, so
 ``osteonode status`` can still tell the image's story.
 
 Files are deleted before the row is marked: a crash in between leaves a row that the next purge

@@ -9,9 +9,9 @@ where ``<aa>`` is the first two hex digits of the SHA-1 of the UID, so no direct
 few thousand entries. The database stores paths relative to the root, so a spool can be moved or
 mounted elsewhere.
 
-Every file is written to a temporary file in its final directory, flushed and fsynced, then published
-under its final name with a hard link (atomic, and unlike a rename it never replaces an existing
-file), and the directory is fsynced. A second file for the same UID (two associations sending the
+Every file is written to a temporary file in its final directory, flushed and fsynced, then
+published under its final name with a hard link (atomic, and unlike a rename it never replaces an
+existing file), and the directory is fsynced. A second file for the same UID (two associations sending the
 same instance at once, or a file left by a crash before its database commit) is published as
 ``<UID>.<n>.dcm`` instead of overwriting the first, so discarding the loser of such a race can never
 delete the winner's file.
@@ -69,6 +69,22 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _make_durable_directory(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, syncing each new entry into its parent.
+
+    Without the parent's fsync a crash could lose a new directory, and every file in it.
+    """
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another thread made it meanwhile
+            new.mkdir()
+        _fsync_directory(new.parent)
 
 
 class Spool:
@@ -146,7 +162,7 @@ class Spool:
             raise TypeError(f"write must be bytes or a callable, got {type(write).__name__}")
         bucket = hashlib.sha1(uid.encode("ascii"), usedforsecurity=False).hexdigest()[:2]
         directory = self.root / area / bucket
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_durable_directory(directory)
         fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=FILE_SUFFIX, dir=directory)
         temp_path = Path(temp_name)
         try:
@@ -235,7 +251,7 @@ class Spool:
         """
         try:
             for area in (INCOMING_DIR, OUTGOING_DIR):
-                (self.root / area).mkdir(parents=True, exist_ok=True)
+                _make_durable_directory(self.root / area)
             with tempfile.NamedTemporaryFile(prefix=_TEMP_PREFIX, dir=self.root) as probe:
                 probe.write(b"osteonode spool probe")
                 probe.flush()
@@ -251,6 +267,5 @@ class Spool:
         """
         if not self.root.exists():
             return []
-        return sorted(
-            path.relative_to(self.root) for path in self.root.rglob(f"{_TEMP_PREFIX}*") if path.is_file()
-        )
+        stray = self.root.rglob(f"{_TEMP_PREFIX}*")
+        return sorted(path.relative_to(self.root) for path in stray if path.is_file())

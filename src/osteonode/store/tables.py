@@ -1,8 +1,8 @@
 """SQLAlchemy 2 ORM models of the node's database and the coded values of their states.
 
-No table holds patient identity (names, IDs, birth dates): the DICOM file in the spool does, and it is
-read only when an image is processed. Rows hold UIDs, states, times and reasons, so that every decision
-about an image can be told without opening the file.
+No table holds patient identity (names, IDs, birth dates): the DICOM file in the spool does, and
+it is read only when an image is processed. Rows hold UIDs, states, times and reasons, so that
+every decision about an image can be told without opening the file.
 
 Coded states are :class:`enum.StrEnum` members stored as plain strings (``VARCHAR``) rather than
 database enum types, so a later issue can add a member without a schema migration.
