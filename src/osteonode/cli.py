@@ -57,17 +57,31 @@ def _load(config_path: Path | None) -> NodeConfig:
 
 
 @config_app.command("check")
-def config_check(config: ConfigOption = None) -> None:
-    """Validate a configuration and report every bad key with the reason."""
-    problems = check_config(config)
-    if not problems:
-        console.print("configuration OK")
-        return
-    for problem in problems:
-        console.print(
-            f"[red]{escape(problem.key)}[/red]: {escape(problem.reason)}", highlight=False, soft_wrap=True
-        )
-    raise typer.Exit(code=2)
+def config_check(
+    config: ConfigOption = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="T-score reference and calibration file (default: node_config/reference.toml,"
+            " else the shipped one).",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Validate the node configuration and the reference data; report every bad key with the reason."""
+    from osteonode.reference import check_reference
+
+    sections = {"node": check_config(config), "reference": check_reference(reference)}
+    for name, problems in sections.items():
+        for problem in problems:
+            console.print(
+                f"[red]{name}: {escape(problem.key)}[/red]: {escape(problem.reason)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if any(sections.values()):
+        raise typer.Exit(code=2)
+    console.print("configuration OK")
 
 
 @config_app.command("show")

@@ -50,6 +50,7 @@ __all__ = [
     "WorkerSettings",
     "check_config",
     "default_routing_rules",
+    "describe_validation_error",
     "load_config",
 ]
 
@@ -364,7 +365,7 @@ def _parse(
     try:
         config: NodeConfig | None = NodeConfig.model_validate(data)
     except ValidationError as error:
-        problems.extend(_describe(item) for item in error.errors())
+        problems.extend(describe_validation_error(item) for item in error.errors())
         config = None
     return config, problems, data
 
@@ -409,7 +410,8 @@ def _literal(raw: str) -> Any:
         return raw
 
 
-def _describe(error: Mapping[str, Any]) -> ConfigProblem:
+def describe_validation_error(error: Mapping[str, Any]) -> ConfigProblem:
+    """One pydantic error item as a :class:`ConfigProblem` with a dotted key and a plain reason."""
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return ConfigProblem(key, "unknown key")

@@ -13,7 +13,6 @@ Problems are reported like those of the node configuration: :func:`load_referenc
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +26,7 @@ from osteonode.bone import (
     Sex,
     YoungAdultReference,
 )
-from osteonode.config import ConfigError, ConfigProblem
+from osteonode.config import ConfigError, ConfigProblem, describe_validation_error
 
 __all__ = [
     "DEFAULT_REFERENCE_PATH",
@@ -273,19 +272,9 @@ def _parse(path: Path | str | None) -> tuple[ReferenceData | None, list[ConfigPr
     try:
         data = ReferenceData.model_validate(raw)
     except ValidationError as error:
-        return None, [_describe(item) for item in error.errors()]
+        return None, [describe_validation_error(item) for item in error.errors()]
     problems = _consistency_problems(data)
     return (None if problems else data), problems
-
-
-def _describe(error: Mapping[str, Any]) -> ConfigProblem:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return ConfigProblem(key, "unknown key")
-    reason = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] not in {"missing", "value_error"} and "input" in error:
-        reason = f"{reason} (got {error['input']!r})"
-    return ConfigProblem(key, reason)
 
 
 def _consistency_problems(data: ReferenceData) -> list[ConfigProblem]:

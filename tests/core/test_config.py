@@ -128,3 +128,15 @@ def test_shipped_node_config_file_is_valid(monkeypatch, tmp_path):
     shipped = Path(__file__).resolve().parents[2] / "node_config" / "node.toml"
     config = load_config(shipped, environ={})
     assert config.node.ae_title
+
+
+def test_config_check_command_also_checks_the_reference_file(tmp_path):
+    spool = tmp_path / "spool"
+    path = write(tmp_path, f'[storage]\nspool_dir = "{spool}"\n')
+    reference = tmp_path / "reference.toml"
+    reference.write_text("[lumbar]\nmodel_calibration = 'ge_lunar'\nsite_manufacturer = 'hologic'\nbogus = 1\n")
+    result = CliRunner().invoke(
+        app, ["config", "check", "--config", str(path), "--reference", str(reference)]
+    )
+    assert result.exit_code == 2
+    assert "reference: lumbar.bogus: unknown key" in result.output
