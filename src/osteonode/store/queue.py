@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from osteonode.store.tables import (
     UID_LENGTH,
@@ -457,16 +457,16 @@ def _record_duplicate(session: Session, instance: Instance, receipt: Receipt) ->
     )
 
 
-def _claimable(job: Any, now: datetime, pipelines: Collection[str]) -> Any:
+def _claimable(now: datetime, pipelines: Collection[str]) -> ColumnElement[bool]:
     """SQL condition: the job may be claimed now by a worker that runs ``pipelines``."""
     return or_(
-        job.state == JobState.PENDING,
-        and_(job.state == JobState.QUEUED, job.pipeline.in_(pipelines)),
+        Job.state == JobState.PENDING,
+        and_(Job.state == JobState.QUEUED, Job.pipeline.in_(pipelines)),
         and_(
-            job.state == JobState.RUNNING,
-            job.lease_expires_at < now,
-            job.attempts < job.max_attempts,
-            or_(job.pipeline.is_(None), job.pipeline.in_(pipelines)),
+            Job.state == JobState.RUNNING,
+            Job.lease_expires_at < now,
+            Job.attempts < Job.max_attempts,
+            or_(Job.pipeline.is_(None), Job.pipeline.in_(pipelines)),
         ),
     )
 
@@ -513,11 +513,10 @@ def claim_job(
         raise TypeError("pipelines must be a collection of pipeline names")
     now = _now(now)
     pipelines = sorted(set(pipelines))
-    candidate_job = aliased(Job)
     candidate = session.execute(
-        select(candidate_job.id, candidate_job.state, candidate_job.lease_owner)
-        .where(_claimable(candidate_job, now, pipelines))
-        .order_by(candidate_job.id)
+        select(Job.id, Job.state, Job.lease_owner)
+        .where(_claimable(now, pipelines))
+        .order_by(Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
     ).first()
@@ -525,7 +524,7 @@ def claim_job(
         return None
     job = session.scalars(
         update(Job)
-        .where(Job.id == candidate.id, _claimable(Job, now, pipelines))
+        .where(Job.id == candidate.id, _claimable(now, pipelines))
         .values(
             state=JobState.RUNNING,
             lease_owner=worker_id,
