@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -121,3 +124,31 @@ def test_ensure_writable_reports_an_unwritable_spool(tmp_path: Path) -> None:
     blocker.write_bytes(b"not a directory")
     with pytest.raises(SpoolError, match="not writable"):
         Spool(blocker / "spool").ensure_writable()
+
+
+def test_writer_killed_mid_file_leaves_only_a_stray_temporary_file(spool: Spool) -> None:
+    """A crash while writing never leaves a partial file under the instance's name."""
+    program = f"""
+import sys, time
+from osteonode.store.spool import Spool
+
+def write(file):
+    file.write(b"half of an image")
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+Spool({str(spool.root)!r}).store_incoming({UID!r}, write)
+"""
+    writer = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=10)
+    assert list(spool.root.rglob(f"{UID}*")) == []
+    stray = spool.stray_temporary_files()
+    assert len(stray) == 1
+    assert spool.delete(stray[0])
+    relative = spool.store_incoming(UID, b"whole image")
+    assert relative.name == f"{UID}.dcm"
