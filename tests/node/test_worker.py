@@ -1,0 +1,137 @@
+"""Workers in-process, on SQLite and PostgreSQL: routing, running a pipeline, retries and leases."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from sqlalchemy import select
+
+from fixtures.peers import make_radiograph
+from osteonode.config import NodeConfig
+from osteonode.store.db import Database
+from osteonode.store.queue import Receipt, claim_job, record_receipt
+from osteonode.store.spool import Spool
+from osteonode.store.tables import Event, Job, Result
+from osteonode.worker import Worker
+
+
+@dataclass(frozen=True)
+class Measurement:
+    vertebrae: int
+
+
+class CountingPipeline:
+    """A stand-in pipeline that reports the image's row count."""
+
+    name = "lumbar"
+
+    def run(self, radiograph: Any) -> Measurement:
+        return Measurement(vertebrae=int(radiograph.Rows))
+
+
+class BrokenPipeline:
+    name = "lumbar"
+
+    def run(self, radiograph: Any) -> Measurement:
+        raise RuntimeError("model weights missing")
+
+
+def receive(database: Database, spool: Spool, image: Path) -> str:
+    """Put an image in the spool and the queue as the SCP would."""
+    ds = pydicom.dcmread(image, stop_before_pixels=True)
+    relative = spool.store_incoming(ds.SOPInstanceUID, image.read_bytes())
+    with database.session() as session:
+        record_receipt(
+            session,
+            Receipt(
+                sop_instance_uid=ds.SOPInstanceUID,
+                sop_class_uid=ds.SOPClassUID,
+                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+                spool_path=relative,
+                size_bytes=image.stat().st_size,
+                calling_ae="MODALITY",
+                called_ae="OSTEONODE",
+            ),
+            max_attempts=2,
+        )
+    return str(ds.SOPInstanceUID)
+
+
+def job_states(database: Database) -> list[tuple[str, str | None, str | None]]:
+    with database.session() as session:
+        return [(str(job.state), job.pipeline, job.error) for job in session.scalars(select(Job))]
+
+
+def test_routed_job_waits_queued_when_its_pipeline_is_not_installed(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
+    worker = Worker(NodeConfig(), database, spool, pipelines={})
+
+    assert worker.process_next() is True
+    assert worker.process_next() is False  # a queued job is not for this worker
+    assert job_states(database) == [("queued", "lumbar", None)]
+
+
+def test_installed_pipeline_runs_right_after_routing_and_its_result_is_kept(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    receive(database, spool, make_radiograph(tmp_path / "spine.dcm", rows=300))
+    worker = Worker(NodeConfig(), database, spool, pipelines={"lumbar": CountingPipeline()})
+
+    worker.process_next()
+
+    assert job_states(database) == [("done", "lumbar", None)]
+    with database.session() as session:
+        result = session.scalars(select(Result)).one()
+        assert (result.pipeline, result.payload) == ("lumbar", {"vertebrae": 300})
+
+
+def test_failing_pipeline_is_retried_then_marked_failed_with_its_error(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
+    worker = Worker(NodeConfig(), database, spool, pipelines={"lumbar": BrokenPipeline()})
+
+    while worker.process_next():
+        pass
+
+    [(state, pipeline, error)] = job_states(database)
+    assert (state, pipeline) == ("failed", "lumbar")
+    assert error == "RuntimeError: model weights missing"
+
+
+def test_job_of_a_dead_worker_is_taken_over_when_its_lease_expires(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
+    with database.session() as session:
+        claim_job(session, worker_id="dead-host:1:worker-0", lease_seconds=0.2, pipelines=())
+    worker = Worker(NodeConfig(), database, spool, pipelines={})
+
+    assert worker.process_next() is False  # the lease still runs
+    time.sleep(0.3)
+    assert worker.process_next() is True
+
+    assert job_states(database) == [("queued", "lumbar", None)]
+    with database.session() as session:
+        kinds = [str(kind) for kind in session.scalars(select(Event.kind).order_by(Event.id))]
+    assert "lease_expired" in kinds and kinds[-1] == "routed"
+
+
+def test_worker_thread_stops_promptly_when_asked(database: Database, tmp_path: Path) -> None:
+    worker = Worker(NodeConfig(), database, Spool(tmp_path / "spool"), pipelines={})
+    worker.start()
+
+    worker.stop()
+    worker.join(5)
+
+    assert not worker.is_alive()
