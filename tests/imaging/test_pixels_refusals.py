@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,13 @@ def test_the_error_text_carries_the_reason_code() -> None:
 def test_a_source_of_the_wrong_type_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         load_radiograph(42)  # type: ignore[arg-type]
+
+
+def test_the_error_survives_pickling_for_worker_processes() -> None:
+    ds = _image()
+    del ds.PixelData
+
+    copy = pickle.loads(pickle.dumps(_refusal(ds)))
+
+    assert copy.reason is ImageErrorReason.NO_PIXEL_DATA
+    assert "Pixel Data" in copy.message

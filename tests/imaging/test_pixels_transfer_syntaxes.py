@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import structlog.testing
 from imaging_dicom import build_dataset, encode, phantom_values, write
 
-from osteonode.imaging import PhotometricInterpretation, load_radiograph
+from osteonode.imaging import PhotometricInterpretation, load_radiograph, pixels
 
 LOSSLESS = ["rle", "jpeg_lossless", "jpeg_ls_lossless", "j2k_lossless"]
 
@@ -29,7 +30,8 @@ def test_lossless_encodings_decode_to_identical_pixels(
     stored = phantom_values(67, 93, bits_stored)
     if signed:
         stored = stored - 2 ** (bits_stored - 1)
-    native = write(build_dataset(stored, bits_stored=bits_stored, signed=signed), tmp_path / "n.dcm")
+    dataset = build_dataset(stored, bits_stored=bits_stored, signed=signed)
+    native = write(dataset, tmp_path / "n.dcm")
     compressed = encode(native, encoder, tmp_path)
 
     reference = load_radiograph(native)
@@ -98,3 +100,17 @@ def test_dataset_and_path_sources_agree_and_the_dataset_is_left_intact(
     assert "PixelData" not in from_dataset.header
     assert from_dataset.header.PatientID == "IMG-1"
     assert from_dataset.header.file_meta.TransferSyntaxUID == dataset.file_meta.TransferSyntaxUID
+
+
+@pytest.mark.parametrize("encoder", ["jpeg_lossless", "jpeg_ls_lossless", "j2k_lossless"])
+def test_gdcm_decodes_the_lossless_encodings_identically(
+    tmp_path: Path, native_12bit: Path, encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compressed = encode(native_12bit, encoder, tmp_path)
+    monkeypatch.setattr(pixels, "PREFERRED_DECODING_PLUGINS", ("gdcm",))
+
+    with structlog.testing.capture_logs() as events:
+        from_gdcm = load_radiograph(compressed)
+
+    assert [e["decoder"] for e in events if e["event"] == "radiograph_loaded"] == ["gdcm"]
+    np.testing.assert_array_equal(from_gdcm.pixels, load_radiograph(native_12bit).pixels)

@@ -299,3 +299,21 @@ def test_pixels_are_read_only(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError):
         radiograph.pixels[0, 0] = 1
+
+
+def test_malformed_window_and_spacing_values_are_ignored_not_fatal(tmp_path: Path) -> None:
+    ds = build_dataset(
+        np.arange(101).reshape(1, 101),
+        bits_stored=12,
+        WindowCenter="777",
+        WindowWidth="12",
+        PixelSpacing=["0.5", "888"],
+    )
+    path = write(ds, tmp_path / "image.dcm")
+    # Damage the values in the file the way broken writers do.
+    path.write_bytes(path.read_bytes().replace(b"777 ", b"abc ").replace(b"888 ", b"x.y "))
+
+    radiograph = load_radiograph(path)
+
+    assert radiograph.spacing_source is SpacingSource.NONE
+    assert display_window(radiograph)[0, 50] == 128

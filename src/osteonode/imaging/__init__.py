@@ -12,6 +12,7 @@ from osteonode.imaging.pixels import (
     display_window,
     load_radiograph,
 )
+from osteonode.imaging.overlay import heat_colours, heatmap_overlay
 from osteonode.imaging.transforms import (
     ScaleMap,
     grayscale_truncation,
@@ -31,6 +32,8 @@ __all__ = [
     "SpacingSource",
     "display_window",
     "grayscale_truncation",
+    "heat_colours",
+    "heatmap_overlay",
     "load_radiograph",
     "resize_with_scale",
     "ztransform_2sigma",

@@ -22,8 +22,13 @@ import numpy as np
 import pydicom
 import structlog
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, get_decoder, pixel_array
+from pydicom.pixels import (
+    apply_modality_lut,
+    apply_voi,
+    apply_windowing,
+    get_decoder,
+    pixel_array,
+)
 from pydicom.uid import UID
 
 log = structlog.get_logger(__name__)
@@ -69,6 +74,10 @@ class ImageError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+    def __reduce__(self) -> tuple[type[ImageError], tuple[ImageErrorReason, str]]:
+        # Errors cross process boundaries (worker pools); keep both fields.
+        return (type(self), (self.reason, self.message))
 
     def __str__(self) -> str:
         return f"{self.reason.value}: {self.message}"
@@ -247,8 +256,16 @@ def load_radiograph(source: str | os.PathLike[str] | Dataset) -> Radiograph:
         When `source` is neither a path nor a Dataset.
     """
     dataset = _read(source)
-    photometric = _check_greyscale_single_frame(dataset)
-    stored = _decode(dataset)
+    try:
+        photometric = _check_greyscale_single_frame(dataset)
+    except ImageError:
+        raise
+    except Exception as exc:  # malformed values surface only when pydicom converts them
+        raise ImageError(
+            ImageErrorReason.INVALID_HEADER,
+            f"the image header cannot be read: {type(exc).__name__}: {exc}",
+        ) from exc
+    stored, decoder = _decode(dataset)
     pixels, reflection = _to_attenuation(stored, dataset, photometric)
     spacing, spacing_source = spacing_from_header(dataset)
     radiograph = Radiograph(
@@ -268,6 +285,7 @@ def load_radiograph(source: str | os.PathLike[str] | Dataset) -> Radiograph:
         rows=radiograph.shape[0],
         columns=radiograph.shape[1],
         transfer_syntax=radiograph.transfer_syntax_uid,
+        decoder=decoder,
         photometric=photometric.value,
         spacing_source=spacing_source.value,
     )
@@ -281,7 +299,7 @@ def _read(source: str | os.PathLike[str] | Dataset) -> Dataset:
         raise TypeError(f"source must be a path or a pydicom Dataset, not {type(source).__name__}")
     try:
         return pydicom.dcmread(source)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # pydicom raises many kinds of error on damaged files
         raise ImageError(
             ImageErrorReason.UNREADABLE_FILE, f"cannot read {os.fspath(source)!r} as DICOM: {exc}"
         ) from exc
@@ -348,8 +366,11 @@ def _header_int(ds: Dataset, keyword: str, default: int) -> int:
         ) from exc
 
 
-def _decode(ds: Dataset) -> np.ndarray:
-    """Decode the stored values, trying pylibjpeg first and GDCM after it."""
+def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
+    """Decode the stored values, trying pylibjpeg first and GDCM after it.
+
+    Returns the stored values and the name of the plugin that decoded them.
+    """
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if not syntax:
@@ -396,7 +417,7 @@ def _decode(ds: Dataset) -> np.ndarray:
                 f"Rows x Columns ({ds.Rows}, {ds.Columns})"
             )
             continue
-        return stored
+        return stored, plugin or "native"
     raise ImageError(
         ImageErrorReason.DECODER_FAILURE,
         f"cannot decode {syntax.name} ({syntax}) pixel data: " + "; ".join(failures),
@@ -629,8 +650,14 @@ def header_without_pixels(ds: Dataset) -> Dataset:
     if meta is not None:
         header.file_meta = copy.deepcopy(meta)
     for tag in ds.keys():
-        if tag.group != _PIXEL_DATA_GROUP:
-            header.add(copy.deepcopy(ds[tag]))
+        if tag.group == _PIXEL_DATA_GROUP:
+            continue
+        try:
+            element = ds[tag]
+        except Exception:  # one malformed element must not cost the whole image
+            log.warning("header_element_dropped", tag=str(tag))
+            continue
+        header.add(copy.deepcopy(element))
     return header
 
 
