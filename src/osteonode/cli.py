@@ -32,6 +32,8 @@ config_app = typer.Typer(help="Check and show the node configuration.", no_args_
 phantoms_app = typer.Typer(help="Synthetic radiographs with known ground truth.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(phantoms_app, name="phantoms")
+models_app = typer.Typer(help="Models installed under the models folder.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 console = Console()
 ConfigOption = Annotated[
@@ -110,6 +112,27 @@ def phantoms_make(
         Console(stderr=True).print(f"phantoms make: {error}", style="red", markup=False, highlight=False)
         raise typer.Exit(code=2) from None
     console.print(f"wrote {n} {part} phantoms and {escape(str(table))}", highlight=False)
+
+
+@models_app.command("list")
+def models_list(
+    config: ConfigOption = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Models folder (default: [models].dir).", file_okay=False)
+    ] = None,
+) -> None:
+    """List model folders with their cards; a folder that would not load shows why."""
+    from osteonode.zoo import ModelCard, list_models
+
+    root = directory if directory is not None else _load(config).models.dir
+    table = Table("folder", "name", "version", "pipeline", "use", "status")
+    for folder, card in list_models(root):
+        if isinstance(card, ModelCard):
+            use = "synthetic demo" if card.synthetic else ("diagnostic" if card.diagnostic_use else "research")
+            table.add_row(folder.name, card.name, card.version, card.pipeline.value, use, "ok")
+        else:
+            table.add_row(folder.name, "", "", "", "", f"[red]{escape(str(card))}[/red]")
+    console.print(table)
 
 
 @app.command("route")

@@ -37,6 +37,7 @@ __all__ = [
     "DatabaseSettings",
     "Destination",
     "LoggingSettings",
+    "ModelsSettings",
     "NodeConfig",
     "NodeSettings",
     "PipelineName",
@@ -238,7 +239,17 @@ class PipelineSettings(_Section):
     """Per-pipeline switches; the pipeline issues add their own keys here."""
 
     enabled: bool = True
+    model: str | None = Field(
+        default=None, description="Folder name under [models].dir; None: '<pipeline>-demo'."
+    )
     destinations: list[str] = Field(default_factory=list)
+
+
+class ModelsSettings(_Section):
+    """Where model folders live and which device runs them."""
+
+    dir: Path = Path("models")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class PipelinesSettings(_Section):
@@ -265,6 +276,7 @@ class NodeConfig(_Section):
     destinations: dict[str, Destination] = Field(default_factory=dict)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
 
 
 @dataclass(frozen=True)

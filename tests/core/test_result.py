@@ -9,7 +9,14 @@ import pytest
 
 from osteonode.bone import Laterality, WhoCategory
 from osteonode.config import PipelineName
-from osteonode.pipelines.base import Finding, FindingSite, ModelIdentity, Region, Result, SourceImage
+from osteonode.pipelines.base import (
+    Finding,
+    FindingSite,
+    ModelIdentity,
+    Region,
+    Result,
+    SourceImage,
+)
 
 SOURCE = SourceImage("1.2.840.10008.5.1.4.1.1.1", "1.2.3.4", "1.2.3", "1.2.3.1", rows=40, columns=30)
 DEMO = ModelIdentity("hip-demo", "0.1.0", "vgg16_nonlocal_demo", synthetic=True, diagnostic_use=False,

@@ -1,0 +1,304 @@
+"""Models on disk: a folder per model with its card (``model.toml``) and safetensors weights.
+
+A model card says what the model is (name, version, pipeline, architecture of each network and its
+options), how it was trained (data, synthetic or not), what it may be used for (``diagnostic_use``),
+which parameters it runs with, and the SHA-256 of every weights file. Weights load only from
+safetensors, never from pickle, and only after their checksum matches the card: a site's model
+folder copied with a truncated file, or edited after validation, does not run.
+
+Layout::
+
+    models/<name>/model.toml
+    models/<name>/<role>.safetensors      one file per network (e.g. detector, regressor)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import tomli_w
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from osteonode.config import PipelineName, describe_validation_error
+from osteonode.pipelines.base import ModelIdentity
+
+__all__ = [
+    "CARD_FILE",
+    "LoadedModel",
+    "ModelCard",
+    "ModelError",
+    "NetworkEntry",
+    "file_sha256",
+    "list_models",
+    "load_model",
+    "pick_device",
+    "read_model_card",
+    "save_model",
+]
+
+#: The model card's file name inside a model folder.
+CARD_FILE = "model.toml"
+
+ParameterValue = str | int | float | bool
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be used: bad card, missing file, checksum or shape mismatch."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkEntry(_Strict):
+    """One network of a model: its role, how to build it, and its weights file."""
+
+    role: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
+    architecture: str = Field(min_length=1)
+    options: dict[str, ParameterValue | list[int]] = Field(default_factory=dict)
+    weights: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.safetensors$")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="Filled in by save_model; a card without it does not load."
+    )
+
+
+class ModelCard(_Strict):
+    """The contents of ``model.toml``."""
+
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    pipeline: PipelineName
+    description: str = ""
+    intended_use: str = Field(min_length=1)
+    training_data: str = Field(min_length=1)
+    synthetic: bool
+    diagnostic_use: bool = False
+    created: date | None = None
+    input_size: tuple[int, int] = Field(description="(rows, columns) the networks see.")
+    normalisation: str = Field(min_length=1)
+    calibration: str | None = Field(default=None, description="DXA manufacturer of BMD outputs.")
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    networks: list[NetworkEntry] = Field(min_length=1)
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 8:
+            raise ValueError("input_size must be at least 8 x 8")
+        return size
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        roles = [network.role for network in self.networks]
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"network roles must be unique, got {roles}")
+        if self.synthetic and self.diagnostic_use:
+            raise ValueError("a model trained on synthetic data cannot allow diagnostic use")
+        return self
+
+    def network(self, role: str) -> NetworkEntry:
+        """The entry of the network with ``role``."""
+        for network in self.networks:
+            if network.role == role:
+                return network
+        raise ModelError(f"model {self.name!r} has no {role!r} network")
+
+    def identity(self) -> ModelIdentity:
+        """The model as results and reports name it."""
+        architecture = " + ".join(f"{n.role}: {n.architecture}" for n in self.networks)
+        parameters = tuple((key, str(value)) for key, value in sorted(self.parameters.items()))
+        if self.calibration:
+            parameters = (("calibration", self.calibration), *parameters)
+        return ModelIdentity(
+            name=self.name,
+            version=self.version,
+            architecture=architecture,
+            synthetic=self.synthetic,
+            diagnostic_use=self.diagnostic_use,
+            parameters=parameters,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready to run: its card, folder, device and networks in eval mode."""
+
+    card: ModelCard
+    directory: Path
+    device: torch.device
+    networks: Mapping[str, nn.Module]
+
+    def __getitem__(self, role: str) -> nn.Module:
+        try:
+            return self.networks[role]
+        except KeyError:
+            raise ModelError(f"model {self.card.name!r} has no {role!r} network") from None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_model_card(directory: Path | str) -> ModelCard:
+    """Read and validate ``<directory>/model.toml``.
+
+    Raises
+    ------
+    ModelError
+        The card is missing, not TOML, or invalid (every problem listed with its key).
+    """
+    path = Path(directory) / CARD_FILE
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except OSError as error:
+        raise ModelError(f"cannot read model card {path}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ModelError(f"model card {path} is not valid TOML: {error}") from None
+    try:
+        return ModelCard.model_validate(data)
+    except ValidationError as error:
+        problems = "\n".join(f"  - {describe_validation_error(e)}" for e in error.errors())
+        raise ModelError(f"invalid model card {path}:\n{problems}") from None
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """The torch device to run on: ``auto`` takes a GPU when one is present.
+
+    Raises
+    ------
+    ModelError
+        A CUDA device was asked for and none is available.
+    """
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {preference!r} requested but no CUDA GPU is available")
+    return device
+
+
+def _build(entry: NetworkEntry) -> nn.Module:
+    from osteonode.nets import ARCHITECTURES, build_network
+
+    if entry.architecture not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ModelError(f"unknown architecture {entry.architecture!r} (known: {known})")
+    return build_network(entry.architecture, **entry.options)
+
+
+def load_model(directory: Path | str, device: str = "auto") -> LoadedModel:
+    """Load a model folder: check the card, verify every checksum, build and fill the networks.
+
+    Parameters
+    ----------
+    directory
+        The model folder.
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ModelError
+        Card invalid, weights missing, checksum differing from the card, or weights not fitting
+        the architecture the card names.
+    """
+    directory = Path(directory)
+    card = read_model_card(directory)
+    target = pick_device(device)
+    networks: dict[str, nn.Module] = {}
+    for entry in card.networks:
+        path = directory / entry.weights
+        if not path.is_file():
+            raise ModelError(f"model {card.name!r}: weights file {path} is missing")
+        if entry.sha256 is None:
+            raise ModelError(f"model {card.name!r}: the card gives no sha256 for {entry.weights}")
+        actual = file_sha256(path)
+        if actual != entry.sha256:
+            raise ModelError(
+                f"model {card.name!r}: {entry.weights} has SHA-256 {actual}, the card says"
+                f" {entry.sha256}; the file is damaged or was changed after the card was written"
+            )
+        network = _build(entry)
+        try:
+            state = load_file(path)
+            network.load_state_dict(state, strict=True)
+        except (SafetensorError, RuntimeError) as error:
+            raise ModelError(f"model {card.name!r}: {entry.weights} does not fit {entry.architecture}: {error}") from None
+        networks[entry.role] = network.to(target).eval()
+    return LoadedModel(card=card, directory=directory, device=target, networks=networks)
+
+
+def save_model(
+    directory: Path | str, card: ModelCard, networks: Mapping[str, nn.Module]
+) -> ModelCard:
+    """Write the networks as safetensors and the card with their checksums.
+
+    Parameters
+    ----------
+    directory
+        The model folder (created if needed).
+    card
+        The card; the ``sha256`` of each network entry is filled in here.
+    networks
+        A module for every network role of the card.
+
+    Returns
+    -------
+    ModelCard
+        The card as written.
+    """
+    directory = Path(directory)
+    roles = {entry.role for entry in card.networks}
+    if roles != set(networks):
+        raise ModelError(f"networks {sorted(networks)} do not match the card's roles {sorted(roles)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for entry in card.networks:
+        path = directory / entry.weights
+        state = {key: value.detach().cpu().contiguous() for key, value in networks[entry.role].state_dict().items()}
+        save_file(state, path, metadata={"model": card.name, "version": card.version, "role": entry.role})
+        entries.append(entry.model_copy(update={"sha256": file_sha256(path)}))
+    written = card.model_copy(update={"networks": entries})
+    data = written.model_dump(mode="json", exclude_none=True)
+    (directory / CARD_FILE).write_text(tomli_w.dumps(data), "utf-8")
+    return written
+
+
+def list_models(models_dir: Path | str) -> list[tuple[Path, ModelCard | ModelError]]:
+    """Every model folder under ``models_dir`` with its card, or the error that stops it loading.
+
+    Checksums are verified; networks are not built.
+    """
+    found: list[tuple[Path, ModelCard | ModelError]] = []
+    root = Path(models_dir)
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        try:
+            card = read_model_card(directory)
+            for entry in card.networks:
+                path = directory / entry.weights
+                if not path.is_file() or file_sha256(path) != entry.sha256:
+                    raise ModelError(f"{entry.weights}: missing or checksum differs from the card")
+            found.append((directory, card))
+        except ModelError as error:
+            found.append((directory, error))
+    return found
