@@ -133,3 +133,13 @@ def test_the_error_survives_pickling_for_worker_processes() -> None:
 
     assert copy.reason is ImageErrorReason.NO_PIXEL_DATA
     assert "Pixel Data" in copy.message
+
+
+def test_an_unknown_transfer_syntax_is_a_decoder_failure_naming_it() -> None:
+    ds = _image()
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5"
+
+    error = _refusal(ds)
+
+    assert error.reason is ImageErrorReason.DECODER_FAILURE
+    assert "1.2.3.4.5" in error.message

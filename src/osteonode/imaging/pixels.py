@@ -214,7 +214,7 @@ class Radiograph:
         is_mono1 = self.photometric_interpretation is PhotometricInterpretation.MONOCHROME1
         if is_mono1 != (self.monochrome1_reflection is not None):
             raise ValueError("monochrome1_reflection is required for, and only for, MONOCHROME1")
-        if any(elem.tag.group == _PIXEL_DATA_GROUP for elem in self.header):
+        if any(tag.group == _PIXEL_DATA_GROUP for tag in self.header.keys()):
             raise ValueError("header must not hold pixel data")
         self.pixels.flags.writeable = False
 
@@ -439,7 +439,11 @@ def _check_native_length(ds: Dataset) -> None:
 def _to_attenuation(
     stored: np.ndarray, ds: Dataset, photometric: PhotometricInterpretation
 ) -> tuple[np.ndarray, float | None]:
-    """Apply the Modality LUT and turn MONOCHROME1 round so bone is bright."""
+    """Apply the Modality LUT and turn MONOCHROME1 round so bone is bright.
+
+    Presentation LUT Shape is not consulted: in the CR and DX objects it agrees with
+    the Photometric Interpretation (IDENTITY for MONOCHROME2, INVERSE for MONOCHROME1).
+    """
     try:
         modality = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
     except Exception as exc:  # a malformed Modality LUT or rescale is a header fault
