@@ -12,6 +12,7 @@ vendor would fill in.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
-    generate_uid,
 )
 
 from osteonode.phantoms.enum import Modality, Part, Sex, SpacingKind, VoiKind
@@ -82,6 +82,7 @@ _ANATOMIC_REGION = {
 _VIEW_CODES = {"AP": ("399348003", "antero-posterior"), "PA": ("399300004", "postero-anterior")}
 #: Body Part Examined defined terms of unpaired parts (General Series Laterality is then absent).
 _UNPAIRED_BODY_PARTS = frozenset({"LSPINE", "CHEST", "ABDOMEN", "PELVIS"})
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://osteonode.invalid/phantoms")
 _MANUFACTURERS = (("Phantom Imaging", "CR-100"), ("Osteonode Synthetic", "DR Flat 43"), ("Acme Radiography", "XR-9"))
 
 
@@ -149,7 +150,9 @@ def make_identity(seed: int, part: Part, index: int, sex: Sex, age: int) -> Iden
     """Deterministic synthetic identity: UIDs hash (seed, part, index), dates follow the seed."""
 
     def uid(kind: str) -> str:
-        return generate_uid(prefix=None, entropy_srcs=["osteonode-phantom", str(seed), part.value, str(index), kind])
+        # A name-based (version 5) UUID under the 2.25 root: stable, and unique per name. (pydicom's
+        # generate_uid ignores its entropy sources when asked for a 2.25 UID, so it cannot be used.)
+        return f"2.25.{uuid.uuid5(_UID_NAMESPACE, f'{seed}/{part.value}/{index}/{kind}').int}"
 
     acquired = dt.datetime(2024, 1, 1, 8, 0) + dt.timedelta(days=(seed * 37 + index) % 700, minutes=(seed + 7 * index) % 600)
     return Identity(
@@ -352,5 +355,6 @@ def build_dataset(
 def write_dataset(ds: Dataset, path: Path, transfer_syntax: UID) -> None:
     """Encode (compressing losslessly where asked) and write a dataset as a DICOM file."""
     if transfer_syntax not in _NATIVE:
-        ds.compress(transfer_syntax)
+        # Lossless: the pixels do not change, so neither does the SOP Instance UID.
+        ds.compress(transfer_syntax, generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)

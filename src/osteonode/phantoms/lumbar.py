@@ -47,18 +47,19 @@ def _soft_tissue(rng: np.random.Generator, grid: Grid, size: float, spine_x: flo
     """Abdominal soft tissue path (cm): elliptic cross-section, psoas shadows, bowel gas."""
     step = 8
     x, y = grid.coordinates_mm(step)
-    half_width = rng.uniform(150.0, 190.0) * size
-    depth_cm = rng.uniform(17.0, 26.0) * size
+    habitus = rng.uniform(0.85, 1.2)  # wider patients are also thicker
+    half_width = 165.0 * habitus * size * rng.uniform(0.95, 1.05)
+    depth_cm = 20.0 * habitus * size * rng.uniform(0.95, 1.05)
     profile = depth_cm * np.sqrt(np.clip(1.0 - ((x - spine_x) / half_width) ** 2, 0.0, 1.0))
     thickness = np.broadcast_to(profile, (y.shape[0], x.shape[1])).copy()
     for side in (-1.0, 1.0):
         # Psoas: a muscle band diverging downward from the upper lumbar spine.
         centre = spine_x + side * (28.0 + 0.25 * np.clip(y + 60.0, 0.0, None))
-        thickness += 1.2 * np.exp(-0.5 * ((x - centre) / 14.0) ** 2) / (1.0 + np.exp(-(y + 80.0) / 15.0))
-    for _ in range(int(rng.integers(3, 12))):
+        thickness += 0.8 * np.exp(-0.5 * ((x - centre) / 14.0) ** 2) / (1.0 + np.exp(-(y + 80.0) / 15.0))
+    for _ in range(int(rng.integers(2, 9))):
         gx, gy = rng.uniform(-120, 120), rng.uniform(-60, 180)
         rx, ry = rng.uniform(10, 35, 2)
-        thickness -= rng.uniform(1.0, 3.5) * np.exp(-(((x - gx) / rx) ** 2 + ((y - gy) / ry) ** 2) ** 2)
+        thickness -= rng.uniform(0.5, 2.0) * np.exp(-(((x - gx) / rx) ** 2 + ((y - gy) / ry) ** 2) ** 2)
     thickness = np.clip(thickness, 0.0, None)
     return resize(thickness, grid.rows, grid.columns)
 

@@ -59,10 +59,12 @@ class Bone:
 
 @dataclass
 class Texture:
-    """Trabecular texture fields for one image: vertical and horizontal strut families."""
+    """Trabecular texture fields for one image: vertical and horizontal strut families, and a
+    coarse field for the patchy marrow spaces of osteoporotic bone (visible at low resolution)."""
 
     vertical: np.ndarray
     horizontal: np.ndarray
+    coarse: np.ndarray
 
     @classmethod
     def sample(cls, rng: np.random.Generator, grid: Grid, quality: float) -> "Texture":
@@ -71,6 +73,7 @@ class Texture:
         return cls(
             vertical=smooth_noise(rng, grid.rows, grid.columns, 2.2 * spacing_px, spacing_px),
             horizontal=smooth_noise(rng, grid.rows, grid.columns, spacing_px, 2.2 * spacing_px),
+            coarse=smooth_noise(rng, grid.rows, grid.columns, grid.px(3.5), grid.px(3.5)),
         )
 
 
@@ -112,7 +115,9 @@ def paint_bones(density: np.ndarray, bones: list[Bone], texture: Texture) -> Non
     interior = np.array([0.0] + [b.interior for b in bones], dtype=np.float32)
     window = (slice(y0, y1), slice(x0, x1))
     struts = _strut_density(texture, window, quality[outer])
-    trabecular = interior[outer] * (0.25 + 0.75 * struts)
+    # Low density also shows as patchy loss over a few mm, not only as thinner struts.
+    patchiness = np.clip(0.6 * (1.1 - quality), 0.0, 0.45)[outer]
+    trabecular = interior[outer] * (0.25 + 0.75 * struts) * np.clip(1.0 + patchiness * texture.coarse[window], 0.0, None)
     raw = np.where((inner == outer) & (outer > 0), trabecular, np.float32(_CORTEX_WEIGHT))
     raw[outer == 0] = 0.0
     mean = np.bincount(outer.ravel(), weights=raw.ravel(), minlength=n) / np.maximum(
@@ -155,6 +160,8 @@ class Exposure:
     photons_per_mm2: float
     scatter_fraction: float
     blur_mm: float
+    latitude: float
+    level: float
     equalisation: float
     gamma: float
     black_level: float
@@ -164,12 +171,14 @@ class Exposure:
     def sample(cls, rng: np.random.Generator) -> "Exposure":
         """Draw exposure, kVp-like contrast, scatter, blur and processing settings."""
         return cls(
-            bone_contrast=float(rng.uniform(0.8, 1.2)),
+            bone_contrast=float(rng.uniform(0.9, 1.1)),
             photons_per_mm2=float(rng.uniform(1.5e5, 8e5)),
-            scatter_fraction=float(rng.uniform(0.1, 0.6)),
+            scatter_fraction=float(rng.uniform(0.1, 0.4)),
             blur_mm=float(rng.uniform(0.08, 0.3)),
-            equalisation=float(rng.uniform(0.0, 0.7)),
-            gamma=float(rng.uniform(0.7, 1.4)),
+            latitude=float(rng.uniform(5.0, 6.0)),
+            level=float(rng.uniform(0.4, 0.6)),
+            equalisation=float(rng.uniform(0.0, 0.5)),
+            gamma=float(rng.uniform(0.8, 1.25)),
             black_level=float(rng.uniform(0.0, 0.08)),
             white_level=float(rng.uniform(0.9, 1.0)),
         )
@@ -218,9 +227,12 @@ def render(scene: Scene, exposure: Exposure, rng: np.random.Generator) -> np.nda
     # One blur for focal spot, scintillator and the display pipeline; it also softens the noise.
     log_signal = gaussian_blur(log_signal, float(np.hypot(grid.px(exposure.blur_mm), 0.6)))
 
+    # Exposure recognition: centre the body's median signal at ``level`` over a fixed latitude
+    # (in log units), as CR/DR readers do in fixed-latitude mode.
     sample = log_signal[::4, ::4][np.broadcast_to(scene.field, signal.shape)[::4, ::4] > 0.5]
-    low, high = np.percentile(sample, [0.5, 99.5]) if sample.size else (0.0, 1.0)
-    image = (log_signal - low) / max(high - low, 1e-3)
+    sample = sample[sample > 0.5]
+    centre = float(np.median(sample)) if sample.size else 0.0
+    image = exposure.level + (log_signal - centre) / exposure.latitude
     if exposure.equalisation > 0:
         background = gaussian_blur(image, grid.px(25.0))
         image = image - exposure.equalisation * (background - float(np.mean(background)))
