@@ -1,0 +1,1 @@
+"""Training and fine-tuning of the pipelines' networks on a cohort (DICOM files + ground truth)."""
