@@ -3,18 +3,18 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the node's tests and demo talk to: real DICOM peers, validators and a database.
-DEB_PACKAGES := dcmtk dicom3tools libgdcm-tools orthanc postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages serve demo test bench clean
 
 install: system-packages $(VENV)/.installed
 
+# The Debian packages the tests and demo talk to: real DICOM peers (dcmtk, Orthanc), validators
+# (dicom3tools, GDCM tools), a database (PostgreSQL) and a browser for the validation report (Chromium).
 # Installs only what is missing, so a machine that has them all needs no package manager.
 system-packages:
 	@missing=""; \
-	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc; do \
+	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
