@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from osteonode.phantoms.raster import Grid, fill_polygons, gaussian_blur, inset, resize, smooth_noise
+from osteonode.phantoms.raster import Grid, fill_mask, fill_polygons, gaussian_blur, inset, smooth_noise
 
 #: Effective attenuation of soft tissue (1/cm) at a mid-range radiographic beam.
 MU_SOFT_PER_CM = 0.20
@@ -77,54 +77,48 @@ class Texture:
         )
 
 
-def _strut_density(texture: Texture, window: tuple[slice, slice], quality: np.ndarray) -> np.ndarray:
-    """Trabecular density in [0, 1]: thin ridges along zero crossings of the texture fields."""
-    width = 0.25 + 0.35 * np.clip(quality, 0.3, 1.5)
-    horizontal_weight = np.clip(1.6 * quality - 0.6, 0.0, 1.0)
-    vertical = np.clip(1.0 - np.abs(texture.vertical[window]) / width, 0.0, 1.0)
-    horizontal = np.clip(1.0 - np.abs(texture.horizontal[window]) / width, 0.0, 1.0)
-    return np.maximum(vertical, horizontal_weight * horizontal)
-
-
 def paint_bones(density: np.ndarray, bones: list[Bone], texture: Texture) -> None:
     """Add non-overlapping bones to a density map (g/cm2) in place.
 
-    Each bone's mean over its outline is exactly its ``bmd``; overlapping sets of bones are painted
-    with separate calls so that their densities add up.
+    Each bone's mean over its visible outline is exactly its ``bmd``; overlapping sets of bones
+    are painted with separate calls so that their densities add up.
     """
-    if not bones:
-        return
+    for bone in bones:
+        _paint_bone(density, bone, texture)
+
+
+def _paint_bone(density: np.ndarray, bone: Bone, texture: Texture) -> None:
     rows, columns = density.shape
-    points = np.concatenate([b.outline for b in bones])
-    x0 = int(np.clip(np.floor(points[:, 0].min()) - 1, 0, columns))
-    y0 = int(np.clip(np.floor(points[:, 1].min()) - 1, 0, rows))
-    x1 = int(np.clip(np.ceil(points[:, 0].max()) + 2, 0, columns))
-    y1 = int(np.clip(np.ceil(points[:, 1].max()) + 2, 0, rows))
+    x0 = int(np.clip(np.floor(bone.outline[:, 0].min()) - 1, 0, columns))
+    y0 = int(np.clip(np.floor(bone.outline[:, 1].min()) - 1, 0, rows))
+    x1 = int(np.clip(np.ceil(bone.outline[:, 0].max()) + 2, 0, columns))
+    y1 = int(np.clip(np.ceil(bone.outline[:, 1].max()) + 2, 0, rows))
     if x1 <= x0 or y1 <= y0:
         return
     shape = (y1 - y0, x1 - x0)
-    outer = fill_polygons(shape, [(b.outline, i + 1) for i, b in enumerate(bones)], (x0, y0), "I")
-    cortices = [max(b.cortex_px * float(np.clip(b.quality, 0.3, 1.5)) ** 1.3, 0.0) for b in bones]
-    inner = fill_polygons(
-        shape, [(inset(b.outline, c), i + 1) for i, (b, c) in enumerate(zip(bones, cortices))],
-        (x0, y0), "I",
-    )
-    n = len(bones) + 1
-    bmd = np.array([0.0] + [b.bmd for b in bones], dtype=np.float32)
-    quality = np.array([1.0] + [b.quality for b in bones], dtype=np.float32)
-    interior = np.array([0.0] + [b.interior for b in bones], dtype=np.float32)
+    quality = float(np.clip(bone.quality, 0.3, 1.5))
+    outer = fill_mask(shape, bone.outline, (x0, y0))
+    if not outer.any():
+        return
+    cortex = bone.cortex_px * quality**1.3
+    inner = fill_mask(shape, inset(bone.outline, cortex), (x0, y0)) & outer
     window = (slice(y0, y1), slice(x0, x1))
-    struts = _strut_density(texture, window, quality[outer])
+    # Trabeculae: thin ridges along zero crossings of the two texture fields; low density thins
+    # them and drops the horizontal family first.
+    width = 0.25 + 0.35 * quality
+    horizontal_weight = min(max(1.6 * quality - 0.6, 0.0), 1.0)
+    vertical = np.clip(1.0 - np.abs(texture.vertical[window][inner]) / width, 0.0, 1.0)
+    horizontal = np.clip(1.0 - np.abs(texture.horizontal[window][inner]) / width, 0.0, 1.0)
+    struts = np.maximum(vertical, horizontal_weight * horizontal)
     # Low density also shows as patchy loss over a few mm, not only as thinner struts.
-    patchiness = np.clip(0.6 * (1.1 - quality), 0.0, 0.45)[outer]
-    trabecular = interior[outer] * (0.25 + 0.75 * struts) * np.clip(1.0 + patchiness * texture.coarse[window], 0.0, None)
-    raw = np.where((inner == outer) & (outer > 0), trabecular, np.float32(_CORTEX_WEIGHT))
-    raw[outer == 0] = 0.0
-    mean = np.bincount(outer.ravel(), weights=raw.ravel(), minlength=n) / np.maximum(
-        np.bincount(outer.ravel(), minlength=n), 1
-    )
-    scale = np.where(mean > 0, bmd / np.maximum(mean, 1e-6), 0.0).astype(np.float32)
-    density[window] += raw * scale[outer]
+    patchiness = min(max(0.6 * (1.1 - quality), 0.0), 0.45)
+    patches = np.clip(1.0 + patchiness * texture.coarse[window][inner], 0.0, None)
+    raw = np.zeros(shape, np.float32)
+    raw[outer] = _CORTEX_WEIGHT
+    raw[inner] = bone.interior * (0.25 + 0.75 * struts) * patches
+    mean = float(raw[outer].mean())
+    if mean > 0:
+        density[window] += raw * np.float32(bone.bmd / mean)
 
 
 @dataclass

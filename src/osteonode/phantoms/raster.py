@@ -125,6 +125,14 @@ def fill_polygons(
     return np.array(image, dtype=np.float32 if mode == "F" else np.int32)
 
 
+def fill_mask(shape: tuple[int, int], outline: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Boolean mask of one outline in a window whose top-left pixel is ``origin`` (x, y)."""
+    image = Image.new("L", (shape[1], shape[0]), 0)
+    points = np.asarray(outline, dtype=np.float64) - origin
+    ImageDraw.Draw(image).polygon([tuple(p) for p in points.tolist()], fill=1)
+    return np.asarray(image, dtype=bool)
+
+
 def resize(array: np.ndarray, rows: int, columns: int, smooth: bool = True) -> np.ndarray:
     """Resample a float array to (rows, columns) with bicubic or bilinear interpolation."""
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32))
@@ -132,19 +140,17 @@ def resize(array: np.ndarray, rows: int, columns: int, smooth: bool = True) -> n
     return np.array(image.resize((columns, rows), method), dtype=np.float32)
 
 
-def _blur_axis(array: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    radius = max(1, int(np.ceil(3 * sigma)))
+def _blur_rows(array: np.ndarray, sigma: float) -> np.ndarray:
+    """Blur along axis 0, where shifted views are whole contiguous rows."""
+    radius = max(1, int(np.ceil(2.5 * sigma)))
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
     kernel /= kernel.sum()
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (radius, radius)
-    padded = np.pad(array, pad, mode="edge")
-    length = array.shape[axis]
-    out = np.zeros_like(array)
-    for k, weight in enumerate(kernel):
-        window = padded[k : k + length] if axis == 0 else padded[:, k : k + length]
-        out += np.float32(weight) * window
+    padded = np.pad(array, [(radius, radius), (0, 0)], mode="edge")
+    length = array.shape[0]
+    out = padded[:length] * np.float32(kernel[0])
+    for k in range(1, len(kernel)):
+        out += np.float32(kernel[k]) * padded[k : k + length]
     return out
 
 
@@ -158,7 +164,8 @@ def gaussian_blur(array: np.ndarray, sigma: float) -> np.ndarray:
     if sigma < 0.3:
         return array
     if sigma <= 4.0:
-        return _blur_axis(_blur_axis(array, sigma, 0), sigma, 1)
+        across = np.ascontiguousarray(_blur_rows(array, sigma).T)
+        return np.ascontiguousarray(_blur_rows(across, sigma).T)
     factor = int(sigma // 2)
     rows, columns = array.shape
     small_rows, small_columns = max(2, rows // factor), max(2, columns // factor)
