@@ -287,7 +287,9 @@ def build_dataset(
     ds.ContentDate = date
     ds.ContentTime = time
     ds.InstanceNumber = 1
-    ds.PatientOrientation = ["L", "F"] if header.view_position == "PA" else ["R", "F"]
+    # Drawn in the standard display of frontal films: the patient's left on the image right, feet
+    # down, for AP and PA alike.
+    ds.PatientOrientation = ["L", "F"]
     ds.ImageType = ["ORIGINAL", "PRIMARY", ""] if is_dx else ["ORIGINAL", "PRIMARY"]
     ds.BurnedInAnnotation = "YES" if burned_text else "NO"
     ds.LossyImageCompression = "00"

@@ -181,12 +181,13 @@ def draw_lumbar(
     pelvis = [Bone(to_px(sacrum), pelvis_bmd, pelvis_quality, grid.px(1.5))]
     ilia = []
     for side in (-1.0, 1.0):
+        # Iliac wing: sacroiliac joint medially, crest at about L4, narrowing toward the acetabulum.
         ilium = np.array(
-            [[46, 0], [58, -50], [95, -78], [135, -62], [156, -20], [150, 35], [125, 95], [108, 140],
-             [75, 140], [62, 70]]
+            [[40, 10], [46, 70], [75, 122], [112, 132], [136, 80], [152, 20], [152, -30], [128, -62],
+             [92, -72], [60, -56], [44, -28]], dtype=float
         )
         ilium = ilium * (side, 1.0) * size + sacrum_top
-        ilia.append(Bone(to_px(smooth_closed(ilium, 3)), pelvis_bmd * 0.9, pelvis_quality, grid.px(2.0)))
+        ilia.append(Bone(to_px(smooth_closed(ilium, 3)), pelvis_bmd * 0.9, pelvis_quality, grid.px(2.5), interior=0.7))
     ribs = []
     t11, t12 = layout[0], layout[1]
     for (name, x, y, _), length in ((t11, 150.0), (t12, 110.0)):
