@@ -13,6 +13,7 @@ spool and the database, and a job whose worker died is reclaimed when its lease 
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from datetime import timedelta
@@ -156,7 +157,7 @@ class Node:
         retention = timedelta(days=self.config.storage.retention_days)
         with self.database.session() as session:
             report = purge_spool(session, self.spool, retention, utc_now())
-        log.info("spool_purged", report=str(report))
+        log.info("spool_purged", **dataclasses.asdict(report))
 
     def _remove_stray_files(self) -> None:
         # Temporary files are what a crash left mid-write: never acknowledged, so never needed.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from fixtures.peers import NodeProcess, echoscu, make_radiograph, storescu
 from osteonode.config import AllowedCaller, AssociationPolicy
@@ -114,3 +117,26 @@ def test_caller_from_an_address_it_is_not_pinned_to_is_rejected(
     refusal = node.wait_for_log(lambda event: event.get("event") == "association_refused")
     assert refusal["reason"] == "calling_host_not_allowed"
     assert refusal["calling_host"] == "127.0.0.1"
+
+
+def test_association_beyond_the_maximum_is_rejected_as_local_limit_exceeded(
+    node_factory: Callable[..., NodeProcess],
+) -> None:
+    node = node_factory({"association": {"max_associations": 1}}).start()
+    holder = AE(ae_title="HOLDER")
+    holder.add_requested_context(Verification)
+    held = holder.associate("127.0.0.1", node.port, ae_title="OSTEONODE")
+    assert held.is_established
+
+    while_full = echoscu(node.port)
+    held.release()
+    for _ in range(50):  # the released association's thread ends a moment after the release
+        after = echoscu(node.port)
+        if after.returncode == 0:
+            break
+        time.sleep(0.1)
+
+    assert "Local Limit Exceeded" in while_full.stderr, while_full.stderr
+    assert after.returncode == 0, after.stderr
+    refusal = node.wait_for_log(lambda event: event.get("event") == "association_refused")
+    assert refusal["reason"] == "too_many_associations"
