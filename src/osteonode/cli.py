@@ -102,12 +102,15 @@ def phantoms_make(
     hard_fraction: Annotated[
         float, typer.Option("--hard-fraction", help="Fraction of not-evaluable hard cases.")
     ] = 0.0,
+    workers: Annotated[int, typer.Option("--workers", help="Parallel processes (same output).")] = 1,
 ) -> None:
     """Write N synthetic radiographs of one part and their ground truth DIR/cohort.csv."""
     from osteonode.phantoms import PhantomError, make_cohort
 
     try:
-        table = make_cohort(part, n, out, seed=seed, size=size, hard_fraction=hard_fraction, progress=True)
+        table = make_cohort(
+            part, n, out, seed=seed, size=size, hard_fraction=hard_fraction, progress=True, workers=workers
+        )
     except PhantomError as error:
         Console(stderr=True).print(f"phantoms make: {error}", style="red", markup=False, highlight=False)
         raise typer.Exit(code=2) from None

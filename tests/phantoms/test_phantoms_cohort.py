@@ -28,6 +28,12 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path, part: Part) -> Non
     assert all(first[name] != other[name] for name in first if name.endswith(".dcm"))
 
 
+def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
+    serial = _digests(make_cohort(Part.HIP, 4, tmp_path / "serial", seed=2, size=200).parent)
+    parallel = _digests(make_cohort(Part.HIP, 4, tmp_path / "parallel", seed=2, size=200, workers=2).parent)
+    assert serial == parallel
+
+
 def test_table_has_one_row_per_file_naming_its_sop_instance(lumbar_cohort, chest_cohort, hip_cohort) -> None:
     for cohort in (lumbar_cohort, chest_cohort, hip_cohort):
         assert len({r.file for r in cohort}) == len(cohort)
@@ -82,6 +88,7 @@ def test_read_cohort_takes_the_folder_or_the_table(tmp_path: Path) -> None:
         ({"part": "knee"}, "unknown part 'knee'"),
         ({"size": 16}, "size must be"),
         ({"hard_fraction": 1.5}, "hard_fraction"),
+        ({"workers": 0}, "workers must be"),
     ],
 )
 def test_bad_requests_are_refused_before_anything_is_written(tmp_path: Path, kwargs: dict, message: str) -> None:

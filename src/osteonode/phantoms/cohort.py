@@ -7,9 +7,11 @@ Spacing on CR files that carry only that).
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import csv
+import functools
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +161,9 @@ def _chest_columns(patient: Patient, geometry) -> dict[str, str]:
     return row
 
 
-def make_phantom(part: Part, index: int, seed: int, size: int, hard_fraction: float, out_dir: Path) -> dict[str, str]:
+def make_phantom(
+    part: Part, index: int, *, seed: int, size: int, hard_fraction: float, out_dir: Path
+) -> dict[str, str]:
     """Draw, render and write phantom ``index`` of a cohort; return its ground-truth row."""
     rng = _image_rng(seed, part, index)
     patient = sample_patient(rng)
@@ -221,7 +225,9 @@ def make_phantom(part: Part, index: int, seed: int, size: int, hard_fraction: fl
     return row
 
 
-def _check_request(part: Part | str, n: int, size: int, hard_fraction: float, out_dir: Path) -> Part:
+def _check_request(
+    part: Part | str, n: int, size: int, hard_fraction: float, workers: int, out_dir: Path
+) -> Part:
     try:
         part = Part(part)
     except ValueError:
@@ -232,6 +238,8 @@ def _check_request(part: Part | str, n: int, size: int, hard_fraction: float, ou
         raise PhantomError(f"size must be a whole number of pixels in [{SIZE_RANGE[0]}, {SIZE_RANGE[1]}], got {size!r}")
     if not 0.0 <= hard_fraction <= 1.0:
         raise PhantomError(f"hard_fraction must lie in [0, 1], got {hard_fraction!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PhantomError(f"workers must be a positive whole number, got {workers!r}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -249,7 +257,7 @@ def make_cohort(
     size: int = DEFAULT_SIZE,
     hard_fraction: float = 0.0,
     progress: bool = False,
-    on_image: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write ``n`` phantom radiographs of one part and their ground truth ``cohort.csv``.
 
@@ -273,8 +281,8 @@ def make_cohort(
         Fraction of hard cases (implants, scoliosis, cropped field), flagged not evaluable.
     progress:
         Show a progress bar on the terminal.
-    on_image:
-        Called with each index once its file is written.
+    workers:
+        Processes drawing images in parallel; the output does not depend on it.
 
     Returns
     -------
@@ -287,13 +295,17 @@ def make_cohort(
         If an argument is invalid or the folder cannot be written.
     """
     out_dir = Path(out_dir)
-    part = _check_request(part, n, size, hard_fraction, out_dir)
-    indices = range(n)
-    rows = []
-    for index in track(indices, description=f"{part.value} phantoms") if progress else indices:
-        rows.append(make_phantom(part, index, seed, size, hard_fraction, out_dir))
-        if on_image is not None:
-            on_image(index)
+    part = _check_request(part, n, size, hard_fraction, workers, out_dir)
+    make_one = functools.partial(make_phantom, part, seed=seed, size=size, hard_fraction=hard_fraction, out_dir=out_dir)
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            results = map(make_one, range(n))
+        else:
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, n)))
+            results = pool.map(make_one, range(n))
+        if progress:
+            results = track(results, total=n, description=f"{part.value} phantoms")
+        rows = list(results)
     table = out_dir / COHORT_FILE
     with table.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
