@@ -101,8 +101,10 @@ def draw_chest(
             origin = np.array([spine_x(y) + s * 18, y])
             posterior = smooth_open(origin + np.array([[0, 0], [s * 45, -14], [s * reach, 5], [s * (reach + 35), 55]]), 3)
             posterior_ribs.append(Bone(band(to_px(posterior), grid.px(11.0 * size)), rib_bmd, quality, grid.px(1.2)))
-            anterior = smooth_open(origin + np.array([[s * (reach + 35), 55], [s * (reach - 10), 95], [s * 45, 120]]), 3)
-            anterior_ribs.append(Bone(band(to_px(anterior), grid.px(9.0 * size)), 0.6 * rib_bmd, quality, grid.px(0.8)))
+            if k < 6:
+                # Only the upper anterior ribs reach the sternum; the costal cartilage is invisible.
+                anterior = smooth_open(origin + np.array([[s * (reach + 35), 55], [s * (reach - 10), 85], [s * 50, 100]]), 3)
+                anterior_ribs.append(Bone(band(to_px(anterior), grid.px(9.0 * size)), 0.6 * rib_bmd, quality, grid.px(0.8)))
     for s in (-1.0, 1.0):
         clavicle = smooth_open(np.array([[s * 22, -148], [s * 70, -158], [s * 120, -162], [s * 160, -180]]), 3)
         girdle.append(Bone(band(to_px(clavicle), grid.px(15.0 * size)), 1.1 * rib_bmd, quality, grid.px(1.5)))
@@ -121,6 +123,9 @@ def draw_chest(
     neck = 12.0 * size * np.exp(-0.5 * (xs / 45.0) ** 2)
     shoulders = np.where(ys < -150, np.clip(1 + (ys + 150) / 60, 0, 1), 1.0)
     thickness = np.maximum(thorax * shoulders, neck * (ys < -140))
+    for s in (-1.0, 1.0):
+        # Shoulder girdle soft tissue around the humeral heads.
+        thickness = np.maximum(thickness, 13.0 * size * np.exp(-(((xs - s * 190.0) / 60.0) ** 2 + ((ys + 160.0) / 75.0) ** 2) ** 2))
     small_shape = thickness.shape
     domes = {-1.0: rng.uniform(45, 65), 1.0: rng.uniform(60, 80)}
     lungs_small = fill_polygons(
