@@ -293,5 +293,67 @@ def _print_history(history: InstanceHistory) -> None:
     console.print(_events_table(history.events, title="History"))
 
 
+def _validate_error(message: str) -> typer.Exit:
+    """Print a validate failure on stderr and return the exit to raise."""
+    Console(stderr=True).print(f"validate: {message}", style="red", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@app.command("validate")
+def validate(
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for metrics.json and report.html (created if missing).", file_okay=False)
+    ],
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Predictions CSV to compute the report from.", dir_okay=False)
+    ] = None,
+    cohort: Annotated[
+        Path | None, typer.Option("--cohort", help="Cohort CSV to run a pipeline over (not available yet).", dir_okay=False)
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="Pipeline to run over --cohort: lumbar, chest or hip.")
+    ] = None,
+    positive: Annotated[
+        str | None,
+        typer.Option(
+            "--positive",
+            help="Analyse this class against the rest: normal, low_bone_mass or osteoporosis (default: the three"
+            " WHO classes; osteoporosis vs not when the file uses not_osteoporosis).",
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=1, help="Bootstrap resamples for AUC intervals and the regression band.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed; the same seed gives the same report.")] = 0,
+) -> None:
+    """Write metrics.json and a self-contained report.html from a predictions file."""
+    from osteonode.bone import WhoCategory
+    from osteonode.config import PipelineName
+    from osteonode.evaluate.predictions import PredictionsError
+    from osteonode.evaluate.report import ValidationSettings, validate_predictions_file
+
+    if (predictions is None) == (cohort is None):
+        raise _validate_error("give either --predictions FILE or --cohort FILE --pipeline NAME")
+    if cohort is not None:
+        if pipeline not in {name.value for name in PipelineName}:
+            raise _validate_error("--cohort needs --pipeline lumbar, chest or hip")
+        raise _validate_error(
+            "running pipelines over a cohort is not available yet; run the pipeline elsewhere, write its"
+            " predictions.csv (columns in osteonode.evaluate.predictions) and pass --predictions"
+        )
+    if pipeline is not None:
+        raise _validate_error("--pipeline goes with --cohort; a predictions file is already the pipeline's output")
+    if positive is not None and positive not in {category.value for category in WhoCategory}:
+        raise _validate_error(f"--positive {positive!r} is not one of normal, low_bone_mass, osteoporosis")
+    settings = ValidationSettings(
+        positive=None if positive is None else WhoCategory(positive), n_resamples=bootstrap, seed=seed
+    )
+    try:
+        files = validate_predictions_file(predictions, out, settings)
+    except (PredictionsError, ValueError, OSError) as error:
+        raise _validate_error(str(error)) from None
+    console.print(f"wrote {escape(str(files.metrics))} and {escape(str(files.html))}", highlight=False)
+
+
 if __name__ == "__main__":
     app()
