@@ -9,7 +9,9 @@ import pytest
 from osteonode.phantoms import Part, PhantomRecord, make_cohort, read_cohort
 
 
-def _cohort(factory: pytest.TempPathFactory, part: Part, n: int, seed: int, size: int, hard: float) -> list[PhantomRecord]:
+def _cohort(
+    factory: pytest.TempPathFactory, part: Part, n: int, seed: int, size: int, hard: float
+) -> list[PhantomRecord]:
     folder: Path = factory.mktemp(f"{part.value}-{seed}")
     return read_cohort(make_cohort(part, n, folder, seed=seed, size=size, hard_fraction=hard))
 

@@ -33,14 +33,23 @@ def box_and_sides(shape: tuple[int, int], corners: np.ndarray) -> tuple[np.ndarr
     """Mask of a vertebral box and of two equal boxes beside it (one box width away, both sides)."""
     width_vector = corners[1] - corners[0]
     inside = polygon_mask(shape, corners)
-    beside = polygon_mask(shape, corners - 1.1 * width_vector) | polygon_mask(shape, corners + 1.1 * width_vector)
+    beside = polygon_mask(shape, corners - 1.1 * width_vector) | polygon_mask(
+        shape, corners + 1.1 * width_vector
+    )
     return inside, beside
 
 
 def dciodvfy_errors(path: Path) -> list[str]:
     """Lines of ``dciodvfy`` output that report errors."""
-    result = subprocess.run([shutil.which("dciodvfy") or "dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+    result = subprocess.run(
+        [shutil.which("dciodvfy") or "dciodvfy", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [
+        line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")
+    ]
 
 
 def pearson(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> float:

@@ -10,7 +10,12 @@ import pydicom
 import pytest
 
 from osteonode.phantoms import (
-    HardCase, Part, PhantomError, make_cohort, make_sample_set, read_cohort,
+    HardCase,
+    Part,
+    PhantomError,
+    make_cohort,
+    make_sample_set,
+    read_cohort,
 )
 
 
@@ -20,9 +25,15 @@ def _digests(folder: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("part", list(Part))
 def test_same_seed_gives_byte_identical_files(tmp_path: Path, part: Part) -> None:
-    first = _digests(make_cohort(part, 3, tmp_path / "a", seed=7, size=256, hard_fraction=0.5).parent)
-    second = _digests(make_cohort(part, 3, tmp_path / "b", seed=7, size=256, hard_fraction=0.5).parent)
-    other = _digests(make_cohort(part, 3, tmp_path / "c", seed=8, size=256, hard_fraction=0.5).parent)
+    first = _digests(
+        make_cohort(part, 3, tmp_path / "a", seed=7, size=256, hard_fraction=0.5).parent
+    )
+    second = _digests(
+        make_cohort(part, 3, tmp_path / "b", seed=7, size=256, hard_fraction=0.5).parent
+    )
+    other = _digests(
+        make_cohort(part, 3, tmp_path / "c", seed=8, size=256, hard_fraction=0.5).parent
+    )
     assert first == second
     assert len(first) == 4  # three images and the table
     assert all(first[name] != other[name] for name in first if name.endswith(".dcm"))
@@ -30,11 +41,15 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path, part: Part) -> Non
 
 def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
     serial = _digests(make_cohort(Part.HIP, 4, tmp_path / "serial", seed=2, size=200).parent)
-    parallel = _digests(make_cohort(Part.HIP, 4, tmp_path / "parallel", seed=2, size=200, workers=2).parent)
+    parallel = _digests(
+        make_cohort(Part.HIP, 4, tmp_path / "parallel", seed=2, size=200, workers=2).parent
+    )
     assert serial == parallel
 
 
-def test_table_has_one_row_per_file_naming_its_sop_instance(lumbar_cohort, chest_cohort, hip_cohort) -> None:
+def test_table_has_one_row_per_file_naming_its_sop_instance(
+    lumbar_cohort, chest_cohort, hip_cohort
+) -> None:
     for cohort in (lumbar_cohort, chest_cohort, hip_cohort):
         assert len({r.file for r in cohort}) == len(cohort)
         for record in cohort:
@@ -44,7 +59,9 @@ def test_table_has_one_row_per_file_naming_its_sop_instance(lumbar_cohort, chest
             assert ds.PatientAge == f"{record.age:03d}Y"
 
 
-def test_images_have_the_physical_size_of_radiographs(lumbar_cohort, chest_cohort, hip_cohort) -> None:
+def test_images_have_the_physical_size_of_radiographs(
+    lumbar_cohort, chest_cohort, hip_cohort
+) -> None:
     for record in lumbar_cohort + chest_cohort + hip_cohort:
         long_side = max(int(record.row["rows"]), int(record.row["columns"])) * record.spacing_mm
         assert 370.0 <= long_side <= 450.0
@@ -68,7 +85,9 @@ def test_hard_cases_are_flagged_not_evaluable(tmp_path: Path, part: Part) -> Non
         assert record.hard_case is not HardCase.NONE
         if part is Part.HIP:
             assert not all(side.evaluable for side in record.sides.values())
-            assert any(side.prosthesis for side in record.sides.values()) == (record.hard_case is HardCase.IMPLANT)
+            assert any(side.prosthesis for side in record.sides.values()) == (
+                record.hard_case is HardCase.IMPLANT
+            )
         else:
             assert not record.evaluable
 
@@ -91,7 +110,9 @@ def test_read_cohort_takes_the_folder_or_the_table(tmp_path: Path) -> None:
         ({"workers": 0}, "workers must be"),
     ],
 )
-def test_bad_requests_are_refused_before_anything_is_written(tmp_path: Path, kwargs: dict, message: str) -> None:
+def test_bad_requests_are_refused_before_anything_is_written(
+    tmp_path: Path, kwargs: dict, message: str
+) -> None:
     arguments = {"part": "lumbar", "n": 2, "out_dir": tmp_path / "out", "size": 200} | kwargs
     with pytest.raises(PhantomError, match=message):
         make_cohort(**arguments)

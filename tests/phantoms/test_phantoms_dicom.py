@@ -12,7 +12,12 @@ import pytest
 from phantom_measures import dciodvfy_errors
 
 from osteonode.phantoms.dicom import (
-    HEADER_TEXTS, TRANSFER_SYNTAXES, build_dataset, choose_variant, make_identity, write_dataset,
+    HEADER_TEXTS,
+    TRANSFER_SYNTAXES,
+    build_dataset,
+    choose_variant,
+    make_identity,
+    write_dataset,
 )
 from osteonode.phantoms.enum import Modality, Part, Sex, SpacingKind, VoiKind
 from osteonode.routing import Route, route_file
@@ -40,13 +45,23 @@ def _variant_matrix() -> list[tuple[Part, object]]:
         for header, syntax in itertools.product(HEADER_TEXTS[part], TRANSFER_SYNTAXES):
             k = next(counter)
             modality = rotations["modality"][k % 2]
-            vois = [VoiKind.WINDOW, VoiKind.LUT] + ([VoiKind.NONE] if modality is Modality.CR else [])
-            spacings = [SpacingKind.PIXEL, SpacingKind.IMAGER] if modality is Modality.CR else [SpacingKind.IMAGER, SpacingKind.BOTH]
+            vois = [VoiKind.WINDOW, VoiKind.LUT] + (
+                [VoiKind.NONE] if modality is Modality.CR else []
+            )
+            spacings = (
+                [SpacingKind.PIXEL, SpacingKind.IMAGER]
+                if modality is Modality.CR
+                else [SpacingKind.IMAGER, SpacingKind.BOTH]
+            )
             variant = dataclasses.replace(
                 choose_variant(part, np.random.default_rng(k)),
-                modality=modality, monochrome1=rotations["monochrome1"][(k // 2) % 2],
-                bits_stored=rotations["bits_stored"][k % 5], voi=vois[(k // 3) % len(vois)],
-                spacing=spacings[(k // 4) % 2], transfer_syntax=syntax, header=header,
+                modality=modality,
+                monochrome1=rotations["monochrome1"][(k // 2) % 2],
+                bits_stored=rotations["bits_stored"][k % 5],
+                voi=vois[(k // 3) % len(vois)],
+                spacing=spacings[(k // 4) % 2],
+                transfer_syntax=syntax,
+                header=header,
             )
             cases.append((part, variant))
     return cases
@@ -56,11 +71,23 @@ def test_every_encoding_variant_passes_dciodvfy(tmp_path: Path) -> None:
     image = np.random.default_rng(0).random((96, 80)).astype(np.float32)
     cases = _variant_matrix()
     for k, (part, variant) in enumerate(cases):
-        ds = build_dataset(image, variant, make_identity(1, part, k, Sex.MALE, 71), part, 0.15, 1.12, k % 2 == 0, 80.0)
+        ds = build_dataset(
+            image,
+            variant,
+            make_identity(1, part, k, Sex.MALE, 71),
+            part,
+            0.15,
+            1.12,
+            k % 2 == 0,
+            80.0,
+        )
         path = tmp_path / f"{k}.dcm"
         write_dataset(ds, path, variant.transfer_syntax)
         assert dciodvfy_errors(path) == [], variant
-    seen = {field.name: {getattr(v, field.name) for _, v in cases} for field in dataclasses.fields(cases[0][1])}
+    seen = {
+        field.name: {getattr(v, field.name) for _, v in cases}
+        for field in dataclasses.fields(cases[0][1])
+    }
     assert seen["voi"] == set(VoiKind) and seen["spacing"] == set(SpacingKind)
     assert seen["bits_stored"] == {10, 12, 14, 15, 16} and seen["monochrome1"] == {False, True}
 
@@ -68,8 +95,19 @@ def test_every_encoding_variant_passes_dciodvfy(tmp_path: Path) -> None:
 @pytest.mark.parametrize("syntax", TRANSFER_SYNTAXES, ids=lambda uid: uid.name)
 def test_compressed_files_decode_to_the_stored_pixels(tmp_path: Path, syntax) -> None:
     image = np.random.default_rng(1).random((64, 48)).astype(np.float32)
-    variant = dataclasses.replace(choose_variant(Part.HIP, np.random.default_rng(2)), transfer_syntax=syntax, bits_stored=16)
-    ds = build_dataset(image, variant, make_identity(1, Part.HIP, 0, Sex.FEMALE, 60), Part.HIP, 0.15, 1.1, False, 75.0)
+    variant = dataclasses.replace(
+        choose_variant(Part.HIP, np.random.default_rng(2)), transfer_syntax=syntax, bits_stored=16
+    )
+    ds = build_dataset(
+        image,
+        variant,
+        make_identity(1, Part.HIP, 0, Sex.FEMALE, 60),
+        Part.HIP,
+        0.15,
+        1.1,
+        False,
+        75.0,
+    )
     expected = ds.pixel_array.copy()
     write_dataset(ds, tmp_path / "x.dcm", syntax)
     decoded = pydicom.dcmread(tmp_path / "x.dcm")
@@ -77,7 +115,9 @@ def test_compressed_files_decode_to_the_stored_pixels(tmp_path: Path, syntax) ->
     np.testing.assert_array_equal(decoded.pixel_array, expected)
 
 
-def test_cohorts_show_the_variety_of_real_modalities(lumbar_cohort, chest_cohort, hip_cohort) -> None:
+def test_cohorts_show_the_variety_of_real_modalities(
+    lumbar_cohort, chest_cohort, hip_cohort
+) -> None:
     rows = [r.row for r in lumbar_cohort + chest_cohort + hip_cohort]
     assert {row["modality"] for row in rows} == {"CR", "DX"}
     assert {row["photometric"] for row in rows} == {"MONOCHROME1", "MONOCHROME2"}
@@ -95,8 +135,14 @@ def test_spacing_attributes_agree_with_the_ground_truth(lumbar_cohort, hip_cohor
             assert float(ds.PixelSpacing[0]) == pytest.approx(record.spacing_mm / factor, rel=1e-3)
 
 
-def test_every_file_routes_to_the_pipeline_of_its_part(lumbar_cohort, chest_cohort, hip_cohort) -> None:
+def test_every_file_routes_to_the_pipeline_of_its_part(
+    lumbar_cohort, chest_cohort, hip_cohort
+) -> None:
     for record in lumbar_cohort + chest_cohort + hip_cohort:
         decision = route_file(record.file)
-        assert isinstance(decision, Route), (record.row["body_part_examined"], record.row["study_description"], decision)
+        assert isinstance(decision, Route), (
+            record.row["body_part_examined"],
+            record.row["study_description"],
+            decision,
+        )
         assert decision.pipeline.value == record.row["expected_route"] == record.part.value

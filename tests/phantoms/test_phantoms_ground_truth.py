@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 from phantom_measures import box_and_sides, display_pixels
 
-from osteonode.phantoms import Category, LUMBAR_REFERENCE
+from osteonode.phantoms import LUMBAR_REFERENCE, Category
 from osteonode.phantoms.demographics import VERTEBRAE, sample_patient, t_score, who_category
 from osteonode.phantoms.enum import Sex
 
 
 def _inside_image(corners: np.ndarray, shape: tuple[int, int]) -> bool:
-    return bool((corners >= 0).all() and (corners[:, 0] < shape[1]).all() and (corners[:, 1] < shape[0]).all())
+    return bool(
+        (corners >= 0).all()
+        and (corners[:, 0] < shape[1]).all()
+        and (corners[:, 1] < shape[0]).all()
+    )
 
 
 def test_each_vertebral_box_is_brighter_than_its_surroundings(lumbar_cohort) -> None:
@@ -63,8 +67,8 @@ def test_femoral_neck_is_brighter_than_the_soft_tissue_lateral_to_the_shaft(hip_
         for name, side in record.sides.items():
             if not side.evaluable:
                 continue
-            x0, y0, x1, y1 = (int(round(v)) for v in side.crop_box)
-            nx, ny = (int(round(v)) for v in side.neck_centre)
+            x0, _, x1, y1 = (round(v) for v in side.crop_box)
+            nx, ny = (round(v) for v in side.neck_centre)
             r = max(2, (x1 - x0) // 25)
             neck = pixels[ny - r : ny + r + 1, nx - r : nx + r + 1].mean()
             # The lateral lower corner of the crop lies beyond the vastus ridge: soft tissue only.
@@ -76,8 +80,10 @@ def test_femoral_neck_is_brighter_than_the_soft_tissue_lateral_to_the_shaft(hip_
 def test_categories_follow_the_who_thresholds(lumbar_cohort, chest_cohort, hip_cohort) -> None:
     for record in lumbar_cohort + chest_cohort + hip_cohort:
         expected = (
-            Category.NORMAL if record.t_score >= -1.0
-            else Category.OSTEOPOROSIS if record.t_score <= -2.5
+            Category.NORMAL
+            if record.t_score >= -1.0
+            else Category.OSTEOPOROSIS
+            if record.t_score <= -2.5
             else Category.LOW_BONE_MASS
         )
         assert record.category is expected
@@ -87,7 +93,9 @@ def test_lumbar_t_score_uses_the_l1_to_l4_mean(lumbar_cohort) -> None:
     for record in lumbar_cohort:
         mean = np.mean([record.bmd[f"bmd_{v}"] for v in ("L1", "L2", "L3", "L4")])
         assert record.bmd["bmd_l1_l4"] == pytest.approx(mean, abs=1e-4)
-        assert record.t_score == round((record.bmd["bmd_l1_l4"] - LUMBAR_REFERENCE[0]) / LUMBAR_REFERENCE[1], 2)
+        assert record.t_score == round(
+            (record.bmd["bmd_l1_l4"] - LUMBAR_REFERENCE[0]) / LUMBAR_REFERENCE[1], 2
+        )
 
 
 def test_chest_and_hip_answers_are_the_lowest_site(chest_cohort, hip_cohort) -> None:
@@ -103,7 +111,9 @@ def test_women_lose_more_bone_after_fifty_and_the_older_population_is_mixed() ->
     patients = [sample_patient(rng) for _ in range(3000)]
 
     def mean_bmd(sex: Sex, low: int, high: int) -> float:
-        return float(np.mean([p.lumbar_bmd for p in patients if p.sex is sex and low <= p.age < high]))
+        return float(
+            np.mean([p.lumbar_bmd for p in patients if p.sex is sex and low <= p.age < high])
+        )
 
     female_loss = mean_bmd(Sex.FEMALE, 40, 50) - mean_bmd(Sex.FEMALE, 75, 91)
     male_loss = mean_bmd(Sex.MALE, 40, 50) - mean_bmd(Sex.MALE, 75, 91)

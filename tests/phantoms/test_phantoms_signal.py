@@ -27,11 +27,20 @@ def measurements(held_out_lumbar) -> dict[str, np.ndarray]:
         box_mean.append(np.mean(inside_values))
         contrast.append(np.mean(inside_values) - np.mean(beside_values))
         bmd.append(record.bmd["bmd_l1_l4"])
-    return {k: np.array(v) for k, v in
-            {"image_mean": image_mean, "box_mean": box_mean, "contrast": contrast, "bmd": bmd}.items()}
+    return {
+        k: np.array(v)
+        for k, v in {
+            "image_mean": image_mean,
+            "box_mean": box_mean,
+            "contrast": contrast,
+            "bmd": bmd,
+        }.items()
+    }
 
 
-def test_image_wide_mean_intensity_correlates_weakly_with_bmd(measurements, record_property) -> None:
+def test_image_wide_mean_intensity_correlates_weakly_with_bmd(
+    measurements, record_property
+) -> None:
     r = pearson(measurements["image_mean"], measurements["bmd"])
     record_property("r_image_mean", round(r, 3))
     print(f"r(image-wide mean, L1-L4 BMD) = {r:.3f}")
@@ -45,7 +54,9 @@ def test_bone_region_intensity_is_no_trivial_readout_of_bmd(measurements, record
     assert r < 0.9
 
 
-def test_bone_contrast_against_adjacent_soft_tissue_carries_the_density_signal(measurements, record_property) -> None:
+def test_bone_contrast_against_adjacent_soft_tissue_carries_the_density_signal(
+    measurements, record_property
+) -> None:
     r = pearson(measurements["contrast"], measurements["bmd"])
     record_property("r_local_contrast", round(r, 3))
     print(f"r(L1-L4 box minus adjacent soft tissue, L1-L4 BMD) = {r:.3f}")

@@ -17,20 +17,24 @@ from osteonode.phantoms.cohort import (
     make_sample_set,
     read_cohort,
 )
-from osteonode.phantoms.demographics import FEMORAL_NECK_REFERENCE, LUMBAR_REFERENCE, TOTAL_HIP_REFERENCE
+from osteonode.phantoms.demographics import (
+    FEMORAL_NECK_REFERENCE,
+    LUMBAR_REFERENCE,
+    TOTAL_HIP_REFERENCE,
+)
 from osteonode.phantoms.enum import Category, HardCase, Part
 
 __all__ = [
     "COHORT_FILE",
-    "Category",
     "FEMORAL_NECK_REFERENCE",
-    "HardCase",
     "LUMBAR_REFERENCE",
+    "TOTAL_HIP_REFERENCE",
+    "Category",
+    "HardCase",
     "Part",
     "PhantomError",
     "PhantomRecord",
     "SideTruth",
-    "TOTAL_HIP_REFERENCE",
     "make_cohort",
     "make_sample_set",
     "read_cohort",

@@ -15,7 +15,14 @@ from osteonode.phantoms.demographics import LUMBAR_REFERENCE, Patient
 from osteonode.phantoms.enum import HardCase, Sex
 from osteonode.phantoms.physics import Bone, Scene, Texture, collimation_field, paint_bones
 from osteonode.phantoms.raster import (
-    Grid, band, fill_polygons, gaussian_blur, resize, smooth_closed, smooth_open, superellipse,
+    Grid,
+    band,
+    fill_polygons,
+    gaussian_blur,
+    resize,
+    smooth_closed,
+    smooth_open,
+    superellipse,
 )
 
 _RIB_DENSITY = 0.45  # areal density of a young adult's rib (g/cm2), a phantom assumption
@@ -40,8 +47,20 @@ class ChestGeometry:
 def _lung_outline(s: float, dome: float) -> np.ndarray:
     """Control outline of one lung (mm from the mediastinal centre); ``s`` is -1 image left."""
     points = np.array(
-        [[22, -120], [50, -160], [95, -150], [135, -95], [150, -10], [152, 75], [140, 105],
-         [105, dome + 20], [60, dome], [25, dome + 25], [20, 0]], dtype=float
+        [
+            [22, -120],
+            [50, -160],
+            [95, -150],
+            [135, -95],
+            [150, -10],
+            [152, 75],
+            [140, 105],
+            [105, dome + 20],
+            [60, dome],
+            [25, dome + 25],
+            [20, 0],
+        ],
+        dtype=float,
     )
     return smooth_closed(points * (s, 1.0), 3)
 
@@ -89,28 +108,64 @@ def draw_chest(
     for k in range(12):
         y = -175 + k * 25.0
         slope = np.gradient(spine_x(np.array([y - 1, y, y + 1])))[1]
-        vertebrae.append(Bone(
-            superellipse(tuple(to_px([spine_x(y), y])), grid.px(size * (14 + k)), grid.px(size * 9.5),
-                         -np.rad2deg(np.arctan(slope)), 4.0),
-            spine_bmd, quality, grid.px(0.8),
-        ))
+        vertebrae.append(
+            Bone(
+                superellipse(
+                    tuple(to_px([spine_x(y), y])),
+                    grid.px(size * (14 + k)),
+                    grid.px(size * 9.5),
+                    -np.rad2deg(np.arctan(slope)),
+                    4.0,
+                ),
+                spine_bmd,
+                quality,
+                grid.px(0.8),
+            )
+        )
     for k in range(10):
         y = -150 + k * 24.0
         reach = 95 + 6 * min(k, 6)
         for s in (-1.0, 1.0):
             origin = np.array([spine_x(y) + s * 18, y])
-            posterior = smooth_open(origin + np.array([[0, 0], [s * 45, -14], [s * reach, 5], [s * (reach + 35), 55]]), 3)
-            posterior_ribs.append(Bone(band(to_px(posterior), grid.px(11.0 * size)), rib_bmd, quality, grid.px(1.2)))
+            posterior = smooth_open(
+                origin + np.array([[0, 0], [s * 45, -14], [s * reach, 5], [s * (reach + 35), 55]]),
+                3,
+            )
+            posterior_ribs.append(
+                Bone(band(to_px(posterior), grid.px(11.0 * size)), rib_bmd, quality, grid.px(1.2))
+            )
             if k < 6:
                 # Only the upper anterior ribs reach the sternum; the costal cartilage is invisible.
-                anterior = smooth_open(origin + np.array([[s * (reach + 35), 55], [s * (reach - 10), 85], [s * 50, 100]]), 3)
-                anterior_ribs.append(Bone(band(to_px(anterior), grid.px(9.0 * size)), 0.6 * rib_bmd, quality, grid.px(0.8)))
+                anterior = smooth_open(
+                    origin
+                    + np.array([[s * (reach + 35), 55], [s * (reach - 10), 85], [s * 50, 100]]),
+                    3,
+                )
+                anterior_ribs.append(
+                    Bone(
+                        band(to_px(anterior), grid.px(9.0 * size)),
+                        0.6 * rib_bmd,
+                        quality,
+                        grid.px(0.8),
+                    )
+                )
     for s in (-1.0, 1.0):
-        clavicle = smooth_open(np.array([[s * 22, -148], [s * 70, -158], [s * 120, -162], [s * 160, -180]]), 3)
-        girdle.append(Bone(band(to_px(clavicle), grid.px(15.0 * size)), 1.1 * rib_bmd, quality, grid.px(1.5)))
-        scapula = smooth_closed(np.array([[s * 115, -175], [s * 185, -170], [s * 170, -110], [s * 150, -40], [s * 125, -110]]), 3)
+        clavicle = smooth_open(
+            np.array([[s * 22, -148], [s * 70, -158], [s * 120, -162], [s * 160, -180]]), 3
+        )
+        girdle.append(
+            Bone(band(to_px(clavicle), grid.px(15.0 * size)), 1.1 * rib_bmd, quality, grid.px(1.5))
+        )
+        scapula = smooth_closed(
+            np.array(
+                [[s * 115, -175], [s * 185, -170], [s * 170, -110], [s * 150, -40], [s * 125, -110]]
+            ),
+            3,
+        )
         arms.append(Bone(to_px(scapula), 0.8 * rib_bmd, quality, grid.px(1.5)))
-        humerus = superellipse(tuple(to_px([s * 200, -165])), grid.px(27 * size), grid.px(27 * size))
+        humerus = superellipse(
+            tuple(to_px([s * 200, -165])), grid.px(27 * size), grid.px(27 * size)
+        )
         girdle.append(Bone(humerus, 1.3 * rib_bmd, quality, grid.px(2.0)))
 
     step = 8
@@ -125,14 +180,22 @@ def draw_chest(
     thickness = np.maximum(thorax * shoulders, neck * (ys < -140))
     for s in (-1.0, 1.0):
         # Shoulder girdle soft tissue around the humeral heads.
-        thickness = np.maximum(thickness, 13.0 * size * np.exp(-(((xs - s * 190.0) / 60.0) ** 2 + ((ys + 160.0) / 75.0) ** 2) ** 2))
+        thickness = np.maximum(
+            thickness,
+            13.0
+            * size
+            * np.exp(-((((xs - s * 190.0) / 60.0) ** 2 + ((ys + 160.0) / 75.0) ** 2) ** 2)),
+        )
     small_shape = thickness.shape
     domes = {-1.0: rng.uniform(45, 65), 1.0: rng.uniform(60, 80)}
     lungs_small = fill_polygons(
         small_shape,
-        [(((_lung_outline(s, domes[s]) * size + shift) / grid.spacing_mm + (cx, cy)) / step, 1.0) for s in (-1.0, 1.0)],
+        [
+            (((_lung_outline(s, domes[s]) * size + shift) / grid.spacing_mm + (cx, cy)) / step, 1.0)
+            for s in (-1.0, 1.0)
+        ],
     )
-    heart_mask = np.exp(-(((xs - 30.0) / 68.0) ** 2 + ((ys - 45.0) / 60.0) ** 2) ** 2)
+    heart_mask = np.exp(-((((xs - 30.0) / 68.0) ** 2 + ((ys - 45.0) / 60.0) ** 2) ** 2))
     lungs_small = gaussian_blur(lungs_small, grid.px(6.0) / step) * (1 - 0.85 * heart_mask)
     thickness = np.clip(thickness - 0.8 * depth * 0.7 * lungs_small, 0, None)
     soft = resize(thickness.astype(np.float32), grid.rows, grid.columns)

@@ -21,7 +21,10 @@ from rich.progress import track
 
 from osteonode.phantoms.chest import draw_chest
 from osteonode.phantoms.demographics import (
-    FEMORAL_NECK_REFERENCE, L1_L4, TOTAL_HIP_REFERENCE, VERTEBRAE, Patient, sample_patient, t_score, who_category,
+    VERTEBRAE,
+    Patient,
+    sample_patient,
+    who_category,
 )
 from osteonode.phantoms.dicom import build_dataset, choose_variant, make_identity, write_dataset
 from osteonode.phantoms.enum import Category, HardCase, Part
@@ -191,12 +194,16 @@ def make_phantom(
     kvp = float(rng.uniform(*kvp_range))
     identity = make_identity(seed, part, index, patient.sex, patient.age)
     burned_text = bool(rng.random() < 0.6)
-    lines = [f"{identity.acquired:%Y-%m-%d %H:%M}", f"{kvp:.0f} kV", "SYNTHETIC"] if burned_text else []
+    lines = (
+        [f"{identity.acquired:%Y-%m-%d %H:%M}", f"{kvp:.0f} kV", "SYNTHETIC"] if burned_text else []
+    )
     # Patient's left is on the image right for AP and PA films as displayed.
     marker_left = bool(rng.random() < 0.5)
     burn_annotations(image, rng, "R" if marker_left else "L", marker_left, lines)
     magnification = float(rng.uniform(1.05, 1.2))
-    ds = build_dataset(image, variant, identity, part, grid.spacing_mm, magnification, burned_text, kvp)
+    ds = build_dataset(
+        image, variant, identity, part, grid.spacing_mm, magnification, burned_text, kvp
+    )
     name = f"{part.value}_{index:05d}.dcm"
     write_dataset(ds, out_dir / name, variant.transfer_syntax)
     row = {
@@ -217,7 +224,9 @@ def make_phantom(
         "bits_stored": str(variant.bits_stored),
         "transfer_syntax": str(variant.transfer_syntax),
         "voi": variant.voi.value,
-        "body_part_examined": "<absent>" if variant.header.body_part is None else variant.header.body_part,
+        "body_part_examined": "<absent>"
+        if variant.header.body_part is None
+        else variant.header.body_part,
         "view_position": variant.header.view_position,
         "study_description": variant.header.study_description,
     }
@@ -231,11 +240,20 @@ def _check_request(
     try:
         part = Part(part)
     except ValueError:
-        raise PhantomError(f"unknown part {part!r}; choose one of {', '.join(p.value for p in Part)}") from None
+        raise PhantomError(
+            f"unknown part {part!r}; choose one of {', '.join(p.value for p in Part)}"
+        ) from None
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise PhantomError(f"n must be a positive whole number of images, got {n!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
-        raise PhantomError(f"size must be a whole number of pixels in [{SIZE_RANGE[0]}, {SIZE_RANGE[1]}], got {size!r}")
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int)
+        or not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]
+    ):
+        raise PhantomError(
+            f"size must be a whole number of pixels in [{SIZE_RANGE[0]}, {SIZE_RANGE[1]}],"
+            f" got {size!r}"
+        )
     if not 0.0 <= hard_fraction <= 1.0:
         raise PhantomError(f"hard_fraction must lie in [0, 1], got {hard_fraction!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -296,12 +314,16 @@ def make_cohort(
     """
     out_dir = Path(out_dir)
     part = _check_request(part, n, size, hard_fraction, workers, out_dir)
-    make_one = functools.partial(make_phantom, part, seed=seed, size=size, hard_fraction=hard_fraction, out_dir=out_dir)
+    make_one = functools.partial(
+        make_phantom, part, seed=seed, size=size, hard_fraction=hard_fraction, out_dir=out_dir
+    )
     with contextlib.ExitStack() as stack:
         if workers == 1:
             results = map(make_one, range(n))
         else:
-            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, n)))
+            pool = stack.enter_context(
+                concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, n))
+            )
             results = pool.map(make_one, range(n))
         if progress:
             results = track(results, total=n, description=f"{part.value} phantoms")
@@ -354,7 +376,12 @@ def read_cohort(path: Path | str) -> list[PhantomRecord]:
             corners = {}
             if part is Part.LUMBAR:
                 corners = {
-                    name: np.array([[float(row[f"{name}_x{k}"]), float(row[f"{name}_y{k}"])] for k in range(1, 5)])
+                    name: np.array(
+                        [
+                            [float(row[f"{name}_x{k}"]), float(row[f"{name}_y{k}"])]
+                            for k in range(1, 5)
+                        ]
+                    )
                     for name in VERTEBRAE
                 }
             sides = {s: _side(row, s) for s in ("right", "left")} if part is Part.HIP else {}
@@ -400,6 +427,13 @@ def make_sample_set(out_dir: Path | str) -> dict[Part, Path]:
     """
     out_dir = Path(out_dir)
     return {
-        part: make_cohort(part, SAMPLE_COUNT, out_dir / part.value, seed=SAMPLE_SEED, size=SAMPLE_SIZE, hard_fraction=0.25)
+        part: make_cohort(
+            part,
+            SAMPLE_COUNT,
+            out_dir / part.value,
+            seed=SAMPLE_SEED,
+            size=SAMPLE_SIZE,
+            hard_fraction=0.25,
+        )
         for part in Part
     }

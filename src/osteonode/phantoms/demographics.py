@@ -144,7 +144,9 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     sides = []
     for _ in range(2):
         z_side = z_hip + rng.normal(0.0, 0.15)
-        neck = FEMORAL_NECK_REFERENCE[0] + FEMORAL_NECK_REFERENCE[1] * (z_side + rng.normal(0, 0.25))
+        neck = FEMORAL_NECK_REFERENCE[0] + FEMORAL_NECK_REFERENCE[1] * (
+            z_side + rng.normal(0, 0.25)
+        )
         total = TOTAL_HIP_REFERENCE[0] + TOTAL_HIP_REFERENCE[1] * (z_side + rng.normal(0, 0.15))
         sides.append(HipSide(round(max(0.3, neck), 4), round(max(0.35, total), 4)))
     return Patient(sex, age, vertebra_bmd, right_hip=sides[0], left_hip=sides[1])

@@ -3,8 +3,8 @@
 Lower-case wording appears only in descriptions (LO): Body Part Examined and View Position are CS,
 whose character set has no lower case, and ``dciodvfy`` rejects lower case there.
 
-Each file draws one :class:`DicomVariant`: modality, photometric interpretation, bits stored, how the
-VOI transform is carried, which spacing attributes describe the pixels, the transfer syntax, and
+Each file draws one :class:`DicomVariant`: modality, photometric interpretation, bits stored, how
+the VOI transform is carried, which spacing attributes describe the pixels, the transfer syntax, and
 the identifying header text (Body Part Examined, View Position, descriptions) a modality of some
 vendor would fill in.
 """
@@ -33,7 +33,13 @@ from osteonode.phantoms.enum import Modality, Part, Sex, SpacingKind, VoiKind
 
 CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
 DX_IMAGE_STORAGE_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")
-TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless)
+TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+)
 #: Uncompressed syntaxes are written directly; the others through ``Dataset.compress``.
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
@@ -83,7 +89,11 @@ _VIEW_CODES = {"AP": ("399348003", "antero-posterior"), "PA": ("399300004", "pos
 #: Body Part Examined defined terms of unpaired parts (General Series Laterality is then absent).
 _UNPAIRED_BODY_PARTS = frozenset({"LSPINE", "CHEST", "ABDOMEN", "PELVIS"})
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://osteonode.invalid/phantoms")
-_MANUFACTURERS = (("Phantom Imaging", "CR-100"), ("Osteonode Synthetic", "DR Flat 43"), ("Acme Radiography", "XR-9"))
+_MANUFACTURERS = (
+    ("Phantom Imaging", "CR-100"),
+    ("Osteonode Synthetic", "DR Flat 43"),
+    ("Acme Radiography", "XR-9"),
+)
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,16 @@ def choose_variant(part: Part, rng: np.random.Generator) -> DicomVariant:
 
     modality = pick((Modality.CR, Modality.DX))
     # DX For Presentation needs a VOI transform; CR may leave it to the viewer.
-    voi_options = (VoiKind.WINDOW, VoiKind.LUT, VoiKind.NONE) if modality is Modality.CR else (VoiKind.WINDOW, VoiKind.LUT)
-    spacing_options = (SpacingKind.PIXEL, SpacingKind.IMAGER) if modality is Modality.CR else (SpacingKind.IMAGER, SpacingKind.BOTH)
+    voi_options = (
+        (VoiKind.WINDOW, VoiKind.LUT, VoiKind.NONE)
+        if modality is Modality.CR
+        else (VoiKind.WINDOW, VoiKind.LUT)
+    )
+    spacing_options = (
+        (SpacingKind.PIXEL, SpacingKind.IMAGER)
+        if modality is Modality.CR
+        else (SpacingKind.IMAGER, SpacingKind.BOTH)
+    )
     return DicomVariant(
         modality=modality,
         monochrome1=pick((False, True)),
@@ -154,7 +172,9 @@ def make_identity(seed: int, part: Part, index: int, sex: Sex, age: int) -> Iden
         # generate_uid ignores its entropy sources when asked for a 2.25 UID, so it cannot be used.)
         return f"2.25.{uuid.uuid5(_UID_NAMESPACE, f'{seed}/{part.value}/{index}/{kind}').int}"
 
-    acquired = dt.datetime(2024, 1, 1, 8, 0) + dt.timedelta(days=(seed * 37 + index) % 700, minutes=(seed + 7 * index) % 600)
+    acquired = dt.datetime(2024, 1, 1, 8, 0) + dt.timedelta(
+        days=(seed * 37 + index) % 700, minutes=(seed + 7 * index) % 600
+    )
     return Identity(
         patient_name=f"PHANTOM^{part.value.upper()}{index:05d}",
         patient_id=f"PH{seed % 100000:05d}{part.value[0].upper()}{index:06d}",
@@ -334,7 +354,10 @@ def build_dataset(
         if header.view_position in _VIEW_CODES:
             ds.ViewCodeSequence = Sequence([_code(*_VIEW_CODES[header.view_position])])
     # VOI LUT
-    body = stored[stored.shape[0] // 4 : 3 * stored.shape[0] // 4 : 4, stored.shape[1] // 4 : 3 * stored.shape[1] // 4 : 4]
+    body = stored[
+        stored.shape[0] // 4 : 3 * stored.shape[0] // 4 : 4,
+        stored.shape[1] // 4 : 3 * stored.shape[1] // 4 : 4,
+    ]
     low, high = (int(v) for v in np.percentile(body, [1.0, 99.0]))
     high = max(high, low + 2)
     if variant.voi is VoiKind.WINDOW:
@@ -347,7 +370,9 @@ def build_dataset(
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = variant.transfer_syntax if variant.transfer_syntax in _NATIVE else ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = (
+        variant.transfer_syntax if variant.transfer_syntax in _NATIVE else ExplicitVRLittleEndian
+    )
     meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.8.498.1")
     meta.ImplementationVersionName = "OSTEONODE_PH"
     ds.file_meta = meta

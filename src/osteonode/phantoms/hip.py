@@ -6,6 +6,8 @@ film the patient's right is on the image left, so the right femur is drawn at ne
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +16,14 @@ from osteonode.phantoms.demographics import TOTAL_HIP_REFERENCE, HipSide, Patien
 from osteonode.phantoms.enum import HardCase, Sex
 from osteonode.phantoms.physics import Bone, Scene, Texture, collimation_field, paint_bones
 from osteonode.phantoms.raster import (
-    Grid, band, fill_polygons, resize, rotation, smooth_closed, smooth_open, superellipse,
+    Grid,
+    band,
+    fill_polygons,
+    resize,
+    rotation,
+    smooth_closed,
+    smooth_open,
+    superellipse,
 )
 
 _HEAD_RADIUS_MM = 23.0
@@ -28,9 +37,9 @@ class FemurGeometry:
     Attributes
     ----------
     crop_box:
-        (x0, y0, x1, y1) in source pixels, x0 < x1, y0 < y1: top at the acetabular roof, bottom below
-        the lesser trochanter by its length, medial at the teardrop's lateral margin, lateral just
-        beyond the vastus ridge (METHODS.md section 3).
+        (x0, y0, x1, y1) in source pixels, x0 < x1, y0 < y1: top at the acetabular roof,
+        bottom below the lesser trochanter by its length, medial at the teardrop's lateral
+        margin, lateral just beyond the vastus ridge (METHODS.md section 3).
     neck_centre:
         (x, y) of the femoral neck's narrowest section in source pixels.
     evaluable:
@@ -64,11 +73,33 @@ def _femur_template() -> dict[str, np.ndarray]:
     neck_inferior = 28 * axis + 15 * normal
     neck_superior = 28 * axis - 14 * normal
     lower = np.array(
-        [[20, 42], [16, 56], [11, 63], [20, 71], [25, 88], [25, 260], [55, 260], [55, 88], [58, 55],
-         [62, 30], [60, 8], [52, -5], [43, -2], [36, 9]], dtype=float
+        [
+            [20, 42],
+            [16, 56],
+            [11, 63],
+            [20, 71],
+            [25, 88],
+            [25, 260],
+            [55, 260],
+            [55, 88],
+            [58, 55],
+            [62, 30],
+            [60, 8],
+            [52, -5],
+            [43, -2],
+            [36, 9],
+        ],
+        dtype=float,
     )
     outline = np.concatenate([head, [neck_inferior], lower, [neck_superior]])
-    neck = np.array([22 * axis - 17 * normal, 36 * axis - 17 * normal, 36 * axis + 17 * normal, 22 * axis + 17 * normal])
+    neck = np.array(
+        [
+            22 * axis - 17 * normal,
+            36 * axis - 17 * normal,
+            36 * axis + 17 * normal,
+            22 * axis + 17 * normal,
+        ]
+    )
     canal = np.array([[31, 110], [49, 110], [49, 260], [31, 260]], dtype=float)
     return {
         "outline": smooth_closed(outline, 2),
@@ -81,7 +112,9 @@ def _femur_template() -> dict[str, np.ndarray]:
     }
 
 
-def _soft_tissue(rng: np.random.Generator, grid: Grid, size: float, midline: float, head_y: float) -> np.ndarray:
+def _soft_tissue(
+    rng: np.random.Generator, grid: Grid, size: float, midline: float, head_y: float
+) -> np.ndarray:
     """Pelvic soft tissue path (cm): elliptic trunk above, two thighs below."""
     step = 8
     x, y = grid.coordinates_mm(step)
@@ -90,7 +123,9 @@ def _soft_tissue(rng: np.random.Generator, grid: Grid, size: float, midline: flo
     trunk = depth * np.sqrt(np.clip(1 - ((x - midline) / half_width) ** 2, 0, 1))
     thigh_radius = 85.0 * size
     thighs = sum(
-        0.9 * depth * np.sqrt(np.clip(1 - ((x - midline - side * 95.0 * size) / thigh_radius) ** 2, 0, 1))
+        0.9
+        * depth
+        * np.sqrt(np.clip(1 - ((x - midline - side * 95.0 * size) / thigh_radius) ** 2, 0, 1))
         for side in (-1, 1)
     )
     blend = 1 / (1 + np.exp(-(y - head_y - 90.0) / 20.0))
@@ -98,8 +133,24 @@ def _soft_tissue(rng: np.random.Generator, grid: Grid, size: float, midline: flo
     for _ in range(int(rng.integers(1, 6))):
         gx, gy = midline + rng.uniform(-90, 90), head_y + rng.uniform(-150, -40)
         rx, ry = rng.uniform(10, 30, 2)
-        thickness = thickness - rng.uniform(1.0, 3.0) * np.exp(-(((x - gx) / rx) ** 2 + ((y - gy) / ry) ** 2) ** 2)
+        thickness = thickness - rng.uniform(1.0, 3.0) * np.exp(
+            -((((x - gx) / rx) ** 2 + ((y - gy) / ry) ** 2) ** 2)
+        )
     return resize(np.clip(thickness, 0, None).astype(np.float32), grid.rows, grid.columns)
+
+
+def _place(
+    points: np.ndarray,
+    *,
+    s: float,
+    size: float,
+    angle: float,
+    head: np.ndarray,
+    to_px: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Template points (mm, right-of-image femur) mirrored to side ``s`` and placed in pixels."""
+    mirrored = np.atleast_2d(np.asarray(points, dtype=float)) * (s, 1.0) * size
+    return to_px(rotation(mirrored, angle, (0.0, 0.0)) + head)
 
 
 def _scale_regions(density: np.ndarray, regions: list[tuple[np.ndarray, float]]) -> None:
@@ -139,7 +190,9 @@ def draw_hip(
     if hard_case is HardCase.CROPPED:
         edge = grid.columns * grid.spacing_mm / 2
         # Put the affected head near the image edge so its femur and crop box fall outside.
-        midline = (edge - half_span - rng.uniform(0.0, 20.0) * size) * (1 if affected == "left" else -1)
+        midline = (edge - half_span - rng.uniform(0.0, 20.0) * size) * (
+            1 if affected == "left" else -1
+        )
     cx, cy = grid.centre
 
     def to_px(points_mm: np.ndarray) -> np.ndarray:
@@ -157,9 +210,9 @@ def draw_hip(
         head = np.array([midline + s * half_span, head_y + rng.uniform(-3.0, 3.0)])
         abduction = rng.uniform(-6.0, 6.0)
 
-        def place(points: np.ndarray) -> np.ndarray:
-            mirrored = np.atleast_2d(np.asarray(points, dtype=float)) * (s, 1.0) * size
-            return to_px(rotation(mirrored, s * abduction, (0.0, 0.0)) + head)
+        place = functools.partial(
+            _place, s=s, size=size, angle=s * abduction, head=head, to_px=to_px
+        )
 
         prosthesis = hard_case is HardCase.IMPLANT and name == affected
         outline = place(template["outline"])
@@ -169,24 +222,103 @@ def draw_hip(
         if prosthesis:
             stem = smooth_open(place(template["stem"]), 3)
             metal.append((band(stem, grid.px(np.linspace(16, 9, len(stem)) * size)), 12.0))
-            metal.append((superellipse(tuple(place([[0.0, 0.0]])[0]), grid.px(_HEAD_RADIUS_MM * 0.95 * size), grid.px(_HEAD_RADIUS_MM * 0.95 * size)), 10.0))
+            metal.append(
+                (
+                    superellipse(
+                        tuple(place([[0.0, 0.0]])[0]),
+                        grid.px(_HEAD_RADIUS_MM * 0.95 * size),
+                        grid.px(_HEAD_RADIUS_MM * 0.95 * size),
+                    ),
+                    10.0,
+                )
+            )
 
         r = _HEAD_RADIUS_MM * size
-        roof = smooth_open(np.array([[s * (r + 8), 2.0], [s * 0.8 * r, -1.05 * r - 3], [0, -r - 5], [-s * 0.8 * r, -r - 2], [-s * (r + 6), -6]]) + head, 3)
-        dense.append(Bone(band(to_px(roof), grid.px(4.0 * size)), 0.9 * TOTAL_HIP_REFERENCE[0] * quality, quality, grid.px(1.0)))
+        roof = smooth_open(
+            np.array(
+                [
+                    [s * (r + 8), 2.0],
+                    [s * 0.8 * r, -1.05 * r - 3],
+                    [0, -r - 5],
+                    [-s * 0.8 * r, -r - 2],
+                    [-s * (r + 6), -6],
+                ]
+            )
+            + head,
+            3,
+        )
+        dense.append(
+            Bone(
+                band(to_px(roof), grid.px(4.0 * size)),
+                0.9 * TOTAL_HIP_REFERENCE[0] * quality,
+                quality,
+                grid.px(1.0),
+            )
+        )
         teardrop_x = head[0] - s * (r + 5.0 * size)
-        teardrop = smooth_open(np.array([[teardrop_x, head[1] - 8], [teardrop_x - s * 4, head[1] + 22 * size], [teardrop_x - s * 9, head[1] + 20 * size], [teardrop_x - s * 10, head[1] - 6]]), 3)
-        dense.append(Bone(band(to_px(teardrop), grid.px(2.5 * size)), 0.7 * TOTAL_HIP_REFERENCE[0] * quality, quality, grid.px(0.8)))
+        teardrop = smooth_open(
+            np.array(
+                [
+                    [teardrop_x, head[1] - 8],
+                    [teardrop_x - s * 4, head[1] + 22 * size],
+                    [teardrop_x - s * 9, head[1] + 20 * size],
+                    [teardrop_x - s * 10, head[1] - 6],
+                ]
+            ),
+            3,
+        )
+        dense.append(
+            Bone(
+                band(to_px(teardrop), grid.px(2.5 * size)),
+                0.7 * TOTAL_HIP_REFERENCE[0] * quality,
+                quality,
+                grid.px(0.8),
+            )
+        )
 
-        ilium = np.array([[-30, -18], [-50, -70], [-45, -110], [-20, -135], [30, -140], [62, -115], [55, -75], [38, -40], [30, -15]])
-        pelvis.append(Bone(to_px(smooth_closed(ilium * (s, 1.0) * size + head, 3)), 0.75 * TOTAL_HIP_REFERENCE[0] * quality, quality, grid.px(2.0)))
+        ilium = np.array(
+            [
+                [-30, -18],
+                [-50, -70],
+                [-45, -110],
+                [-20, -135],
+                [30, -140],
+                [62, -115],
+                [55, -75],
+                [38, -40],
+                [30, -15],
+            ]
+        )
+        pelvis.append(
+            Bone(
+                to_px(smooth_closed(ilium * (s, 1.0) * size + head, 3)),
+                0.75 * TOTAL_HIP_REFERENCE[0] * quality,
+                quality,
+                grid.px(2.0),
+            )
+        )
         ring_centre = head + np.array([-s * 30, 58]) * size
-        ring = superellipse(tuple(to_px(ring_centre)), grid.px(34 * size), grid.px(36 * size), s * 15)
+        ring = superellipse(
+            tuple(to_px(ring_centre)), grid.px(34 * size), grid.px(36 * size), s * 15
+        )
         rings.append(Bone(ring, 0.6 * TOTAL_HIP_REFERENCE[0] * quality, quality, grid.px(3.0)))
-        foramen = superellipse(tuple(to_px(ring_centre)), grid.px(19 * size), grid.px(24 * size), s * 15)
+        foramen = superellipse(
+            tuple(to_px(ring_centre)), grid.px(19 * size), grid.px(24 * size), s * 15
+        )
         holes.append((foramen, 0.0))
-        ramus = smooth_open(np.array([[-s * 25, 25], [-s * 55, 32], [-s * (half_span - 3), 45]]) * (1.0, size) + (head[0], head[1]), 3)
-        rings.append(Bone(band(to_px(ramus), grid.px(17 * size)), 0.55 * TOTAL_HIP_REFERENCE[0] * quality, quality, grid.px(1.5)))
+        ramus = smooth_open(
+            np.array([[-s * 25, 25], [-s * 55, 32], [-s * (half_span - 3), 45]]) * (1.0, size)
+            + (head[0], head[1]),
+            3,
+        )
+        rings.append(
+            Bone(
+                band(to_px(ramus), grid.px(17 * size)),
+                0.55 * TOTAL_HIP_REFERENCE[0] * quality,
+                quality,
+                grid.px(1.5),
+            )
+        )
 
         lt_bottom = place(template["lesser_trochanter_bottom"])[0]
         lt_length = grid.px(16.0 * size)
@@ -196,7 +328,9 @@ def draw_hip(
         top = to_px([0.0, head[1] - r - 4.0])[1]
         bottom = lt_bottom[1] + lt_length
         box = (min(medial, lateral), top, max(medial, lateral), bottom)
-        on_image = box[0] >= 0 and box[2] <= grid.columns - 1 and box[1] >= 0 and box[3] <= grid.rows - 1
+        on_image = (
+            box[0] >= 0 and box[2] <= grid.columns - 1 and box[1] >= 0 and box[3] <= grid.rows - 1
+        )
         sides[name] = FemurGeometry(
             tuple(round(float(v), 1) for v in box),
             tuple(round(float(v), 1) for v in place(template["neck_centre"][None])[0]),
@@ -205,7 +339,10 @@ def draw_hip(
         )
 
     sacrum_top = np.array([midline, head_y - 115.0 * size])
-    sacrum = smooth_closed(np.array([[-50, 0], [50, 0], [36, 60], [10, 110], [-10, 110], [-36, 60]]) * size + sacrum_top)
+    sacrum = smooth_closed(
+        np.array([[-50, 0], [50, 0], [36, 60], [10, 110], [-10, 110], [-36, 60]]) * size
+        + sacrum_top
+    )
     spine = [Bone(to_px(sacrum), 0.6 * TOTAL_HIP_REFERENCE[0] * quality, quality, grid.px(1.5))]
     texture = Texture.sample(rng, grid, quality)
     density = np.zeros((grid.rows, grid.columns), np.float32)

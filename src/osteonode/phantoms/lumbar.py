@@ -13,7 +13,15 @@ import numpy as np
 from osteonode.phantoms.demographics import LUMBAR_REFERENCE, VERTEBRAE, Patient
 from osteonode.phantoms.enum import HardCase, Sex
 from osteonode.phantoms.physics import Bone, Scene, Texture, collimation_field, paint_bones
-from osteonode.phantoms.raster import Grid, band, fill_polygons, resize, smooth_closed, smooth_open, superellipse
+from osteonode.phantoms.raster import (
+    Grid,
+    band,
+    fill_polygons,
+    resize,
+    smooth_closed,
+    smooth_open,
+    superellipse,
+)
 
 #: Body width and height (mm) and the disc below each vertebra (mm), T11 first.
 _BODY_MM = {
@@ -25,7 +33,15 @@ _BODY_MM = {
     "L4": (50.0, 28.0, 11.0),
     "L5": (52.0, 27.0, 10.0),
 }
-_TRANSVERSE_MM = {"T11": 0.0, "T12": 0.0, "L1": 14.0, "L2": 19.0, "L3": 24.0, "L4": 20.0, "L5": 16.0}
+_TRANSVERSE_MM = {
+    "T11": 0.0,
+    "T12": 0.0,
+    "L1": 14.0,
+    "L2": 19.0,
+    "L3": 24.0,
+    "L4": 20.0,
+    "L5": 16.0,
+}
 _CORTEX_MM = 1.0
 
 
@@ -55,18 +71,26 @@ def _soft_tissue(rng: np.random.Generator, grid: Grid, size: float, spine_x: flo
     for side in (-1.0, 1.0):
         # Psoas: a muscle band diverging downward from the upper lumbar spine.
         centre = spine_x + side * (28.0 + 0.25 * np.clip(y + 60.0, 0.0, None))
-        thickness += 0.8 * np.exp(-0.5 * ((x - centre) / 14.0) ** 2) / (1.0 + np.exp(-(y + 80.0) / 15.0))
+        thickness += (
+            0.8 * np.exp(-0.5 * ((x - centre) / 14.0) ** 2) / (1.0 + np.exp(-(y + 80.0) / 15.0))
+        )
     for _ in range(int(rng.integers(2, 9))):
         gx, gy = rng.uniform(-120, 120), rng.uniform(-60, 180)
         rx, ry = rng.uniform(10, 35, 2)
-        thickness -= rng.uniform(0.5, 2.0) * np.exp(-(((x - gx) / rx) ** 2 + ((y - gy) / ry) ** 2) ** 2)
+        thickness -= rng.uniform(0.5, 2.0) * np.exp(
+            -((((x - gx) / rx) ** 2 + ((y - gy) / ry) ** 2) ** 2)
+        )
     thickness = np.clip(thickness, 0.0, None)
     return resize(thickness, grid.rows, grid.columns)
 
 
-def _spine_layout(rng: np.random.Generator, hard_case: HardCase, size: float) -> list[tuple[str, float, float, float]]:
+def _spine_layout(
+    rng: np.random.Generator, hard_case: HardCase, size: float
+) -> list[tuple[str, float, float, float]]:
     """(name, x_mm, y_mm, tilt_deg) of each body centre, T11 to L5, before cropping shifts."""
-    amplitude = rng.uniform(15.0, 35.0) if hard_case is HardCase.SCOLIOSIS else rng.uniform(0.0, 5.0)
+    amplitude = (
+        rng.uniform(15.0, 35.0) if hard_case is HardCase.SCOLIOSIS else rng.uniform(0.0, 5.0)
+    )
     period = rng.uniform(220.0, 320.0)
     phase = rng.uniform(0, 2 * np.pi)
     tilt = rng.uniform(-4.0, 4.0)
@@ -129,8 +153,12 @@ def draw_lumbar(
         centre = to_px([x, y])
         bodies.append(
             Bone(
-                superellipse(tuple(centre), grid.px(width / 2), grid.px(height / 2), angle, 5.0, 0.06),
-                bmd[name], quality, grid.px(_CORTEX_MM),
+                superellipse(
+                    tuple(centre), grid.px(width / 2), grid.px(height / 2), angle, 5.0, 0.06
+                ),
+                bmd[name],
+                quality,
+                grid.px(_CORTEX_MM),
             )
         )
         box = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * (width / 2, height / 2)
@@ -145,24 +173,47 @@ def draw_lumbar(
             pedicle_centre = to_px(rot @ local + (x, y))
             posterior.append(
                 Bone(
-                    superellipse(tuple(pedicle_centre), grid.px(0.11 * width), grid.px(0.2 * height), angle),
-                    0.45 * bmd[name], quality, grid.px(1.6),
+                    superellipse(
+                        tuple(pedicle_centre), grid.px(0.11 * width), grid.px(0.2 * height), angle
+                    ),
+                    0.45 * bmd[name],
+                    quality,
+                    grid.px(1.6),
                     interior=0.3,
                 )
             )
             reach = _TRANSVERSE_MM[name] * size
             if reach:
-                path = np.array([[side * 0.42 * width, -0.05 * height], [side * (0.5 * width + reach), -0.12 * height]])
+                path = np.array(
+                    [
+                        [side * 0.42 * width, -0.05 * height],
+                        [side * (0.5 * width + reach), -0.12 * height],
+                    ]
+                )
                 path = np.linspace(path[0], path[1], 16) @ rot.T + (x, y)
-                transverse.append(Bone(band(to_px(path), grid.px(np.linspace(9, 6, 16) * size)), 0.4 * bmd[name], quality, grid.px(1.0)))
+                transverse.append(
+                    Bone(
+                        band(to_px(path), grid.px(np.linspace(9, 6, 16) * size)),
+                        0.4 * bmd[name],
+                        quality,
+                        grid.px(1.0),
+                    )
+                )
             if hard_case is HardCase.IMPLANT and name in ("L3", "L4"):
                 tip = to_px(rot @ (local + [-side * 0.15 * width, 0.05 * height]) + (x, y))
-                screw = band(np.linspace(pedicle_centre + (pedicle_centre - tip) * 0.4, tip, 8), grid.px(6.0))
+                screw = band(
+                    np.linspace(pedicle_centre + (pedicle_centre - tip) * 0.4, tip, 8), grid.px(6.0)
+                )
                 metal.append((screw, 6.0))
         spinous = to_px(rot @ np.array([offset, 0.22 * height]) + (x, y))
         posterior.append(
-            Bone(superellipse(tuple(spinous), grid.px(0.07 * width), grid.px(0.3 * height), angle),
-                 0.5 * bmd[name], quality, grid.px(1.2), interior=0.6)
+            Bone(
+                superellipse(tuple(spinous), grid.px(0.07 * width), grid.px(0.3 * height), angle),
+                0.5 * bmd[name],
+                quality,
+                grid.px(1.2),
+                interior=0.6,
+            )
         )
 
     if hard_case is HardCase.IMPLANT:
@@ -170,32 +221,67 @@ def draw_lumbar(
         for side in (0, 1):
             # Pedicle order per vertebra is (left, right), spinous after: pick one side's L3, L4.
             side_heads = [h for k, h in enumerate(heads) if k % 2 == side][-3:-1]
-            rod = np.linspace(side_heads[0] - (0, grid.px(12)), side_heads[1] + (0, grid.px(12)), 10)
+            rod = np.linspace(
+                side_heads[0] - (0, grid.px(12)), side_heads[1] + (0, grid.px(12)), 10
+            )
             metal.append((band(rod, grid.px(5.5)), 5.5))
 
     l5 = next(v for v in layout if v[0] == "L5")
-    sacrum_top = np.array([l5[1] + shift_x, l5[2] + shift_y + (_BODY_MM["L5"][1] / 2 + 10.0) * size])
+    sacrum_top = np.array(
+        [l5[1] + shift_x, l5[2] + shift_y + (_BODY_MM["L5"][1] / 2 + 10.0) * size]
+    )
     pelvis_quality = patient.skeletal_quality
     pelvis_bmd = 0.55 * LUMBAR_REFERENCE[0] * pelvis_quality
-    sacrum = smooth_closed(np.array([[-50, 0], [50, 0], [35, 60], [10, 105], [-10, 105], [-35, 60]]) * size + sacrum_top)
+    sacrum = smooth_closed(
+        np.array([[-50, 0], [50, 0], [35, 60], [10, 105], [-10, 105], [-35, 60]]) * size
+        + sacrum_top
+    )
     pelvis = [Bone(to_px(sacrum), pelvis_bmd, pelvis_quality, grid.px(1.5))]
     ilia = []
     for side in (-1.0, 1.0):
         # Iliac wing: sacroiliac joint medially, crest at about L4, narrowing toward the acetabulum.
         ilium = np.array(
-            [[40, 10], [46, 70], [75, 122], [112, 132], [136, 80], [152, 20], [152, -30], [128, -62],
-             [92, -72], [60, -56], [44, -28]], dtype=float
+            [
+                [40, 10],
+                [46, 70],
+                [75, 122],
+                [112, 132],
+                [136, 80],
+                [152, 20],
+                [152, -30],
+                [128, -62],
+                [92, -72],
+                [60, -56],
+                [44, -28],
+            ],
+            dtype=float,
         )
         ilium = ilium * (side, 1.0) * size + sacrum_top
-        ilia.append(Bone(to_px(smooth_closed(ilium, 3)), pelvis_bmd * 0.9, pelvis_quality, grid.px(2.5), interior=0.7))
+        ilia.append(
+            Bone(
+                to_px(smooth_closed(ilium, 3)),
+                pelvis_bmd * 0.9,
+                pelvis_quality,
+                grid.px(2.5),
+                interior=0.7,
+            )
+        )
     ribs = []
     t11, t12 = layout[0], layout[1]
     for (name, x, y, _), length in ((t11, 150.0), (t12, 110.0)):
         for side in (-1.0, 1.0):
-            control = np.array([[0.45 * 38, -5], [0.45 * 38 + length * 0.45, 15], [0.45 * 38 + length, 60]])
+            control = np.array(
+                [[0.45 * 38, -5], [0.45 * 38 + length * 0.45, 15], [0.45 * 38 + length, 60]]
+            )
             path = smooth_open(control * (side, 1.0) * size + (x + shift_x, y + shift_y), 4)
-            ribs.append(Bone(band(to_px(path), grid.px(np.linspace(11, 7, len(path)) * size)),
-                             0.35 * LUMBAR_REFERENCE[0] * pelvis_quality, pelvis_quality, grid.px(1.0)))
+            ribs.append(
+                Bone(
+                    band(to_px(path), grid.px(np.linspace(11, 7, len(path)) * size)),
+                    0.35 * LUMBAR_REFERENCE[0] * pelvis_quality,
+                    pelvis_quality,
+                    grid.px(1.0),
+                )
+            )
 
     texture = Texture.sample(rng, grid, float(np.mean([b.quality for b in bodies])))
     density = np.zeros((grid.rows, grid.columns), np.float32)

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from osteonode.phantoms.raster import Grid, fill_mask, fill_polygons, gaussian_blur, inset, smooth_noise
+from osteonode.phantoms.raster import (
+    Grid,
+    fill_mask,
+    fill_polygons,
+    gaussian_blur,
+    inset,
+    smooth_noise,
+)
 
 #: Effective attenuation of soft tissue (1/cm) at a mid-range radiographic beam.
 MU_SOFT_PER_CM = 0.20
@@ -67,7 +74,7 @@ class Texture:
     coarse: np.ndarray
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, grid: Grid, quality: float) -> "Texture":
+    def sample(cls, rng: np.random.Generator, grid: Grid, quality: float) -> Texture:
         """Texture whose spacing coarsens as skeletal quality falls."""
         spacing_px = grid.px(0.9 / np.clip(quality, 0.4, 1.5) ** 0.6)
         return cls(
@@ -162,7 +169,7 @@ class Exposure:
     white_level: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Exposure":
+    def sample(cls, rng: np.random.Generator) -> Exposure:
         """Draw exposure, kVp-like contrast, scatter, blur and processing settings."""
         return cls(
             bone_contrast=float(rng.uniform(0.9, 1.1)),

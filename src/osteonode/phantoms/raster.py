@@ -51,7 +51,10 @@ def rotation(points: np.ndarray, angle_deg: float, centre: tuple[float, float]) 
     theta = np.deg2rad(angle_deg)
     c, s = np.cos(theta), np.sin(theta)
     shifted = np.asarray(points, dtype=np.float64) - centre
-    return np.stack([c * shifted[:, 0] - s * shifted[:, 1], s * shifted[:, 0] + c * shifted[:, 1]], 1) + centre
+    return (
+        np.stack([c * shifted[:, 0] - s * shifted[:, 1], s * shifted[:, 0] + c * shifted[:, 1]], 1)
+        + centre
+    )
 
 
 def superellipse(
@@ -94,7 +97,9 @@ def inset(outline: np.ndarray, distance: float) -> np.ndarray:
     tangent /= np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9
     normal = np.stack([tangent[:, 1], -tangent[:, 0]], 1)
     # The shoelace sign tells which side of the outline is inside.
-    area = 0.5 * np.sum(outline[:, 0] * np.roll(outline[:, 1], -1) - np.roll(outline[:, 0], -1) * outline[:, 1])
+    area = 0.5 * np.sum(
+        outline[:, 0] * np.roll(outline[:, 1], -1) - np.roll(outline[:, 0], -1) * outline[:, 1]
+    )
     return outline - np.sign(area) * normal * distance
 
 
@@ -125,7 +130,9 @@ def fill_polygons(
     return np.array(image, dtype=np.float32 if mode == "F" else np.int32)
 
 
-def fill_mask(shape: tuple[int, int], outline: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+def fill_mask(
+    shape: tuple[int, int], outline: np.ndarray, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """Boolean mask of one outline in a window whose top-left pixel is ``origin`` (x, y)."""
     image = Image.new("L", (shape[1], shape[0]), 0)
     points = np.asarray(outline, dtype=np.float64) - origin
@@ -180,7 +187,9 @@ def smooth_noise(
     """Zero-mean, unit-variance band-limited noise with correlation lengths in pixels per axis."""
     small_rows = int(np.clip(round(rows / max(scale_rows, 1.0)), 2, rows))
     small_columns = int(np.clip(round(columns / max(scale_columns, 1.0)), 2, columns))
-    field = resize(rng.standard_normal((small_rows, small_columns), dtype=np.float32), rows, columns)
+    field = resize(
+        rng.standard_normal((small_rows, small_columns), dtype=np.float32), rows, columns
+    )
     sample = field[::7, ::7]
     field -= sample.mean()
     field *= 1.0 / (sample.std() + 1e-6)
@@ -192,7 +201,9 @@ def smooth_closed(points: np.ndarray, iterations: int = 4) -> np.ndarray:
     outline = np.asarray(points, dtype=np.float64)
     for _ in range(iterations):
         following = np.roll(outline, -1, axis=0)
-        outline = np.stack([0.75 * outline + 0.25 * following, 0.25 * outline + 0.75 * following], 1)
+        outline = np.stack(
+            [0.75 * outline + 0.25 * following, 0.25 * outline + 0.75 * following], 1
+        )
         outline = outline.reshape(-1, 2)
     return outline
 
