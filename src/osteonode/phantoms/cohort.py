@@ -2,7 +2,25 @@
 
 Coordinates in the table are source pixels of the stored image, x = column, y = row, origin at the
 centre of the top-left pixel; ``spacing_mm`` is the detector pitch (Imager Pixel Spacing, or Pixel
-Spacing on CR files that carry only that).
+Spacing on CR files that carry only that). Patient sides: on these frontal films the patient's
+right is on the image left.
+
+Columns of ``cohort.csv`` (one row per file):
+
+- all parts: ``file`` (name in the folder), ``sop_instance_uid``, ``part``, ``sex``, ``age``,
+  ``evaluable`` (``true``/``false``), ``hard_case`` (none/implant/scoliosis/cropped),
+  ``expected_route`` (the pipeline routing must choose), ``spacing_mm``, ``magnification``,
+  ``rows``, ``columns``, and the encoding: ``modality``, ``photometric``, ``bits_stored``,
+  ``transfer_syntax``, ``voi``, ``body_part_examined`` (``<absent>`` when not written),
+  ``view_position``, ``study_description``; then ``t_score`` and ``category`` (WHO).
+- lumbar: ``bmd_T12`` ... ``bmd_L5`` (g/cm2), ``bmd_l1_l4`` (their L1-L4 mean), ``t_score`` of
+  ``bmd_l1_l4`` against :data:`LUMBAR_REFERENCE`, and ``<V>_x1, <V>_y1 ... <V>_x4, <V>_y4`` per
+  vertebra: body corners top-left, top-right, bottom-right, bottom-left.
+- hip: per patient side ``right_``/``left_``: ``neck_bmd``, ``total_hip_bmd``, ``t_score`` (lower
+  of neck and total hip), ``category``, ``evaluable``, ``prosthesis``, ``crop_x0, crop_y0, crop_x1,
+  crop_y1`` (METHODS.md crop), ``neck_x, neck_y``; ``t_score``/``category`` are the lower side's.
+- chest: ``bmd_l1_l4``, ``lumbar_t_score``, the hip columns of both sides without geometry,
+  ``t_score`` = lowest site, and ``lung_x0, lung_y0, lung_x1, lung_y1``.
 """
 
 from __future__ import annotations
