@@ -93,7 +93,7 @@ class Worker(threading.Thread):
         while not self._stopping.is_set():
             try:
                 worked = self.process_next()
-            except Exception as error:  # noqa: BLE001 - a database outage must not end the thread
+            except Exception as error:  # a database outage must not end the thread
                 log.exception("worker_error", worker=self.worker_id, error=str(error))
                 worked = False
             if not worked:
@@ -127,7 +127,7 @@ class Worker(threading.Thread):
                 self._route(job, spool_path)
             else:
                 self._run_pipeline(job, self._pipelines[job.pipeline], spool_path)
-        except Exception as error:  # noqa: BLE001 - recorded on the job, retried or failed
+        except Exception as error:  # recorded on the job, retried or failed
             log.exception("job_error", job_id=job.id, sop_instance_uid=sop_instance_uid)
             with self._database.session() as session:
                 mark_failed_attempt(session, job, f"{type(error).__name__}: {error}")

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fixtures.peers import NodeProcess, echoscu, make_radiograph, storescu
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from fixtures.peers import NodeProcess, echoscu, make_radiograph, storescu
 from osteonode.config import AllowedCaller, AssociationPolicy
 from osteonode.dicom.scp import RefusalReason, check_association, resolve_allow_list
 

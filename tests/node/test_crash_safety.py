@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-
 from fixtures.peers import (
     NODE_AE,
     SENDER_AE,

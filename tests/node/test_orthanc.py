@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from fixtures.peers import NodeProcess, OrthancProcess, SyntaxFile, dataset_part, wire_dataset
 
 pytestmark = pytest.mark.orthanc

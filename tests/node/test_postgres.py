@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from fixtures.database import PostgresServer
 from fixtures.peers import NodeProcess, make_radiograph, storescu
 

@@ -9,13 +9,11 @@ file's own dataset part, padded to even length for the deflated one (see ``wire_
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-from pynetdicom import AE
-from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
-
 from fixtures.peers import (
     DX_FOR_PRESENTATION,
     NodeProcess,
@@ -28,6 +26,8 @@ from fixtures.peers import (
     storescu_profile,
     wire_dataset,
 )
+from pynetdicom import AE
+from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
 
 
 def test_echo_is_answered(node: NodeProcess) -> None:
@@ -141,3 +141,23 @@ def test_refuses_with_out_of_resources_when_disk_is_below_minimum(
     assert [details["reason"] for kind, details in node.event_kinds() if kind == "refused"] == [
         "low_disk_space"
     ]
+
+
+def test_failure_to_keep_an_image_is_a_failure_status_and_the_node_carries_on(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    incoming = node.spool_dir / "incoming"
+    shutil.rmtree(incoming)
+    incoming.write_bytes(b"")  # the spool's directory is now a file: every write fails
+    first = make_radiograph(tmp_path / "first.dcm")
+
+    refused = storescu(node.port, [first])
+    incoming.unlink()
+    accepted = storescu(node.port, [first])
+
+    assert "Received Store Response (Error: CannotUnderstand)" in refused.stderr, refused.stderr
+    failure = node.wait_for_log(lambda event: event.get("event") == "store_failed")
+    assert failure["status"] == "0xC001"
+    assert "incoming" in failure["error"]  # the OSError names the path it could not write
+    assert "Received Store Response (Success)" in accepted.stderr
+    assert len(node.wait_until_routed(1)) == 1

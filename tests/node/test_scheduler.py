@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-
 from fixtures.peers import NodeProcess, make_radiograph, storescu
+
 from osteonode.store.db import Database
 from osteonode.store.queue import claim_job
 

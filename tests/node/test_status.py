@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pydicom
-
 from fixtures.peers import NodeProcess, make_radiograph, storescu
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from fixtures.peers import make_radiograph
 from sqlalchemy import select
 
-from fixtures.peers import make_radiograph
 from osteonode.config import NodeConfig
 from osteonode.store.db import Database
 from osteonode.store.queue import Receipt, claim_job, record_receipt

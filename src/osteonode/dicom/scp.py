@@ -61,26 +61,19 @@ _MEBIBYTE = 1024 * 1024
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+_UNCOMPRESSED = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+)
 #: Every transfer syntax pydicom knows, in the node's order of preference. pynetdicom accepts, in a
 #: presentation context that proposes several, the first of this list that the peer proposed. The
 #: uncompressed syntaxes come first so that the node never asks a sender to transcode into a lossy
 #: syntax it happened to propose alongside; Explicit VR first, because it keeps the VRs.
 ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    *(
-        syntax
-        for syntax in AllTransferSyntaxes
-        if syntax
-        not in {
-            ExplicitVRLittleEndian,
-            ImplicitVRLittleEndian,
-            DeflatedExplicitVRLittleEndian,
-            ExplicitVRBigEndian,
-        }
-    ),
+    *_UNCOMPRESSED,
+    *(syntax for syntax in AllTransferSyntaxes if syntax not in _UNCOMPRESSED),
 )
 
 
@@ -425,7 +418,7 @@ class StorageSCP:
     def _on_store(self, event: NetworkEvent) -> int:
         try:
             return self._store(event)
-        except Exception as error:  # noqa: BLE001 - any failure is a status, never a crash
+        except Exception as error:  # any failure is a status, never a crash
             out_of_space = isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS
             status = StoreStatus.OUT_OF_RESOURCES if out_of_space else StoreStatus.PROCESSING_FAILURE
             log.exception(
@@ -504,5 +497,5 @@ class StorageSCP:
         try:
             with self._database.session() as session:
                 record_event(session, EventKind.REFUSED, message, **details)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - refusing must not depend on the database
             log.error("refusal_not_recorded", error=f"{type(error).__name__}: {error}")
