@@ -606,11 +606,13 @@ def analyse(
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
-       max-width: 1100px; padding: 0 1rem; color: #222; line-height: 1.4; }
+       max-width: 1200px; padding: 0 1rem; color: #222; line-height: 1.4; }
 h1 { margin-bottom: 0.2rem; }
 h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
-table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; white-space: nowrap; }
+.table { overflow-x: auto; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.85rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f2f4f7; }
 figure { display: inline-block; margin: 0.5rem 1rem 0.5rem 0; vertical-align: top;
@@ -668,7 +670,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], caption: str = 
     head = "".join(f"<th>{_text(cell)}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     caption_html = f"<caption>{_text(caption)}</caption>" if caption else ""
-    return f"<table>{caption_html}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="table"><table>{caption_html}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _figure(png: bytes, alt: str, caption: str) -> str:
