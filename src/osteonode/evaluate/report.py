@@ -73,6 +73,8 @@ __all__ = [
     "HTML_FILE",
     "METRICS_FILE",
     "AgeBand",
+    "Agreement",
+    "Outcome",
     "ReportFiles",
     "RocResult",
     "Subgroup",
@@ -704,8 +706,9 @@ def _flow_html(validation: Validation) -> str:
 def _mean_sd_text(summary: dict[str, Any] | None) -> str:
     if not summary or summary["n"] == 0:
         return "–"
-    sd = f" ± {_number(summary['sd'], 3 if summary['mean'] < 10 else 1)}" if summary["sd"] else ""
-    return f"{_number(summary['mean'], 3 if summary['mean'] < 10 else 1)}{sd} (n={summary['n']})"
+    digits = 3 if summary["mean"] < 10 else 1
+    sd = "" if summary["sd"] is None else f" ± {_number(summary['sd'], digits)}"
+    return f"{_number(summary['mean'], digits)}{sd} (n={summary['n']})"
 
 
 def _characteristics_html(validation: Validation) -> str:
