@@ -1,0 +1,278 @@
+"""The Structured Report: valid DICOM, readable by dcmtk and highdicom, and true to the Result."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as dictionary
+from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage
+
+from conftest import dciodvfy_errors, rendered_text, tool, write
+from osteonode.config import SrStorage
+from osteonode.pipelines.base import Finding, FindingSite, Result
+from osteonode.reports import ReportError, build_structured_report, codes
+from osteonode.reports.sr import OVERALL_TRACKING_IDENTIFIER
+from osteonode.reports.uids import tracking_uid
+from reports_cases import CASES, DEVICE, Case
+
+Group = (
+    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
+)
+
+
+@pytest.fixture(scope="module")
+def reports(cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, SrStorage], Path]:
+    """Every case as both SR storage classes, written to files."""
+    directory = tmp_path_factory.mktemp("sr")
+    return {
+        (name, storage): write(
+            build_structured_report(case.result, case.source, storage=storage, device=DEVICE),
+            directory / f"{name}-{storage.value}.dcm",
+        )
+        for name, case in cases.items()
+        for storage in SrStorage
+    }
+
+
+def _groups(path: Path) -> dict[str, Group]:
+    document = hd.sr.srread(path)
+    content = document.content
+    found = [*content.get_planar_roi_measurement_groups(), *content.get_image_measurement_groups()]
+    return {group.tracking_identifier: group for group in found}
+
+
+def _value(group: Group, name: object) -> float:
+    (measurement,) = group.get_measurements(name=name)
+    return float(measurement.value)
+
+
+def _evaluation(group: Group, name: object) -> hd.sr.CodedConcept:
+    (evaluation,) = group.get_qualitative_evaluations(name=name)
+    return evaluation.value
+
+
+def _comments(group: Group) -> list[str]:
+    return [item.value for item in group[0].ContentSequence if item.name == codes.COMMENT]
+
+
+@pytest.mark.parametrize("storage", list(SrStorage))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_report_passes_dciodvfy(reports: dict, name: str, storage: SrStorage) -> None:
+    assert dciodvfy_errors(reports[(name, storage)]) == []
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_dsrdump_reads_every_report(reports: dict, name: str) -> None:
+    completed = subprocess.run(
+        [tool("dsrdump"), str(reports[(name, SrStorage.COMPREHENSIVE_3D)])],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Imaging Measurement Report" in completed.stdout
+    assert "Error" not in completed.stderr
+
+
+def test_rendered_lumbar_report_shows_each_label_beside_its_value(reports: dict) -> None:
+    text = rendered_text(reports[("lumbar", SrStorage.COMPREHENSIVE_3D)])
+    assert 'Tracking Identifier = "L1"' in text
+    assert "Finding Site = L1 vertebra (66794005, SCT)" in text
+    assert re.search(r"DXA Lumbar spine \[Mass/Area\] Bone density: 0\.812 g/cm2", text)
+    assert re.search(r"DXA Lumbar spine \[T-score\] Bone density: -2\.1 \{T-score\}", text)
+    assert "Measurement Method = Estimated (414135002, SCT)" in text
+    assert "Classification (attribute): Osteoporosis (64859006, SCT)" in text
+    assert "Classification (attribute): Osteopenia (312894000, SCT)" in text
+    assert "Comment: Excluded from the result: T-score differs by more than 1.0" in text
+    assert "PRELIMINARY" in text and "UNVERIFIED" in text
+
+
+def test_rendered_chest_and_hip_reports_show_probabilities_and_sides(reports: dict) -> None:
+    chest = rendered_text(reports[("chest", SrStorage.COMPREHENSIVE)])
+    assert re.search(r'Tracking Identifier = "Stage 1: osteoporosis".*?Certainty of Finding: 31(\.0)? %', chest)
+    assert "Osteoporosis: Absent (272519000, SCT)" in chest
+    assert 'Algorithm Parameters = "decision threshold: 0.5"' in chest
+    hip = rendered_text(reports[("hip", SrStorage.COMPREHENSIVE_3D)])
+    assert "Laterality = Right (24028007, SCT)" in hip
+    assert "Laterality = Left (7771000, SCT)" in hip
+    assert "Osteoporosis: Present (52101004, SCT)" in hip
+    assert "Comment: Not evaluable: hip prosthesis" in hip
+
+
+@pytest.mark.parametrize("storage", list(SrStorage))
+def test_lumbar_round_trip_gives_back_numbers_codes_and_outlines(
+    cases: dict[str, Case], reports: dict, storage: SrStorage
+) -> None:
+    result = cases["lumbar"].result
+    groups = _groups(reports[("lumbar", storage)])
+    assert set(groups) == {OVERALL_TRACKING_IDENTIFIER, *(f.name for f in result.findings)}
+    for finding in result.findings:
+        group = groups[finding.name]
+        assert group.tracking_uid == tracking_uid(result.source.sop_instance_uid, result.model, finding.name)
+        (site,) = group.finding_sites
+        assert site.value == codes.finding_site_code(finding.site)
+        assert _value(group, codes.bmd_concept(finding.site)) == pytest.approx(finding.bmd_g_cm2)
+        assert _value(group, codes.t_score_concept(finding.site)) == pytest.approx(finding.t_score)
+        for measurement in group.get_measurements():
+            assert measurement.method == codes.ESTIMATED
+        assert _evaluation(group, codes.CLASSIFICATION) == codes.category_code(finding.category)
+        region = group.roi
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        points = np.asarray(finding.region.points)
+        if finding.region.closed:
+            points = np.vstack([points, points[:1]])
+        np.testing.assert_allclose(region.value, points, atol=1e-4)
+        assert region.ContentSequence[0].referenced_sop_instance_uid == result.source.sop_instance_uid
+        algorithm = group[0].ContentSequence
+        names = [item.value for item in algorithm if item.name == dictionary.DCM.AlgorithmName]
+        assert names == [result.model.name]
+    assert _comments(groups["L3"]) == [f"Excluded from the result: {result.findings[2].reason}"]
+    overall = groups[OVERALL_TRACKING_IDENTIFIER]
+    assert _value(overall, codes.T_SCORE_LUMBAR_SPINE) == pytest.approx(-2.5)
+    assert _evaluation(overall, codes.CLASSIFICATION) == codes.OSTEOPOROSIS
+    assert _comments(overall) == list(result.notes)
+
+
+def test_chest_round_trip_gives_back_probabilities_and_decisions(cases: dict[str, Case], reports: dict) -> None:
+    groups = _groups(reports[("chest", SrStorage.COMPREHENSIVE_3D)])
+    stage1, stage2 = groups["Stage 1: osteoporosis"], groups["Stage 2: low bone mass"]
+    assert _value(stage1, codes.CERTAINTY_OF_FINDING) == pytest.approx(31.0)
+    (measurement,) = stage1.get_measurements()
+    assert measurement.unit == codes.PERCENT
+    assert _evaluation(stage1, codes.OSTEOPOROSIS) == codes.ABSENT
+    assert _value(stage2, codes.CERTAINTY_OF_FINDING) == pytest.approx(72.0)
+    assert _evaluation(stage2, codes.CLASSIFICATION) == codes.OSTEOPENIA
+    assert [image.referenced_sop_instance_uid for image in stage1.source_images] == [
+        cases["chest"].result.source.sop_instance_uid
+    ]
+    assert _evaluation(groups[OVERALL_TRACKING_IDENTIFIER], codes.CLASSIFICATION) == codes.OSTEOPENIA
+
+
+def test_hip_round_trip_gives_back_sides_and_the_reason_one_is_not_evaluable(reports: dict) -> None:
+    groups = _groups(reports[("hip", SrStorage.COMPREHENSIVE)])
+    right, left = groups["Right hip"], groups["Left hip"]
+    assert right.finding_sites[0].laterality == codes.RIGHT
+    assert left.finding_sites[0].laterality == codes.LEFT
+    assert _evaluation(right, codes.OSTEOPOROSIS) == codes.PRESENT
+    assert _value(right, codes.CERTAINTY_OF_FINDING) == pytest.approx(81.0)
+    assert left.get_measurements() == []
+    assert _evaluation(left, codes.CLASSIFICATION) == codes.INDETERMINATE
+    assert _comments(left) == ["Not evaluable: hip prosthesis"]
+    np.testing.assert_allclose(left.roi.value[0], left.roi.value[-1])
+
+
+def test_a_film_that_is_not_evaluable_says_so_and_why(cases: dict[str, Case], reports: dict) -> None:
+    path = reports[("not_evaluable", SrStorage.COMPREHENSIVE_3D)]
+    groups = _groups(path)
+    overall = groups[OVERALL_TRACKING_IDENTIFIER]
+    assert _evaluation(overall, codes.CLASSIFICATION) == codes.INDETERMINATE
+    assert _comments(overall) == [f"Not evaluable: {cases['not_evaluable'].result.reason}"]
+    assert _comments(groups["L2"]) == ["Not evaluable: metal implant over the vertebral body"]
+    document = hd.sr.srread(path)
+    assert document.CompletionFlag == "PARTIAL"
+
+
+def test_report_is_preliminary_unverified_and_joins_the_source_study(cases: dict[str, Case], reports: dict) -> None:
+    for (name, storage), path in reports.items():
+        source = cases[name].source
+        document = hd.sr.srread(path)
+        assert document.PreliminaryFlag == "PRELIMINARY"
+        assert document.VerificationFlag == "UNVERIFIED"
+        assert document.PatientID == source.PatientID
+        assert document.PatientName == source.PatientName
+        assert document.StudyInstanceUID == source.StudyInstanceUID
+        assert document.AccessionNumber == source.AccessionNumber
+        assert document.SeriesInstanceUID != source.SeriesInstanceUID
+        assert document.SOPClassUID == {
+            SrStorage.COMPREHENSIVE_3D: Comprehensive3DSRStorage,
+            SrStorage.COMPREHENSIVE: ComprehensiveSRStorage,
+        }[storage]
+        (study,) = document.CurrentRequestedProcedureEvidenceSequence
+        (series,) = study.ReferencedSeriesSequence
+        assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert hd.sr.srread(reports[("lumbar", SrStorage.COMPREHENSIVE_3D)]).CompletionFlag == "COMPLETE"
+    assert hd.sr.srread(reports[("hip", SrStorage.COMPREHENSIVE_3D)]).CompletionFlag == "PARTIAL"
+
+
+def test_series_description_names_the_model_and_carries_the_disclaimer(reports: dict) -> None:
+    synthetic = hd.sr.srread(reports[("lumbar", SrStorage.COMPREHENSIVE_3D)]).SeriesDescription
+    research = hd.sr.srread(reports[("chest", SrStorage.COMPREHENSIVE_3D)]).SeriesDescription
+    diagnostic = hd.sr.srread(reports[("hip", SrStorage.COMPREHENSIVE_3D)]).SeriesDescription
+    assert "lumbar-demo 1.2.0" in synthetic and "not for diagnostic use" in synthetic.lower()
+    assert "ospen-chest 0.3" in research and "not for diagnostic use" in research.lower()
+    assert "hip-vgg-nl 2.0" in diagnostic and "diagnostic" not in diagnostic.lower()
+
+
+def _containers(item: Dataset) -> list[Dataset]:
+    found = [item] if item.get("ValueType") == "CONTAINER" else []
+    for child in item.get("ContentSequence", []):
+        found += _containers(child)
+    return found
+
+
+def test_every_container_is_separate(reports: dict) -> None:
+    for path in reports.values():
+        containers = _containers(hd.sr.srread(path))
+        assert len(containers) > 3
+        assert {container.ContinuityOfContent for container in containers} == {"SEPARATE"}
+
+
+def test_device_observer_names_the_node_its_uid_and_version(reports: dict) -> None:
+    document = hd.sr.srread(reports[("chest", SrStorage.COMPREHENSIVE_3D)])
+    (observer,) = document.content.get_observer_contexts(observer_type=dictionary.DCM.Device)
+    attributes = observer.observer_identifying_attributes
+    assert attributes.uid == DEVICE.uid
+    assert attributes.name == DEVICE.name
+    assert DEVICE.software_version in attributes.model_name
+    assert document.SoftwareVersions == DEVICE.software_version
+
+
+def test_rebuilding_a_report_keeps_its_uids_and_another_storage_class_changes_them(cases: dict[str, Case]) -> None:
+    case = cases["hip"]
+    first = build_structured_report(case.result, case.source, device=DEVICE)
+    again = build_structured_report(case.result, case.source, device=DEVICE)
+    other = build_structured_report(case.result, case.source, storage=SrStorage.COMPREHENSIVE, device=DEVICE)
+    assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (again.SOPInstanceUID, again.SeriesInstanceUID)
+    assert first.SOPInstanceUID != other.SOPInstanceUID
+
+
+def test_a_source_without_orientation_or_patient_details_still_makes_a_valid_report(
+    cases: dict[str, Case], tmp_path: Path
+) -> None:
+    case = cases["chest"]
+    source = Dataset()
+    source.update(case.source)
+    for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "PixelData"):
+        delattr(source, keyword)
+    document = build_structured_report(case.result, source, device=DEVICE)
+    for keyword in ("PatientBirthDate", "AccessionNumber"):
+        assert keyword in document and not document[keyword].value
+    assert dciodvfy_errors(write(document, tmp_path / "sparse.dcm")) == []
+
+
+def test_a_report_for_another_image_is_refused(cases: dict[str, Case]) -> None:
+    with pytest.raises(ReportError, match="not the image the result describes"):
+        build_structured_report(cases["lumbar"].result, cases["chest"].source, device=DEVICE)
+
+
+def test_wrong_argument_types_are_refused(cases: dict[str, Case]) -> None:
+    case = cases["lumbar"]
+    with pytest.raises(TypeError, match="Result"):
+        build_structured_report(case.result.to_dict(), case.source, device=DEVICE)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="DeviceInfo"):
+        build_structured_report(case.result, case.source, device="node")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        build_structured_report(case.result, case.source, storage="enhanced", device=DEVICE)  # type: ignore[arg-type]
+
+
+def test_a_chest_finding_with_a_bmd_is_refused(cases: dict[str, Case]) -> None:
+    case = cases["chest"]
+    finding = Finding("Chest BMD", FindingSite.CHEST, bmd_g_cm2=0.8)
+    result: Result = dataclasses.replace(case.result, findings=(*case.result.findings, finding))
+    with pytest.raises(ValueError, match="no DXA BMD concept"):
+        build_structured_report(result, case.source, device=DEVICE)
