@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-
 from reports_cases import CASES, Case
 
 

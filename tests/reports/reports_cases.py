@@ -17,7 +17,14 @@ from pydicom.uid import (
 from osteonode.bone import Laterality, WhoCategory
 from osteonode.config import PipelineName
 from osteonode.imaging.pixels import Radiograph, load_radiograph
-from osteonode.pipelines.base import Finding, FindingSite, ModelIdentity, Region, Result, SourceImage
+from osteonode.pipelines.base import (
+    Finding,
+    FindingSite,
+    ModelIdentity,
+    Region,
+    Result,
+    SourceImage,
+)
 from osteonode.reports import DeviceInfo
 
 ROWS, COLUMNS = 320, 256
@@ -30,7 +37,10 @@ SYNTHETIC_MODEL = ModelIdentity(
     architecture="resnet18-regressor",
     synthetic=True,
     diagnostic_use=False,
-    parameters=(("calibration", "GE Lunar to Hologic: 0.856 x - 0.016"), ("reference", "NHANES III")),
+    parameters=(
+        ("calibration", "GE Lunar to Hologic: 0.856 x - 0.016"),
+        ("reference", "NHANES III"),
+    ),
 )
 RESEARCH_MODEL = ModelIdentity(
     name="ospen-chest",
@@ -69,7 +79,11 @@ def source_dataset(*, modality: str, projection_descriptors: bool, seed: int) ->
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    sop_class = DigitalXRayImageStorageForPresentation if modality == "DX" else ComputedRadiographyImageStorage
+    sop_class = (
+        DigitalXRayImageStorageForPresentation
+        if modality == "DX"
+        else ComputedRadiographyImageStorage
+    )
     ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SOPClassUID = sop_class
@@ -138,22 +152,58 @@ def lumbar_case(directory: Path) -> Case:
     """Four vertebrae and the L1-L4 summary; L3 excluded as discordant; a heat-map."""
     ds = source_dataset(modality="DX", projection_descriptors=True, seed=1)
     findings = (
-        Finding("L1", FindingSite.L1, bmd_g_cm2=0.812, t_score=-2.1,
-                category=WhoCategory.LOW_BONE_MASS, region=_vertebra(80)),
-        Finding("L2", FindingSite.L2, bmd_g_cm2=0.745, t_score=-2.7,
-                category=WhoCategory.OSTEOPOROSIS, region=_vertebra(128)),
-        Finding("L3", FindingSite.L3, included=False,
-                reason="T-score differs by more than 1.0 from its neighbours",
-                bmd_g_cm2=0.951, t_score=-0.9, category=WhoCategory.NORMAL, region=_vertebra(176)),
-        Finding("L4", FindingSite.L4, bmd_g_cm2=0.760, t_score=-2.6,
-                category=WhoCategory.OSTEOPOROSIS, region=_vertebra(224)),
-        Finding("L1-L4", FindingSite.LUMBAR_SPINE, bmd_g_cm2=0.772, t_score=-2.5,
-                category=WhoCategory.OSTEOPOROSIS,
-                region=Region(((128.0, 80.0), (128.5, 170.0), (128.0, 258.0)), closed=False)),
+        Finding(
+            "L1",
+            FindingSite.L1,
+            bmd_g_cm2=0.812,
+            t_score=-2.1,
+            category=WhoCategory.LOW_BONE_MASS,
+            region=_vertebra(80),
+        ),
+        Finding(
+            "L2",
+            FindingSite.L2,
+            bmd_g_cm2=0.745,
+            t_score=-2.7,
+            category=WhoCategory.OSTEOPOROSIS,
+            region=_vertebra(128),
+        ),
+        Finding(
+            "L3",
+            FindingSite.L3,
+            included=False,
+            reason="T-score differs by more than 1.0 from its neighbours",
+            bmd_g_cm2=0.951,
+            t_score=-0.9,
+            category=WhoCategory.NORMAL,
+            region=_vertebra(176),
+        ),
+        Finding(
+            "L4",
+            FindingSite.L4,
+            bmd_g_cm2=0.760,
+            t_score=-2.6,
+            category=WhoCategory.OSTEOPOROSIS,
+            region=_vertebra(224),
+        ),
+        Finding(
+            "L1-L4",
+            FindingSite.LUMBAR_SPINE,
+            bmd_g_cm2=0.772,
+            t_score=-2.5,
+            category=WhoCategory.OSTEOPOROSIS,
+            region=Region(((128.0, 80.0), (128.5, 170.0), (128.0, 258.0)), closed=False),
+        ),
     )
     return _case(
-        directory, ds, pipeline=PipelineName.LUMBAR, model=SYNTHETIC_MODEL, evaluable=True,
-        category=WhoCategory.OSTEOPOROSIS, t_score=-2.5, findings=findings,
+        directory,
+        ds,
+        pipeline=PipelineName.LUMBAR,
+        model=SYNTHETIC_MODEL,
+        evaluable=True,
+        category=WhoCategory.OSTEOPOROSIS,
+        t_score=-2.5,
+        findings=findings,
         notes=("WHO categories assume a postmenopausal woman or a man aged 50 or over",),
         heatmap=_blob(150, 128, 30),
     )
@@ -163,14 +213,29 @@ def chest_case(directory: Path) -> Case:
     """Two classifier stages on a CR film without orientation or spacing; no heat-map."""
     ds = source_dataset(modality="CR", projection_descriptors=False, seed=2)
     findings = (
-        Finding("Stage 1: osteoporosis", FindingSite.CHEST, probability=0.31, threshold=0.5,
-                osteoporosis_present=False),
-        Finding("Stage 2: low bone mass", FindingSite.CHEST, probability=0.72, threshold=0.5,
-                category=WhoCategory.LOW_BONE_MASS),
+        Finding(
+            "Stage 1: osteoporosis",
+            FindingSite.CHEST,
+            probability=0.31,
+            threshold=0.5,
+            osteoporosis_present=False,
+        ),
+        Finding(
+            "Stage 2: low bone mass",
+            FindingSite.CHEST,
+            probability=0.72,
+            threshold=0.5,
+            category=WhoCategory.LOW_BONE_MASS,
+        ),
     )
     return _case(
-        directory, ds, pipeline=PipelineName.CHEST, model=RESEARCH_MODEL, evaluable=True,
-        category=WhoCategory.LOW_BONE_MASS, findings=findings,
+        directory,
+        ds,
+        pipeline=PipelineName.CHEST,
+        model=RESEARCH_MODEL,
+        evaluable=True,
+        category=WhoCategory.LOW_BONE_MASS,
+        findings=findings,
     )
 
 
@@ -178,15 +243,35 @@ def hip_case(directory: Path) -> Case:
     """Both sides; the left has a prosthesis and is not evaluable."""
     ds = source_dataset(modality="DX", projection_descriptors=True, seed=3)
     findings = (
-        Finding("Right hip", FindingSite.HIP, laterality=Laterality.RIGHT, probability=0.81,
-                threshold=0.5, osteoporosis_present=True, category=WhoCategory.OSTEOPOROSIS,
-                region=Region.box(20.0, 150.0, 110.0, 290.0)),
-        Finding("Left hip", FindingSite.HIP, laterality=Laterality.LEFT, evaluable=False,
-                included=False, reason="hip prosthesis", region=Region.box(146.0, 150.0, 236.0, 290.0)),
+        Finding(
+            "Right hip",
+            FindingSite.HIP,
+            laterality=Laterality.RIGHT,
+            probability=0.81,
+            threshold=0.5,
+            osteoporosis_present=True,
+            category=WhoCategory.OSTEOPOROSIS,
+            region=Region.box(20.0, 150.0, 110.0, 290.0),
+        ),
+        Finding(
+            "Left hip",
+            FindingSite.HIP,
+            laterality=Laterality.LEFT,
+            evaluable=False,
+            included=False,
+            reason="hip prosthesis",
+            region=Region.box(146.0, 150.0, 236.0, 290.0),
+        ),
     )
     return _case(
-        directory, ds, pipeline=PipelineName.HIP, model=DIAGNOSTIC_MODEL, evaluable=True,
-        category=WhoCategory.OSTEOPOROSIS, findings=findings, heatmap=_blob(220, 65, 25),
+        directory,
+        ds,
+        pipeline=PipelineName.HIP,
+        model=DIAGNOSTIC_MODEL,
+        evaluable=True,
+        category=WhoCategory.OSTEOPOROSIS,
+        findings=findings,
+        heatmap=_blob(220, 65, 25),
     )
 
 
@@ -194,12 +279,22 @@ def not_evaluable_case(directory: Path) -> Case:
     """A lumbar film on which too few vertebrae were found."""
     ds = source_dataset(modality="CR", projection_descriptors=False, seed=4)
     findings = (
-        Finding("L2", FindingSite.L2, evaluable=False, included=False,
-                reason="metal implant over the vertebral body"),
+        Finding(
+            "L2",
+            FindingSite.L2,
+            evaluable=False,
+            included=False,
+            reason="metal implant over the vertebral body",
+        ),
     )
     return _case(
-        directory, ds, pipeline=PipelineName.LUMBAR, model=SYNTHETIC_MODEL, evaluable=False,
-        reason="fewer than two of L1-L4 could be measured", findings=findings,
+        directory,
+        ds,
+        pipeline=PipelineName.LUMBAR,
+        model=SYNTHETIC_MODEL,
+        evaluable=False,
+        reason="fewer than two of L1-L4 could be measured",
+        findings=findings,
     )
 
 

@@ -36,7 +36,14 @@ def test_every_code_is_in_the_dictionary_with_its_meaning_or_cites_a_source(name
 
 def test_the_codes_outside_the_dictionary_are_few_and_named() -> None:
     assert {code.value for code in codes.OUTSIDE_DICTIONARY} == {
-        "24966-4", "24701-5", "38267-1", "38263-0", "64859006", "312894000", "g/cm2", "{T-score}"
+        "24966-4",
+        "24701-5",
+        "38267-1",
+        "38263-0",
+        "64859006",
+        "312894000",
+        "g/cm2",
+        "{T-score}",
     }
 
 
@@ -50,7 +57,13 @@ def test_codes_used_by_highdicom_templates_are_the_dictionary_concepts() -> None
 
 def test_every_finding_site_side_and_category_has_a_code() -> None:
     assert {codes.finding_site_code(site).value for site in FindingSite} == {
-        "66794005", "14293000", "36470004", "11994002", "122496007", "816094009", "29836001"
+        "66794005",
+        "14293000",
+        "36470004",
+        "11994002",
+        "122496007",
+        "816094009",
+        "29836001",
     }
     assert codes.laterality_code(Laterality.LEFT) == codes.LEFT
     assert codes.laterality_code(Laterality.RIGHT) == codes.RIGHT

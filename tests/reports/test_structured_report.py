@@ -10,25 +10,28 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pytest
+from conftest import dciodvfy_errors, rendered_text, tool, write
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dictionary
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage
+from reports_cases import CASES, DEVICE, Case
 
-from conftest import dciodvfy_errors, rendered_text, tool, write
 from osteonode.config import SrStorage
 from osteonode.pipelines.base import Finding, FindingSite, Result
 from osteonode.reports import ReportError, build_structured_report, codes
 from osteonode.reports.sr import OVERALL_TRACKING_IDENTIFIER
 from osteonode.reports.uids import tracking_uid
-from reports_cases import CASES, DEVICE, Case
 
 Group = (
-    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
+    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
 )
 
 
 @pytest.fixture(scope="module")
-def reports(cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, SrStorage], Path]:
+def reports(
+    cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, SrStorage], Path]:
     """Every case as both SR storage classes, written to files."""
     directory = tmp_path_factory.mktemp("sr")
     return {
@@ -72,7 +75,10 @@ def test_every_report_passes_dciodvfy(reports: dict, name: str, storage: SrStora
 def test_dsrdump_reads_every_report(reports: dict, name: str) -> None:
     completed = subprocess.run(
         [tool("dsrdump"), str(reports[(name, SrStorage.COMPREHENSIVE_3D)])],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     assert "Imaging Measurement Report" in completed.stdout
@@ -94,7 +100,9 @@ def test_rendered_lumbar_report_shows_each_label_beside_its_value(reports: dict)
 
 def test_rendered_chest_and_hip_reports_show_probabilities_and_sides(reports: dict) -> None:
     chest = rendered_text(reports[("chest", SrStorage.COMPREHENSIVE)])
-    assert re.search(r'Tracking Identifier = "Stage 1: osteoporosis".*?Certainty of Finding: 31(\.0)? %', chest)
+    assert re.search(
+        r'Tracking Identifier = "Stage 1: osteoporosis".*?Certainty of Finding: 31(\.0)? %', chest
+    )
     assert "Osteoporosis: Absent (272519000, SCT)" in chest
     assert 'Algorithm Parameters = "decision threshold: 0.5"' in chest
     hip = rendered_text(reports[("hip", SrStorage.COMPREHENSIVE_3D)])
@@ -113,7 +121,9 @@ def test_lumbar_round_trip_gives_back_numbers_codes_and_outlines(
     assert set(groups) == {OVERALL_TRACKING_IDENTIFIER, *(f.name for f in result.findings)}
     for finding in result.findings:
         group = groups[finding.name]
-        assert group.tracking_uid == tracking_uid(result.source.sop_instance_uid, result.model, finding.name)
+        assert group.tracking_uid == tracking_uid(
+            result.source.sop_instance_uid, result.model, finding.name
+        )
         (site,) = group.finding_sites
         assert site.value == codes.finding_site_code(finding.site)
         assert _value(group, codes.bmd_concept(finding.site)) == pytest.approx(finding.bmd_g_cm2)
@@ -127,7 +137,9 @@ def test_lumbar_round_trip_gives_back_numbers_codes_and_outlines(
         if finding.region.closed:
             points = np.vstack([points, points[:1]])
         np.testing.assert_allclose(region.value, points, atol=1e-4)
-        assert region.ContentSequence[0].referenced_sop_instance_uid == result.source.sop_instance_uid
+        assert (
+            region.ContentSequence[0].referenced_sop_instance_uid == result.source.sop_instance_uid
+        )
         algorithm = group[0].ContentSequence
         names = [item.value for item in algorithm if item.name == dictionary.DCM.AlgorithmName]
         assert names == [result.model.name]
@@ -138,7 +150,9 @@ def test_lumbar_round_trip_gives_back_numbers_codes_and_outlines(
     assert _comments(overall) == list(result.notes)
 
 
-def test_chest_round_trip_gives_back_probabilities_and_decisions(cases: dict[str, Case], reports: dict) -> None:
+def test_chest_round_trip_gives_back_probabilities_and_decisions(
+    cases: dict[str, Case], reports: dict
+) -> None:
     groups = _groups(reports[("chest", SrStorage.COMPREHENSIVE_3D)])
     stage1, stage2 = groups["Stage 1: osteoporosis"], groups["Stage 2: low bone mass"]
     assert _value(stage1, codes.CERTAINTY_OF_FINDING) == pytest.approx(31.0)
@@ -150,7 +164,9 @@ def test_chest_round_trip_gives_back_probabilities_and_decisions(cases: dict[str
     assert [image.referenced_sop_instance_uid for image in stage1.source_images] == [
         cases["chest"].result.source.sop_instance_uid
     ]
-    assert _evaluation(groups[OVERALL_TRACKING_IDENTIFIER], codes.CLASSIFICATION) == codes.OSTEOPENIA
+    assert (
+        _evaluation(groups[OVERALL_TRACKING_IDENTIFIER], codes.CLASSIFICATION) == codes.OSTEOPENIA
+    )
 
 
 def test_hip_round_trip_gives_back_sides_and_the_reason_one_is_not_evaluable(reports: dict) -> None:
@@ -166,7 +182,9 @@ def test_hip_round_trip_gives_back_sides_and_the_reason_one_is_not_evaluable(rep
     np.testing.assert_allclose(left.roi.value[0], left.roi.value[-1])
 
 
-def test_a_film_that_is_not_evaluable_says_so_and_why(cases: dict[str, Case], reports: dict) -> None:
+def test_a_film_that_is_not_evaluable_says_so_and_why(
+    cases: dict[str, Case], reports: dict
+) -> None:
     path = reports[("not_evaluable", SrStorage.COMPREHENSIVE_3D)]
     groups = _groups(path)
     overall = groups[OVERALL_TRACKING_IDENTIFIER]
@@ -177,7 +195,9 @@ def test_a_film_that_is_not_evaluable_says_so_and_why(cases: dict[str, Case], re
     assert document.CompletionFlag == "PARTIAL"
 
 
-def test_report_is_preliminary_unverified_and_joins_the_source_study(cases: dict[str, Case], reports: dict) -> None:
+def test_report_is_preliminary_unverified_and_joins_the_source_study(
+    cases: dict[str, Case], reports: dict
+) -> None:
     for (name, storage), path in reports.items():
         source = cases[name].source
         document = hd.sr.srread(path)
@@ -188,14 +208,19 @@ def test_report_is_preliminary_unverified_and_joins_the_source_study(cases: dict
         assert document.StudyInstanceUID == source.StudyInstanceUID
         assert document.AccessionNumber == source.AccessionNumber
         assert document.SeriesInstanceUID != source.SeriesInstanceUID
-        assert document.SOPClassUID == {
-            SrStorage.COMPREHENSIVE_3D: Comprehensive3DSRStorage,
-            SrStorage.COMPREHENSIVE: ComprehensiveSRStorage,
-        }[storage]
+        assert (
+            document.SOPClassUID
+            == {
+                SrStorage.COMPREHENSIVE_3D: Comprehensive3DSRStorage,
+                SrStorage.COMPREHENSIVE: ComprehensiveSRStorage,
+            }[storage]
+        )
         (study,) = document.CurrentRequestedProcedureEvidenceSequence
         (series,) = study.ReferencedSeriesSequence
         assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-    assert hd.sr.srread(reports[("lumbar", SrStorage.COMPREHENSIVE_3D)]).CompletionFlag == "COMPLETE"
+    assert (
+        hd.sr.srread(reports[("lumbar", SrStorage.COMPREHENSIVE_3D)]).CompletionFlag == "COMPLETE"
+    )
     assert hd.sr.srread(reports[("hip", SrStorage.COMPREHENSIVE_3D)]).CompletionFlag == "PARTIAL"
 
 
@@ -232,12 +257,19 @@ def test_device_observer_names_the_node_its_uid_and_version(reports: dict) -> No
     assert document.SoftwareVersions == DEVICE.software_version
 
 
-def test_rebuilding_a_report_keeps_its_uids_and_another_storage_class_changes_them(cases: dict[str, Case]) -> None:
+def test_rebuilding_a_report_keeps_its_uids_and_another_storage_class_changes_them(
+    cases: dict[str, Case],
+) -> None:
     case = cases["hip"]
     first = build_structured_report(case.result, case.source, device=DEVICE)
     again = build_structured_report(case.result, case.source, device=DEVICE)
-    other = build_structured_report(case.result, case.source, storage=SrStorage.COMPREHENSIVE, device=DEVICE)
-    assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (again.SOPInstanceUID, again.SeriesInstanceUID)
+    other = build_structured_report(
+        case.result, case.source, storage=SrStorage.COMPREHENSIVE, device=DEVICE
+    )
+    assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (
+        again.SOPInstanceUID,
+        again.SeriesInstanceUID,
+    )
     assert first.SOPInstanceUID != other.SOPInstanceUID
 
 

@@ -6,16 +6,18 @@ import dataclasses
 
 import pytest
 from pydicom.uid import UID
+from reports_cases import DIAGNOSTIC_MODEL, SYNTHETIC_MODEL
 
 from osteonode.reports.uids import OutputKind, device_uid, output_uids, tracking_uid
-from reports_cases import DIAGNOSTIC_MODEL, SYNTHETIC_MODEL
 
 SOURCE = "1.2.3.4.5.6"
 
 
 def test_the_same_analysis_gets_the_same_uids() -> None:
     first = output_uids(SOURCE, SYNTHETIC_MODEL, OutputKind.COMPREHENSIVE_3D_SR)
-    again = output_uids(SOURCE, dataclasses.replace(SYNTHETIC_MODEL), OutputKind.COMPREHENSIVE_3D_SR)
+    again = output_uids(
+        SOURCE, dataclasses.replace(SYNTHETIC_MODEL), OutputKind.COMPREHENSIVE_3D_SR
+    )
     assert first == again
 
 

@@ -48,7 +48,9 @@ _ORIENTATION_VALUE = re.compile(r"^[APRLHF]+$")
 _SERIES_LATERALITIES = frozenset({"R", "L"})
 
 
-def build_secondary_capture(result: Result, radiograph: Radiograph, *, device: DeviceInfo) -> Dataset:
+def build_secondary_capture(
+    result: Result, radiograph: Radiograph, *, device: DeviceInfo
+) -> Dataset:
     """Render a result onto its radiograph as an RGB Secondary Capture.
 
     Parameters
@@ -87,7 +89,9 @@ def build_secondary_capture(result: Result, radiograph: Radiograph, *, device: D
     header = radiograph.header
     source_orientation = _source_orientation(header)
     uids = output_uids(result.source.sop_instance_uid, result.model, OutputKind.SECONDARY_CAPTURE)
-    spacing = radiograph.spacing_mm if radiograph.spacing_source is SpacingSource.PIXEL_SPACING else None
+    spacing = (
+        radiograph.spacing_mm if radiograph.spacing_source is SpacingSource.PIXEL_SPACING else None
+    )
     image = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=header,
         pixel_array=rgb,

@@ -144,6 +144,7 @@ _CATEGORIES: Mapping[WhoCategory, Code] = MappingProxyType(
     }
 )
 
+
 def finding_site_code(site: FindingSite) -> Code:
     """The SNOMED CT anatomy code of a finding site."""
     return _FINDING_SITES[FindingSite(site)]

@@ -328,7 +328,9 @@ def _finding_group(
 ):
     site = hd.sr.FindingSite(
         anatomic_location=codes.finding_site_code(finding.site),
-        laterality=None if finding.laterality is None else codes.laterality_code(finding.laterality),
+        laterality=None
+        if finding.laterality is None
+        else codes.laterality_code(finding.laterality),
     )
     common = {
         "tracking_identifier": hd.sr.TrackingIdentifier(
