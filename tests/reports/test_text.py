@@ -1,0 +1,71 @@
+"""Banner lines, summary and series descriptions say the answer, the numbers and the caveats."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from reports_cases import DIAGNOSTIC_MODEL, SYNTHETIC_MODEL, Case
+
+from osteonode.reports import banner_lines, summary_text
+from osteonode.reports.text import series_description
+
+
+def test_lumbar_banner_gives_the_answer_each_vertebra_and_the_caveats(
+    cases: dict[str, Case],
+) -> None:
+    lines = banner_lines(cases["lumbar"].result)
+    text = "\n".join(lines)
+    assert lines[0] == "Osteoporosis, T-score -2.5"
+    assert "L1 0.812 g/cm2 T -2.1" in text
+    assert "L3 0.951 g/cm2 T -0.9 excluded (T-score differs by more than 1.0" in text
+    assert "L1-L4 0.772 g/cm2 T -2.5" in text
+    assert "lumbar-demo 1.2.0 - Preliminary, unverified AI result" in lines
+    assert lines[-1] == "Synthetic demonstration model - not for diagnostic use"
+    assert all(len(line) <= 90 for line in lines)
+
+
+def test_chest_banner_gives_each_stage_probability_and_cut_off(cases: dict[str, Case]) -> None:
+    text = "\n".join(banner_lines(cases["chest"].result))
+    assert "Low bone mass (osteopenia)" in text
+    assert "Stage 1: osteoporosis p 31% (cut-off 50%) no osteoporosis" in text
+    assert "Stage 2: low bone mass p 72% (cut-off 50%) low bone mass (osteopenia)" in text
+    assert "No heat-map computed" in text
+    assert "Research model - not for diagnostic use" in text
+
+
+def test_hip_banner_says_which_side_could_not_be_assessed(cases: dict[str, Case]) -> None:
+    lines = banner_lines(cases["hip"].result)
+    assert "Left hip not evaluable (hip prosthesis)" in "\n".join(lines)
+    assert not any("diagnostic use" in line for line in lines)
+
+
+def test_not_evaluable_banner_and_summary_give_the_reason(cases: dict[str, Case]) -> None:
+    result = cases["not_evaluable"].result
+    assert banner_lines(result)[0] == "Not evaluable: fewer than two of L1-L4 could be measured"
+    assert "Result: Not evaluable: fewer than two of L1-L4 could be measured" in summary_text(
+        result
+    )
+
+
+def test_summary_lists_findings_notes_model_and_disclaimer(cases: dict[str, Case]) -> None:
+    summary = summary_text(cases["lumbar"].result)
+    assert summary.startswith("osteonode lumbar result (preliminary, unverified ai result)")
+    assert "  L2 0.745 g/cm2 T -2.7" in summary
+    assert "Notes:\n  WHO categories assume" in summary
+    assert "Model: lumbar-demo 1.2.0 (resnet18-regressor)" in summary
+    assert summary.endswith("Synthetic demonstration model - not for diagnostic use\n")
+
+
+def test_series_description_fits_a_long_string_and_keeps_the_disclaimer() -> None:
+    assert series_description(DIAGNOSTIC_MODEL, "SR") == "hip-vgg-nl 2.0 SR"
+    long_model = dataclasses.replace(SYNTHETIC_MODEL, name="a-very-long-model-name-" * 3)
+    description = series_description(long_model, "SC")
+    assert len(description) == 64 and description.endswith(" - NOT FOR DIAGNOSTIC USE")
+
+
+def test_text_functions_refuse_what_is_not_a_result() -> None:
+    with pytest.raises(TypeError, match="Result"):
+        banner_lines({"category": "normal"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Result"):
+        summary_text(None)  # type: ignore[arg-type]
