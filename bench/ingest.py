@@ -2,12 +2,14 @@
 
 Usage::
 
-    python bench/ingest.py [--count 200] [--workdir bench-out/ingest] [--no-workers]
+    python bench/ingest.py [--count 200] [--rounds 3] [--workdir bench-out/ingest] [--no-workers]
 
 Each file is a synthetic 2048 x 1792 16-bit DX image (about 7 MB). All files go over one association
 with dcmtk ``storescu`` (maximum PDU 128 KiB, dcmtk's upper limit), first to ``storescp`` and then to
-``osteonode serve``. The figures are wall-clock time of the ``storescu`` run: instances/s and MB/s
-(1 MB = 10^6 bytes of file size), and osteonode's speed as a fraction of storescp's.
+``osteonode serve``, in alternating rounds. The figures are wall-clock time of each ``storescu`` run:
+instances/s and MB/s (1 MB = 10^6 bytes of file size); the median rounds are compared, as
+osteonode's speed over storescp's. Every run starts after ``sync``, so no run pays for the dirty
+pages of the one before.
 
 Fairness: ``storescp`` writes every file to disk too (``+B``, bit-preserving, exactly as received)
 but it never fsyncs, whereas osteonode fsyncs each file and its directory and commits a database
@@ -184,14 +186,22 @@ def bench_osteonode(workdir: Path, files: list[Path], megabytes: float, workers:
     return Run("osteonode" + ("" if workers else " --no-workers"), len(files), seconds, megabytes)
 
 
+def median_run(runs: list[Run]) -> Run:
+    """The run with the median time (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda run: run.seconds)[(len(runs) - 1) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200, help="number of files (default 200)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per receiver; medians compared"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/ingest"))
     parser.add_argument("--no-workers", action="store_true", help="run osteonode without workers")
     arguments = parser.parse_args()
-    if arguments.count < 1:
-        parser.error("--count must be at least 1")
+    if arguments.count < 1 or arguments.rounds < 1:
+        parser.error("--count and --rounds must be at least 1")
     for tool in ("storescu", "storescp"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} (dcmtk) is not installed")
@@ -199,13 +209,27 @@ def main() -> None:
     files = make_images(arguments.workdir / "images", arguments.count)
     megabytes = sum(path.stat().st_size for path in files) / 1e6
     print(f"{len(files)} files, {megabytes / len(files):.2f} MB each, {megabytes:.0f} MB in all")
-    reference = bench_storescp(arguments.workdir, files, megabytes)
-    node = bench_osteonode(arguments.workdir, files, megabytes, workers=not arguments.no_workers)
-    for run in (reference, node):
-        print(f"{run.receiver:28s} {run.seconds:7.2f} s  {run.instances_per_second:7.1f} instances/s"
-              f"  {run.megabytes_per_second:7.1f} MB/s")
+    references, nodes = [], []
+    for round_number in range(1, arguments.rounds + 1):
+        # Alternating rounds spread the disk's own ups and downs over both receivers.
+        references.append(bench_storescp(arguments.workdir, files, megabytes))
+        nodes.append(
+            bench_osteonode(arguments.workdir, files, megabytes, workers=not arguments.no_workers)
+        )
+        for run in (references[-1], nodes[-1]):
+            print(f"round {round_number}  {describe(run)}")
+    reference, node = median_run(references), median_run(nodes)
+    print(f"median   {describe(reference)}")
+    print(f"median   {describe(node)}")
     ratio = node.instances_per_second / reference.instances_per_second
     print(f"osteonode / storescp: {ratio:.2f}x (goal >= 0.8x; storescp writes but does not fsync)")
+
+
+def describe(run: Run) -> str:
+    return (
+        f"{run.receiver:26s} {run.seconds:7.2f} s  {run.instances_per_second:6.1f} instances/s"
+        f"  {run.megabytes_per_second:6.1f} MB/s"
+    )
 
 
 if __name__ == "__main__":
