@@ -96,6 +96,14 @@ def test_rendered_lumbar_report_shows_each_label_beside_its_value(reports: dict)
     assert "Classification (attribute): Osteopenia (312894000, SCT)" in text
     assert "Comment: Excluded from the result: T-score differs by more than 1.0" in text
     assert "PRELIMINARY" in text and "UNVERIFIED" in text
+    assert 'Patient Orientation Row = "L"' in text  # TID 1603 descriptors of a DX source
+
+
+def test_image_library_of_a_source_without_orientation_has_the_basic_entry(reports: dict) -> None:
+    text = rendered_text(reports[("chest", SrStorage.COMPREHENSIVE_3D)])
+    assert "Modality = Computed Radiography (CR, DCM)" in text
+    assert "Pixel Data Rows = 320" in text
+    assert "Patient Orientation Row" not in text
 
 
 def test_rendered_chest_and_hip_reports_show_probabilities_and_sides(reports: dict) -> None:

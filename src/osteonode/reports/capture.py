@@ -8,6 +8,7 @@ source's patient and study in its own series and points back at the source image
 
 from __future__ import annotations
 
+import copy
 import re
 
 import highdicom as hd
@@ -112,7 +113,8 @@ def build_secondary_capture(
         software_versions=device.software_version,
     )
     # Patient, General Study, Patient Study: everything the source says, not only the Type 1/2.
-    image.copy_patient_and_study_information(header)
+    # highdicom adds the very element objects it is given, so it gets a copy of the header.
+    image.copy_patient_and_study_information(copy.deepcopy(header))
     # General Series: Laterality is Type 2C and a radiograph may show a paired part, so it is
     # always sent: the source's side when it names one, else empty (both sides, or unknown).
     image.Laterality = _series_laterality(header)

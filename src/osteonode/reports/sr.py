@@ -20,6 +20,7 @@ Every CONTAINER is SEPARATE, so text renderers (``dsr2html``) print each label w
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -185,7 +186,8 @@ def _evidence_view(source: Dataset) -> Dataset:
     view = Dataset()
     for element in source:
         if element.tag.group != 0x7FE0:
-            view.add(element)
+            # highdicom adds the very element objects it is given; the SR must not share them.
+            view.add(copy.deepcopy(element))
     for keyword in _TYPE_2_FROM_EVIDENCE:
         if keyword not in view:
             setattr(view, keyword, None)
