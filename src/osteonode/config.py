@@ -34,9 +34,13 @@ __all__ = [
     "AssociationPolicy",
     "ConfigError",
     "ConfigProblem",
+    "ChestSettings",
     "DatabaseSettings",
     "Destination",
+    "HipSettings",
+    "IntendedUsePolicy",
     "LoggingSettings",
+    "LumbarSettings",
     "ModelsSettings",
     "NodeConfig",
     "NodeSettings",
@@ -235,14 +239,49 @@ class RoutingSettings(_Section):
     rules: list[RoutingRule] = Field(default_factory=default_routing_rules)
 
 
+class IntendedUsePolicy(enum.StrEnum):
+    """What to do with a film outside a method's intended population (age, sex, view)."""
+
+    ANALYSE_WITH_NOTE = "analyse_with_note"
+    SKIP = "skip"
+
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
 class PipelineSettings(_Section):
-    """Per-pipeline switches; the pipeline issues add their own keys here."""
+    """Keys every pipeline has."""
 
     enabled: bool = True
     model: str | None = Field(
         default=None, description="Folder name under [models].dir; None: '<pipeline>-demo'."
     )
     destinations: list[str] = Field(default_factory=list)
+    outside_intended_use: IntendedUsePolicy = IntendedUsePolicy.ANALYSE_WITH_NOTE
+    report_not_evaluable: bool = Field(
+        default=True, description="Send an SR saying why when a film cannot be assessed."
+    )
+
+    def model_name(self, pipeline: PipelineName) -> str:
+        """The model folder this pipeline uses."""
+        return self.model or f"{PipelineName(pipeline).value}-demo"
+
+
+class LumbarSettings(PipelineSettings):
+    """``[pipelines.lumbar]``; T-score references and calibration live in reference.toml."""
+
+
+class ChestSettings(PipelineSettings):
+    """``[pipelines.chest]``: the two stages' decision thresholds (the paper's cut-off is 0.5)."""
+
+    stage1_threshold: Probability = 0.5
+    stage2_threshold: Probability = 0.5
+
+
+class HipSettings(PipelineSettings):
+    """``[pipelines.hip]``: decision threshold on the probability of osteoporosis."""
+
+    threshold: Probability = 0.5
 
 
 class ModelsSettings(_Section):
@@ -255,9 +294,9 @@ class ModelsSettings(_Section):
 class PipelinesSettings(_Section):
     """One section per pipeline, ``[pipelines.lumbar]`` and so on."""
 
-    lumbar: PipelineSettings = Field(default_factory=PipelineSettings)
-    chest: PipelineSettings = Field(default_factory=PipelineSettings)
-    hip: PipelineSettings = Field(default_factory=PipelineSettings)
+    lumbar: LumbarSettings = Field(default_factory=LumbarSettings)
+    chest: ChestSettings = Field(default_factory=ChestSettings)
+    hip: HipSettings = Field(default_factory=HipSettings)
 
     def get(self, pipeline: PipelineName) -> PipelineSettings:
         """The settings of one pipeline."""
