@@ -66,11 +66,11 @@ class Node:
         self.database = Database(config.database.url)
         self.spool = Spool(config.storage.spool_dir)
         self.scp = StorageSCP(config, self.database, self.spool) if scp else None
-        self.workers = (
-            [Worker(config, self.database, self.spool, index=i) for i in range(config.workers.count)]
-            if workers
-            else []
-        )
+        activity = self.scp.activity if self.scp is not None else None
+        self.workers = [
+            Worker(config, self.database, self.spool, index=index, give_way_to=activity)
+            for index in range(config.workers.count if workers else 0)
+        ]
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from fixtures.peers import make_radiograph
 from sqlalchemy import select
 
 from osteonode.config import NodeConfig
+from osteonode.dicom.scp import IngestActivity
 from osteonode.store.db import Database
 from osteonode.store.queue import Receipt, claim_job, record_receipt
 from osteonode.store.spool import Spool
@@ -135,3 +137,33 @@ def test_worker_thread_stops_promptly_when_asked(database: Database, tmp_path: P
     worker.join(5)
 
     assert not worker.is_alive()
+
+
+def test_workers_give_way_while_images_arrive_but_only_for_a_bounded_time() -> None:
+    activity = IngestActivity(quiet_s=0.2)
+    stop = threading.Event()
+
+    started = time.monotonic()
+    activity.wait_until_quiet(5.0, stop)
+    idle_wait = time.monotonic() - started
+
+    activity.note_store()
+    started = time.monotonic()
+    activity.wait_until_quiet(5.0, stop)
+    quiet_wait = time.monotonic() - started
+
+    activity.note_store()
+    started = time.monotonic()
+    activity.wait_until_quiet(0.05, stop)
+    bounded_wait = time.monotonic() - started
+
+    activity.note_store()
+    stop.set()
+    started = time.monotonic()
+    activity.wait_until_quiet(5.0, stop)
+    stopped_wait = time.monotonic() - started
+
+    assert idle_wait < 0.05
+    assert 0.15 < quiet_wait < 0.5
+    assert bounded_wait < 0.15
+    assert stopped_wait < 0.05

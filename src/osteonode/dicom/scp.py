@@ -48,6 +48,7 @@ from osteonode.store.tables import EventKind
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
     "AssociationRefusal",
+    "IngestActivity",
     "RefusalReason",
     "StorageSCP",
     "StoreStatus",
@@ -259,6 +260,41 @@ def _normalise_address(host: str) -> str:
     return str(address)
 
 
+class IngestActivity:
+    """When the SCP last began storing an image, so that workers in its process can give way.
+
+    Receiving is what a sender waits for; routing and analysis can wait. Workers sharing the
+    process (and its interpreter lock, disk and SQLite write lock) with the SCP hold back while
+    images are arriving, but never longer than a bound, so a node that receives all day still
+    analyses.
+
+    Parameters
+    ----------
+    quiet_s
+        Time without a new C-STORE after which receiving counts as idle.
+    """
+
+    def __init__(self, quiet_s: float = 0.25) -> None:
+        if quiet_s <= 0:
+            raise ValueError(f"quiet_s must be positive, got {quiet_s}")
+        self._quiet_s = quiet_s
+        self._last_store = float("-inf")
+
+    def note_store(self) -> None:
+        """Record that a C-STORE is being handled now."""
+        self._last_store = time.monotonic()
+
+    def wait_until_quiet(self, max_wait_s: float, stop: threading.Event) -> None:
+        """Return once receiving has been idle for ``quiet_s``, after ``max_wait_s``, or on ``stop``."""
+        deadline = time.monotonic() + max_wait_s
+        while not stop.is_set():
+            now = time.monotonic()
+            quiet_in = self._last_store + self._quiet_s - now
+            if quiet_in <= 0 or now >= deadline:
+                return
+            stop.wait(min(quiet_in, deadline - now))
+
+
 class StorageSCP:
     """The node's DICOM service: Verification and Storage SCP for every storage SOP class.
 
@@ -291,6 +327,8 @@ class StorageSCP:
         self._min_free_bytes = config.storage.min_free_mb * _MEBIBYTE
         self._server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
+        #: Lets workers in this process give way while images arrive.
+        self.activity = IngestActivity()
         self._ae = self._build_ae()
 
     def _build_ae(self) -> AE:
@@ -430,6 +468,7 @@ class StorageSCP:
             return status
 
     def _store(self, event: NetworkEvent) -> int:
+        self.activity.note_store()
         received_at = datetime.now(UTC)
         request = event.request
         association = event.assoc
