@@ -25,6 +25,7 @@ from osteonode.bone import Laterality, WhoCategory
 from osteonode.config import PipelineName
 
 __all__ = [
+    "OutsideIntendedUse",
     "Finding",
     "FindingSite",
     "ModelIdentity",
@@ -32,6 +33,23 @@ __all__ = [
     "Result",
     "SourceImage",
 ]
+
+
+class OutsideIntendedUse(Exception):
+    """The film is outside the method's intended population and the site's policy is to skip it.
+
+    Parameters
+    ----------
+    reason
+        What puts the film outside (e.g. "patient aged 42; the method is for ages 50 and over"),
+        recorded as the job's skip reason.
+    """
+
+    def __init__(self, reason: str) -> None:
+        if not reason:
+            raise ValueError("OutsideIntendedUse needs a reason")
+        super().__init__(reason)
+        self.reason = reason
 
 
 class FindingSite(enum.StrEnum):
