@@ -448,6 +448,10 @@ class StorageSCP:
             called_ae=called,
             calling_host=calling_host,
         )
+        # As pynetdicom does after its own rejections: wait until the DUL has sent the A-ASSOCIATE-RJ
+        # and the peer has closed (or the ARTIM timer expired); otherwise the reactor closes the
+        # socket at once and the peer may see an abort instead of the reason.
+        association.kill()
 
     def _on_echo(self, event: NetworkEvent) -> int:
         log.info("echo", calling_ae=str(event.assoc.requestor.ae_title).strip())
