@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from osteonode.config import ConfigError, NodeConfig, check_config, load_config
+from osteonode.config import ConfigError, NodeConfig, PipelineName, check_config, load_config
 
 if TYPE_CHECKING:
+    from osteonode.analysis import Analysis
     from osteonode.store.history import EventRecord, InstanceHistory
 
 app = typer.Typer(
@@ -136,6 +137,157 @@ def models_list(
         else:
             table.add_row(folder.name, "", "", "", "", f"[red]{escape(str(card))}[/red]")
     console.print(table)
+
+
+@app.command("analyze")
+def analyze(
+    file: Annotated[Path, typer.Argument(help="DICOM file to analyse.", exists=True, dir_okay=False)],
+    config: ConfigOption = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the routing decision and result as JSON.", dir_okay=False)
+    ] = None,
+    explain: Annotated[
+        Path | None,
+        typer.Option("--explain", help="Write the heat-map picture (as sent to PACS) as PNG.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Route one file and run its pipeline here, without the network; print the findings."""
+    from osteonode.analysis import analyse_file
+    from osteonode.reports import render_result
+
+    analysis = analyse_file(file, _load(config))
+    _print_analysis(analysis)
+    if json_out is not None:
+        json_out.write_text(json.dumps(_analysis_dict(analysis), indent=2), "utf-8")
+    if explain is not None:
+        if analysis.result is None or analysis.radiograph is None:
+            Console(stderr=True).print("no result, so no heat-map picture was written", style="yellow")
+        else:
+            from PIL import Image
+
+            Image.fromarray(render_result(analysis.result, analysis.radiograph)).save(explain)
+
+
+def _analysis_dict(analysis: Analysis) -> dict[str, object]:
+    from osteonode.routing import Route
+
+    decision = analysis.decision
+    return {
+        "route": (
+            {"pipeline": decision.pipeline.value, "rule": decision.rule}
+            if isinstance(decision, Route)
+            else {"skip": decision.reason.value, "detail": decision.detail, "rule": decision.rule}
+        ),
+        "refusal": (
+            {"kind": analysis.refusal.kind.value, "detail": analysis.refusal.detail}
+            if analysis.refusal is not None
+            else None
+        ),
+        "result": analysis.result.to_dict() if analysis.result is not None else None,
+    }
+
+
+def _number(value: float | None, digits: int, suffix: str = "") -> str:
+    return "" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _print_analysis(analysis: Analysis) -> None:
+    from osteonode.routing import Route
+
+    decision = analysis.decision
+    if not isinstance(decision, Route):
+        console.print(f"skipped: {decision.reason.value} — {escape(decision.detail)}", highlight=False)
+        return
+    console.print(f"routed to [bold]{decision.pipeline.value}[/bold] by rule {escape(decision.rule)}")
+    if analysis.refusal is not None:
+        console.print(
+            f"[yellow]not analysed: {analysis.refusal.kind.value}[/yellow] — {escape(analysis.refusal.detail)}",
+            highlight=False,
+        )
+        return
+    result = analysis.result
+    assert result is not None
+    console.print(f"model {escape(result.model.name)} {escape(result.model.version)}", highlight=False)
+    if result.disclaimer:
+        console.print(f"[bold red]{escape(result.disclaimer)}[/bold red]")
+    if result.evaluable:
+        answer = result.category.value if result.category is not None else ""
+        console.print(f"result: [bold]{answer}[/bold]" + (
+            f", T-score {result.t_score:.1f}" if result.t_score is not None else ""))
+    else:
+        console.print(f"[yellow]not evaluable[/yellow]: {escape(result.reason or '')}", highlight=False)
+    table = Table("finding", "counts", "BMD g/cm2", "T-score", "probability", "category", "reason")
+    for finding in result.findings:
+        table.add_row(
+            escape(finding.name),
+            "yes" if finding.included else "no",
+            _number(finding.bmd_g_cm2, 3),
+            _number(finding.t_score, 1),
+            _number(None if finding.probability is None else 100 * finding.probability, 1, " %"),
+            finding.category.value if finding.category is not None else "",
+            escape(finding.reason or ""),
+        )
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+
+
+@app.command("train")
+def train(
+    part: Annotated[PipelineName, typer.Argument(help="The pipeline whose networks to train.")],
+    cohort: Annotated[
+        Path | None, typer.Option(help="Cohort CSV (phantom format: files + ground truth).", dir_okay=False)
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Model folder to write (model.toml + weights).")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Make the shipped demo weights from phantoms (models/<part>-demo).")
+    ] = False,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", min=0.0)] = None,
+    patience: Annotated[int | None, typer.Option(min=0, help="Epochs without improvement before stopping.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in the output folder.")] = True,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from a pretrained checkpoint (.safetensors or .pth).", dir_okay=False)
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name for the card (default: folder name).")] = None,
+    version: Annotated[str, typer.Option(help="Model version for the card.")] = "0.1.0",
+) -> None:
+    """Train (or fine-tune) a pipeline's networks on a cohort and write a model folder."""
+    import dataclasses
+
+    from osteonode.train import train_demo, trainer
+    from osteonode.zoo import pick_device
+
+    try:
+        module = trainer(part)
+        target = pick_device(device)
+    except ValueError as error:
+        Console(stderr=True).print(str(error), style="red", markup=False)
+        raise typer.Exit(code=2) from None
+    if demo:
+        card = train_demo(part, workdir=Path("var/demo-training"), models_dir=Path("models"), device=target)
+    else:
+        if cohort is None or out is None:
+            Console(stderr=True).print("give --cohort and --out (or --demo)", style="red")
+            raise typer.Exit(code=2)
+        overrides = {
+            key: value
+            for key, value in {
+                "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                "patience": patience, "seed": seed,
+            }.items()
+            if value is not None
+        }
+        settings = dataclasses.replace(module.DEMO_RECIPE.settings, **overrides)
+        card = module.train(
+            cohort, out, settings, device=target, resume=resume, name=name or out.name,
+            version=version, init=init,
+        )
+    console.print(f"wrote model {escape(card.name)} {escape(card.version)}; validation: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in card.metrics.items()), highlight=False)
 
 
 @app.command("route")

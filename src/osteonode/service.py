@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from osteonode.config import NodeConfig
 from osteonode.dicom.scp import StorageSCP
+from osteonode.pipelines import load_pipelines
 from osteonode.store.db import Database
 from osteonode.store.queue import reclaim_expired_leases
 from osteonode.store.retention import purge_spool
@@ -67,9 +68,12 @@ class Node:
         self.spool = Spool(config.storage.spool_dir)
         self.scp = StorageSCP(config, self.database, self.spool) if scp else None
         activity = self.scp.activity if self.scp is not None else None
+        worker_count = config.workers.count if workers else 0
+        # Models are loaded once per process; the workers share them.
+        pipelines = load_pipelines(config).available if worker_count else {}
         self.workers = [
-            Worker(config, self.database, self.spool, index=index, give_way_to=activity)
-            for index in range(config.workers.count if workers else 0)
+            Worker(config, self.database, self.spool, index=index, pipelines=pipelines, give_way_to=activity)
+            for index in range(worker_count)
         ]
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False

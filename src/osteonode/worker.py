@@ -9,19 +9,17 @@ one. The same code runs embedded (threads of ``osteonode serve``, SQLite) and sc
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import threading
 from collections.abc import Mapping
-from typing import Any
 
-import pydicom
 import structlog
 
-from osteonode.config import NodeConfig
+from osteonode.analysis import Refusal, run_pipeline
+from osteonode.config import NodeConfig, PipelineName
 from osteonode.dicom.scp import IngestActivity
-from osteonode.pipelines import Pipeline, available
+from osteonode.pipelines import Pipeline
 from osteonode.routing import Route, route_file
 from osteonode.store.db import Database
 from osteonode.store.queue import (
@@ -64,8 +62,9 @@ class Worker(threading.Thread):
     index
         Number of this worker in its process, for its name.
     pipelines
-        The pipelines this worker can run; :func:`osteonode.pipelines.available` by default. A job
-        routed to another pipeline stays ``queued`` until a worker that has it claims it.
+        The pipelines this worker can run (:func:`osteonode.pipelines.load_pipelines`, loaded once
+        per process and shared by its workers). A job routed to another pipeline stays ``queued``
+        until a worker that has it claims it.
     give_way_to
         The receiving activity of an SCP in the same process: before each claim the worker waits
         until no image has arrived for a moment, at most ``MAX_GIVE_WAY_S``.
@@ -78,7 +77,7 @@ class Worker(threading.Thread):
         spool: Spool,
         *,
         index: int = 0,
-        pipelines: Mapping[str, Pipeline] | None = None,
+        pipelines: Mapping[PipelineName, Pipeline],
         give_way_to: IngestActivity | None = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
@@ -91,7 +90,7 @@ class Worker(threading.Thread):
         self._routing = config.routing
         self._database = database
         self._spool = spool
-        self._pipelines = dict(available() if pipelines is None else pipelines)
+        self._pipelines = dict(pipelines)
         self._give_way_to = give_way_to
         self._stopping = threading.Event()
 
@@ -163,17 +162,22 @@ class Worker(threading.Thread):
             self._run_pipeline(job, pipeline, spool_path)
 
     def _run_pipeline(self, job: Job, pipeline: Pipeline, spool_path: str) -> None:
-        # Pipelines receive the spooled dataset until osteonode.imaging provides the decoded
-        # Radiograph value they will take instead.
-        dataset = pydicom.dcmread(self._spool.path(spool_path))
-        outcome = pipeline.run(dataset)
+        # Workers of one process share each pipeline's networks; Grad-CAM hooks them while it
+        # runs, so one image at a time goes through a given pipeline.
+        with _run_lock(pipeline):
+            _, outcome = run_pipeline(pipeline, self._spool.path(spool_path))
         with self._database.session() as session:
+            if isinstance(outcome, Refusal):
+                mark_skipped(session, job, outcome.kind.value, outcome.detail)
+                return
             session.add(
                 Result(
                     job_id=job.id,
                     instance_id=job.instance_id,
-                    pipeline=pipeline.name,
-                    payload=_payload(outcome),
+                    pipeline=pipeline.name.value,
+                    model_name=outcome.model.name,
+                    model_version=outcome.model.version,
+                    payload=outcome.to_dict(),
                     created_at=utc_now(),
                 )
             )
@@ -184,10 +188,11 @@ class Worker(threading.Thread):
             release_job(session, job)
 
 
-def _payload(outcome: Any) -> dict[str, Any]:
-    """A pipeline result as a JSON object (results are dataclasses or mappings of plain data)."""
-    if dataclasses.is_dataclass(outcome) and not isinstance(outcome, type):
-        return dataclasses.asdict(outcome)
-    if isinstance(outcome, Mapping):
-        return dict(outcome)
-    raise TypeError(f"a pipeline must return a dataclass or a mapping, not {type(outcome).__name__}")
+_RUN_LOCKS: dict[int, threading.Lock] = {}
+_RUN_LOCKS_GUARD = threading.Lock()
+
+
+def _run_lock(pipeline: Pipeline) -> threading.Lock:
+    """The lock that serialises runs of one pipeline object across this process's workers."""
+    with _RUN_LOCKS_GUARD:
+        return _RUN_LOCKS.setdefault(id(pipeline), threading.Lock())

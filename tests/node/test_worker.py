@@ -4,42 +4,53 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pydicom
 from fixtures.peers import make_radiograph
 from sqlalchemy import select
 
-from osteonode.config import NodeConfig
+from osteonode.bone import WhoCategory
+from osteonode.config import NodeConfig, PipelineName
 from osteonode.dicom.scp import IngestActivity
+from osteonode.imaging.pixels import Radiograph
+from osteonode.pipelines.base import ModelIdentity, OutsideIntendedUse, Result, SourceImage
 from osteonode.store.db import Database
 from osteonode.store.queue import Receipt, claim_job, record_receipt
 from osteonode.store.spool import Spool
-from osteonode.store.tables import Event, Job, Result
+from osteonode.store.tables import Event, Job
+from osteonode.store.tables import Result as ResultRow
 from osteonode.worker import Worker
 
-
-@dataclass(frozen=True)
-class Measurement:
-    vertebrae: int
+STAND_IN = ModelIdentity("stand-in", "1", "none", synthetic=True, diagnostic_use=False)
 
 
-class CountingPipeline:
-    """A stand-in pipeline that reports the image's row count."""
+class RowCountingPipeline:
+    """A stand-in pipeline: its 'T-score' is minus the image's row count divided by 100."""
 
-    name = "lumbar"
+    name = PipelineName.LUMBAR
 
-    def run(self, radiograph: Any) -> Measurement:
-        return Measurement(vertebrae=int(radiograph.Rows))
+    def run(self, radiograph: Radiograph) -> Result:
+        rows, columns = radiograph.shape
+        uids = radiograph.uids
+        source = SourceImage(uids.sop_class_uid, uids.sop_instance_uid, uids.study_instance_uid,
+                             uids.series_instance_uid, rows, columns)
+        return Result(PipelineName.LUMBAR, source, STAND_IN, evaluable=True,
+                      category=WhoCategory.OSTEOPOROSIS, t_score=-rows / 100)
 
 
 class BrokenPipeline:
-    name = "lumbar"
+    name = PipelineName.LUMBAR
 
-    def run(self, radiograph: Any) -> Measurement:
+    def run(self, radiograph: Radiograph) -> Result:
         raise RuntimeError("model weights missing")
+
+
+class SkippingPipeline:
+    name = PipelineName.LUMBAR
+
+    def run(self, radiograph: Radiograph) -> Result:
+        raise OutsideIntendedUse("patient aged 30; the method is for ages 50 and over")
 
 
 def receive(database: Database, spool: Spool, image: Path) -> str:
@@ -85,14 +96,50 @@ def test_installed_pipeline_runs_right_after_routing_and_its_result_is_kept(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm", rows=300))
-    worker = Worker(NodeConfig(), database, spool, pipelines={"lumbar": CountingPipeline()})
+    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: RowCountingPipeline()})
 
     worker.process_next()
 
     assert job_states(database) == [("done", "lumbar", None)]
     with database.session() as session:
-        result = session.scalars(select(Result)).one()
-        assert (result.pipeline, result.payload) == ("lumbar", {"vertebrae": 300})
+        stored = session.scalars(select(ResultRow)).one()
+        assert (stored.pipeline, stored.model_name, stored.model_version) == ("lumbar", "stand-in", "1")
+        assert stored.payload["t_score"] == -3.0
+        assert Result.from_dict(stored.payload).category is WhoCategory.OSTEOPOROSIS
+
+
+def test_film_outside_intended_use_is_skipped_with_the_pipeline_reason(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
+    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: SkippingPipeline()})
+
+    worker.process_next()
+
+    with database.session() as session:
+        job = session.scalars(select(Job)).one()
+        assert (str(job.state), job.skip_reason) == ("skipped", "outside_intended_use")
+        assert "aged 30" in job.skip_detail
+
+
+def test_image_the_decoder_refuses_is_skipped_with_the_decoder_reason(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    image = make_radiograph(tmp_path / "spine.dcm")
+    ds = pydicom.dcmread(image)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]  # the header promises more pixels
+    ds.save_as(image)
+    receive(database, spool, image)
+    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: RowCountingPipeline()})
+
+    worker.process_next()
+
+    with database.session() as session:
+        job = session.scalars(select(Job)).one()
+        assert (str(job.state), job.skip_reason) == ("skipped", "image_error")
+        assert "truncated_pixel_data" in job.skip_detail
 
 
 def test_failing_pipeline_is_retried_then_marked_failed_with_its_error(
@@ -100,7 +147,7 @@ def test_failing_pipeline_is_retried_then_marked_failed_with_its_error(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
-    worker = Worker(NodeConfig(), database, spool, pipelines={"lumbar": BrokenPipeline()})
+    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: BrokenPipeline()})
 
     while worker.process_next():
         pass

@@ -1,47 +1,112 @@
-"""Analysis pipelines and the registry the workers look them up in.
+"""Analysis pipelines and the registry that loads them from the configured model folders.
 
-A pipeline takes one decoded radiograph and returns a plain-data result; it knows nothing of
-networking, the database or DICOM encoding. The registry below is empty until the pipeline issues
-(lumbar, chest, hip) land: until then a routed job stays ``queued`` for its pipeline, so nothing the
-node received is lost while the models are missing.
+A pipeline takes one decoded radiograph and returns a plain-data :class:`~.base.Result`; it knows
+nothing of networking, the database or DICOM encoding. Each enabled pipeline is loaded from its model
+folder (``[models].dir`` / ``[pipelines.<name>].model``, by default ``models/<name>-demo``). A
+pipeline whose model is missing or damaged is *unavailable*, with the reason: routed jobs then stay
+``queued`` for it, so nothing the node received is lost while a model is being installed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
-__all__ = ["Pipeline", "available"]
+import structlog
+
+from osteonode.config import NodeConfig, PipelineName, PipelineSettings
+from osteonode.imaging.pixels import Radiograph
+from osteonode.pipelines.base import Result
+from osteonode.reference import ReferenceData, load_reference
+
+__all__ = ["LoadedPipelines", "Pipeline", "load_pipelines"]
+
+log = structlog.get_logger(__name__)
+
+#: Where each pipeline's class lives, imported only when the pipeline is enabled.
+_PIPELINE_CLASSES: Mapping[PipelineName, str] = {
+    PipelineName.LUMBAR: "osteonode.pipelines.lumbar:LumbarPipeline",
+    PipelineName.CHEST: "osteonode.pipelines.chest:ChestPipeline",
+    PipelineName.HIP: "osteonode.pipelines.hip:HipPipeline",
+}
 
 
 @runtime_checkable
 class Pipeline(Protocol):
-    """What a worker needs from an analysis pipeline.
+    """What a worker needs from an analysis pipeline."""
 
-    Attributes
-    ----------
-    name
-        The pipeline's name, the value routing rules use (``lumbar``, ``chest``, ``hip``).
+    name: ClassVar[PipelineName]
 
-    Notes
-    -----
-    The argument and result types are narrowed by the pipeline issues (``Radiograph`` from
-    ``osteonode.imaging.pixels`` and the ``Result`` types of ``osteonode.pipelines.base``); the
-    contract here is only the shape a worker relies on.
-    """
+    @classmethod
+    def from_model(cls, model: object, settings: PipelineSettings, reference: ReferenceData) -> Self:
+        """Build the pipeline from its loaded model, its settings and the reference data."""
+        ...
 
-    name: str
-
-    def run(self, radiograph: Any) -> Any:
-        """Analyse one radiograph and return the pipeline's result."""
+    def run(self, radiograph: Radiograph) -> Result:
+        """Analyse one radiograph (raises OutsideIntendedUse only under the skip policy)."""
         ...
 
 
-def available() -> dict[str, Pipeline]:
-    """The pipelines this installation can run, by name.
+@dataclass(frozen=True)
+class LoadedPipelines:
+    """The pipelines this process can run, and why the others cannot."""
+
+    available: Mapping[PipelineName, Pipeline]
+    unavailable: Mapping[PipelineName, str]
+
+
+def _pipeline_class(name: PipelineName) -> type[Pipeline] | None:
+    module_name, _, class_name = _PIPELINE_CLASSES[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        return None
+    return getattr(module, class_name)
+
+
+def load_pipelines(config: NodeConfig, reference: ReferenceData | None = None) -> LoadedPipelines:
+    """Load every enabled pipeline whose model folder is usable.
+
+    Parameters
+    ----------
+    config
+        Node configuration (``[pipelines.*]`` and ``[models]``).
+    reference
+        T-score references and calibrations; ``load_reference()`` when None.
 
     Returns
     -------
-    dict of str to Pipeline
-        Empty for now: no pipeline is installed yet, so routed jobs wait in the ``queued`` state.
+    LoadedPipelines
+        Each pipeline either available or unavailable with the reason (logged as well).
     """
-    return {}
+    from osteonode.zoo import ModelError, load_model
+
+    reference = load_reference() if reference is None else reference
+    available: dict[PipelineName, Pipeline] = {}
+    unavailable: dict[PipelineName, str] = {}
+    for name in PipelineName:
+        settings = config.pipelines.get(name)
+        directory = config.models.dir / settings.model_name(name)
+        pipeline_class = _pipeline_class(name)
+        if not settings.enabled:
+            unavailable[name] = "disabled in the configuration"
+        elif pipeline_class is None:
+            unavailable[name] = "not installed in this version of osteonode"
+        elif not directory.is_dir():
+            unavailable[name] = f"model folder {directory} not found"
+        else:
+            try:
+                model = load_model(directory, device=config.models.device)
+            except ModelError as error:
+                unavailable[name] = str(error)
+            else:
+                available[name] = pipeline_class.from_model(model, settings, reference)
+                log.info("pipeline_loaded", pipeline=name.value, model=model.card.name,
+                         version=model.card.version, device=str(model.device))
+                continue
+        log.warning("pipeline_unavailable", pipeline=name.value, reason=unavailable[name])
+    return LoadedPipelines(available=available, unavailable=unavailable)

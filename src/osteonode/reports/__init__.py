@@ -5,7 +5,7 @@ outlines); ``build_secondary_capture`` writes the picture with the answer burnt 
 plain data and return pydicom datasets; neither knows about networking or torch.
 """
 
-from osteonode.reports.capture import build_secondary_capture
+from osteonode.reports.capture import build_secondary_capture, render_result
 from osteonode.reports.device import DeviceInfo
 from osteonode.reports.sr import ReportError, build_structured_report
 from osteonode.reports.text import banner_lines, summary_text
@@ -18,6 +18,7 @@ __all__ = [
     "ReportError",
     "banner_lines",
     "build_secondary_capture",
+    "render_result",
     "build_structured_report",
     "output_uids",
     "summary_text",

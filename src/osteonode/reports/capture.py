@@ -32,6 +32,7 @@ __all__ = [
     "SC_SERIES_NUMBER",
     "build_secondary_capture",
     "draw_outlines",
+    "render_result",
 ]
 
 log = structlog.get_logger(__name__)
@@ -81,12 +82,7 @@ def build_secondary_capture(
         raise TypeError(f"radiograph must be a Radiograph, not {type(radiograph).__name__}")
     if not isinstance(device, DeviceInfo):
         raise TypeError(f"device must be a DeviceInfo, not {type(device).__name__}")
-    _check_radiograph(result, radiograph)
-
-    grey = draw_outlines(display_window(radiograph), result.findings)
-    heat = result.heatmap if result.heatmap is not None else np.zeros(grey.shape, np.float32)
-    rgb = heatmap_overlay(grey, heat, banner_lines(result))
-
+    rgb = render_result(result, radiograph)
     header = radiograph.header
     source_orientation = _source_orientation(header)
     uids = output_uids(result.source.sop_instance_uid, result.model, OutputKind.SECONDARY_CAPTURE)
@@ -136,6 +132,32 @@ def build_secondary_capture(
         heatmap=result.heatmap is not None,
     )
     return image
+
+
+def render_result(result: Result, radiograph: Radiograph) -> np.ndarray:
+    """The picture a reader sees: the windowed film, outlines, heat-map, legend and banner.
+
+    Parameters
+    ----------
+    result : Result
+        The result to draw.
+    radiograph : Radiograph
+        The decoded source image the result was computed from.
+
+    Returns
+    -------
+    numpy.ndarray
+        RGB ``uint8`` image of the source's size.
+
+    Raises
+    ------
+    ReportError
+        When the radiograph is not the image the result describes.
+    """
+    _check_radiograph(result, radiograph)
+    grey = draw_outlines(display_window(radiograph), result.findings)
+    heat = result.heatmap if result.heatmap is not None else np.zeros(grey.shape, np.float32)
+    return heatmap_overlay(grey, heat, banner_lines(result))
 
 
 def _check_radiograph(result: Result, radiograph: Radiograph) -> None:

@@ -7,11 +7,22 @@ training loop they share.
 
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+import torch
+
+from osteonode.config import PipelineName
 from osteonode.train.loop import TrainingSettings
 
-__all__ = ["DemoRecipe"]
+if TYPE_CHECKING:
+    from osteonode.zoo import ModelCard
+
+__all__ = ["DemoRecipe", "train_demo", "trainer"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +58,54 @@ class DemoRecipe:
             raise ValueError("a demo recipe needs at least 2 phantoms of at least 64 pixels")
         if not 0.0 <= self.hard_fraction < 1.0:
             raise ValueError("hard_fraction must lie in [0, 1)")
+
+
+def trainer(part: PipelineName) -> ModuleType:
+    """The training module of a pipeline (``osteonode.train.<part>``).
+
+    Raises
+    ------
+    ValueError
+        When this version of osteonode has no trainer for ``part``.
+    """
+    try:
+        return importlib.import_module(f"osteonode.train.{PipelineName(part).value}")
+    except ModuleNotFoundError as error:
+        if error.name != f"osteonode.train.{PipelineName(part).value}":
+            raise
+        raise ValueError(f"no trainer for the {part} pipeline in this version of osteonode") from None
+
+
+def train_demo(
+    part: PipelineName, *, workdir: Path, models_dir: Path, device: torch.device, show_progress: bool = True
+) -> ModelCard:
+    """Make the demo weights of ``part`` exactly as its :class:`DemoRecipe` says.
+
+    The phantom cohort is written under ``workdir/<part>`` and the model into
+    ``models_dir/<recipe name>``; an interrupted run resumes from its checkpoints.
+    """
+    from osteonode.phantoms import make_cohort
+
+    module = trainer(part)
+    recipe: DemoRecipe = module.DEMO_RECIPE
+    cohort_dir = workdir / PipelineName(part).value
+    cohort = make_cohort(
+        PipelineName(part).value,
+        recipe.phantoms,
+        cohort_dir,
+        seed=recipe.seed,
+        size=recipe.size,
+        hard_fraction=recipe.hard_fraction,
+        progress=show_progress,
+        workers=max(1, min(4, os.cpu_count() or 1)),
+    )
+    return module.train(
+        cohort,
+        models_dir / recipe.name,
+        recipe.settings,
+        device=device,
+        resume=True,
+        name=recipe.name,
+        version=recipe.version,
+        show_progress=show_progress,
+    )
