@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages serve demo test bench clean
+.PHONY: install system-packages serve demo demo-weights test bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -37,6 +37,13 @@ serve: install
 
 demo: install
 	$(BIN)/osteonode demo
+
+# The shipped demo weights, made from synthetic phantoms exactly as each pipeline's DemoRecipe says
+# (phantoms under var/demo-training/, models under models/<part>-demo/; a GPU is used when present).
+demo-weights: install
+	$(BIN)/osteonode train lumbar --demo
+	$(BIN)/osteonode train chest --demo
+	$(BIN)/osteonode train hip --demo
 
 test: install
 	$(BIN)/pytest -q

@@ -290,6 +290,20 @@ def train(
                   + ", ".join(f"{k} {v:.3f}" for k, v in card.metrics.items()), highlight=False)
 
 
+@app.command("demo")
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its images and node state.")] = Path("demo-out"),
+) -> None:
+    """Start a node on the embedded defaults, send it sample radiographs, and show what it did."""
+    from osteonode.demo import DemoError, run_demo
+
+    try:
+        run_demo(workdir, show=lambda line: console.print(line, highlight=False, markup=False))
+    except DemoError as error:
+        Console(stderr=True).print(f"demo failed: {error}", style="red", markup=False)
+        raise typer.Exit(code=1) from None
+
+
 @app.command("route")
 def route(
     files: Annotated[list[Path], typer.Argument(help="DICOM files to route.", exists=False)],
@@ -421,7 +435,7 @@ def _events_table(records: list[EventRecord], title: str) -> Table:
 
 
 def _print_history(history: InstanceHistory) -> None:
-    """Print an ``InstanceHistory``: the instance, its jobs, deliveries and events."""
+    """Print an ``InstanceHistory``: the instance, its jobs, results, deliveries and events."""
     record = history.instance
     if record is not None:
         facts = Table(show_header=False, title=f"Image {history.sop_instance_uid}")
@@ -436,6 +450,16 @@ def _print_history(history: InstanceHistory) -> None:
             f"{job.attempts}/{job.max_attempts}", escape(job.error or ""),
         )
     console.print(jobs)
+    if history.results:
+        answers = Table("result", "pipeline", "model", "answer", "T-score", title="Results")
+        for result in history.results:
+            answer = result.category if result.evaluable else f"not evaluable: {result.reason}"
+            answers.add_row(
+                str(result.id), result.pipeline,
+                escape(f"{result.model_name or ''} {result.model_version or ''}".strip()),
+                escape(answer or ""), _number(result.t_score, 1),
+            )
+        console.print(answers)
     if history.deliveries:
         sent = Table("delivery", "destination", "state", "attempts", "last error", title="Deliveries")
         for delivery in history.deliveries:

@@ -32,7 +32,14 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event as NetworkEvent
@@ -68,13 +75,29 @@ _UNCOMPRESSED = (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 )
+_LOSSLESS_COMPRESSED = (
+    RLELossless,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+)
 #: Every transfer syntax pydicom knows, in the node's order of preference. pynetdicom accepts, in a
-#: presentation context that proposes several, the first of this list that the peer proposed. The
-#: uncompressed syntaxes come first so that the node never asks a sender to transcode into a lossy
-#: syntax it happened to propose alongside; Explicit VR first, because it keeps the VRs.
+#: presentation context that proposes several, the first of this list that the peer proposed.
+#: Lossless compressed syntaxes come first: a sender that proposes its file's own lossless syntax
+#: next to an uncompressed one then sends the file as it is (dcmtk's storescu, for one, proposes
+#: Explicit VR Little Endian beside RLE yet cannot decompress RLE). Uncompressed come next and lossy
+#: last, so the node never asks a sender to transcode into a lossy syntax it proposed alongside.
 ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    *_LOSSLESS_COMPRESSED,
     *_UNCOMPRESSED,
-    *(syntax for syntax in AllTransferSyntaxes if syntax not in _UNCOMPRESSED),
+    *(
+        syntax
+        for syntax in AllTransferSyntaxes
+        if syntax not in _UNCOMPRESSED and syntax not in _LOSSLESS_COMPRESSED
+    ),
 )
 
 

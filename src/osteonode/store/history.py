@@ -23,6 +23,7 @@ __all__ = [
     "InstanceHistory",
     "InstanceRecord",
     "JobRecord",
+    "ResultRecord",
     "counts_by_state",
     "delivery_counts_by_state",
     "instance_history",
@@ -158,6 +159,39 @@ class DeliveryRecord(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class ResultRecord(_Record):
+    """The answer a pipeline gave for one image (the full payload stays in the results table)."""
+
+    id: int
+    job_id: int
+    pipeline: str
+    model_name: str | None
+    model_version: str | None
+    evaluable: bool | None
+    category: str | None
+    t_score: float | None
+    reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, result: Result) -> ResultRecord:
+        """Copy a :class:`Result` row, with the headline of its payload."""
+        payload = result.payload or {}
+        return cls(
+            id=result.id,
+            job_id=result.job_id,
+            pipeline=result.pipeline,
+            model_name=result.model_name,
+            model_version=result.model_version,
+            evaluable=payload.get("evaluable"),
+            category=payload.get("category"),
+            t_score=payload.get("t_score"),
+            reason=payload.get("reason"),
+            created_at=result.created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceHistory(_Record):
     """Everything the node recorded about one SOP Instance UID, events oldest first.
 
@@ -167,6 +201,7 @@ class InstanceHistory(_Record):
     sop_instance_uid: str
     instance: InstanceRecord | None
     jobs: list[JobRecord]
+    results: list[ResultRecord]
     deliveries: list[DeliveryRecord]
     events: list[EventRecord]
 
@@ -225,8 +260,12 @@ def instance_history(session: Session, sop_instance_uid: str) -> InstanceHistory
     if instance is None and not events:
         return None
     jobs: list[Job] = []
+    results: list[Result] = []
     deliveries: list[Delivery] = []
     if instance is not None:
+        results = list(
+            session.scalars(select(Result).where(Result.instance_id == instance.id).order_by(Result.id))
+        )
         jobs = list(
             session.scalars(select(Job).where(Job.instance_id == instance.id).order_by(Job.id))
         )
@@ -242,6 +281,7 @@ def instance_history(session: Session, sop_instance_uid: str) -> InstanceHistory
         sop_instance_uid=sop_instance_uid,
         instance=InstanceRecord.from_row(instance) if instance is not None else None,
         jobs=[JobRecord.from_row(job) for job in jobs],
+        results=[ResultRecord.from_row(result) for result in results],
         deliveries=[DeliveryRecord.from_row(delivery) for delivery in deliveries],
         events=[EventRecord.from_row(event) for event in events],
     )
