@@ -28,6 +28,12 @@ from osteonode.nets.convnext import (
     convnext_small,
     convnext_tiny,
 )
+from osteonode.nets.vertebrae import (
+    VertebraCropNet,
+    VertebraKeypointNet,
+    vertebra_crop_net,
+    vertebra_keypoint_net,
+)
 from osteonode.nets.vgg_nonlocal import (
     NonLocalBlock2d,
     VGGNonLocal,
@@ -46,6 +52,8 @@ __all__ = [
     "NonLocalBlock2d",
     "VGGNonLocal",
     "VGGNonLocalConfig",
+    "VertebraCropNet",
+    "VertebraKeypointNet",
     "build_network",
     "convnext_demo",
     "convnext_small",
@@ -54,6 +62,8 @@ __all__ = [
     "read_state_dict",
     "vgg16_nonlocal",
     "vgg16_nonlocal_demo",
+    "vertebra_crop_net",
+    "vertebra_keypoint_net",
 ]
 
 #: Architecture names a model card may use, and the constructor each one calls.
@@ -64,6 +74,8 @@ ARCHITECTURES: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyTyp
         "convnext_demo": convnext_demo,
         "vgg16_nonlocal": vgg16_nonlocal,
         "vgg16_nonlocal_demo": vgg16_nonlocal_demo,
+        "vertebra_keypoint_net": vertebra_keypoint_net,
+        "vertebra_crop_net": vertebra_crop_net,
     }
 )
 
