@@ -28,6 +28,7 @@ from osteonode.nets.convnext import (
     convnext_small,
     convnext_tiny,
 )
+from osteonode.nets.femur_locator import FemurLocator, femur_locator
 from osteonode.nets.vertebrae import (
     VertebraCropNet,
     VertebraKeypointNet,
@@ -48,6 +49,7 @@ __all__ = [
     "CheckpointLayout",
     "ConvNeXt",
     "ConvNeXtConfig",
+    "FemurLocator",
     "LoadReport",
     "NonLocalBlock2d",
     "VGGNonLocal",
@@ -58,6 +60,7 @@ __all__ = [
     "convnext_demo",
     "convnext_small",
     "convnext_tiny",
+    "femur_locator",
     "load_pretrained",
     "read_state_dict",
     "vgg16_nonlocal",
@@ -76,6 +79,7 @@ ARCHITECTURES: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyTyp
         "vgg16_nonlocal_demo": vgg16_nonlocal_demo,
         "vertebra_keypoint_net": vertebra_keypoint_net,
         "vertebra_crop_net": vertebra_crop_net,
+        "femur_locator": femur_locator,
     }
 )
 
