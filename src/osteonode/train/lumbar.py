@@ -1,0 +1,597 @@
+"""Train the lumbar pipeline's three networks from a cohort (DICOM files + ground-truth table).
+
+The cohort table has the phantom format (:func:`osteonode.phantoms.read_cohort`): per film the
+corners of T12-L5 in source pixels and the BMD of L1-L4 on the model's calibration scale. Every
+film is decoded once and prepared exactly as :class:`~osteonode.pipelines.lumbar.LumbarPipeline`
+prepares it; then, with the shared loop :func:`osteonode.train.loop.fit`:
+
+1. the corner detector learns Gaussian heat-maps of the 24 corners on augmented, letterboxed
+   copies (corners off the film get no peak, so its confidence says "not there");
+2. the corner refiner learns the true corners on crops aligned to deliberately misplaced
+   corners (the detector's typical error and more);
+3. the BMD regressor learns L1-L4 BMD on crops aligned to nearly true corners (the refiner's
+   typical error), from films without implants, curvature or cropping.
+
+The finished model is written with :func:`osteonode.zoo.save_model`, then loaded back and run as
+the pipeline on the validation films; those end-to-end figures go into the model card.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import structlog
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from osteonode.bone import MeasurementSite, Vertebra, VertebraMeasure, combine_lumbar, t_score
+from osteonode.config import LumbarSettings, PipelineName
+from osteonode.evaluate.metrics import (
+    cohen_kappa,
+    normalized_root_mean_squared_error,
+    pearson_correlation,
+)
+from osteonode.imaging import load_radiograph
+from osteonode.nets.vertebrae import CROP_SIZE, vertebra_crop_net, vertebra_keypoint_net
+from osteonode.phantoms import read_cohort
+from osteonode.phantoms.cohort import PhantomRecord
+from osteonode.pipelines.lumbar import (
+    BODIES,
+    CROP_MM_PER_PIXEL,
+    DETECTOR_SIZE,
+    LumbarPipeline,
+    crop_theta,
+    detector_input,
+    prepare_film,
+    sample_crops,
+    working_to_crop,
+)
+from osteonode.reference import ReferenceData, load_reference
+from osteonode.train import DemoRecipe
+from osteonode.train.loop import TrainingSettings, fit, split_indices
+from osteonode.zoo import ModelCard, NetworkEntry, load_model, save_model
+
+__all__ = ["DEMO_RECIPE", "LumbarCohortError", "train"]
+
+log = structlog.get_logger(__name__)
+
+DEMO_RECIPE = DemoRecipe(
+    phantoms=640,
+    size=640,
+    seed=1201,
+    hard_fraction=0.25,
+    settings=TrainingSettings(
+        epochs=20, batch_size=16, learning_rate=2e-3, weight_decay=1e-4, patience=5, seed=0,
+        validation_fraction=0.15,
+    ),
+    name="lumbar-demo",
+    version="0.1.0",
+)
+
+#: Keypoint heat-map Gaussian (heat-map cells).
+HEATMAP_SIGMA = 1.0
+#: Heat-map loss weight on the peaks: corners are a tiny share of the pixels.
+PEAK_WEIGHT = 20.0
+#: Detector augmentation: scale, rotation (degrees), shift (detector pixels), intensity gain/offset.
+DETECTOR_JITTER = {"scale": 0.1, "rotation": 6.0, "shift": 10.0, "gain": 0.1, "offset": 0.05}
+#: Refiner training: misplacement of the starting corners (SDs): shift mm, rotation deg, scale,
+#: per-corner mm.
+REFINER_JITTER = (3.0, 3.0, 0.06, 1.0)
+#: Regressor training: the refiner's typical residual error (same order as above).
+REGRESSOR_JITTER = (0.8, 1.5, 0.02, 0.4)
+#: Software Versions written by the phantom generator (how a synthetic cohort is recognised).
+PHANTOM_SOFTWARE = "osteonode-phantoms"
+#: Crop batches are this many times the film batch size (crops are small).
+CROP_BATCH_FACTOR = 4
+#: The keypoint network's widths and the crop networks' shape, recorded in the card.
+DETECTOR_OPTIONS = {"keypoints": 4 * len(BODIES), "widths": [16, 24, 32, 48]}
+CROP_OPTIONS = {"widths": [16, 32, 48, 64], "hidden": 128}
+MEASURED = ("L1", "L2", "L3", "L4")
+
+
+class LumbarCohortError(ValueError):
+    """A cohort that cannot train the lumbar networks (wrong part, too few usable films)."""
+
+
+@dataclass
+class _Film:
+    """One decoded, prepared film of the cohort with its truth in working pixel centres."""
+
+    working: torch.Tensor  # (1, 1, H, W)
+    spacing_mm: float
+    detector: torch.Tensor  # (1, S, S)
+    detector_scale: float
+    corners: np.ndarray  # (6, 4, 2) working pixel centres
+    visible: np.ndarray  # (6, 4) corner inside the film
+    bmd: np.ndarray  # (4,) L1-L4, model calibration
+    clean: bool  # no hard case: usable for BMD
+    synthetic: bool
+
+
+def _load_film(record: PhantomRecord) -> _Film:
+    radiograph = load_radiograph(record.file)
+    spacing = radiograph.spacing_mm or (record.spacing_mm, record.spacing_mm)
+    film = prepare_film(radiograph.pixels, spacing)
+    corners = film.to_working(np.stack([record.corners[b] for b in BODIES]))
+    rows, columns = film.working.shape
+    visible = (
+        (corners[..., 0] >= 0) & (corners[..., 0] <= columns - 1) & (corners[..., 1] >= 0) & (corners[..., 1] <= rows - 1)
+    )
+    image, scale = detector_input(film.working)
+    software = str(getattr(radiograph.header, "SoftwareVersions", "") or "")
+    return _Film(
+        working=torch.from_numpy(film.working)[None, None],
+        spacing_mm=float(film.spacing_mm),
+        detector=torch.from_numpy(image)[None],
+        detector_scale=scale,
+        corners=corners,
+        visible=visible,
+        bmd=np.array([record.bmd[f"bmd_{v}"] for v in MEASURED]),
+        clean=record.evaluable,
+        synthetic=PHANTOM_SOFTWARE in software,
+    )
+
+
+def load_films(records: list[PhantomRecord], show_progress: bool = False) -> list[_Film]:
+    """Decode and prepare every film once (the in-memory training cache)."""
+    from rich.progress import track
+
+    items: Iterable[PhantomRecord] = records
+    if show_progress:
+        items = track(records, description="decoding cohort")
+    return [_load_film(record) for record in items]
+
+
+def _batches(indices: np.ndarray, size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+    order = rng.permutation(indices) if rng is not None else indices
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+# --- detector ------------------------------------------------------------------------------------
+
+
+def _heatmaps(points: np.ndarray, visible: np.ndarray, size: int, stride: int) -> torch.Tensor:
+    """Gaussian targets (K, size/stride, size/stride) for points in input pixel centres."""
+    cells = size // stride
+    centre = (points + 0.5) / stride - 0.5
+    axis = np.arange(cells)
+    gx = np.exp(-0.5 * ((axis[None, :] - centre[:, 0:1]) / HEATMAP_SIGMA) ** 2)
+    gy = np.exp(-0.5 * ((axis[None, :] - centre[:, 1:2]) / HEATMAP_SIGMA) ** 2)
+    maps = gy[:, :, None] * gx[:, None, :] * visible[:, None, None]
+    return torch.from_numpy(maps.astype(np.float32))
+
+
+#: Corner order after a horizontal flip: TL <-> TR, BR <-> BL within every body.
+_FLIP_ORDER = np.array([[4 * b + c for c in (1, 0, 3, 2)] for b in range(len(BODIES))]).ravel()
+
+
+class DetectorTask:
+    """Heat-map training of the keypoint network on letterboxed films."""
+
+    metric_name = "negative mean corner error (detector pixels)"
+
+    def __init__(self, films: list[_Film], train: np.ndarray, validation: np.ndarray, batch_size: int) -> None:
+        self.films, self.train, self.validation, self.batch_size = films, train, validation, batch_size
+        self.stride = 2
+
+    def _batch(self, indices: np.ndarray, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = [], []
+        for i in indices:
+            film = self.films[i]
+            points = film.corners.reshape(-1, 2) * film.detector_scale + (film.detector_scale - 1) / 2
+            visible = film.visible.ravel().astype(np.float64)
+            image = film.detector
+            if rng is not None:
+                image, points, visible = self._augment(image, points, visible, rng)
+            inside = (points >= 0).all(1) & (points <= DETECTOR_SIZE - 1).all(1)
+            images.append(image)
+            targets.append(_heatmaps(points, visible * inside, DETECTOR_SIZE, self.stride))
+        return torch.stack(images), torch.stack(targets)
+
+    def _augment(
+        self, image: torch.Tensor, points: np.ndarray, visible: np.ndarray, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        j = DETECTOR_JITTER
+        scale = 1.0 + rng.uniform(-j["scale"], j["scale"])
+        angle = math.radians(rng.uniform(-j["rotation"], j["rotation"]))
+        shift = rng.uniform(-j["shift"], j["shift"], 2)
+        flip = rng.random() < 0.5
+        centre = (DETECTOR_SIZE - 1) / 2
+        rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * scale
+        if flip:
+            rotation = rotation @ np.diag([-1.0, 1.0])
+        # Output point = rotation @ (input - centre) + centre + shift; sample with the inverse.
+        inverse = np.linalg.inv(rotation)
+        offset = -inverse @ (np.array([centre, centre]) + shift) + centre
+        # Pixel centre p and normalised g relate as p = half * g + centre.
+        half = DETECTOR_SIZE / 2
+        theta = np.zeros((2, 3))
+        theta[:, :2] = inverse
+        theta[:, 2] = (inverse @ np.array([centre, centre]) + offset - centre) / half
+        grid = F.affine_grid(torch.from_numpy(theta[None].astype(np.float32)), [1, 1, DETECTOR_SIZE, DETECTOR_SIZE], align_corners=False)
+        warped = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+        warped = warped * (1.0 + rng.uniform(-j["gain"], j["gain"])) + rng.uniform(-j["offset"], j["offset"])
+        moved = (points - centre) @ rotation.T + centre + shift
+        if flip:
+            moved, visible = moved[_FLIP_ORDER], visible[_FLIP_ORDER]
+        return warped, moved, visible
+
+    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        return [self._batch(b, rng) for b in _batches(self.train, self.batch_size, rng)]
+
+    def validation_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        return [self._batch(b, None) for b in _batches(self.validation, self.batch_size, None)]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weights = 1.0 + PEAK_WEIGHT * targets
+        return (F.binary_cross_entropy_with_logits(outputs, targets, reduction="none") * weights).mean()
+
+    def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        n, k, h, w = targets.shape
+        present = targets.reshape(n, k, -1).amax(-1) > 0.5
+        predicted = outputs.reshape(n, k, -1).argmax(-1)
+        truth = targets.reshape(n, k, -1).argmax(-1)
+        distance = torch.hypot((predicted % w - truth % w).float(), (predicted // w - truth // w).float())
+        return -float(distance[present].mean()) * self.stride if present.any() else 0.0
+
+
+# --- crop tasks ---------------------------------------------------------------------------------
+
+
+def _jitter(corners: np.ndarray, spacing_mm: float, jitter: tuple[float, float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Misplace a body's corners (4, 2): shift, rotation and scale about its centre, per-corner noise."""
+    shift_mm, rotation_deg, scale_sd, corner_mm = jitter
+    centre = corners.mean(0)
+    angle = math.radians(rng.normal(0.0, rotation_deg))
+    scale = 1.0 + rng.normal(0.0, scale_sd)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * scale
+    moved = (corners - centre) @ rotation.T + centre + rng.normal(0.0, shift_mm, 2) / spacing_mm
+    return moved + rng.normal(0.0, corner_mm, (4, 2)) / spacing_mm
+
+
+class _CropTask(abc.ABC):
+    """Crops of (film, body) samples aligned to jittered corners."""
+
+    jitter: tuple[float, float, float, float]
+
+    def __init__(self, films: list[_Film], train: list[tuple[int, int]], validation: list[tuple[int, int]], batch_size: int) -> None:
+        self.films, self.batch_size = films, batch_size
+        self.train, self.validation = np.array(train), np.array(validation)
+        self._validation_rng_seed = 12345
+
+    def _crops(self, samples: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+        crops, thetas = [], []
+        for film_index, body in samples:
+            film = self.films[film_index]
+            start = _jitter(film.corners[body], film.spacing_mm, self.jitter, rng)
+            theta = crop_theta(start[None], film.spacing_mm, tuple(film.working.shape[-2:]))
+            crops.append(sample_crops(film.working, theta)[0])
+            thetas.append(theta)
+        return torch.stack(crops), thetas, list(samples[:, 0])
+
+    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        order = rng.permutation(len(self.train))
+        return [self._batch(self.train[order[s : s + self.batch_size]], rng, True) for s in range(0, len(order), self.batch_size)]
+
+    def validation_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng(self._validation_rng_seed)
+        return [self._batch(self.validation[s : s + self.batch_size], rng, False) for s in range(0, len(self.validation), self.batch_size)]
+
+    @abc.abstractmethod
+    def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of one batch of (film, body) samples."""
+
+
+class RefinerTask(_CropTask):
+    """Corners of a body (crop-normalised) from a crop aligned to misplaced corners."""
+
+    metric_name = "negative mean corner error (mm)"
+    jitter = REFINER_JITTER
+
+    def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        crops, thetas, _ = self._crops(samples, rng)
+        targets = []
+        for (film_index, body), theta in zip(samples, thetas):
+            film = self.films[film_index]
+            targets.append(working_to_crop(film.corners[body][None], theta, tuple(film.working.shape[-2:]))[0].ravel())
+        return crops, torch.from_numpy(np.array(targets, np.float32))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.smooth_l1_loss(outputs, targets, beta=0.02)
+
+    def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        half_mm = CROP_SIZE / 2 * CROP_MM_PER_PIXEL
+        error = (outputs - targets).reshape(-1, 4, 2).norm(dim=-1)
+        return -float(error.mean()) * half_mm
+
+
+class RegressorTask(_CropTask):
+    """BMD (model calibration) of L1-L4 from crops aligned to nearly true corners."""
+
+    metric_name = "negative RMSE of BMD (g/cm2)"
+    jitter = REGRESSOR_JITTER
+
+    def __init__(
+        self, films: list[_Film], train: list[tuple[int, int]], validation: list[tuple[int, int]],
+        batch_size: int, *, scale: float,
+    ) -> None:
+        super().__init__(films, train, validation, batch_size)
+        self.scale = scale
+
+    def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        crops, _, _ = self._crops(samples, rng)
+        if augment:
+            flips = torch.from_numpy(rng.random(len(crops)) < 0.5)
+            crops = torch.where(flips[:, None, None, None], crops.flip(-1), crops)
+        targets = [self.films[f].bmd[body - BODIES.index("L1")] for f, body in samples]
+        return crops, torch.tensor(targets, dtype=torch.float32)[:, None]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(outputs / self.scale, targets / self.scale)
+
+    def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        return -float(torch.sqrt(F.mse_loss(outputs, targets)))
+
+
+# --- the trainer -----------------------------------------------------------------------------------
+
+
+def _initialise(networks: dict[str, nn.Module], init: Path | None) -> None:
+    """Start from a previous lumbar model (its model.toml or folder) when ``init`` is given."""
+    if init is None:
+        return
+    folder = init.parent if init.is_file() else init
+    previous = load_model(folder, device="cpu")
+    if previous.card.pipeline is not PipelineName.LUMBAR:
+        raise LumbarCohortError(f"--init {init}: not a lumbar model folder")
+    for role, network in networks.items():
+        network.load_state_dict(previous[role].state_dict())
+
+
+def train(
+    cohort: Path,
+    out: Path,
+    settings: TrainingSettings,
+    *,
+    device: torch.device,
+    resume: bool = True,
+    name: str,
+    version: str,
+    init: Path | None = None,
+    show_progress: bool = True,
+    reference: ReferenceData | None = None,
+) -> ModelCard:
+    """Train the detector, refiner and regressor on a cohort and write the model folder.
+
+    Parameters
+    ----------
+    cohort
+        The cohort table (``cohort.csv``, phantom format) or its folder.
+    out
+        Model folder to write; checkpoints go to ``out/checkpoints/``.
+    settings
+        Epochs, batch size, learning rate, patience, seed, validation share (the crop networks
+        use batches :data:`CROP_BATCH_FACTOR` times larger).
+    device
+        Where to train.
+    resume
+        Continue from the checkpoints in ``out/checkpoints``.
+    name, version
+        Written into the model card.
+    init
+        A previous lumbar model folder (or its ``model.toml``) to start from.
+    show_progress
+        Progress bars on the terminal.
+    reference
+        Reference data for the validation figures (shipped defaults when None).
+
+    Returns
+    -------
+    ModelCard
+        The card as written.
+
+    Raises
+    ------
+    LumbarCohortError
+        When the cohort is not lumbar or has too few usable films.
+    """
+    started = time.monotonic()
+    records = read_cohort(cohort)
+    if any(r.part.value != PipelineName.LUMBAR.value for r in records):
+        raise LumbarCohortError(f"cohort {cohort} holds films other than lumbar")
+    if len(records) < 10:
+        raise LumbarCohortError(f"cohort {cohort} has {len(records)} films; the lumbar trainer needs at least 10")
+    films = load_films(records, show_progress)
+    train_index, validation_index = split_indices(len(films), settings.validation_fraction, settings.seed)
+    bmd = np.concatenate([films[i].bmd for i in train_index if films[i].clean])
+    offset, scale = float(bmd.mean()), float(max(bmd.std(), 1e-3))
+    regressor_options = {"outputs": 1, **CROP_OPTIONS, "output_offset": round(offset, 4), "output_scale": round(scale, 4)}
+    networks: dict[str, nn.Module] = {
+        "detector": vertebra_keypoint_net(**DETECTOR_OPTIONS),
+        "refiner": vertebra_crop_net(outputs=8, **CROP_OPTIONS),
+        "regressor": vertebra_crop_net(**regressor_options),
+    }
+    _initialise(networks, init)
+    checkpoints = out / "checkpoints"
+
+    def body_samples(indices: np.ndarray, bodies: Iterable[str], clean_only: bool) -> list[tuple[int, int]]:
+        return [
+            (int(i), BODIES.index(b)) for i in indices for b in bodies
+            if films[i].visible[BODIES.index(b)].all() and (films[i].clean or not clean_only)
+        ]
+
+    crop_batch = settings.batch_size * CROP_BATCH_FACTOR
+    outcomes = {}
+    outcomes["detector"] = fit(
+        networks["detector"], DetectorTask(films, train_index, validation_index, settings.batch_size), settings,
+        checkpoints / "detector.pt", device=device, resume=resume, show_progress=show_progress,
+    )
+    outcomes["refiner"] = fit(
+        networks["refiner"],
+        RefinerTask(films, body_samples(train_index, BODIES, False), body_samples(validation_index, BODIES, False), crop_batch),
+        settings, checkpoints / "refiner.pt", device=device, resume=resume, show_progress=show_progress,
+    )
+    regressor_task = RegressorTask(
+        films, body_samples(train_index, MEASURED, True), body_samples(validation_index, MEASURED, True), crop_batch, scale=scale,
+    )
+    outcomes["regressor"] = fit(
+        networks["regressor"], regressor_task, settings, checkpoints / "regressor.pt",
+        device=device, resume=resume, show_progress=show_progress,
+    )
+    synthetic = all(f.synthetic for f in films)
+    card = _card(name, version, records, len(train_index), len(validation_index), synthetic, outcomes, regressor_options)
+    save_model(out, card, {role: n.cpu() for role, n in networks.items()})
+    metrics = validate(out, [records[i] for i in validation_index], reference)
+    metrics["training_minutes"] = round((time.monotonic() - started) / 60, 1)
+    written = save_model(out, card.model_copy(update={"metrics": metrics}), networks)
+    log.info("lumbar_model_written", out=str(out), **metrics)
+    return written
+
+
+def _card(
+    name: str, version: str, records: list[PhantomRecord], n_train: int, n_validation: int,
+    synthetic: bool, outcomes: dict, regressor_options: dict,
+) -> ModelCard:
+    hard = sum(not r.evaluable for r in records)
+    description = (
+        "Lumbar spine BMD estimator: corner detector (T12-L5), corner refiner and L1-L4 BMD regressor."
+        + (" Synthetic, for demonstration, not for diagnostic use." if synthetic else "")
+    )
+    data = (
+        f"{len(records)} {'synthetic phantom ' if synthetic else ''}frontal lumbar spine films"
+        f" ({hard} hard cases: implants, scoliosis, cropped field); {n_train} for training,"
+        f" {n_validation} for validation (split seed recorded in the checkpoints)."
+    )
+    epochs = {f"{role}_best_epoch": float(o.best_epoch) for role, o in outcomes.items()}
+    return ModelCard(
+        name=name,
+        version=version,
+        pipeline=PipelineName.LUMBAR,
+        description=description,
+        intended_use=(
+            "Opportunistic estimate of L1-L4 areal BMD and WHO category from frontal (AP/PA) lumbar"
+            " spine or KUB radiographs of adults aged 50 or over; a screening aid, not a DXA substitute."
+            + (" Demonstration only: trained on synthetic phantoms, not for diagnostic use." if synthetic else "")
+        ),
+        training_data=data,
+        synthetic=synthetic,
+        diagnostic_use=False,
+        created=date.today(),
+        input_size=(DETECTOR_SIZE, DETECTOR_SIZE),
+        normalisation=(
+            "working copy (long side <= 512, anti-aliased), scaled so the 1st/99th percentiles are 0/1;"
+            f" detector: letterboxed {DETECTOR_SIZE} x {DETECTOR_SIZE}; crops: {CROP_SIZE} x {CROP_SIZE}"
+            f" at {CROP_MM_PER_PIXEL} mm/pixel aligned to the body's endplates"
+        ),
+        calibration="ge_lunar",
+        parameters={"min_corner_confidence": 0.3, "crop_mm_per_pixel": CROP_MM_PER_PIXEL},
+        metrics=epochs,
+        networks=[
+            NetworkEntry(role="detector", architecture="vertebra_keypoint_net", options=DETECTOR_OPTIONS, weights="detector.safetensors"),
+            NetworkEntry(role="refiner", architecture="vertebra_crop_net", options={"outputs": 8, **CROP_OPTIONS}, weights="refiner.safetensors"),
+            NetworkEntry(
+                role="regressor", architecture="vertebra_crop_net",
+                options=regressor_options,
+                weights="regressor.safetensors",
+            ),
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class FilmOutcome:
+    """The pipeline's answer on one validation film, beside its truth."""
+
+    record: PhantomRecord
+    evaluable: bool
+    corner_error_mm: float | None
+    bmd: dict[str, float]
+
+
+def run_on_records(model_dir: Path, records: list[PhantomRecord], reference: ReferenceData | None = None) -> list[FilmOutcome]:
+    """Run the pipeline of ``model_dir`` on films with ground truth (validation, acceptance tests).
+
+    Corner errors are the largest distance of any of the 24 corners from the truth (mm), BMD the
+    regressor's raw output (model calibration) for the measured vertebrae.
+    """
+    reference = load_reference() if reference is None else reference
+    pipeline = LumbarPipeline.from_model(load_model(model_dir, device="cpu"), LumbarSettings(), reference)
+    outcomes = []
+    for record in records:
+        radiograph = load_radiograph(record.file)
+        film = prepare_film(radiograph.pixels, radiograph.spacing_mm)
+        with torch.no_grad():
+            detection = pipeline.locate(film)
+        problems, film_problems = pipeline.decide(film, detection)
+        evaluable = not film_problems and not any(b in problems for b in ("L2", "L3", "L4"))
+        found = film.to_source(np.stack([detection.corners[b] for b in BODIES]))
+        truth = np.stack([record.corners[b] for b in BODIES])
+        error = float(np.linalg.norm(found - truth, axis=-1).max() * record.spacing_mm)
+        with torch.no_grad():
+            measured = pipeline.measure(film, detection, [b for b in MEASURED if b not in problems])
+        outcomes.append(FilmOutcome(record, evaluable, error, {b: m.bmd_model for b, m in measured.items()}))
+    return outcomes
+
+
+def validate(model_dir: Path, records: list[PhantomRecord], reference: ReferenceData | None = None) -> dict[str, float]:
+    """End-to-end validation figures of a written model on films with ground truth."""
+    reference = load_reference() if reference is None else reference
+    outcomes = run_on_records(model_dir, records, reference)
+    clean = [o for o in outcomes if o.record.evaluable]
+    hard = [o for o in outcomes if not o.record.evaluable]
+    predicted, truth = [], []
+    for o in clean:
+        for b, value in o.bmd.items():
+            predicted.append(value)
+            truth.append(o.record.bmd[f"bmd_{b}"])
+    metrics: dict[str, float] = {
+        "validation_films": float(len(outcomes)),
+        "corners_within_3mm": float(np.mean([o.corner_error_mm <= 3.0 for o in clean])) if clean else math.nan,
+        "normal_reported_not_evaluable": float(np.mean([not o.evaluable for o in clean])) if clean else math.nan,
+        "hard_reported_not_evaluable": float(np.mean([not o.evaluable for o in hard])) if hard else math.nan,
+    }
+    if len(predicted) >= 3:
+        metrics["bmd_pearson_r"] = round(float(pearson_correlation(truth, predicted).r), 4)
+        metrics["bmd_nrmse"] = round(float(normalized_root_mean_squared_error(truth, predicted)), 4)
+        categories = [who_categories_pair(o, reference) for o in clean if o.evaluable]
+        if categories:
+            truth_c, predicted_c = zip(*categories)
+            metrics["who_quadratic_kappa"] = round(float(cohen_kappa(truth_c, predicted_c, (0, 1, 2), weighting="quadratic")), 4)
+    return {k: (round(v, 4) if math.isfinite(v) else -1.0) for k, v in metrics.items()}
+
+
+_CATEGORY_INDEX = {"normal": 0, "low_bone_mass": 1, "osteoporosis": 2}
+
+
+def who_categories_pair(outcome: FilmOutcome, reference: ReferenceData) -> tuple[int, int]:
+    """(truth, predicted) WHO category indices along the same calibration and reference path.
+
+    Both the phantom's true L1-L4 BMD (model calibration) and the pipeline's raw estimates go
+    through the configured cross-calibration, the sex's reference and the ISCD combination, so
+    the comparison isolates the estimator.
+    """
+    calibration = reference.calibration(
+        reference.lumbar.model_calibration, reference.lumbar.site_manufacturer, MeasurementSite.LUMBAR_L1_L4
+    )
+    sex = outcome.record.sex if outcome.record.sex in ("F", "M") else "F"
+    young = reference.young_adult(reference.lumbar.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex)
+
+    def category(values: dict[str, float]) -> int:
+        measures = [
+            VertebraMeasure(Vertebra(b), calibration.apply(values[b]), t_score(calibration.apply(values[b]), young))
+            for b in MEASURED if b in values
+        ]
+        summary = combine_lumbar(measures, young)
+        return _CATEGORY_INDEX[summary.category.value] if summary.category else 1
+
+    truth = {b: outcome.record.bmd[f"bmd_{b}"] for b in MEASURED}
+    return category(truth), category(outcome.bmd)
