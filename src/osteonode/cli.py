@@ -21,6 +21,7 @@ from osteonode.config import ConfigError, NodeConfig, PipelineName, check_config
 
 if TYPE_CHECKING:
     from osteonode.analysis import Analysis
+    from osteonode.store.db import Database
     from osteonode.store.history import EventRecord, InstanceHistory
 
 app = typer.Typer(
@@ -35,6 +36,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(phantoms_app, name="phantoms")
 models_app = typer.Typer(help="Models installed under the models folder.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+deliveries_app = typer.Typer(
+    help="Reports waiting to be sent, sent, or dead-lettered; send dead ones again.", no_args_is_help=True
+)
+app.add_typer(deliveries_app, name="deliveries")
 
 console = Console()
 ConfigOption = Annotated[
@@ -467,6 +472,119 @@ def _print_history(history: InstanceHistory) -> None:
                          str(delivery.attempts), escape(delivery.last_error or ""))
         console.print(sent)
     console.print(_events_table(history.events, title="History"))
+
+
+def _open_database(config: NodeConfig) -> Database:
+    from osteonode.store.db import Database
+
+    return Database(config.database.url)
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    config: ConfigOption = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", help="Only this state (pending, sending, failed, sent, dead); repeatable."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List deliveries: destination, state, attempts, next attempt and the destination's last answer."""
+    from osteonode.store.deliveries import list_deliveries
+    from osteonode.store.tables import DeliveryState
+
+    known = {member.value for member in DeliveryState}
+    unknown = sorted(set(state or ()) - known)
+    if unknown:
+        Console(stderr=True).print(
+            f"unknown state {', '.join(unknown)}; use {', '.join(sorted(known))}", style="red", markup=False
+        )
+        raise typer.Exit(code=2)
+    database = _open_database(_load(config))
+    try:
+        with database.session() as session:
+            rows = list_deliveries(session, states=state or None)
+    finally:
+        database.dispose()
+    if as_json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    table = Table("id", "destination", "state", "tries", "object", "source image", "next attempt (UTC)",
+                  "last answer", title=f"{len(rows)} deliveries")
+    for row in rows:
+        table.add_row(
+            str(row.id), escape(row.destination), row.state, str(row.attempts),
+            _object_kind(row.object_class_uid), escape(row.source_uid),
+            row.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S") if row.next_attempt_at else "",
+            escape(row.last_error or ""),
+        )
+    console.print(table)
+
+
+def _object_kind(sop_class_uid: str) -> str:
+    from pydicom.uid import UID
+
+    return UID(sop_class_uid).name
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(
+    delivery_id: Annotated[int | None, typer.Argument(help="The delivery to send again.", min=1)] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Send every dead delivery again.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Send a dead (or waiting) delivery again now, with a fresh budget of attempts."""
+    from osteonode.store.deliveries import (
+        DeliveryStateError,
+        requeue_dead_deliveries,
+        requeue_delivery,
+    )
+
+    if (delivery_id is None) == (not all_dead):
+        Console(stderr=True).print("give a delivery ID or --all-dead", style="red")
+        raise typer.Exit(code=2)
+    database = _open_database(_load(config))
+    try:
+        with database.session() as session:
+            if all_dead:
+                ids = [delivery.id for delivery in requeue_dead_deliveries(session)]
+            else:
+                ids = [requeue_delivery(session, delivery_id).id]
+    except (LookupError, DeliveryStateError) as error:
+        Console(stderr=True).print(str(error), style="red", markup=False)
+        raise typer.Exit(code=1) from None
+    finally:
+        database.dispose()
+    console.print(f"{len(ids)} deliveries queued again" + (f": {', '.join(map(str, ids))}" if ids else ""))
+
+
+@deliveries_app.command("purge")
+def deliveries_purge(
+    sent_older_than: Annotated[
+        float | None,
+        typer.Option("--sent-older-than", min=0.0, metavar="DAYS",
+                     help="Remove deliveries sent more than DAYS ago (default: [storage] retention_days)."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Remove old sent deliveries and their report files (their events stay in each image's history)."""
+    from datetime import timedelta
+
+    from osteonode.store.deliveries import purge_sent_deliveries
+    from osteonode.store.spool import Spool
+
+    settings = _load(config)
+    days = settings.storage.retention_days if sent_older_than is None else sent_older_than
+    database = _open_database(settings)
+    try:
+        with database.session() as session:
+            report = purge_sent_deliveries(session, Spool(settings.storage.spool_dir), timedelta(days=days))
+    finally:
+        database.dispose()
+    console.print(
+        f"removed {report.deliveries} sent deliveries and {report.deleted_files} files"
+        f" ({report.freed_bytes / 1e6:.1f} MB)"
+    )
 
 
 def _validate_error(message: str) -> typer.Exit:

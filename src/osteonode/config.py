@@ -36,6 +36,7 @@ __all__ = [
     "ConfigProblem",
     "ChestSettings",
     "DatabaseSettings",
+    "DeliverySettings",
     "Destination",
     "HipSettings",
     "IntendedUsePolicy",
@@ -69,6 +70,7 @@ _ENV_NOT_KEYS = frozenset({"OSTEONODE_CONFIG"})
 AeTitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
+Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")]
 
 
 class PipelineName(enum.StrEnum):
@@ -113,6 +115,10 @@ class NodeSettings(_Section):
     host: str = "127.0.0.1"
     port: Port = 11112
     name: str = Field(default="osteonode", min_length=1, description="Device observer name in SRs.")
+    device_uid: Uid | None = Field(
+        default=None,
+        description="Device Observer UID in SRs; None: a stable UID derived from the node name.",
+    )
 
 
 class AllowedCaller(_Section):
@@ -180,12 +186,46 @@ class LoggingSettings(_Section):
 
 
 class Destination(_Section):
-    """A DICOM node (usually the PACS) that receives the node's reports."""
+    """A DICOM node (usually the PACS) that receives the node's reports, and how to send to it.
+
+    A failed send that may succeed later (no connection, timeout, association rejected transient,
+    0xA7xx out of resources) is tried again after an exponential back-off: ``backoff_initial_s``,
+    doubling per attempt up to ``backoff_max_s``, each delay shortened by a random fraction of at
+    most ``backoff_jitter`` so that many deliveries do not retry in lock-step. After
+    ``max_attempts`` tries, or at once on a permanent failure, the delivery is dead-lettered.
+    """
 
     ae_title: AeTitle
-    host: str
+    host: str = Field(min_length=1)
     port: Port
     sr_storage: SrStorage = SrStorage.COMPREHENSIVE_3D
+    calling_ae_title: AeTitle | None = Field(
+        default=None, description="AE title the node calls this destination from; None: [node].ae_title."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 30
+    backoff_initial_s: PositiveSeconds = 30.0
+    backoff_max_s: PositiveSeconds = 3600.0
+    backoff_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
+    timeout_s: PositiveSeconds = Field(
+        default=60.0, description="Connection, ACSE, DIMSE and network timeout of one send."
+    )
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Destination:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must not be less than backoff_initial_s")
+        return self
+
+
+class DeliverySettings(_Section):
+    """How often the node looks for reports due to be sent, and how long a send may hold one."""
+
+    interval_s: PositiveSeconds = Field(
+        default=2.0, description="Period of the scheduler job that sends due deliveries."
+    )
+    lease_seconds: PositiveSeconds = Field(
+        default=300.0, description="A delivery held longer than this by a silent sender is sent again."
+    )
 
 
 class RoutingRule(_Section):
@@ -313,6 +353,7 @@ class NodeConfig(_Section):
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     destinations: dict[str, Destination] = Field(default_factory=dict)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)

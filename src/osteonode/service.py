@@ -3,11 +3,14 @@
 ``osteonode serve`` runs all three; ``serve --no-workers`` only receives (scale-out receivers) and
 ``osteonode worker`` only works (scale-out workers against PostgreSQL). Each process also runs the
 periodic work (reclaiming expired job leases, the spool retention purge); both are idempotent, so
-several processes sharing a database may run them.
+several processes sharing a database may run them. A process with workers also sends results: one
+scheduler job per configured destination sends that destination's due deliveries (claimed with a
+lease, so several processes may send from one outbox, and one unreachable PACS never holds up
+another).
 
 Shutdown on SIGTERM or SIGINT: the SCP stops accepting associations and lets open ones finish, each
-worker finishes the job it holds (or gives it back unstarted), the scheduler stops, and the process
-exits 0. A crash instead (SIGKILL, power loss) loses nothing either: what was acknowledged is in the
+worker finishes the job it holds (or gives it back unstarted), each sender finishes the file it is
+sending, the scheduler stops, and the process exits 0. A crash instead (SIGKILL, power loss) loses nothing either: what was acknowledged is in the
 spool and the database, and a job whose worker died is reclaimed when its lease expires.
 """
 
@@ -16,15 +19,17 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+from collections.abc import Mapping
 from datetime import timedelta
 from types import FrameType
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from osteonode.config import NodeConfig
+from osteonode.config import NodeConfig, PipelineName
 from osteonode.dicom.scp import StorageSCP
-from osteonode.pipelines import load_pipelines
+from osteonode.outbox import DeliverySender
+from osteonode.pipelines import Pipeline, load_pipelines
 from osteonode.store.db import Database
 from osteonode.store.queue import reclaim_expired_leases
 from osteonode.store.retention import purge_spool
@@ -50,7 +55,9 @@ class Node:
     scp
         Run the storage SCP (receive images).
     workers
-        Run ``config.workers.count`` worker threads.
+        Run ``config.workers.count`` worker threads, and send results to the destinations.
+    pipelines
+        The pipelines the workers run; loaded from the configured model folders when None.
 
     Raises
     ------
@@ -58,7 +65,14 @@ class Node:
         If neither part is asked for.
     """
 
-    def __init__(self, config: NodeConfig, *, scp: bool = True, workers: bool = True) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        scp: bool = True,
+        workers: bool = True,
+        pipelines: Mapping[PipelineName, Pipeline] | None = None,
+    ) -> None:
         if not isinstance(config, NodeConfig):
             raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
         if not scp and not (workers and config.workers.count > 0):
@@ -70,11 +84,13 @@ class Node:
         activity = self.scp.activity if self.scp is not None else None
         worker_count = config.workers.count if workers else 0
         # Models are loaded once per process; the workers share them.
-        pipelines = load_pipelines(config).available if worker_count else {}
+        if pipelines is None:
+            pipelines = load_pipelines(config).available if worker_count else {}
         self.workers = [
             Worker(config, self.database, self.spool, index=index, pipelines=pipelines, give_way_to=activity)
             for index in range(worker_count)
         ]
+        self.sender = DeliverySender(config, self.database, self.spool) if worker_count else None
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
 
@@ -119,6 +135,8 @@ class Node:
             self.scp.stop(grace_s)
         for worker in self.workers:
             worker.stop()
+        if self.sender is not None:
+            self.sender.stop()
         for worker in self.workers:
             worker.join(grace_s)
             if worker.is_alive():
@@ -147,6 +165,22 @@ class Node:
             max_instances=1,
             coalesce=True,
         )
+        if self.sender is None:
+            return
+        for name in self.config.destinations:
+            self._scheduler.add_job(
+                self.sender.send_due,
+                "interval",
+                args=[name],
+                seconds=self.config.delivery.interval_s,
+                id=f"send_to_{name}",
+                # The sender lets one call per destination send; a second returns at once, so a
+                # long backlog does not make the scheduler warn that a run was skipped.
+                max_instances=2,
+                coalesce=True,
+                # Due deliveries left by the previous run are sent at once, not one period later.
+                next_run_time=utc_now(),
+            )
 
     def reclaim_leases(self) -> int:
         """Put jobs whose worker stopped renewing its lease back in the queue."""
@@ -172,7 +206,13 @@ class Node:
             log.info("stray_spool_files_removed", files=len(stray))
 
 
-def run_node(config: NodeConfig, *, workers: bool = True, scp: bool = True) -> None:
+def run_node(
+    config: NodeConfig,
+    *,
+    workers: bool = True,
+    scp: bool = True,
+    pipelines: Mapping[PipelineName, Pipeline] | None = None,
+) -> None:
     """Run a node in this process until SIGTERM or SIGINT, then shut it down cleanly.
 
     Parameters
@@ -183,8 +223,10 @@ def run_node(config: NodeConfig, *, workers: bool = True, scp: bool = True) -> N
         Run worker threads.
     scp
         Run the storage SCP.
+    pipelines
+        The pipelines the workers run; loaded from the configured model folders when None.
     """
-    node = Node(config, scp=scp, workers=workers)
+    node = Node(config, scp=scp, workers=workers, pipelines=pipelines)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -2,8 +2,9 @@
 
 A job is claimed under a lease; a worker that dies simply lets the lease expire and another worker
 picks the job up again. Database sessions are kept short: the claim is one transaction, the work
-(reading the header, running a pipeline) happens outside any transaction, and the outcome is a second
-one. The same code runs embedded (threads of ``osteonode serve``, SQLite) and scaled out
+(reading the header, running a pipeline, writing the report files) happens outside any transaction, and
+the outcome is a second one: the Result row, a Delivery row per report object and destination, and the
+job marked done, committed together. The same code runs embedded (threads of ``osteonode serve``, SQLite) and scaled out
 (``osteonode worker`` processes sharing a PostgreSQL queue and a spool volume).
 """
 
@@ -19,19 +20,22 @@ import structlog
 from osteonode.analysis import Refusal, run_pipeline
 from osteonode.config import NodeConfig, PipelineName
 from osteonode.dicom.scp import IngestActivity
+from osteonode.outbox import device_info, result_destinations, write_result_objects
 from osteonode.pipelines import Pipeline
 from osteonode.routing import Route, route_file
 from osteonode.store.db import Database
+from osteonode.store.deliveries import add_deliveries
 from osteonode.store.queue import (
     claim_job,
     mark_done,
     mark_failed_attempt,
     mark_routed,
     mark_skipped,
+    record_event,
     release_job,
 )
 from osteonode.store.spool import Spool
-from osteonode.store.tables import Job, Result, utc_now
+from osteonode.store.tables import EventKind, Job, Result, utc_now
 
 __all__ = ["MAX_GIVE_WAY_S", "Worker", "worker_identity"]
 
@@ -86,6 +90,8 @@ class Worker(threading.Thread):
             raise ValueError(f"index must be >= 0, got {index}")
         self.worker_id = worker_identity(index)
         super().__init__(name=f"osteonode-worker-{index}", daemon=True)
+        self._config = config
+        self._device = device_info(config.node)
         self._settings = config.workers
         self._routing = config.routing
         self._database = database
@@ -159,28 +165,65 @@ class Worker(threading.Thread):
                 session, job, decision.pipeline.value, decision.rule, keep_lease=pipeline is not None
             )
         if pipeline is not None:
-            self._run_pipeline(job, pipeline, spool_path)
+            self._run_pipeline(job, pipeline, spool_path, decision)
 
-    def _run_pipeline(self, job: Job, pipeline: Pipeline, spool_path: str) -> None:
+    def _run_pipeline(
+        self, job: Job, pipeline: Pipeline, spool_path: str, route: Route | None = None
+    ) -> None:
+        """Run the pipeline, write the report objects, then store the result and queue its sending.
+
+        ``route`` is the routing decision when this worker routed the job itself; a job claimed
+        ``queued`` (routed earlier, by a worker without this pipeline) is routed again from its
+        header, which is cheap, to learn its rule's destinations.
+        """
         # Workers of one process share each pipeline's networks; Grad-CAM hooks them while it
         # runs, so one image at a time goes through a given pipeline.
         with _run_lock(pipeline):
-            _, outcome = run_pipeline(pipeline, self._spool.path(spool_path))
-        with self._database.session() as session:
-            if isinstance(outcome, Refusal):
+            radiograph, outcome = run_pipeline(pipeline, self._spool.path(spool_path))
+        if isinstance(outcome, Refusal):
+            with self._database.session() as session:
                 mark_skipped(session, job, outcome.kind.value, outcome.detail)
-                return
-            session.add(
-                Result(
-                    job_id=job.id,
-                    instance_id=job.instance_id,
-                    pipeline=pipeline.name.value,
-                    model_name=outcome.model.name,
-                    model_version=outcome.model.version,
-                    payload=outcome.to_dict(),
-                    created_at=utc_now(),
-                )
+            return
+        assert radiograph is not None  # a result always comes from a decoded image
+        if route is None:
+            decision = route_file(self._spool.path(spool_path), self._routing)
+            route = decision if isinstance(decision, Route) and decision.pipeline == pipeline.name else None
+        names = result_destinations(
+            self._config, pipeline.name, route.destinations if route is not None else None
+        )
+        # Files first, rows second: a crash in between leaves unreferenced files, never a row
+        # that points to no file.
+        objects = write_result_objects(
+            outcome,
+            radiograph,
+            {name: self._config.destinations[name] for name in names},
+            spool=self._spool,
+            device=self._device,
+            report_not_evaluable=self._config.pipelines.get(pipeline.name).report_not_evaluable,
+        )
+        with self._database.session() as session:
+            row = Result(
+                job_id=job.id,
+                instance_id=job.instance_id,
+                pipeline=pipeline.name.value,
+                model_name=outcome.model.name,
+                model_version=outcome.model.version,
+                payload=outcome.to_dict(),
+                created_at=utc_now(),
             )
+            session.add(row)
+            session.flush()
+            record_event(
+                session,
+                EventKind.RESULT_STORED,
+                f"result stored; {len(objects)} report objects queued"
+                + (f" for {', '.join(names)}" if objects else ""),
+                job=job,
+                result_id=row.id,
+                evaluable=outcome.evaluable,
+                destinations=list(names) if objects else [],
+            )
+            add_deliveries(session, row, objects)
             mark_done(session, job)
 
     def _release(self, job: Job) -> None:

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from fixtures.peers import NodeProcess, OrthancProcess, SyntaxFile, dataset_part, wire_dataset
+from fixtures.peers import NodeProcess, SyntaxFile, dataset_part, wire_dataset
+
+from osteonode.peers import Orthanc
 
 pytestmark = pytest.mark.orthanc
 
 
 def test_images_stored_in_orthanc_arrive_at_the_node_and_are_routed(
     node: NodeProcess,
-    orthanc_forwarding_to: Callable[[int], OrthancProcess],
+    orthanc_forwarding_to: Callable[[int], Orthanc],
     transfer_syntax_files: list[SyntaxFile],
 ) -> None:
     orthanc = orthanc_forwarding_to(node.port)
@@ -42,7 +44,7 @@ def _same_dataset(stored: Path, sent: Path) -> bool:
 
 def test_orthanc_is_refused_when_the_node_only_allows_other_callers(
     node_factory: Callable[..., NodeProcess],
-    orthanc_forwarding_to: Callable[[int], OrthancProcess],
+    orthanc_forwarding_to: Callable[[int], Orthanc],
     tmp_path: Path,
     transfer_syntax_files: list[SyntaxFile],
 ) -> None:

@@ -82,7 +82,9 @@ class DeliveryState(enum.StrEnum):
     """Life cycle of sending one result object to one destination."""
 
     PENDING = "pending"
-    """Not yet tried."""
+    """Not yet tried (or given back by an operator's retry)."""
+    SENDING = "sending"
+    """Claimed by a sender; ``next_attempt_at`` is when its lease expires and it is due again."""
     FAILED = "failed"
     """The last try failed; another is due at ``next_attempt_at``."""
     SENT = "sent"
@@ -112,9 +114,12 @@ class EventKind(enum.StrEnum):
     JOB_DONE = "job_done"
     LEASE_EXPIRED = "lease_expired"
     RESULT_STORED = "result_stored"
+    DELIVERY_QUEUED = "delivery_queued"
     DELIVERY_SENT = "delivery_sent"
     DELIVERY_RETRY = "delivery_retry"
     DELIVERY_DEAD = "delivery_dead"
+    DELIVERY_REQUEUED = "delivery_requeued"
+    DELIVERY_PURGED = "delivery_purged"
     PURGED = "purged"
 
 
