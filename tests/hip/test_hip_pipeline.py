@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hip_cases import side
 from pydicom.dataset import Dataset
 
 from osteonode.bone import Laterality, WhoCategory
@@ -18,13 +19,13 @@ from osteonode.pipelines.hip import (
     NOT_OSTEOPOROSIS_STAND_IN,
     HipGeometry,
     HipPipeline,
-    SideLocation,
     crop_window,
     image_side_lateralities,
     intended_use,
 )
 from osteonode.reference import load_reference
 from osteonode.zoo import load_model
+
 
 
 def _pipeline(model_dir: Path, **settings: object) -> HipPipeline:
@@ -103,62 +104,42 @@ def test_result_has_one_finding_per_side_with_crop_outline_and_heatmap(
         assert result.category is expected
 
 
-class _FixedLocations(HipPipeline):
-    """The pipeline with its localiser's answer fixed (to reach every decision path)."""
-
-    locations: tuple[SideLocation, ...] = ()
-
-    def locate(self, radiograph):  # noqa: D102
-        return self.locations, None
-
-
-def _fixed(model_dir: Path, locations: tuple[SideLocation, ...], threshold: float = 0.5) -> HipPipeline:
-    pipeline = _FixedLocations.from_model(load_model(model_dir, device="cpu"), HipSettings(threshold=threshold), load_reference())
-    pipeline.locations = locations
-    return pipeline
-
-
-def _side(laterality: Laterality, box, state: SideState = SideState.EVALUABLE, reason: str | None = None) -> SideLocation:
-    image_side = "image_left" if laterality is Laterality.RIGHT else "image_right"
-    return SideLocation(image_side, laterality, box, state, 0.9, reason)
-
-
 def test_a_film_with_no_evaluable_side_is_not_evaluable_and_says_why(
-    hip_records: list[PhantomRecord], random_model_dir: Path
+    hip_records: list[PhantomRecord], fixed_pipeline
 ) -> None:
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
-        _side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), SideState.PROSTHESIS, "hip prosthesis"),
-        _side(Laterality.LEFT, (230.0, 60.0, 300.0, 150.0), SideState.OUTSIDE_FIELD, "femur cut off by the field of view"),
+        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), SideState.PROSTHESIS, "hip prosthesis"),
+        side(Laterality.LEFT, (230.0, 60.0, 300.0, 150.0), SideState.OUTSIDE_FIELD, "femur cut off by the field of view"),
     )
-    result = _fixed(random_model_dir, locations).run(radiograph)
+    result = fixed_pipeline(locations).run(radiograph)
     assert not result.evaluable and result.category is None
     assert "hip prosthesis" in result.reason and "cut off" in result.reason
     assert [f.evaluable for f in result.findings] == [False, False]
     assert result.findings[0].region is not None  # the prosthesis side's crop is still outlined
 
 
-def test_the_film_answer_is_the_worse_side(hip_records: list[PhantomRecord], random_model_dir: Path) -> None:
+def test_the_film_answer_is_the_worse_side(hip_records: list[PhantomRecord], fixed_pipeline) -> None:
     radiograph = load_radiograph(hip_records[0].file)
-    locations = (_side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)), _side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)))
-    low = _fixed(random_model_dir, locations, threshold=0.999).run(radiograph)
+    locations = (side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)), side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)))
+    low = fixed_pipeline(locations, threshold=0.999).run(radiograph)
     assert low.category is NOT_OSTEOPOROSIS_STAND_IN
     assert all(f.osteoporosis_present is False and f.category is None for f in low.findings)
     assert any("stands for 'not osteoporosis'" in note for note in low.notes)
-    high = _fixed(random_model_dir, locations, threshold=0.001).run(radiograph)
+    high = fixed_pipeline(locations, threshold=0.001).run(radiograph)
     assert high.category is WhoCategory.OSTEOPOROSIS
     assert all(f.osteoporosis_present and f.category is WhoCategory.OSTEOPOROSIS for f in high.findings)
     # The crop outline is the box in SCOORD (corner-origin) coordinates.
     assert high.findings[0].region.points[0] == (20.5, 60.5)
 
 
-def test_heatmap_stays_inside_the_evaluable_crops(hip_records: list[PhantomRecord], random_model_dir: Path) -> None:
+def test_heatmap_stays_inside_the_evaluable_crops(hip_records: list[PhantomRecord], fixed_pipeline) -> None:
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
-        _side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)),
-        _side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0), SideState.PROSTHESIS, "hip prosthesis"),
+        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)),
+        side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0), SideState.PROSTHESIS, "hip prosthesis"),
     )
-    result = _fixed(random_model_dir, locations, threshold=0.001).run(radiograph)
+    result = fixed_pipeline(locations, threshold=0.001).run(radiograph)
     outside = np.ones(radiograph.shape, bool)
     outside[60:151, 20:91] = False
     assert float(result.heatmap[outside].max()) == 0.0

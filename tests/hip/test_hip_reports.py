@@ -1,0 +1,81 @@
+"""Hip results become a Structured Report and a Secondary Capture that dciodvfy accepts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hip_cases import side
+from pydicom.dataset import Dataset
+
+from osteonode.bone import Laterality
+from osteonode.imaging import load_radiograph
+from osteonode.nets.femur_locator import SideState
+from osteonode.phantoms import PhantomRecord
+from osteonode.pipelines.base import Result
+from osteonode.reports import DeviceInfo, build_secondary_capture, build_structured_report
+
+DEVICE = DeviceInfo.for_node("osteonode-hip-test")
+RIGHT_BOX = (20.0, 60.0, 90.0, 150.0)
+LEFT_BOX = (160.0, 60.0, 230.0, 150.0)
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    program = shutil.which("dciodvfy")
+    if program is None:
+        pytest.skip("dciodvfy is not installed")
+    completed = subprocess.run([program, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    return [line for line in (completed.stdout + completed.stderr).splitlines() if line.startswith("Error")]
+
+
+def _scoord_items(ds: Dataset) -> list[Dataset]:
+    found: list[Dataset] = []
+
+    def visit(dataset: Dataset) -> None:
+        for item in dataset.get("ContentSequence", []):
+            if item.get("ValueType") == "SCOORD":
+                found.append(item)
+            visit(item)
+
+    visit(ds)
+    return found
+
+
+def _write_both(result: Result, radiograph, directory: Path) -> Dataset:
+    sr = build_structured_report(result, radiograph.header, device=DEVICE)
+    sc = build_secondary_capture(result, radiograph, device=DEVICE)
+    for name, ds in (("sr.dcm", sr), ("sc.dcm", sc)):
+        path = directory / name
+        ds.save_as(path, enforce_file_format=True)
+        assert _dciodvfy_errors(path) == [], name
+    return sr
+
+
+@pytest.mark.parametrize("threshold", [0.001, 0.999], ids=["osteoporosis", "not-osteoporosis"])
+def test_evaluable_hip_result_passes_dciodvfy_with_a_crop_outline_per_side(
+    hip_records: list[PhantomRecord], fixed_pipeline, tmp_path: Path, threshold: float
+) -> None:
+    radiograph = load_radiograph(hip_records[0].file)
+    locations = (side(Laterality.RIGHT, RIGHT_BOX), side(Laterality.LEFT, LEFT_BOX))
+    result = fixed_pipeline(locations, threshold=threshold).run(radiograph)
+    sr = _write_both(result, radiograph, tmp_path)
+    polygons = _scoord_items(sr)
+    assert len(polygons) == 2
+    # 2-D SCOORD has no POLYGON: a closed outline is a POLYLINE ending where it starts.
+    assert all(item.GraphicType == "POLYLINE" for item in polygons)
+    assert all(list(item.GraphicData[:2]) == list(item.GraphicData[-2:]) for item in polygons)
+    # The right crop's outline, in corner-origin coordinates.
+    assert [float(v) for v in polygons[0].GraphicData[:2]] == [20.5, 60.5]
+
+
+def test_not_evaluable_hip_result_passes_dciodvfy(hip_records: list[PhantomRecord], fixed_pipeline, tmp_path: Path) -> None:
+    radiograph = load_radiograph(hip_records[0].file)
+    locations = (
+        side(Laterality.RIGHT, RIGHT_BOX, SideState.PROSTHESIS, "hip prosthesis"),
+        side(Laterality.LEFT, LEFT_BOX, SideState.OUTSIDE_FIELD, "femur cut off by the field of view"),
+    )
+    result = fixed_pipeline(locations).run(radiograph)
+    assert not result.evaluable
+    _write_both(result, radiograph, tmp_path)
