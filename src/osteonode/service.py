@@ -226,19 +226,24 @@ def run_node(
     pipelines
         The pipelines the workers run; loaded from the configured model folders when None.
     """
-    node = Node(config, scp=scp, workers=workers, pipelines=pipelines)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
         stop_requested.set()
 
+    # Handlers first: loading the models takes a while, and a SIGTERM meanwhile must still end the
+    # process cleanly rather than kill it.
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    node: Node | None = None
     try:
-        node.start()
+        node = Node(config, scp=scp, workers=workers, pipelines=pipelines)
+        if not stop_requested.is_set():
+            node.start()
         while not stop_requested.wait(1.0):
             pass
     finally:
-        node.stop()
+        if node is not None:
+            node.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
