@@ -8,13 +8,16 @@ deliveries`` commands can be run against it, and short back-offs so retries happ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from delivery_standin import StandInLumbarPipeline
 from fixtures.peers import NODE_AE, free_port, require_binary, toml_document
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
 from sqlalchemy import select
 
 from osteonode.config import NodeConfig, PipelineName, load_config
@@ -140,3 +143,44 @@ def delivery_world(tmp_path: Path) -> Iterator[Callable[..., DeliveryWorld]]:
     for world in worlds:
         world.stop_node()
         world.orthanc.stop()
+
+
+class AnsweringPeer:
+    """A real pynetdicom Storage SCP that answers every C-STORE with a chosen status and comment."""
+
+    def __init__(
+        self, status: int, comment: str = "", sop_classes: Sequence[str] = (DigitalXRayImageStorageForPresentation,)
+    ) -> None:
+        self.port = free_port()
+        self.received = 0
+        self._status, self._comment = status, comment
+        ae = AE(ae_title="PEER")
+        for sop_class in sop_classes:
+            ae.add_supported_context(sop_class)
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
+
+    def _on_store(self, event: evt.Event) -> Dataset:
+        self.received += 1
+        answer = Dataset()
+        answer.Status = self._status
+        if self._comment:
+            answer.ErrorComment = self._comment
+        return answer
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+@pytest.fixture
+def peer() -> Iterator[type[AnsweringPeer]]:
+    started: list[AnsweringPeer] = []
+
+    def start(*args, **kwargs) -> AnsweringPeer:
+        started.append(AnsweringPeer(*args, **kwargs))
+        return started[-1]
+
+    yield start  # type: ignore[misc]
+    for item in started:
+        item.close()

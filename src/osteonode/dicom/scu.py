@@ -157,10 +157,14 @@ def send_file(
     ae.add_requested_context(sop_class_uid, _proposed_syntaxes(file_syntax))
     association = ae.associate(host, port, ae_title=called_ae_title)
     if not association.is_established:
+        if association.rejected_contexts and not association.accepted_contexts:
+            # The peer accepted the association but none of its presentation contexts, so
+            # pynetdicom aborted it: the peer does not take this kind of object at all.
+            return SendOutcome(
+                SendResult.PERMANENT, f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})"
+            )
         return _not_established(association, host, port, called_ae_title)
     try:
-        if not association.accepted_contexts:
-            return SendOutcome(SendResult.PERMANENT, f"{called_ae_title} accepts no SOP class {sop_class_uid}")
         response = association.send_c_store(dataset)
     except ValueError as error:
         # pynetdicom raises ValueError when no accepted context suits the data set.
