@@ -19,6 +19,7 @@ from osteonode.pipelines.hip import (
     NOT_OSTEOPOROSIS_STAND_IN,
     HipGeometry,
     HipPipeline,
+    _sides_from_image_laterality,
     crop_window,
     image_side_lateralities,
     intended_use,
@@ -154,3 +155,15 @@ def _with(path: Path, **attributes: str) -> Dataset:
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     return ds
+
+
+def test_without_orientation_image_laterality_names_the_single_femur() -> None:
+    locations = (
+        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), SideState.OUTSIDE_FIELD, "femur cut off by the field of view"),
+        side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)),
+    )
+    relabelled, note = _sides_from_image_laterality(locations, "R", "assumed")
+    assert [loc.laterality for loc in relabelled] == [Laterality.LEFT, Laterality.RIGHT]
+    assert "Image Laterality R" in note
+    unchanged, note = _sides_from_image_laterality(locations, "B", "assumed")
+    assert unchanged == locations and note == "assumed"

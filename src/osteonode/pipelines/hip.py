@@ -36,6 +36,7 @@ policy when the header shows the patient is outside (unknown sex or age is analy
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -489,6 +490,8 @@ class HipPipeline:
                     reason=_not_evaluable_reason(state, box, (rows, columns)),
                 )
             )
+        if assumption is not None:
+            return _sides_from_image_laterality(tuple(locations), radiograph.facts.laterality, assumption)
         return tuple(locations), assumption
 
     def measure(self, radiograph: Radiograph, locations: Sequence[SideLocation]) -> tuple[SideMeasure, ...]:
@@ -555,6 +558,29 @@ class HipPipeline:
             target = heatmap[window.row0 : window.row1, window.column0 : window.column1]
             np.maximum(target, pasted, out=target)
         return heatmap
+
+
+def _sides_from_image_laterality(
+    locations: tuple[SideLocation, ...], image_laterality: str | None, assumption: str
+) -> tuple[tuple[SideLocation, ...], str]:
+    """Without Patient Orientation, let Image Laterality R or L name the single femur on the film.
+
+    A one-hip film marked R or L shows that hip whatever the display orientation; when exactly one
+    side has a femur on the film, it gets the marked side and the other side the opposite one.
+    """
+    marked = {"R": Laterality.RIGHT, "L": Laterality.LEFT}.get((image_laterality or "").strip().upper())
+    present = [loc for loc in locations if loc.state is not SideState.OUTSIDE_FIELD]
+    if marked is None or len(present) != 1:
+        return locations, assumption
+    other = Laterality.LEFT if marked is Laterality.RIGHT else Laterality.RIGHT
+    relabelled = tuple(
+        dataclasses.replace(loc, laterality=marked if loc is present[0] else other) for loc in locations
+    )
+    note = (
+        f"Patient Orientation does not give the patient's left and right; the femur on the film was"
+        f" taken to be the {marked.name.lower()} hip from Image Laterality {marked.value}"
+    )
+    return relabelled, note
 
 
 def _not_evaluable_reason(state: SideState, box: tuple[float, float, float, float], shape: tuple[int, int]) -> str | None:

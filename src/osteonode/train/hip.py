@@ -79,7 +79,7 @@ DEMO_RECIPE = DemoRecipe(
     phantoms=720,
     size=512,
     seed=3301,
-    hard_fraction=0.2,
+    hard_fraction=0.3,
     settings=TrainingSettings(
         epochs=10, batch_size=32, learning_rate=1e-3, weight_decay=0.0, patience=4, seed=0,
         validation_fraction=0.15,
@@ -105,6 +105,8 @@ BOX_JITTER = 0.05
 CENTRE_SIGMA = 1.0
 #: Weight of the box-distance loss against the centre and state losses.
 DISTANCE_WEIGHT = 5.0
+#: Largest weight of a rare side state in the localiser's state loss.
+MAX_STATE_WEIGHT = 10.0
 #: Software Versions written by the phantom generator (how a synthetic cohort is recognised).
 PHANTOM_SOFTWARE = "osteonode-phantoms"
 #: IoU at which a crop box counts as found (the acceptance bar).
@@ -213,6 +215,11 @@ class LocatorTask:
         self.train = train
         self.validation = validation
         self.batch_size = batch_size
+        # Prostheses and cut-off sides are rare; inverse-frequency weights keep them from being
+        # outvoted by the evaluable sides (capped so one odd film cannot dominate).
+        states = torch.cat([films[i].targets[:, 0] for i in train]).long()
+        counts = torch.bincount(states, minlength=len(SideState)).float()
+        self.state_weights = (len(states) / (len(SideState) * counts.clamp_min(1.0))).clamp(max=MAX_STATE_WEIGHT)
 
     def _inputs(self, indices: Iterable[int], rng: np.random.Generator | None) -> torch.Tensor:
         jitter = Z_JITTER if rng is not None else 0.0
@@ -243,7 +250,10 @@ class LocatorTask:
         """State cross-entropy + soft centre cross-entropy + weighted L1 of the edge distances."""
         centre_logits, distances, state_logits = FemurLocator.split(outputs)
         targets = targets.to(outputs.device)
-        state_loss = F.cross_entropy(state_logits.reshape(-1, len(SideState)), targets[..., 0].long().reshape(-1))
+        state_loss = F.cross_entropy(
+            state_logits.reshape(-1, len(SideState)), targets[..., 0].long().reshape(-1),
+            weight=self.state_weights.to(outputs.device),
+        )
         has_box = targets[..., 5] > 0
         if not bool(has_box.any()):
             return state_loss
