@@ -298,12 +298,25 @@ def train(
 @app.command("demo")
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps its images and node state.")] = Path("demo-out"),
+    wait: Annotated[
+        bool | None,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Keep Orthanc and the node running until Enter or Ctrl-C (default: when run on a terminal).",
+        ),
+    ] = None,
 ) -> None:
-    """Start a node on the embedded defaults, send it sample radiographs, and show what it did."""
+    """Run the whole loop: Orthanc as the PACS forwards sample radiographs to a node, whose reports
+    come back into each study; show what happened and where to open the studies."""
+    import sys
+
     from osteonode.demo import DemoError, run_demo
 
+    keep_running = sys.stdin.isatty() and sys.stdout.isatty() if wait is None else wait
     try:
-        run_demo(workdir, show=lambda line: console.print(line, highlight=False, markup=False))
+        run_demo(
+            workdir, show=lambda line: console.print(line, highlight=False, markup=False), wait=keep_running
+        )
     except DemoError as error:
         Console(stderr=True).print(f"demo failed: {error}", style="red", markup=False)
         raise typer.Exit(code=1) from None
@@ -602,7 +615,7 @@ def validate(
         Path | None, typer.Option("--predictions", help="Predictions CSV to compute the report from.", dir_okay=False)
     ] = None,
     cohort: Annotated[
-        Path | None, typer.Option("--cohort", help="Cohort CSV to run a pipeline over (not available yet).", dir_okay=False)
+        Path | None, typer.Option("--cohort", help="Cohort CSV (files + DXA truth) to run a pipeline over.", dir_okay=False)
     ] = None,
     pipeline: Annotated[
         str | None, typer.Option("--pipeline", help="Pipeline to run over --cohort: lumbar, chest or hip.")
@@ -619,8 +632,10 @@ def validate(
         int, typer.Option("--bootstrap", min=1, help="Bootstrap resamples for AUC intervals and the regression band.")
     ] = 1000,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed; the same seed gives the same report.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel processes for --cohort.")] = 2,
+    config: ConfigOption = None,
 ) -> None:
-    """Write metrics.json and a self-contained report.html from a predictions file."""
+    """Run a pipeline over a cohort (or read a predictions file) and write metrics.json and report.html."""
     from osteonode.bone import WhoCategory
     from osteonode.config import PipelineName
     from osteonode.evaluate.predictions import PredictionsError
@@ -631,11 +646,13 @@ def validate(
     if cohort is not None:
         if pipeline not in {name.value for name in PipelineName}:
             raise _validate_error("--cohort needs --pipeline lumbar, chest or hip")
-        raise _validate_error(
-            "running pipelines over a cohort is not available yet; run the pipeline elsewhere, write its"
-            " predictions.csv (columns in osteonode.evaluate.predictions) and pass --predictions"
-        )
-    if pipeline is not None:
+        from osteonode.evaluate.cohort import CohortError, run_cohort
+
+        try:
+            predictions = run_cohort(cohort, PipelineName(pipeline), out, _load(config), workers=workers)
+        except CohortError as error:
+            raise _validate_error(str(error)) from None
+    elif pipeline is not None:
         raise _validate_error("--pipeline goes with --cohort; a predictions file is already the pipeline's output")
     if positive is not None and positive not in {category.value for category in WhoCategory}:
         raise _validate_error(f"--positive {positive!r} is not one of normal, low_bone_mass, osteoporosis")

@@ -239,8 +239,7 @@ def test_bad_files_stop_the_command_with_a_message_and_no_report(
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--cohort", "cohort.csv", "--pipeline", "lumbar"],
-         "running pipelines over a cohort is not available yet"),
+        (["--cohort", "cohort.csv", "--pipeline", "lumbar"], "cannot read the cohort"),
         (["--cohort", "cohort.csv"], "--cohort needs --pipeline lumbar, chest or hip"),
         ([], "give either --predictions FILE or --cohort FILE --pipeline NAME"),
         (["--predictions", "p.csv", "--cohort", "c.csv"], "give either --predictions FILE"),
