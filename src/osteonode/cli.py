@@ -315,7 +315,9 @@ def demo(
     keep_running = sys.stdin.isatty() and sys.stdout.isatty() if wait is None else wait
     try:
         run_demo(
-            workdir, show=lambda line: console.print(line, highlight=False, markup=False), wait=keep_running
+            workdir,
+            show=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
+            wait=keep_running,
         )
     except DemoError as error:
         Console(stderr=True).print(f"demo failed: {error}", style="red", markup=False)

@@ -1,9 +1,13 @@
-"""``osteonode demo``: the node on its embedded defaults, fed sample radiographs, as a PACS would.
+"""``osteonode demo``: the whole loop, with a local Orthanc as the hospital PACS.
 
 The demo makes the small synthetic sample set (lumbar, chest, hip phantoms, some of them hard
-cases), starts a real node process on a free loopback port with its state under ``demo-out/``,
-sends the images with dcmtk's ``storescu`` the way a modality or PACS auto-forwards them, waits
-until every job has finished or is waiting for its model, and shows ``osteonode status``.
+cases), starts a real Orthanc and a real node process on free loopback ports (state under
+``demo-out/``), and stores the samples in Orthanc through its REST API. Orthanc auto-forwards each
+image to the node (a Lua ``OnStoredInstance`` script), the node analyses it and sends its Structured
+Report and Secondary Capture back to Orthanc, into the image's study. The demo waits until every
+image is analysed (or waiting for its model) and every report delivered, prints a summary table, and
+the Orthanc Explorer address of each study. On a terminal it keeps Orthanc and the node running until
+Enter or Ctrl-C, so a person can open the studies; otherwise (tests, CI) it stops at once.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +26,22 @@ from pathlib import Path
 
 import structlog
 
+from osteonode.peers import Orthanc, OrthancError, OrthancModality, free_port
+
 __all__ = ["DemoError", "DemoNode", "run_demo"]
 
 log = structlog.get_logger(__name__)
 
 #: Job states in which the node is still working on an image.
 _BUSY_STATES = ("pending", "running")
+#: Delivery states in which a report has not yet reached the PACS (nor been given up).
+_UNDELIVERED_STATES = ("pending", "sending", "failed")
+#: The node's AE title in the demo (the embedded default).
+NODE_AE_TITLE = "OSTEONODE"
 
 
 class DemoError(RuntimeError):
     """The demo could not run (a tool missing, the node not starting, images not acknowledged)."""
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _require(tool: str) -> str:
@@ -69,29 +71,35 @@ class DemoNode:
         )
 
 
-def write_demo_config(workdir: Path, port: int, models_dir: Path) -> Path:
-    """A node.toml that keeps the demo's state under ``workdir`` and uses the shipped models."""
+def write_demo_config(workdir: Path, port: int, models_dir: Path, pacs: Orthanc) -> Path:
+    """A node.toml that keeps the demo's state under ``workdir``, uses the shipped models and sends
+    every pipeline's reports to the demo's Orthanc."""
+    lines = [
+        "# Written by `osteonode demo`: the embedded defaults, with state under demo-out/ and",
+        "# reports sent to the demo's Orthanc.",
+        "[node]",
+        f"port = {port}",
+        "[storage]",
+        f'spool_dir = "{workdir / "var" / "spool"}"',
+        "min_free_mb = 64",
+        "[database]",
+        f'url = "sqlite:///{workdir / "var" / "osteonode.db"}"',
+        "[logging]",
+        'format = "json"',
+        "[models]",
+        f'dir = "{models_dir}"',
+        "[delivery]",
+        "interval_s = 1.0",
+        "[destinations.pacs]",
+        f'ae_title = "{pacs.ae_title}"',
+        'host = "127.0.0.1"',
+        f"port = {pacs.dicom_port}",
+        "backoff_initial_s = 2.0",
+    ]
+    for pipeline in ("lumbar", "chest", "hip"):
+        lines += [f"[pipelines.{pipeline}]", 'destinations = ["pacs"]']
     config = workdir / "node.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "# Written by `osteonode demo`: the embedded defaults, with state under demo-out/.",
-                "[node]",
-                f"port = {port}",
-                "[storage]",
-                f'spool_dir = "{workdir / "var" / "spool"}"',
-                "min_free_mb = 64",
-                "[database]",
-                f'url = "sqlite:///{workdir / "var" / "osteonode.db"}"',
-                "[logging]",
-                'format = "json"',
-                "[models]",
-                f'dir = "{models_dir}"',
-                "",
-            ]
-        ),
-        "utf-8",
-    )
+    config.write_text("\n".join([*lines, ""]), "utf-8")
     return config
 
 
@@ -109,7 +117,7 @@ def running_node(config: Path, port: int, log_path: Path, timeout_s: float = 60.
         try:
             deadline = time.monotonic() + timeout_s
             while subprocess.run(
-                [echoscu, "-aec", "OSTEONODE", "127.0.0.1", str(port)], capture_output=True, check=False
+                [echoscu, "-aec", NODE_AE_TITLE, "127.0.0.1", str(port)], capture_output=True, check=False
             ).returncode:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise DemoError(f"the node did not start; see {log_path}")
@@ -125,39 +133,15 @@ def running_node(config: Path, port: int, log_path: Path, timeout_s: float = 60.
                     process.wait()
 
 
-#: storescu's option that proposes each compressed transfer syntax (it proposes one kind per run).
-_STORESCU_PROPOSALS = {
-    "1.2.840.10008.1.2.5": "--propose-rle",
-    "1.2.840.10008.1.2.4.70": "--propose-lossless",
-    "1.2.840.10008.1.2.4.80": "--propose-jls-lossless",
-    "1.2.840.10008.1.2.4.90": "--propose-j2k-lossless",
-}
-
-
-def send_files(port: int, files: Sequence[Path]) -> None:
-    """C-STORE ``files`` to the node with dcmtk's storescu; every one must be acknowledged.
-
-    A modality sends each image in the transfer syntax it has it in, so the files are sent in one
-    storescu run per syntax, proposing that syntax.
-    """
-    import pydicom
-
-    storescu = _require("storescu")
-    by_syntax: dict[str, list[Path]] = {}
+def store_in_pacs(pacs: Orthanc, files: Sequence[Path]) -> None:
+    """Store ``files`` in Orthanc through its REST API, as a modality's images arrive at the PACS."""
     for path in files:
-        syntax = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
-        by_syntax.setdefault(syntax, []).append(path)
-    for syntax, group in sorted(by_syntax.items()):
-        proposal = [_STORESCU_PROPOSALS[syntax]] if syntax in _STORESCU_PROPOSALS else []
-        completed = subprocess.run(
-            [storescu, *proposal, "-aec", "OSTEONODE", "-aet", "DEMO_MODALITY", "127.0.0.1", str(port),
-             *map(str, group)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise DemoError(f"storescu failed: {completed.stderr.strip() or completed.stdout.strip()}")
+        try:
+            answer = pacs.post_instance(path)
+        except (OSError, OrthancError) as error:
+            raise DemoError(f"Orthanc did not store {path.name}: {error}") from None
+        if answer.get("Status") not in {"Success", "AlreadyStored"}:
+            raise DemoError(f"Orthanc did not store {path.name}: {answer}")
 
 
 def wait_until_settled(node: DemoNode, expected_jobs: int, timeout_s: float) -> dict[str, int]:
@@ -174,26 +158,60 @@ def wait_until_settled(node: DemoNode, expected_jobs: int, timeout_s: float) -> 
         time.sleep(1.0)
 
 
+def wait_until_delivered(node: DemoNode, timeout_s: float) -> dict[str, int]:
+    """Poll ``osteonode status --json`` until no report is waiting to be sent."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = node.osteonode("status", "--json")
+        if status.returncode == 0:
+            counts: dict[str, int] = json.loads(status.stdout)["deliveries"]
+            if not any(counts.get(state, 0) for state in _UNDELIVERED_STATES):
+                return counts
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"reports were still waiting to be sent after {timeout_s:.0f} s; see {node.log} and"
+                f" `osteonode deliveries list --config {node.config}`"
+            )
+        time.sleep(1.0)
+
+
+def wait_for_enter(show: Callable[[str], None]) -> None:
+    """Keep everything running until the person at the terminal presses Enter or Ctrl-C."""
+    show("Orthanc and the node keep running; press Enter (or Ctrl-C) to stop them.")
+    try:
+        input()
+    except (EOFError, KeyboardInterrupt):
+        pass
+
+
 def run_demo(
     workdir: Path = Path("demo-out"),
     models_dir: Path = Path("models"),
     *,
     show: Callable[[str], None] = print,
     timeout_s: float = 300.0,
+    wait: bool = False,
 ) -> dict[str, int]:
     """Run the demo and return the final job counts by state.
 
     Parameters
     ----------
     workdir
-        Folder for the sample images, the node's configuration, spool, database and log; emptied
-        first so each run starts from scratch.
+        Folder for the sample images, Orthanc's storage, the node's configuration, spool, database
+        and logs; emptied first so each run starts from scratch.
     models_dir
         The models the node loads (the shipped demo weights by default).
     show
         Where progress lines go.
     timeout_s
-        How long the node may take to work through the samples.
+        How long the node may take to work through the samples, and again to deliver the reports.
+    wait
+        Keep Orthanc and the node running until Enter or Ctrl-C (for a person to look).
+
+    Raises
+    ------
+    DemoError
+        If a tool is missing, Orthanc or the node does not start, or the work does not finish in time.
     """
     from osteonode.phantoms import make_sample_set
 
@@ -205,29 +223,60 @@ def run_demo(
     cohorts = make_sample_set(workdir / "phantoms")
     files = sorted(path for cohort in cohorts.values() for path in cohort.parent.glob("*.dcm"))
     port = free_port()
-    config = write_demo_config(workdir, port, models_dir.resolve())
-    show(f"starting the node on 127.0.0.1:{port} (AE OSTEONODE), log in {workdir / 'node.log'} ...")
-    with running_node(config, port, workdir / "node.log") as node:
-        show(f"sending {len(files)} images with storescu ...")
-        send_files(port, files)
-        counts = wait_until_settled(node, len(files), timeout_s)
-        show(node.osteonode("status", "--events", "5").stdout)
-    rows = summarise(config, files)
-    show(format_summary(rows))
-    show(f"configuration used: {config}; everything about one image:")
-    show(f"  .venv/bin/osteonode status --config {config} --instance {rows[0].sop_instance_uid}")
+    pacs = Orthanc(
+        workdir / "orthanc", forward_to=OrthancModality("osteonode", NODE_AE_TITLE, "127.0.0.1", port)
+    )
+    config = write_demo_config(workdir, port, models_dir.resolve(), pacs)
+    show(f"starting Orthanc as the PACS: DICOM 127.0.0.1:{pacs.dicom_port} (AE {pacs.ae_title}),"
+         f" web {pacs.explorer_url()} ...")
+    try:
+        pacs.start()
+    except OrthancError as error:
+        raise DemoError(str(error)) from None
+    try:
+        show(f"starting the node on 127.0.0.1:{port} (AE {NODE_AE_TITLE}), log in {workdir / 'node.log'} ...")
+        with running_node(config, port, workdir / "node.log") as node:
+            show(f"storing {len(files)} images in Orthanc, which forwards them to the node ...")
+            store_in_pacs(pacs, files)
+            counts = wait_until_settled(node, len(files), timeout_s)
+            wait_until_delivered(node, timeout_s)
+            show(node.osteonode("status", "--events", "5").stdout)
+            rows = summarise(config, files)
+            show(format_summary(rows))
+            show_study_addresses(pacs, rows, show)
+            show(f"configuration used: {config}; everything about one image:")
+            show(f"  .venv/bin/osteonode status --config {config} --instance {rows[0].sop_instance_uid}")
+            if wait:
+                wait_for_enter(show)
+    finally:
+        pacs.stop()
     return counts
+
+
+def show_study_addresses(pacs: Orthanc, rows: Sequence[SummaryRow], show: Callable[[str], None]) -> None:
+    """Print where each study with delivered reports can be opened in Orthanc Explorer."""
+    delivered = [row for row in rows if row.delivered and "sent" in row.delivered]
+    if not delivered:
+        show(f"no reports were delivered (no models installed?); Orthanc: {pacs.explorer_url()}")
+        return
+    show("open a study with its reports in Orthanc (SR and SC are in the image's study):")
+    for row in delivered:
+        study = pacs.study_id(row.study_instance_uid)
+        if study is not None:
+            show(f"  {row.file:<24} {pacs.explorer_url(study)}")
 
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """What the node did with one sample image."""
+    """What the node did with one sample image, and what it sent back to the PACS."""
 
     file: str
     sop_instance_uid: str
+    study_instance_uid: str
     decision: str
     state: str
     answer: str
+    delivered: str
 
 
 def summarise(config: Path, files: Sequence[Path]) -> list[SummaryRow]:
@@ -236,14 +285,20 @@ def summarise(config: Path, files: Sequence[Path]) -> list[SummaryRow]:
 
     from osteonode.config import load_config
     from osteonode.store.db import Database
+    from osteonode.store.deliveries import list_deliveries
     from osteonode.store.history import instance_history
 
     database = Database(load_config(config).database.url)
     rows = []
     try:
         with database.session() as session:
+            sent_back: dict[str, list[str]] = {}
+            for delivery in list_deliveries(session):
+                kind = "SR" if ".88." in delivery.object_class_uid else "SC"
+                sent_back.setdefault(delivery.source_uid, []).append(f"{kind} {delivery.state}")
             for path in files:
-                uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+                uid = str(header.SOPInstanceUID)
                 history = instance_history(session, uid)
                 job = history.jobs[-1] if history is not None and history.jobs else None
                 result = history.results[-1] if history is not None and history.results else None
@@ -259,7 +314,12 @@ def summarise(config: Path, files: Sequence[Path]) -> list[SummaryRow]:
                     answer = result.category if result.evaluable else f"not evaluable: {result.reason}"
                 elif job is not None and job.state == "queued":
                     answer = "waiting for its model"
-                rows.append(SummaryRow(f"{path.parent.name}/{path.name}", uid, decision, state, answer or ""))
+                rows.append(
+                    SummaryRow(
+                        f"{path.parent.name}/{path.name}", uid, str(header.StudyInstanceUID), decision,
+                        state, answer or "", ", ".join(sorted(sent_back.get(uid, []))),
+                    )
+                )
     finally:
         database.dispose()
     return rows
@@ -267,12 +327,14 @@ def summarise(config: Path, files: Sequence[Path]) -> list[SummaryRow]:
 
 def format_summary(rows: Sequence[SummaryRow]) -> str:
     """The summary as an aligned plain-text table."""
-    header = SummaryRow("image", "", "routed to", "job", "answer")
+    header = SummaryRow("image", "", "", "routed to", "job", "answer", "sent to the PACS")
     table = [header, *rows]
-    widths = [max(len(getattr(row, name)) for row in table) for name in ("file", "decision", "state")]
+    names = ("file", "decision", "state", "answer")
+    widths = [max(len(getattr(row, name)) for row in table) for name in names]
     lines = [
-        f"{row.file:<{widths[0]}}  {row.decision:<{widths[1]}}  {row.state:<{widths[2]}}  {row.answer}"
+        "  ".join(f"{getattr(row, name):<{width}}" for name, width in zip(names, widths, strict=True))
+        + f"  {row.delivered}"
         for row in table
     ]
     lines.insert(1, "-" * max(len(line) for line in lines))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)

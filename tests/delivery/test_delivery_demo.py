@@ -1,0 +1,32 @@
+"""`osteonode demo` runs the whole loop through a local Orthanc and says where to open the studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fixtures.peers import require_binary
+
+from osteonode.demo import run_demo
+
+pytestmark = pytest.mark.orthanc
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def test_demo_sends_samples_through_orthanc_and_shows_what_came_back(tmp_path):
+    require_binary("Orthanc")
+    lines: list[str] = []
+
+    counts = run_demo(tmp_path / "demo-out", REPOSITORY / "models", show=lines.append, timeout_s=240, wait=False)
+
+    output = "\n".join(lines)
+    assert "starting Orthanc as the PACS" in output and "which forwards them to the node" in output
+    assert sum(counts.values()) == 12 and counts["pending"] == counts["running"] == 0
+    assert "sent to the PACS" in output
+    if counts["done"]:  # a shipped model analysed some samples: their reports are in Orthanc
+        assert "SR sent" in output and "SC sent" in output
+        assert "/app/explorer.html#study?uuid=" in output
+    else:  # no model installed yet: every sample waits for it, and Orthanc's address is shown
+        assert counts["queued"] == 12
+        assert "no reports were delivered" in output and "/app/explorer.html" in output
