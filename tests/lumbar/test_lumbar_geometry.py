@@ -13,6 +13,7 @@ from osteonode.pipelines.lumbar import (
     WORKING_LONG_SIDE,
     crop_theta,
     crop_to_working,
+    decode_bodies,
     decode_heatmaps,
     detector_input,
     endplate_angle,
@@ -59,6 +60,34 @@ def test_heatmap_peak_is_found_to_a_fraction_of_a_cell() -> None:
     points, confidence = decode_heatmaps(logits, stride=2)
     np.testing.assert_allclose(points, (true + 0.5) * 2 - 0.5, atol=0.25)
     assert (confidence > 0.8).all()
+
+
+def _detector_maps(bodies: list[np.ndarray], cells: int = 64) -> torch.Tensor:
+    """Detector logits with Gaussian peaks at the bodies' centres and corners (cells)."""
+    rows, columns = np.mgrid[0:cells, 0:cells]
+
+    def blobs(points: np.ndarray) -> np.ndarray:
+        return np.max([np.exp(-0.5 * ((columns - x) ** 2 + (rows - y) ** 2)) for x, y in points], axis=0)
+
+    maps = [blobs(np.array([b.mean(0) for b in bodies]))]
+    maps += [blobs(np.array([b[corner] for b in bodies])) for corner in range(4)]
+    return torch.logit(torch.from_numpy(np.stack(maps) * 0.98 + 0.001).float())
+
+
+def test_levels_are_counted_up_from_the_lowest_body() -> None:
+    # Seven bodies 6 cells apart: the top one plays T11 and must not be taken for T12.
+    bodies = [_body(30.0, 8.0 + 6.0 * k, 7.0, 4.2) for k in range(7)]
+    corners, confidence, found = decode_bodies(_detector_maps(bodies), stride=2, min_confidence=0.3)
+    assert found.all() and (confidence > 0.8).all()
+    expected = (np.stack(bodies[1:]) + 0.5) * 2 - 0.5
+    np.testing.assert_allclose(corners, expected, atol=0.3)
+
+
+def test_a_film_cut_off_at_the_top_misses_t12() -> None:
+    bodies = [_body(30.0, 20.0 + 6.0 * k, 7.0, 4.2) for k in range(5)]
+    _, confidence, found = decode_bodies(_detector_maps(bodies), stride=2, min_confidence=0.3)
+    assert found.tolist() == [False, True, True, True, True, True]
+    assert (confidence[0] == 0).all()
 
 
 def test_aligned_crop_round_trip_and_fixed_physical_scale() -> None:

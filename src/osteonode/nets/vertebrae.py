@@ -4,9 +4,10 @@ METHODS.md section 1: the estimator first finds the vertebrae T12-L5 on a fronta
 regresses areal BMD from each of L1-L4. Two modules do this here:
 
 - :class:`VertebraKeypointNet`, a compact U-Net (Ronneberger et al. 2015) that sees a downscaled
-  copy of the whole film and returns one heat-map per body corner (four corners for each of the
-  six bodies T12-L5) at half the input resolution. A corner's heat-map peak is its confidence;
-  a corner off the film or hidden has no peak. The coarse positions are refined on crops.
+  copy of the whole film and returns heat-maps at half the input resolution; the lumbar pipeline
+  uses five: vertebral body centres and the four corner types (top-left, top-right,
+  bottom-right, bottom-left). A heat-map peak is a point's confidence; a point off the film or
+  hidden has no peak. The coarse positions are refined on crops.
 - :class:`VertebraCropNet`, a small CNN on a 64 x 64 crop aligned to one vertebral body. With
   eight outputs it refines the body's corners (offsets in crop units); with one output it is the
   BMD regressor, returning g/cm2 through a fixed affine output map so the module's output is the
@@ -65,7 +66,7 @@ class VertebraKeypointNet(nn.Module):
     Parameters
     ----------
     keypoints : int
-        Heat-maps returned (24: four corners of each of T12, L1, ..., L5).
+        Heat-maps returned (5 for the lumbar pipeline: body centres and four corner types).
     widths : sequence of int
         Channels at the stem and at each deeper stage (strides 2, 4, 8, ...).
     in_chans : int
@@ -78,7 +79,7 @@ class VertebraKeypointNet(nn.Module):
     """
 
     def __init__(
-        self, keypoints: int = 24, widths: tuple[int, ...] | list[int] = (16, 32, 48, 64), in_chans: int = 1
+        self, keypoints: int = 5, widths: tuple[int, ...] | list[int] = (16, 32, 48, 64), in_chans: int = 1
     ) -> None:
         if keypoints < 1 or in_chans < 1:
             raise ValueError("keypoints and in_chans must be positive")
@@ -102,6 +103,9 @@ class VertebraKeypointNet(nn.Module):
             _conv_block(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1)
         )
         self.head = nn.Conv2d(widths[0], keypoints, 1)
+        # Peaks cover a tiny share of each heat-map: start near that prior (sigmoid(-4) ~ 0.02)
+        # rather than at 0.5, so early training localises instead of lowering the background.
+        nn.init.constant_(self.head.bias, -4.0)
 
     @property
     def divisor(self) -> int:
@@ -202,7 +206,7 @@ class VertebraCropNet(nn.Module):
 
 
 def vertebra_keypoint_net(
-    keypoints: int = 24, widths: tuple[int, ...] | list[int] = (16, 32, 48, 64), in_chans: int = 1
+    keypoints: int = 5, widths: tuple[int, ...] | list[int] = (16, 32, 48, 64), in_chans: int = 1
 ) -> VertebraKeypointNet:
     """Build the corner detector (see :class:`VertebraKeypointNet`)."""
     return VertebraKeypointNet(keypoints=keypoints, widths=widths, in_chans=in_chans)

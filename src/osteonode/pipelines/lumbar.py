@@ -64,12 +64,14 @@ from osteonode.reference import ReferenceData
 
 __all__ = [
     "BODIES",
+    "DETECTOR_CHANNELS",
     "DETECTOR_SIZE",
     "LumbarPipeline",
     "PreparedFilm",
     "Detection",
     "crop_theta",
     "crop_to_working",
+    "decode_bodies",
     "decode_heatmaps",
     "detector_input",
     "prepare_film",
@@ -208,12 +210,40 @@ def detector_input(working: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.n
     return canvas, scale
 
 
-def decode_heatmaps(logits: torch.Tensor, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Peak of each heat-map with sub-cell refinement, in input pixel centres.
+#: Detector heat-map channels: body centres, then the four corner types.
+CENTRE_CHANNEL = 0
+CORNER_CHANNELS = (1, 2, 3, 4)
+DETECTOR_CHANNELS = 5
+#: Corner directions (along the endplates, caudal) of TL, TR, BR, BL.
+_CORNER_SIGNS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+#: Body height and width relative to the distance between adjacent body centres (a body and its
+#: disc make one step; the disc is about a quarter of it), for the corner search prior.
+_HEIGHT_PER_STEP, _WIDTH_PER_HEIGHT = 0.72, 1.65
+#: Centre peaks below this are not even candidates.
+_CANDIDATE_LEVEL = 0.05
 
-    The peak cell is refined by the centroid of the probabilities in its 3 x 3 neighbourhood
-    (above the neighbourhood's minimum), which recovers the centre of a Gaussian blob to a
-    fraction of a cell.
+
+def _subcell_peak(probabilities: torch.Tensor, row: int, column: int) -> tuple[float, float]:
+    """(x, y) in cells of the peak at (row, column), refined by its 3 x 3 centroid.
+
+    The centroid of the probabilities above the neighbourhood's minimum recovers the centre of a
+    Gaussian blob to a fraction of a cell.
+    """
+    height, width = probabilities.shape
+    rows = slice(max(row - 1, 0), min(row + 2, height))
+    columns = slice(max(column - 1, 0), min(column + 2, width))
+    window = probabilities[rows, columns]
+    weights = (window - window.min()).clamp_min(0).double()
+    total = float(weights.sum())
+    if total <= 0:
+        return float(column), float(row)
+    ys = torch.arange(rows.start, rows.stop, dtype=torch.float64)
+    xs = torch.arange(columns.start, columns.stop, dtype=torch.float64)
+    return float((weights.sum(0) * xs).sum()) / total, float((weights.sum(1) * ys).sum()) / total
+
+
+def decode_heatmaps(logits: torch.Tensor, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Highest peak of each heat-map, sub-cell refined, in input pixel centres.
 
     Parameters
     ----------
@@ -225,25 +255,81 @@ def decode_heatmaps(logits: torch.Tensor, stride: int) -> tuple[np.ndarray, np.n
     Returns
     -------
     (points, confidence)
-        (K, 2) points ``(x, y)`` in input pixel centres, and (K,) peak probabilities.
+        (K, 2) points ``(x, y)`` and (K,) peak probabilities.
     """
     probabilities = torch.sigmoid(logits.float())
-    keypoints, height, width = probabilities.shape
-    flat = probabilities.reshape(keypoints, -1)
-    confidence, index = flat.max(dim=1)
-    rows, columns = index // width, index % width
-    padded = F.pad(probabilities, (1, 1, 1, 1))
-    offsets = torch.tensor([-1.0, 0.0, 1.0])
-    points = np.zeros((keypoints, 2))
-    for k in range(keypoints):
-        window = padded[k, rows[k] : rows[k] + 3, columns[k] : columns[k] + 3]
-        weights = (window - window.min()).clamp_min(0)
-        total = float(weights.sum())
-        dy = float((weights.sum(1) * offsets).sum()) / total if total > 0 else 0.0
-        dx = float((weights.sum(0) * offsets).sum()) / total if total > 0 else 0.0
-        cell = (float(columns[k]) + dx, float(rows[k]) + dy)
-        points[k] = [(cell[0] + 0.5) * stride - 0.5, (cell[1] + 0.5) * stride - 0.5]
-    return points, confidence.numpy()
+    keypoints, _, width = probabilities.shape
+    confidence, index = probabilities.reshape(keypoints, -1).max(dim=1)
+    points = np.array(
+        [_subcell_peak(probabilities[k], int(index[k]) // width, int(index[k]) % width) for k in range(keypoints)]
+    )
+    return (points + 0.5) * stride - 0.5, confidence.numpy()
+
+
+def decode_bodies(
+    logits: torch.Tensor, stride: int, min_confidence: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bodies T12-L5 and their corners from the detector's centre and corner-type heat-maps.
+
+    Levels are counted up from the lowest body (L5, the body above the sacrum): the confident
+    centre peaks, in cranio-caudal order, are labelled from the bottom, so a body above T12 that
+    looks like one (T11) is not taken for it, and a film cut off at the top misses T12. Each
+    corner is the corner-type peak nearest to where the body's centre, the spine's direction and
+    the distance between neighbouring bodies put it.
+
+    Parameters
+    ----------
+    logits
+        (5, h, w): body centres, then TL, TR, BR, BL corners.
+    stride
+        Input pixels per heat-map cell.
+    min_confidence
+        Lowest centre peak that counts as a body.
+
+    Returns
+    -------
+    (corners, confidence, found)
+        (6, 4, 2) corners in input pixel centres (zeros for a body not found), (6, 4) corner
+        heat-map peaks (zeros when not found), and (6,) whether each body was found.
+    """
+    probabilities = torch.sigmoid(logits.float())
+    centres_map = probabilities[CENTRE_CHANNEL]
+    is_peak = F.max_pool2d(centres_map[None, None], 3, stride=1, padding=1)[0, 0] == centres_map
+    candidates = torch.nonzero(is_peak & (centres_map >= max(min_confidence, _CANDIDATE_LEVEL)))
+    peaks = sorted(
+        (_subcell_peak(centres_map, int(r), int(c)) for r, c in candidates), key=lambda point: point[1]
+    )[-len(BODIES):]
+    count = len(peaks)
+    corners = np.zeros((len(BODIES), 4, 2))
+    confidence = np.zeros((len(BODIES), 4))
+    found = np.zeros(len(BODIES), bool)
+    if count == 0:
+        return corners, confidence, found
+    centres = np.array(peaks)
+    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1) if count > 1 else np.array([4.0])
+    for k, centre in enumerate(centres):
+        body = len(BODIES) - count + k
+        before, after = centres[max(k - 1, 0)], centres[min(k + 1, count - 1)]
+        down = after - before if count > 1 else np.array([0.0, 1.0])
+        down = down / max(np.linalg.norm(down), 1e-9)
+        along = np.array([down[1], -down[0]])
+        step = float(np.median(steps[max(k - 1, 0) : k + 1])) if count > 1 else float(steps[0])
+        height = _HEIGHT_PER_STEP * step
+        width = _WIDTH_PER_HEIGHT * height
+        sigma = max(1.0, 0.25 * height)
+        rows, columns = probabilities.shape[1:]
+        ys = torch.arange(rows, dtype=torch.float64)[:, None]
+        xs = torch.arange(columns, dtype=torch.float64)[None, :]
+        for corner, (sign_x, sign_y) in enumerate(_CORNER_SIGNS):
+            expected = centre + sign_x * width / 2 * along + sign_y * height / 2 * down
+            prior = torch.exp(-((xs - expected[0]) ** 2 + (ys - expected[1]) ** 2) / (2 * sigma**2))
+            channel = probabilities[CORNER_CHANNELS[corner]].double()
+            index = int(torch.argmax(channel * prior))
+            row, column = index // columns, index % columns
+            corners[body, corner] = _subcell_peak(channel, row, column)
+            confidence[body, corner] = float(channel[row, column])
+        found[body] = True
+    return (corners + 0.5) * stride - 0.5, confidence, found
 
 
 def _body_axes(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -445,26 +531,25 @@ class LumbarPipeline:
         """Find and refine the corners of T12-L5 (working pixel centres)."""
         image, scale = detector_input(film.working)
         logits = self.detector(torch.from_numpy(image)[None, None].to(self.device))[0].cpu()
-        points, confidence = decode_heatmaps(logits, self.detector.stride)
-        corners = ((points + 0.5) / scale - 0.5).reshape(len(BODIES), 4, 2)
-        confidence = confidence.reshape(len(BODIES), 4)
-        corners = self._refine(film, corners)
+        points, confidence, found = decode_bodies(logits, self.detector.stride, self.min_confidence)
+        corners = (points + 0.5) / scale - 0.5
+        if found.any():
+            corners[found] = self._refine(film, corners[found], [b for b, f in zip(BODIES, found) if f])
         return Detection(
             corners={body: corners[i] for i, body in enumerate(BODIES)},
             confidence={body: confidence[i] for i, body in enumerate(BODIES)},
         )
 
-    def _film_spacing(self, film: PreparedFilm, corners: np.ndarray) -> float:
+    def _film_spacing(self, film: PreparedFilm, corners: Mapping[str, np.ndarray]) -> float:
         """Working pixel size (mm): the film's own, else estimated from typical body widths."""
         if film.spacing_mm is not None:
             return film.spacing_mm
-        widths = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=-1)
-        typical = np.array([TYPICAL_BODY_WIDTH_MM[b] for b in BODIES])
-        return float(np.median(typical / np.maximum(widths, 1e-6)))
+        ratios = [TYPICAL_BODY_WIDTH_MM[b] / max(float(np.linalg.norm(c[1] - c[0])), 1e-6) for b, c in corners.items()]
+        return float(np.median(ratios))
 
-    def _refine(self, film: PreparedFilm, corners: np.ndarray) -> np.ndarray:
+    def _refine(self, film: PreparedFilm, corners: np.ndarray, bodies: Sequence[str]) -> np.ndarray:
         working = torch.from_numpy(film.working)[None, None].to(self.device)
-        spacing = self._film_spacing(film, corners)
+        spacing = self._film_spacing(film, dict(zip(bodies, corners)))
         for _ in range(REFINEMENT_PASSES):
             theta = crop_theta(corners, spacing, film.working.shape)
             crops = sample_crops(working, theta.to(self.device))
@@ -493,7 +578,9 @@ class LumbarPipeline:
         for body in BODIES:
             low = float(detection.confidence[body].min())
             corners = detection.corners[body]
-            if low < self.min_confidence:
+            if not detection.confidence[body].any():
+                problems[body] = "not found"
+            elif low < self.min_confidence:
                 problems[body] = f"not found with confidence (lowest corner {low:.2f}, needs {self.min_confidence:.2f})"
             elif (corners.min(0) < margin).any() or corners[:, 0].max() > columns - 1 - margin or corners[:, 1].max() > rows - 1 - margin:
                 problems[body] = "extends beyond the edge of the image"
@@ -575,7 +662,7 @@ class LumbarPipeline:
         if not bodies:
             return {}
         corners = np.stack([detection.corners[b] for b in bodies])
-        spacing = self._film_spacing(film, np.stack([detection.corners[b] for b in BODIES]))
+        spacing = self._film_spacing(film, detection.corners)
         theta = crop_theta(corners, spacing, film.working.shape)
         working = torch.from_numpy(film.working)[None, None].to(self.device)
         crops = sample_crops(working, theta.to(self.device))

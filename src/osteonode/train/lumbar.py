@@ -46,9 +46,11 @@ from osteonode.phantoms.cohort import PhantomRecord
 from osteonode.pipelines.lumbar import (
     BODIES,
     CROP_MM_PER_PIXEL,
+    DETECTOR_CHANNELS,
     DETECTOR_SIZE,
     LumbarPipeline,
     crop_theta,
+    decode_bodies,
     detector_input,
     prepare_film,
     sample_crops,
@@ -92,7 +94,7 @@ PHANTOM_SOFTWARE = "osteonode-phantoms"
 #: Crop batches are this many times the film batch size (crops are small).
 CROP_BATCH_FACTOR = 4
 #: The keypoint network's widths and the crop networks' shape, recorded in the card.
-DETECTOR_OPTIONS = {"keypoints": 4 * len(BODIES), "widths": [16, 24, 32, 48]}
+DETECTOR_OPTIONS = {"keypoints": DETECTOR_CHANNELS, "widths": [16, 24, 32, 48]}
 CROP_OPTIONS = {"widths": [16, 32, 48, 64], "hidden": 128}
 MEASURED = ("L1", "L2", "L3", "L4")
 
@@ -160,24 +162,46 @@ def _batches(indices: np.ndarray, size: int, rng: np.random.Generator | None) ->
 
 
 def _heatmaps(points: np.ndarray, visible: np.ndarray, size: int, stride: int) -> torch.Tensor:
-    """Gaussian targets (K, size/stride, size/stride) for points in input pixel centres."""
+    """Detector targets for one film: body-centre and corner-type Gaussians.
+
+    Parameters
+    ----------
+    points
+        (6, 4, 2) body corners TL, TR, BR, BL in detector-input pixel centres.
+    visible
+        (6, 4) whether each corner is on the film.
+
+    Returns
+    -------
+    torch.Tensor
+        (5, size/stride, size/stride): centres (of bodies with at least half their corners on
+        the film), then the TL, TR, BR, BL corners of all bodies.
+    """
     cells = size // stride
-    centre = (points + 0.5) / stride - 0.5
     axis = np.arange(cells)
-    gx = np.exp(-0.5 * ((axis[None, :] - centre[:, 0:1]) / HEATMAP_SIGMA) ** 2)
-    gy = np.exp(-0.5 * ((axis[None, :] - centre[:, 1:2]) / HEATMAP_SIGMA) ** 2)
-    maps = gy[:, :, None] * gx[:, None, :] * visible[:, None, None]
-    return torch.from_numpy(maps.astype(np.float32))
+
+    def blobs(centres: np.ndarray, present: np.ndarray) -> np.ndarray:
+        centre = (centres + 0.5) / stride - 0.5
+        gx = np.exp(-0.5 * ((axis[None, :] - centre[:, 0:1]) / HEATMAP_SIGMA) ** 2)
+        gy = np.exp(-0.5 * ((axis[None, :] - centre[:, 1:2]) / HEATMAP_SIGMA) ** 2)
+        maps = gy[:, :, None] * gx[:, None, :] * present[:, None, None]
+        return maps.max(axis=0) if len(maps) else np.zeros((cells, cells))
+
+    channels = [blobs(points.mean(axis=1), visible.sum(axis=1) >= 2)]
+    channels += [blobs(points[:, corner], visible[:, corner]) for corner in range(4)]
+    return torch.from_numpy(np.stack(channels).astype(np.float32))
 
 
 #: Corner order after a horizontal flip: TL <-> TR, BR <-> BL within every body.
 _FLIP_ORDER = np.array([[4 * b + c for c in (1, 0, 3, 2)] for b in range(len(BODIES))]).ravel()
+#: Missing or extra bodies count as this error (detector pixels) in the validation metric.
+_MISSED_BODY_ERROR = 20.0
 
 
 class DetectorTask:
     """Heat-map training of the keypoint network on letterboxed films."""
 
-    metric_name = "negative mean corner error (detector pixels)"
+    metric_name = "negative mean corner error of decoded bodies (detector pixels)"
 
     def __init__(self, films: list[_Film], train: np.ndarray, validation: np.ndarray, batch_size: int) -> None:
         self.films, self.train, self.validation, self.batch_size = films, train, validation, batch_size
@@ -194,7 +218,8 @@ class DetectorTask:
                 image, points, visible = self._augment(image, points, visible, rng)
             inside = (points >= 0).all(1) & (points <= DETECTOR_SIZE - 1).all(1)
             images.append(image)
-            targets.append(_heatmaps(points, visible * inside, DETECTOR_SIZE, self.stride))
+            shown = (visible * inside).reshape(len(BODIES), 4)
+            targets.append(_heatmaps(points.reshape(len(BODIES), 4, 2), shown, DETECTOR_SIZE, self.stride))
         return torch.stack(images), torch.stack(targets)
 
     def _augment(
@@ -236,12 +261,16 @@ class DetectorTask:
         return (F.binary_cross_entropy_with_logits(outputs, targets, reduction="none") * weights).mean()
 
     def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        n, k, h, w = targets.shape
-        present = targets.reshape(n, k, -1).amax(-1) > 0.5
-        predicted = outputs.reshape(n, k, -1).argmax(-1)
-        truth = targets.reshape(n, k, -1).argmax(-1)
-        distance = torch.hypot((predicted % w - truth % w).float(), (predicted // w - truth // w).float())
-        return -float(distance[present].mean()) * self.stride if present.any() else 0.0
+        errors = []
+        for output, target in zip(outputs, targets):
+            found, _, found_mask = decode_bodies(output, self.stride, 0.3)
+            truth, _, truth_mask = decode_bodies(torch.logit(target.clamp(1e-4, 1 - 1e-4)), self.stride, 0.3)
+            for body in range(len(BODIES)):
+                if found_mask[body] and truth_mask[body]:
+                    errors.append(float(np.linalg.norm(found[body] - truth[body], axis=-1).mean()))
+                elif found_mask[body] or truth_mask[body]:
+                    errors.append(_MISSED_BODY_ERROR)
+        return -float(np.mean(errors)) if errors else 0.0
 
 
 # --- crop tasks ---------------------------------------------------------------------------------

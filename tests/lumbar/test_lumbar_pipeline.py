@@ -1,0 +1,140 @@
+"""What a user of the lumbar pipeline sees: the Result, its notes and reasons, and its reports."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from osteonode.config import IntendedUsePolicy, LumbarSettings
+from osteonode.imaging import load_radiograph
+from osteonode.phantoms import HardCase
+from osteonode.pipelines.base import FindingSite, OutsideIntendedUse, Result
+from osteonode.pipelines.lumbar import LumbarPipeline
+from osteonode.reference import load_reference
+from osteonode.reports import DeviceInfo, build_secondary_capture, build_structured_report
+from osteonode.zoo import load_model
+
+from conftest import DEMO_MODEL
+
+DEVICE = DeviceInfo.for_node("osteonode-test", software_version="0.0.0")
+
+
+@pytest.fixture(scope="module")
+def normal_film(acceptance_films):
+    return next(r for r in acceptance_films if r.evaluable)
+
+
+@pytest.fixture(scope="module")
+def normal_result(demo_pipeline: LumbarPipeline, normal_film) -> Result:
+    return demo_pipeline.run(load_radiograph(normal_film.file))
+
+
+@pytest.fixture(scope="module")
+def implant_result(demo_pipeline: LumbarPipeline, acceptance_films) -> Result:
+    record = next(r for r in acceptance_films if r.hard_case is HardCase.IMPLANT)
+    return demo_pipeline.run(load_radiograph(record.file))
+
+
+def _edited(path: Path, **attributes: object) -> pydicom.Dataset:
+    ds = pydicom.dcmread(path)
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+def _skipping_pipeline() -> LumbarPipeline:
+    settings = LumbarSettings(outside_intended_use=IntendedUsePolicy.SKIP)
+    return LumbarPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), settings, load_reference())
+
+
+def test_evaluable_film_has_four_vertebrae_and_the_l1_l4_summary(normal_result: Result) -> None:
+    assert normal_result.evaluable, normal_result.reason
+    names = [f.name for f in normal_result.findings]
+    assert names == ["L1", "L2", "L3", "L4", "L1-L4"]
+    summary = normal_result.findings[-1]
+    assert summary.site is FindingSite.LUMBAR_SPINE
+    assert summary.category is normal_result.category and summary.t_score == normal_result.t_score
+    for finding in normal_result.findings[:4]:
+        assert len(finding.region.points) == 4
+        assert finding.bmd_g_cm2 > 0 and finding.category is not None
+        assert finding.included or finding.reason
+
+
+def test_result_carries_heatmap_model_disclaimer_and_calibration_notes(normal_result: Result) -> None:
+    heatmap = normal_result.heatmap
+    assert heatmap.shape == (normal_result.source.rows, normal_result.source.columns)
+    assert heatmap.dtype == np.float32 and 0.0 <= heatmap.min() and heatmap.max() <= 1.0 and heatmap.max() > 0
+    assert normal_result.model.name == "lumbar-demo" and normal_result.model.synthetic
+    assert "not for diagnostic use" in normal_result.disclaimer
+    assert ("calibration", "ge_lunar") in normal_result.model.parameters
+    notes = " ".join(normal_result.notes)
+    assert "converted to hologic: 0.856 x BMD -0.016" in notes
+    assert "young-adult reference" in notes
+    assert Result.from_dict(normal_result.to_dict()).to_dict() == normal_result.to_dict()
+
+
+def test_implant_makes_the_film_not_evaluable_and_says_which_vertebra(implant_result: Result) -> None:
+    assert not implant_result.evaluable and implant_result.category is None
+    assert "metal" in implant_result.reason
+    assert "L3" in implant_result.reason or "L4" in implant_result.reason
+    flagged = [f for f in implant_result.findings if not f.evaluable and "metal" in (f.reason or "")]
+    assert flagged and all(f.region is not None for f in flagged)
+
+
+def test_unknown_sex_assumes_the_female_reference_and_says_so(demo_pipeline: LumbarPipeline, normal_film) -> None:
+    result = demo_pipeline.run(load_radiograph(_edited(normal_film.file, PatientSex=None)))
+    notes = " ".join(result.notes)
+    assert "female young-adult reference was assumed" in notes
+    assert "sex unknown" in notes
+
+
+def test_young_patient_gets_a_note_or_is_skipped_by_policy(demo_pipeline: LumbarPipeline, normal_film) -> None:
+    young = _edited(normal_film.file, PatientAge="042Y")
+    result = demo_pipeline.run(load_radiograph(young))
+    assert any("aged 42" in note for note in result.notes)
+    with pytest.raises(OutsideIntendedUse, match="aged 42"):
+        _skipping_pipeline().run(load_radiograph(young))
+
+
+def test_lateral_view_is_outside_intended_use(normal_film) -> None:
+    with pytest.raises(OutsideIntendedUse, match="lateral"):
+        _skipping_pipeline().run(load_radiograph(_edited(normal_film.file, ViewPosition="LL")))
+
+
+def test_film_without_a_spine_is_not_evaluable_and_does_not_raise(demo_pipeline: LumbarPipeline, normal_film) -> None:
+    ds = pydicom.dcmread(normal_film.file)
+    ds.decompress()
+    ds.PixelData = np.full((ds.Rows, ds.Columns), 500, dtype=ds.pixel_array.dtype).tobytes()
+    result = demo_pipeline.run(load_radiograph(ds))
+    assert not result.evaluable
+    assert "not all of T12-L5 found" in result.reason
+
+
+def _dciodvfy_errors(ds: pydicom.Dataset, path: Path) -> list[str]:
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.skip("dciodvfy is not installed")
+    ds.save_as(path, enforce_file_format=True)
+    completed = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    return [line for line in (completed.stdout + completed.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.parametrize("which", ["normal_result", "implant_result"])
+def test_structured_report_and_secondary_capture_pass_dciodvfy(
+    which: str, request: pytest.FixtureRequest, acceptance_films, tmp_path: Path
+) -> None:
+    result: Result = request.getfixturevalue(which)
+    record = next(r for r in acceptance_films if r.sop_instance_uid == result.source.sop_instance_uid)
+    source = pydicom.dcmread(record.file)
+    report = build_structured_report(result, source, device=DEVICE)
+    capture = build_secondary_capture(result, load_radiograph(record.file), device=DEVICE)
+    assert _dciodvfy_errors(report, tmp_path / "sr.dcm") == []
+    assert _dciodvfy_errors(capture, tmp_path / "sc.dcm") == []
