@@ -49,8 +49,12 @@ def full_size_model(demo: Path, crop: int, out: Path) -> Path:
     torch.manual_seed(0)
     classifier = build_network("vgg16_nonlocal", in_chans=1)
     entries = [
-        entry if entry.role != CLASSIFIER_ROLE else NetworkEntry(
-            role=CLASSIFIER_ROLE, architecture="vgg16_nonlocal", options={"in_chans": 1},
+        entry
+        if entry.role != CLASSIFIER_ROLE
+        else NetworkEntry(
+            role=CLASSIFIER_ROLE,
+            architecture="vgg16_nonlocal",
+            options={"in_chans": 1},
             weights=f"{CLASSIFIER_ROLE}.safetensors",
         )
         for entry in card.networks
@@ -67,7 +71,9 @@ def full_size_model(demo: Path, crop: int, out: Path) -> Path:
     return out
 
 
-def measure(model_dir: Path, film: Path, device: str, threads: int, repeats: int) -> dict[str, float]:
+def measure(
+    model_dir: Path, film: Path, device: str, threads: int, repeats: int
+) -> dict[str, float]:
     """Run in a child process: time ``repeats`` films after one warm-up; peak memory."""
     # Decoded pixels are read-only; the resize only reads them, so torch's warning is noise here.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -76,7 +82,9 @@ def measure(model_dir: Path, film: Path, device: str, threads: int, repeats: int
     started = time.perf_counter()
     radiograph = load_radiograph(film)
     decode_s = time.perf_counter() - started
-    pipeline = HipPipeline.from_model(load_model(model_dir, device=device), HipSettings(), load_reference())
+    pipeline = HipPipeline.from_model(
+        load_model(model_dir, device=device), HipSettings(), load_reference()
+    )
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = pipeline.run(radiograph)  # warm-up (allocator, kernels)
     measured_sides = sum(f.evaluable for f in result.findings)
@@ -108,37 +116,53 @@ def measure(model_dir: Path, film: Path, device: str, threads: int, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2500, help="long side of the phantom film (px)")
-    parser.add_argument("--crop", type=int, default=224, help="full-size classifier crop (px, multiple of 32)")
+    parser.add_argument(
+        "--crop", type=int, default=224, help="full-size classifier crop (px, multiple of 32)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--model", type=Path, default=Path("models/hip-demo"), help="the demo model folder")
+    parser.add_argument(
+        "--model", type=Path, default=Path("models/hip-demo"), help="the demo model folder"
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
-        film = read_cohort(make_cohort("hip", 1, work / "film", seed=PHANTOM_SEED, size=args.size))[0].file
+        film = read_cohort(make_cohort("hip", 1, work / "film", seed=PHANTOM_SEED, size=args.size))[
+            0
+        ].file
         full = full_size_model(args.model, args.crop, work / "full")
         demo_crop = read_model_card(args.model).parameters["crop_size"]
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         context = multiprocessing.get_context("spawn")
-        print(f"hip pipeline per film ({args.size} px phantom, both sides), {args.repeats} runs after a warm-up")
-        print(f"{'network':<34}{'device':<8}{'median s':>10}{'max s':>8}{'CPU s':>8}{'sides':>7}{'peak MB':>10}{'GPU MB':>9}")
+        print(
+            f"hip pipeline per film ({args.size} px phantom, both sides), {args.repeats} runs after a warm-up"
+        )
+        print(
+            f"{'network':<34}{'device':<8}{'median s':>10}{'max s':>8}{'CPU s':>8}{'sides':>7}{'peak MB':>10}{'GPU MB':>9}"
+        )
         for label, model_dir in (
             (f"vgg16_nonlocal (full) {args.crop} px", full),
             (f"demo model {demo_crop} px", args.model),
         ):
             for device in devices:
                 with context.Pool(1) as pool:
-                    figures = pool.apply(measure, (model_dir, film, device, args.threads, args.repeats))
+                    figures = pool.apply(
+                        measure, (model_dir, film, device, args.threads, args.repeats)
+                    )
                 device_label = f"cpu x{args.threads}" if device == "cpu" else device
                 gpu = f"{figures['gpu_peak_mb']:9.0f}" if "gpu_peak_mb" in figures else f"{'-':>9}"
                 print(
                     f"{label:<34}{device_label:<8}{figures['median_s']:10.3f}{figures['max_s']:8.3f}{figures['cpu_s']:8.2f}"
                     f"{figures['sides_measured']:7.0f}{figures['peak_rss_mb']:10.0f}{gpu}"
                 )
-        print(f"decode of the film (once per film, not in the times above): {figures['decode_s']:.3f} s")
+        print(
+            f"decode of the film (once per film, not in the times above): {figures['decode_s']:.3f} s"
+        )
         print("goal: <= 3 s per film on 2 CPU cores with the full-size network")
-        print("CPU s: process CPU time per film (all threads); on a busy machine median s / CPU s shows the contention")
+        print(
+            "CPU s: process CPU time per film (all threads); on a busy machine median s / CPU s shows the contention"
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ UNIT_SEED = 41
 def hip_records(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomRecord]:
     """Four small pelvis phantoms, some with a prosthesis or a cut-off side."""
     directory = tmp_path_factory.mktemp("hip_films")
-    return read_cohort(make_cohort("hip", 4, directory, seed=UNIT_SEED, size=256, hard_fraction=0.5))
+    return read_cohort(
+        make_cohort("hip", 4, directory, seed=UNIT_SEED, size=256, hard_fraction=0.5)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +38,9 @@ def fixed_pipeline(random_model_dir: Path):
 
     def make(locations: tuple[SideLocation, ...], threshold: float = 0.5) -> HipPipeline:
         pipeline = FixedLocations.from_model(
-            load_model(random_model_dir, device="cpu"), HipSettings(threshold=threshold), load_reference()
+            load_model(random_model_dir, device="cpu"),
+            HipSettings(threshold=threshold),
+            load_reference(),
         )
         pipeline.locations = locations
         return pipeline

@@ -11,7 +11,13 @@ from osteonode.config import PipelineName
 from osteonode.imaging import Radiograph
 from osteonode.nets import build_network
 from osteonode.nets.femur_locator import IMAGE_SIDES, SideState
-from osteonode.pipelines.hip import CLASSIFIER_ROLE, LOCATOR_ROLE, HipGeometry, HipPipeline, SideLocation
+from osteonode.pipelines.hip import (
+    CLASSIFIER_ROLE,
+    LOCATOR_ROLE,
+    HipGeometry,
+    HipPipeline,
+    SideLocation,
+)
 from osteonode.zoo import ModelCard, NetworkEntry, save_model
 
 

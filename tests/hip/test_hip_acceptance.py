@@ -47,10 +47,18 @@ class Figures:
 def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
     assert HELD_OUT_SEED != DEMO_RECIPE.seed
     records = read_cohort(
-        make_cohort("hip", HELD_OUT_FILMS, tmp_path_factory.mktemp("held_out"), seed=HELD_OUT_SEED,
-                    size=DEMO_RECIPE.size, hard_fraction=HARD_FRACTION)
+        make_cohort(
+            "hip",
+            HELD_OUT_FILMS,
+            tmp_path_factory.mktemp("held_out"),
+            seed=HELD_OUT_SEED,
+            size=DEMO_RECIPE.size,
+            hard_fraction=HARD_FRACTION,
+        )
     )
-    pipeline = HipPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), HipSettings(), load_reference())
+    pipeline = HipPipeline.from_model(
+        load_model(DEMO_MODEL, device="cpu"), HipSettings(), load_reference()
+    )
     out = Figures(0, 0, 0, 0, 0, 0, [], [])
     for record in records:
         result = pipeline.run(load_radiograph(record.file))
@@ -58,14 +66,18 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
             truth = record.sides["right" if finding.laterality is Laterality.RIGHT else "left"]
             if truth.prosthesis:
                 out.prostheses += 1
-                out.prostheses_refused += int(not finding.evaluable and finding.reason == "hip prosthesis")
+                out.prostheses_refused += int(
+                    not finding.evaluable and finding.reason == "hip prosthesis"
+                )
             elif not truth.evaluable:
                 out.cut_off += 1
                 out.cut_off_refused += int(not finding.evaluable)
             else:
                 out.evaluable_sides += 1
                 if finding.evaluable:
-                    corners = np.array(finding.region.points) - 0.5  # SCOORD corner origin -> pixel centres
+                    corners = (
+                        np.array(finding.region.points) - 0.5
+                    )  # SCOORD corner origin -> pixel centres
                     box = (*corners.min(axis=0), *corners.max(axis=0))
                     out.boxes_found += int(box_iou(box, truth.crop_box) >= 0.7)
                     out.truth.append(is_osteoporotic(truth))
@@ -75,7 +87,9 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
 
 def test_crop_boxes_overlap_the_truth_on_95_percent_of_evaluable_sides(figures: Figures) -> None:
     share = figures.boxes_found / figures.evaluable_sides
-    assert share >= 0.95, f"IoU >= 0.7 on {figures.boxes_found}/{figures.evaluable_sides} evaluable sides"
+    assert share >= 0.95, (
+        f"IoU >= 0.7 on {figures.boxes_found}/{figures.evaluable_sides} evaluable sides"
+    )
 
 
 def test_prostheses_are_reported_not_evaluable(figures: Figures) -> None:
@@ -85,7 +99,9 @@ def test_prostheses_are_reported_not_evaluable(figures: Figures) -> None:
 
 def test_sides_cut_off_by_the_field_are_mostly_reported_not_evaluable(figures: Figures) -> None:
     assert figures.cut_off >= 5
-    assert figures.cut_off_refused / figures.cut_off >= 0.9, f"{figures.cut_off_refused}/{figures.cut_off}"
+    assert figures.cut_off_refused / figures.cut_off >= 0.9, (
+        f"{figures.cut_off_refused}/{figures.cut_off}"
+    )
 
 
 def test_per_side_auc_for_osteoporosis_is_at_least_0_85(figures: Figures) -> None:

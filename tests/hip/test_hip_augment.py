@@ -78,11 +78,19 @@ def test_original_only_returns_the_images_unchanged() -> None:
     ("call", "message"),
     [
         (lambda: gaussian_blur(torch.zeros(4, 4), 1.0), "float"),
-        (lambda: gaussian_blur(torch.zeros(2, 1, 8, 8), [1.0, 2.0, 3.0]), "one value or one per image"),
+        (
+            lambda: gaussian_blur(torch.zeros(2, 1, 8, 8), [1.0, 2.0, 3.0]),
+            "one value or one per image",
+        ),
         (lambda: sharpen(torch.zeros(1, 1, 8, 8), -1.0), ">= 0"),
         (lambda: affine(torch.zeros(1, 1, 8, 8), shear_deg=90.0), "within"),
         (lambda: AugmentationRanges(rotation_deg=60.0), "rotation_deg"),
-        (lambda: random_choice_augment(torch.zeros(1, 1, 8, 8), np.random.default_rng(), choices=[]), "empty"),
+        (
+            lambda: random_choice_augment(
+                torch.zeros(1, 1, 8, 8), np.random.default_rng(), choices=[]
+            ),
+            "empty",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(call, message: str) -> None:

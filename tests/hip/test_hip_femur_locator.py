@@ -19,7 +19,9 @@ from osteonode.nets.femur_locator import (
 
 def test_model_cards_can_name_the_femur_locator() -> None:
     assert ARCHITECTURES["femur_locator"] is femur_locator
-    assert isinstance(build_network("femur_locator", widths=[8, 8, 8, 8, 8], head_width=8), FemurLocator)
+    assert isinstance(
+        build_network("femur_locator", widths=[8, 8, 8, 8, 8], head_width=8), FemurLocator
+    )
 
 
 def test_forward_gives_both_sides_maps_at_stride_8() -> None:
@@ -52,7 +54,9 @@ def test_decode_puts_the_box_around_the_peak_cell_from_its_distances() -> None:
     output[0, 5 + SideState.PROSTHESIS] = 3.0  # the state logits of the left side
     located = FemurLocator.decode(output)
     centre_column, centre_row = 3 * STRIDE + STRIDE / 2 - 0.5, 2 * STRIDE + STRIDE / 2 - 0.5
-    expected = torch.tensor([centre_column - 16, centre_row - 24, centre_column + 40, centre_row + 32])
+    expected = torch.tensor(
+        [centre_column - 16, centre_row - 24, centre_column + 40, centre_row + 32]
+    )
     assert torch.allclose(located.boxes[0, 0], expected, atol=1e-3)
     assert located.centre_confidence[0, 0] > 0.99
     assert int(located.state_probabilities[0, 0].argmax()) == SideState.PROSTHESIS

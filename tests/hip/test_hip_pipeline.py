@@ -28,9 +28,10 @@ from osteonode.reference import load_reference
 from osteonode.zoo import load_model
 
 
-
 def _pipeline(model_dir: Path, **settings: object) -> HipPipeline:
-    return HipPipeline.from_model(load_model(model_dir, device="cpu"), HipSettings(**settings), load_reference())
+    return HipPipeline.from_model(
+        load_model(model_dir, device="cpu"), HipSettings(**settings), load_reference()
+    )
 
 
 def _header(orientation: list[str] | None) -> Dataset:
@@ -42,9 +43,15 @@ def _header(orientation: list[str] | None) -> Dataset:
 
 @pytest.mark.parametrize(
     ("orientation", "image_left"),
-    [(["L", "F"], Laterality.RIGHT), (["R", "F"], Laterality.LEFT), (["LH", "F"], Laterality.RIGHT)],
+    [
+        (["L", "F"], Laterality.RIGHT),
+        (["R", "F"], Laterality.LEFT),
+        (["LH", "F"], Laterality.RIGHT),
+    ],
 )
-def test_patient_orientation_says_which_patient_side_is_on_the_image_left(orientation, image_left) -> None:
+def test_patient_orientation_says_which_patient_side_is_on_the_image_left(
+    orientation, image_left
+) -> None:
     sides, assumption = image_side_lateralities(_header(orientation))
     assert sides[0] is image_left and sides[1] is not image_left
     assert assumption is None
@@ -79,9 +86,13 @@ def test_a_man_is_outside_the_intended_use_and_skipped_under_the_skip_policy(
     assert any("male patient" in note for note in result.notes)
 
 
-def test_a_woman_under_55_gets_a_note_and_one_over_55_none(hip_records: list[PhantomRecord]) -> None:
+def test_a_woman_under_55_gets_a_note_and_one_over_55_none(
+    hip_records: list[PhantomRecord],
+) -> None:
     young = load_radiograph(_with(hip_records[0].file, PatientSex="F", PatientAge="052Y"))
-    assert intended_use(young)[1] == ["patient aged 52; the hip method is intended for women aged 55 or over"]
+    assert intended_use(young)[1] == [
+        "patient aged 52; the hip method is intended for women aged 55 or over"
+    ]
     older = load_radiograph(_with(hip_records[0].file, PatientSex="F", PatientAge="071Y"))
     assert intended_use(older) == ([], [])
 
@@ -111,7 +122,12 @@ def test_a_film_with_no_evaluable_side_is_not_evaluable_and_says_why(
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
         side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), SideState.PROSTHESIS, "hip prosthesis"),
-        side(Laterality.LEFT, (230.0, 60.0, 300.0, 150.0), SideState.OUTSIDE_FIELD, "femur cut off by the field of view"),
+        side(
+            Laterality.LEFT,
+            (230.0, 60.0, 300.0, 150.0),
+            SideState.OUTSIDE_FIELD,
+            "femur cut off by the field of view",
+        ),
     )
     result = fixed_pipeline(locations).run(radiograph)
     assert not result.evaluable and result.category is None
@@ -120,21 +136,30 @@ def test_a_film_with_no_evaluable_side_is_not_evaluable_and_says_why(
     assert result.findings[0].region is not None  # the prosthesis side's crop is still outlined
 
 
-def test_the_film_answer_is_the_worse_side(hip_records: list[PhantomRecord], fixed_pipeline) -> None:
+def test_the_film_answer_is_the_worse_side(
+    hip_records: list[PhantomRecord], fixed_pipeline
+) -> None:
     radiograph = load_radiograph(hip_records[0].file)
-    locations = (side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)), side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)))
+    locations = (
+        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)),
+        side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)),
+    )
     low = fixed_pipeline(locations, threshold=0.999).run(radiograph)
     assert low.category is NOT_OSTEOPOROSIS_STAND_IN
     assert all(f.osteoporosis_present is False and f.category is None for f in low.findings)
     assert any("stands for 'not osteoporosis'" in note for note in low.notes)
     high = fixed_pipeline(locations, threshold=0.001).run(radiograph)
     assert high.category is WhoCategory.OSTEOPOROSIS
-    assert all(f.osteoporosis_present and f.category is WhoCategory.OSTEOPOROSIS for f in high.findings)
+    assert all(
+        f.osteoporosis_present and f.category is WhoCategory.OSTEOPOROSIS for f in high.findings
+    )
     # The crop outline is the box in SCOORD (corner-origin) coordinates.
     assert high.findings[0].region.points[0] == (20.5, 60.5)
 
 
-def test_heatmap_stays_inside_the_evaluable_crops(hip_records: list[PhantomRecord], fixed_pipeline) -> None:
+def test_heatmap_stays_inside_the_evaluable_crops(
+    hip_records: list[PhantomRecord], fixed_pipeline
+) -> None:
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
         side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)),
@@ -159,7 +184,12 @@ def _with(path: Path, **attributes: str) -> Dataset:
 
 def test_without_orientation_image_laterality_names_the_single_femur() -> None:
     locations = (
-        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), SideState.OUTSIDE_FIELD, "femur cut off by the field of view"),
+        side(
+            Laterality.RIGHT,
+            (20.0, 60.0, 90.0, 150.0),
+            SideState.OUTSIDE_FIELD,
+            "femur cut off by the field of view",
+        ),
         side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)),
     )
     relabelled, note = _sides_from_image_laterality(locations, "R", "assumed")

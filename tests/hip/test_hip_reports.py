@@ -26,8 +26,14 @@ def _dciodvfy_errors(path: Path) -> list[str]:
     program = shutil.which("dciodvfy")
     if program is None:
         pytest.skip("dciodvfy is not installed")
-    completed = subprocess.run([program, str(path)], capture_output=True, text=True, timeout=60, check=False)
-    return [line for line in (completed.stdout + completed.stderr).splitlines() if line.startswith("Error")]
+    completed = subprocess.run(
+        [program, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return [
+        line
+        for line in (completed.stdout + completed.stderr).splitlines()
+        if line.startswith("Error")
+    ]
 
 
 def _scoord_items(ds: Dataset) -> list[Dataset]:
@@ -70,11 +76,15 @@ def test_evaluable_hip_result_passes_dciodvfy_with_a_crop_outline_per_side(
     assert [float(v) for v in polygons[0].GraphicData[:2]] == [20.5, 60.5]
 
 
-def test_not_evaluable_hip_result_passes_dciodvfy(hip_records: list[PhantomRecord], fixed_pipeline, tmp_path: Path) -> None:
+def test_not_evaluable_hip_result_passes_dciodvfy(
+    hip_records: list[PhantomRecord], fixed_pipeline, tmp_path: Path
+) -> None:
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
         side(Laterality.RIGHT, RIGHT_BOX, SideState.PROSTHESIS, "hip prosthesis"),
-        side(Laterality.LEFT, LEFT_BOX, SideState.OUTSIDE_FIELD, "femur cut off by the field of view"),
+        side(
+            Laterality.LEFT, LEFT_BOX, SideState.OUTSIDE_FIELD, "femur cut off by the field of view"
+        ),
     )
     result = fixed_pipeline(locations).run(radiograph)
     assert not result.evaluable

@@ -155,7 +155,8 @@ class FemurLocator(nn.Module):
         self.lateral4 = nn.Conv2d(w[3], config.head_width, 1)
         self.lateral3 = nn.Conv2d(w[2], config.head_width, 1)
         self.refine = nn.Sequential(
-            _conv(config.head_width + 2, config.head_width), _conv(config.head_width, config.head_width)
+            _conv(config.head_width + 2, config.head_width),
+            _conv(config.head_width, config.head_width),
         )
         self.maps = nn.Conv2d(config.head_width, len(IMAGE_SIDES) * 5, 1)
         self.states = nn.Linear(2 * w[4], len(IMAGE_SIDES) * len(SideState))
@@ -189,7 +190,9 @@ class FemurLocator(nn.Module):
             If ``x`` is not (N, 1, H, W) with H and W multiples of 32.
         """
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[-2] % 32 or x.shape[-1] % 32:
-            raise ValueError(f"expected (N, 1, H, W) with H, W multiples of 32, got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected (N, 1, H, W) with H, W multiples of 32, got {tuple(x.shape)}"
+            )
         s1 = self.stage1(self._with_coordinates(x))
         s3 = self.stage3(self.stage2(s1))
         s4 = self.stage4(s3)
@@ -228,12 +231,16 @@ class FemurLocator(nn.Module):
         """
         n, channels, h, w = output.shape
         if channels != len(IMAGE_SIDES) * CHANNELS_PER_SIDE:
-            raise ValueError(f"expected {len(IMAGE_SIDES) * CHANNELS_PER_SIDE} channels, got {channels}")
+            raise ValueError(
+                f"expected {len(IMAGE_SIDES) * CHANNELS_PER_SIDE} channels, got {channels}"
+            )
         sides = output.reshape(n, len(IMAGE_SIDES), CHANNELS_PER_SIDE, h, w)
         return sides[:, :, 0], sides[:, :, 1:5], sides[:, :, 5:, 0, 0]
 
     @staticmethod
-    def cell_centres(h: int, w: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def cell_centres(
+        h: int, w: int, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Input-pixel coordinates (column, row) of the grid cells' centres, each (h, w)."""
         rows = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * STRIDE - 0.5
         columns = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * STRIDE - 0.5
@@ -258,7 +265,9 @@ class FemurLocator(nn.Module):
         """
         centre_logits, distances, state_logits = cls.split(output.detach().float())
         n, sides, h, w = centre_logits.shape
-        weights = torch.softmax(centre_logits.reshape(n, sides, h * w), dim=-1).reshape(n, sides, h, w)
+        weights = torch.softmax(centre_logits.reshape(n, sides, h * w), dim=-1).reshape(
+            n, sides, h, w
+        )
         peak = weights.reshape(n, sides, h * w).argmax(dim=-1)
         peak_rows, peak_columns = peak // w, peak % w
         rows = torch.arange(h, device=output.device)[None, None, :, None]
@@ -288,7 +297,9 @@ class FemurLocator(nn.Module):
         )
 
 
-def femur_locator(widths: list[int] | tuple[int, ...] = (16, 24, 32, 48, 64), head_width: int = 32) -> FemurLocator:
+def femur_locator(
+    widths: list[int] | tuple[int, ...] = (16, 24, 32, 48, 64), head_width: int = 32
+) -> FemurLocator:
     """Build the femur localiser (about 0.2 M parameters with the default widths).
 
     Parameters

@@ -139,7 +139,9 @@ class HipGeometry:
             shape = (int(card.parameters["locator_rows"]), int(card.parameters["locator_columns"]))
             return cls(locator_shape=shape, crop_size=int(card.parameters["crop_size"]))
         except (KeyError, TypeError, ValueError) as error:
-            raise ModelError(f"model {card.name!r}: hip input sizes in the card are unusable: {error}") from None
+            raise ModelError(
+                f"model {card.name!r}: hip input sizes in the card are unusable: {error}"
+            ) from None
 
     def as_parameters(self) -> dict[str, int]:
         """The card parameters that :meth:`from_card` reads."""
@@ -269,7 +271,9 @@ def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
         ``notes`` for the result; ``outside`` the reasons the patient is known to be outside
         the intended population (what the skip policy acts on).
     """
-    sex = Sex.from_dicom(None if radiograph.facts.patient_sex is None else radiograph.facts.patient_sex.value)
+    sex = Sex.from_dicom(
+        None if radiograph.facts.patient_sex is None else radiograph.facts.patient_sex.value
+    )
     age = radiograph.facts.patient_age_years
     population = f"the hip method is intended for women aged {INTENDED_MIN_AGE_YEARS} or over"
     outside: list[str] = []
@@ -282,11 +286,17 @@ def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
         outside.append(f"patient aged {age}; {population}")
     elif age is None:
         unknown.append(f"patient age unknown; {population}")
-    notes = outside + unknown + [n for n in who_applicability(age, sex) if not n.startswith("age unknown")]
+    notes = (
+        outside
+        + unknown
+        + [n for n in who_applicability(age, sex) if not n.startswith("age unknown")]
+    )
     return notes, outside
 
 
-def locator_film(pixels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+def locator_film(
+    pixels: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, tuple[float, float]]:
     """The whole film resized (anti-aliased) to the localiser's ``shape``, before normalisation.
 
     Parameters
@@ -305,7 +315,9 @@ def locator_film(pixels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray
     return film, scale_map.scale
 
 
-def crop_window(box: Sequence[float], shape: tuple[int, int], margin: float = 0.0) -> CropWindow | None:
+def crop_window(
+    box: Sequence[float], shape: tuple[int, int], margin: float = 0.0
+) -> CropWindow | None:
     """The integer pixel window of ``box`` grown by ``margin`` of its size each side, on the film.
 
     Parameters
@@ -333,7 +345,9 @@ def crop_window(box: Sequence[float], shape: tuple[int, int], margin: float = 0.
     return window if min(window.shape) >= 2 else None
 
 
-def extract_crop(pixels: np.ndarray, window: CropWindow, size: int | tuple[int, int], mirror: bool) -> np.ndarray:
+def extract_crop(
+    pixels: np.ndarray, window: CropWindow, size: int | tuple[int, int], mirror: bool
+) -> np.ndarray:
     """The window of the film resized (anti-aliased) to ``size``, mirrored left-right if asked.
 
     Returns
@@ -406,7 +420,9 @@ class HipPipeline:
         self.identity = card.identity()
 
     @classmethod
-    def from_model(cls, model: LoadedModel, settings: HipSettings, reference: ReferenceData) -> Self:
+    def from_model(
+        cls, model: LoadedModel, settings: HipSettings, reference: ReferenceData
+    ) -> Self:
         """Build the pipeline from a loaded hip model (``locator`` and ``classifier`` networks).
 
         ``reference`` is not used: the hip method classifies without a T-score.
@@ -429,14 +445,25 @@ class HipPipeline:
         locations, orientation_note = self.locate(radiograph)
         measures = self.measure(radiograph, locations)
         findings, category = self.decide(radiograph, locations, measures)
-        notes = [*([orientation_note] if orientation_note else []), *notes, _locator_note(locations)]
+        notes = [
+            *([orientation_note] if orientation_note else []),
+            *notes,
+            _locator_note(locations),
+        ]
         source = _source_image(radiograph)
         if category is None:
-            reasons = "; ".join(f"{_FINDING_NAMES[loc.laterality].lower()}: {loc.reason}" for loc in locations)
+            reasons = "; ".join(
+                f"{_FINDING_NAMES[loc.laterality].lower()}: {loc.reason}" for loc in locations
+            )
             log.info("hip_not_evaluable", sop_instance_uid=source.sop_instance_uid, reason=reasons)
             return Result(
-                pipeline=self.name, source=source, model=self.identity, evaluable=False,
-                reason=f"no evaluable hip ({reasons})", findings=findings, notes=tuple(notes),
+                pipeline=self.name,
+                source=source,
+                model=self.identity,
+                evaluable=False,
+                reason=f"no evaluable hip ({reasons})",
+                findings=findings,
+                notes=tuple(notes),
             )
         if category is NOT_OSTEOPOROSIS_STAND_IN:
             notes.append(
@@ -445,12 +472,19 @@ class HipPipeline:
                 " 'not osteoporosis'"
             )
         log.info(
-            "hip_analysed", sop_instance_uid=source.sop_instance_uid, category=category.value,
+            "hip_analysed",
+            sop_instance_uid=source.sop_instance_uid,
+            category=category.value,
             probabilities={m.location.laterality.value: round(m.probability, 3) for m in measures},
         )
         return Result(
-            pipeline=self.name, source=source, model=self.identity, evaluable=True,
-            category=category, findings=findings, notes=tuple(notes),
+            pipeline=self.name,
+            source=source,
+            model=self.identity,
+            evaluable=True,
+            category=category,
+            findings=findings,
+            notes=tuple(notes),
             heatmap=self.explain(radiograph, measures),
         )
 
@@ -462,7 +496,9 @@ class HipPipeline:
         locations, assumption
             One location per image side, and the orientation note when the header was silent.
         """
-        film, (row_scale, column_scale) = locator_film(radiograph.pixels, self.geometry.locator_shape)
+        film, (row_scale, column_scale) = locator_film(
+            radiograph.pixels, self.geometry.locator_shape
+        )
         inputs = torch.from_numpy(ztransform_2sigma(film))[None, None].to(self.device)
         with torch.no_grad():
             located = FemurLocator.decode(self.locator(inputs))
@@ -491,10 +527,14 @@ class HipPipeline:
                 )
             )
         if assumption is not None:
-            return _sides_from_image_laterality(tuple(locations), radiograph.facts.laterality, assumption)
+            return _sides_from_image_laterality(
+                tuple(locations), radiograph.facts.laterality, assumption
+            )
         return tuple(locations), assumption
 
-    def measure(self, radiograph: Radiograph, locations: Sequence[SideLocation]) -> tuple[SideMeasure, ...]:
+    def measure(
+        self, radiograph: Radiograph, locations: Sequence[SideLocation]
+    ) -> tuple[SideMeasure, ...]:
         """Classify the evaluable sides' crops (one batch) with Grad-CAM from the same pass."""
         evaluable = [loc for loc in locations if loc.evaluable]
         if not evaluable:
@@ -504,7 +544,9 @@ class HipPipeline:
         for location in evaluable:
             window = crop_window(location.box, radiograph.shape)
             assert window is not None  # an evaluable box lies on the film
-            crops.append(ztransform_2sigma(extract_crop(radiograph.pixels, window, size, location.mirrored)))
+            crops.append(
+                ztransform_2sigma(extract_crop(radiograph.pixels, window, size, location.mirrored))
+            )
         inputs = torch.from_numpy(np.stack(crops))[:, None].to(self.device)
         with _captured_output(self.classifier.head) as logits:
             cams = grad_cam(self.classifier, inputs, self.classifier.gradcam_layer, class_index=0)
@@ -515,7 +557,10 @@ class HipPipeline:
         )
 
     def decide(
-        self, radiograph: Radiograph, locations: Sequence[SideLocation], measures: Sequence[SideMeasure]
+        self,
+        radiograph: Radiograph,
+        locations: Sequence[SideLocation],
+        measures: Sequence[SideMeasure],
     ) -> tuple[tuple[Finding, ...], WhoCategory | None]:
         """One finding per side (right first) and the film's category (None: no evaluable side)."""
         threshold = self.settings.threshold
@@ -528,23 +573,35 @@ class HipPipeline:
             if measure is None:
                 findings.append(
                     Finding(
-                        name, FindingSite.HIP, laterality=location.laterality, evaluable=False,
-                        included=False, reason=location.reason or "not evaluable", region=region,
+                        name,
+                        FindingSite.HIP,
+                        laterality=location.laterality,
+                        evaluable=False,
+                        included=False,
+                        reason=location.reason or "not evaluable",
+                        region=region,
                     )
                 )
                 continue
             present = measure.probability >= threshold
             findings.append(
                 Finding(
-                    name, FindingSite.HIP, laterality=location.laterality,
-                    probability=measure.probability, threshold=threshold, osteoporosis_present=present,
-                    category=WhoCategory.OSTEOPOROSIS if present else None, region=region,
+                    name,
+                    FindingSite.HIP,
+                    laterality=location.laterality,
+                    probability=measure.probability,
+                    threshold=threshold,
+                    osteoporosis_present=present,
+                    category=WhoCategory.OSTEOPOROSIS if present else None,
+                    region=region,
                 )
             )
         if not measures:
             return tuple(findings), None
         worst = max(m.probability for m in measures)
-        return tuple(findings), WhoCategory.OSTEOPOROSIS if worst >= threshold else NOT_OSTEOPOROSIS_STAND_IN
+        return tuple(
+            findings
+        ), WhoCategory.OSTEOPOROSIS if worst >= threshold else NOT_OSTEOPOROSIS_STAND_IN
 
     def explain(self, radiograph: Radiograph, measures: Sequence[SideMeasure]) -> np.ndarray:
         """Each side's Grad-CAM, scaled by its probability, pasted into its crop on the film."""
@@ -568,13 +625,16 @@ def _sides_from_image_laterality(
     A one-hip film marked R or L shows that hip whatever the display orientation; when exactly one
     side has a femur on the film, it gets the marked side and the other side the opposite one.
     """
-    marked = {"R": Laterality.RIGHT, "L": Laterality.LEFT}.get((image_laterality or "").strip().upper())
+    marked = {"R": Laterality.RIGHT, "L": Laterality.LEFT}.get(
+        (image_laterality or "").strip().upper()
+    )
     present = [loc for loc in locations if loc.state is not SideState.OUTSIDE_FIELD]
     if marked is None or len(present) != 1:
         return locations, assumption
     other = Laterality.LEFT if marked is Laterality.RIGHT else Laterality.RIGHT
     relabelled = tuple(
-        dataclasses.replace(loc, laterality=marked if loc is present[0] else other) for loc in locations
+        dataclasses.replace(loc, laterality=marked if loc is present[0] else other)
+        for loc in locations
     )
     note = (
         f"Patient Orientation does not give the patient's left and right; the femur on the film was"
@@ -583,7 +643,9 @@ def _sides_from_image_laterality(
     return relabelled, note
 
 
-def _not_evaluable_reason(state: SideState, box: tuple[float, float, float, float], shape: tuple[int, int]) -> str | None:
+def _not_evaluable_reason(
+    state: SideState, box: tuple[float, float, float, float], shape: tuple[int, int]
+) -> str | None:
     if state is not SideState.EVALUABLE:
         return _STATE_REASONS[state]
     column0, row0, column1, row1 = box
@@ -619,7 +681,9 @@ def _locator_note(locations: Sequence[SideLocation]) -> str:
     parts = []
     for location in sorted(locations, key=lambda loc: loc.laterality is not Laterality.RIGHT):
         what = "femur" if location.state is SideState.EVALUABLE else _STATE_REASONS[location.state]
-        parts.append(f"{_FINDING_NAMES[location.laterality].lower()} {what} {location.confidence:.0%}")
+        parts.append(
+            f"{_FINDING_NAMES[location.laterality].lower()} {what} {location.confidence:.0%}"
+        )
     return "femur localisation confidence: " + ", ".join(parts)
 
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "AugmentationRanges",
     "Augmentation",
+    "AugmentationRanges",
     "affine",
     "gaussian_blur",
     "random_choice_augment",
@@ -37,21 +37,29 @@ def _check_batch(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, not {type(images).__name__}")
     if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be a float (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}"
+        )
 
 
-def _per_sample(name: str, value: float | Sequence[float] | torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def _per_sample(
+    name: str, value: float | Sequence[float] | torch.Tensor, images: torch.Tensor
+) -> torch.Tensor:
     values = torch.as_tensor(value, dtype=images.dtype, device=images.device).flatten()
     if values.numel() == 1:
         values = values.expand(images.shape[0])
     if values.numel() != images.shape[0]:
-        raise ValueError(f"{name} needs one value or one per image ({images.shape[0]}), got {values.numel()}")
+        raise ValueError(
+            f"{name} needs one value or one per image ({images.shape[0]}), got {values.numel()}"
+        )
     if not bool(torch.isfinite(values).all()):
         raise ValueError(f"{name} must be finite")
     return values
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
+def gaussian_blur(
+    images: torch.Tensor, sigma: float | Sequence[float] | torch.Tensor
+) -> torch.Tensor:
     """Blur each image with an isotropic Gaussian of its own ``sigma`` (pixels).
 
     Parameters
@@ -75,7 +83,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float | Sequence[float] | torch.T
     sigmas = _per_sample("sigma", sigma, images)
     if bool((sigmas < 0).any()):
         raise ValueError("sigma must be >= 0")
-    radius = int(math.ceil(_KERNEL_SIGMAS * float(sigmas.max()))) if sigmas.numel() else 0
+    radius = math.ceil(_KERNEL_SIGMAS * float(sigmas.max())) if sigmas.numel() else 0
     radius = min(radius, (min(images.shape[-2:]) - 1))
     if radius == 0:
         return images.clone()
@@ -171,9 +179,17 @@ def affine(
     shear_matrix = torch.stack([torch.stack([ones, shear], -1), torch.stack([zeros, ones], -1)], -2)
     forward = rotate @ shear_matrix
     inverse = torch.linalg.inv(forward)  # grid_sample maps output positions to input positions
-    to_pixels = torch.diag(torch.tensor([w / 2.0, h / 2.0], dtype=images.dtype, device=images.device))
+    to_pixels = torch.diag(
+        torch.tensor([w / 2.0, h / 2.0], dtype=images.dtype, device=images.device)
+    )
     to_unit = torch.diag(torch.tensor([2.0 / w, 2.0 / h], dtype=images.dtype, device=images.device))
-    theta = torch.cat([to_unit @ inverse @ to_pixels, torch.zeros(n, 2, 1, dtype=images.dtype, device=images.device)], dim=2)
+    theta = torch.cat(
+        [
+            to_unit @ inverse @ to_pixels,
+            torch.zeros(n, 2, 1, dtype=images.dtype, device=images.device),
+        ],
+        dim=2,
+    )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -81,7 +81,12 @@ DEMO_RECIPE = DemoRecipe(
     seed=3301,
     hard_fraction=0.3,
     settings=TrainingSettings(
-        epochs=10, batch_size=32, learning_rate=1e-3, weight_decay=0.0, patience=4, seed=0,
+        epochs=10,
+        batch_size=32,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        patience=4,
+        seed=0,
         validation_fraction=0.15,
     ),
     name="hip-demo",
@@ -147,7 +152,9 @@ class _Crop:
     """One evaluable side: its context crop (raw) and where the true box lies in it."""
 
     context: torch.Tensor  # (1, S, S) float32, before normalisation
-    box: tuple[float, float, float, float]  # true box in the context's normalised [-1, 1] coordinates
+    box: tuple[
+        float, float, float, float
+    ]  # true box in the context's normalised [-1, 1] coordinates
     label: float
 
 
@@ -187,15 +194,21 @@ def _load_film(record: PhantomRecord, geometry: HipGeometry) -> _Film:
             continue
         mirrored = index == 1
         context = extract_crop(radiograph.pixels, window, context_size, mirror=mirrored)
+
         # The true box in the window's normalised coordinates (-1 and 1 at the window's outer edges).
         def normalised(value: float, start: int, stop: int) -> float:
             return 2.0 * (value + 0.5 - start) / (stop - start) - 1.0
 
-        u0, u1 = normalised(c0, window.column0, window.column1), normalised(c1, window.column0, window.column1)
+        u0, u1 = (
+            normalised(c0, window.column0, window.column1),
+            normalised(c1, window.column0, window.column1),
+        )
         if mirrored:
             u0, u1 = -u1, -u0
         v0, v1 = normalised(r0, window.row0, window.row1), normalised(r1, window.row0, window.row1)
-        crops.append(_Crop(torch.from_numpy(context)[None], (u0, v0, u1, v1), float(is_osteoporotic(truth))))
+        crops.append(
+            _Crop(torch.from_numpy(context)[None], (u0, v0, u1, v1), float(is_osteoporotic(truth)))
+        )
     software = str(radiograph.header.get("SoftwareVersions", "") or "")
     return _Film(film=film, targets=targets, crops=crops, synthetic=PHANTOM_SOFTWARE in software)
 
@@ -210,7 +223,9 @@ class LocatorTask:
 
     metric_name = "mean_iou_and_state_accuracy"
 
-    def __init__(self, films: Sequence[_Film], train: np.ndarray, validation: np.ndarray, batch_size: int) -> None:
+    def __init__(
+        self, films: Sequence[_Film], train: np.ndarray, validation: np.ndarray, batch_size: int
+    ) -> None:
         self.films = films
         self.train = train
         self.validation = validation
@@ -219,15 +234,24 @@ class LocatorTask:
         # outvoted by the evaluable sides (capped so one odd film cannot dominate).
         states = torch.cat([films[i].targets[:, 0] for i in train]).long()
         counts = torch.bincount(states, minlength=len(SideState)).float()
-        self.state_weights = (len(states) / (len(SideState) * counts.clamp_min(1.0))).clamp(max=MAX_STATE_WEIGHT)
+        self.state_weights = (len(states) / (len(SideState) * counts.clamp_min(1.0))).clamp(
+            max=MAX_STATE_WEIGHT
+        )
 
     def _inputs(self, indices: Iterable[int], rng: np.random.Generator | None) -> torch.Tensor:
         jitter = Z_JITTER if rng is not None else 0.0
         return torch.stack(
-            [torch.from_numpy(ztransform_2sigma(self.films[i].film, jitter=jitter, rng=rng))[None] for i in indices]
+            [
+                torch.from_numpy(ztransform_2sigma(self.films[i].film, jitter=jitter, rng=rng))[
+                    None
+                ]
+                for i in indices
+            ]
         )
 
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, epoch: int, rng: np.random.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled films; each mirrored left-right with probability 1/2 (sides swapped)."""
         for batch in _batches(rng.permutation(self.train), self.batch_size):
             inputs = self._inputs(batch, rng)
@@ -237,7 +261,10 @@ class LocatorTask:
                 width = inputs.shape[-1]
                 inputs[flip] = inputs[flip].flip(-1)
                 mirrored = targets[flip].flip(1).clone()
-                mirrored[..., 1], mirrored[..., 3] = width - 1 - mirrored[..., 3], width - 1 - mirrored[..., 1]
+                mirrored[..., 1], mirrored[..., 3] = (
+                    width - 1 - mirrored[..., 3],
+                    width - 1 - mirrored[..., 1],
+                )
                 targets[flip] = mirrored
             yield inputs, targets
 
@@ -251,7 +278,8 @@ class LocatorTask:
         centre_logits, distances, state_logits = FemurLocator.split(outputs)
         targets = targets.to(outputs.device)
         state_loss = F.cross_entropy(
-            state_logits.reshape(-1, len(SideState)), targets[..., 0].long().reshape(-1),
+            state_logits.reshape(-1, len(SideState)),
+            targets[..., 0].long().reshape(-1),
             weight=self.state_weights.to(outputs.device),
         )
         has_box = targets[..., 5] > 0
@@ -262,22 +290,29 @@ class LocatorTask:
         boxes = targets[..., 1:5]
         centre_c = (boxes[..., 0] + boxes[..., 2]) / 2
         centre_r = (boxes[..., 1] + boxes[..., 3]) / 2
-        squared = ((columns - centre_c[..., None, None]) ** 2 + (rows - centre_r[..., None, None]) ** 2) / STRIDE**2
+        squared = (
+            (columns - centre_c[..., None, None]) ** 2 + (rows - centre_r[..., None, None]) ** 2
+        ) / STRIDE**2
         soft = torch.exp(-squared / (2 * CENTRE_SIGMA**2))
         soft = soft / soft.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-        log_p = torch.log_softmax(centre_logits.reshape(n, sides, h * w), dim=-1).reshape(n, sides, h, w)
+        log_p = torch.log_softmax(centre_logits.reshape(n, sides, h * w), dim=-1).reshape(
+            n, sides, h, w
+        )
         centre_loss = -(soft * log_p).sum(dim=(-2, -1))[has_box].mean()
         # Distances are learnt on the cells the decoder averages: near the true centre.
         near = (squared <= 2.0) & has_box[..., None, None]
-        expected = torch.stack(
-            [
-                columns - boxes[..., 0, None, None],
-                rows - boxes[..., 1, None, None],
-                boxes[..., 2, None, None] - columns,
-                boxes[..., 3, None, None] - rows,
-            ],
-            dim=2,
-        ) / DISTANCE_UNIT
+        expected = (
+            torch.stack(
+                [
+                    columns - boxes[..., 0, None, None],
+                    rows - boxes[..., 1, None, None],
+                    boxes[..., 2, None, None] - columns,
+                    boxes[..., 3, None, None] - rows,
+                ],
+                dim=2,
+            )
+            / DISTANCE_UNIT
+        )
         mask = near[:, :, None].expand_as(distances)
         distance_loss = F.smooth_l1_loss(distances[mask], expected[mask], beta=0.05)
         return state_loss + centre_loss + DISTANCE_WEIGHT * distance_loss
@@ -300,7 +335,14 @@ class ClassifierTask:
 
     metric_name = "auc"
 
-    def __init__(self, crops: Sequence[_Crop], train: np.ndarray, validation: np.ndarray, batch_size: int, crop_size: int) -> None:
+    def __init__(
+        self,
+        crops: Sequence[_Crop],
+        train: np.ndarray,
+        validation: np.ndarray,
+        batch_size: int,
+        crop_size: int,
+    ) -> None:
         self.crops = crops
         self.train = train
         self.validation = validation
@@ -314,16 +356,25 @@ class ClassifierTask:
             return torch.zeros(0, 1, self.crop_size, self.crop_size)
         boxes = torch.tensor([self.crops[i].box for i in indices], dtype=torch.float32)
         if rng is not None:
-            size = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1).repeat(1, 2)
-            boxes = boxes + torch.from_numpy(rng.uniform(-BOX_JITTER, BOX_JITTER, boxes.shape)).float() * size
+            size = torch.stack(
+                [boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1
+            ).repeat(1, 2)
+            boxes = (
+                boxes
+                + torch.from_numpy(rng.uniform(-BOX_JITTER, BOX_JITTER, boxes.shape)).float() * size
+            )
         theta = torch.zeros(len(indices), 2, 3)
         theta[:, 0, 0] = (boxes[:, 2] - boxes[:, 0]) / 2
         theta[:, 0, 2] = (boxes[:, 2] + boxes[:, 0]) / 2
         theta[:, 1, 1] = (boxes[:, 3] - boxes[:, 1]) / 2
         theta[:, 1, 2] = (boxes[:, 3] + boxes[:, 1]) / 2
         contexts = torch.stack([self.crops[i].context for i in indices])
-        grid = F.affine_grid(theta, [len(indices), 1, self.crop_size, self.crop_size], align_corners=False)
-        windows = F.grid_sample(contexts, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        grid = F.affine_grid(
+            theta, [len(indices), 1, self.crop_size, self.crop_size], align_corners=False
+        )
+        windows = F.grid_sample(
+            contexts, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
         jitter = Z_JITTER if rng is not None else 0.0
         normalised = [ztransform_2sigma(w[0].numpy(), jitter=jitter, rng=rng) for w in windows]
         return torch.from_numpy(np.stack(normalised))[:, None]
@@ -331,7 +382,9 @@ class ClassifierTask:
     def _labels(self, indices: Iterable[int]) -> torch.Tensor:
         return torch.tensor([[self.crops[i].label] for i in indices])
 
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, epoch: int, rng: np.random.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled crops: jittered box, jittered z-transform, one of the paper's augmentations."""
         for batch in _batches(rng.permutation(self.train), self.batch_size):
             inputs = random_choice_augment(self._windows(batch, rng), rng).clamp_(-1.0, 1.0)
@@ -364,13 +417,17 @@ def _initialise(networks: dict[str, nn.Module], init: Path | None) -> None:
         previous = load_model(folder, device="cpu")
         for role, network in networks.items():
             network.load_state_dict(previous[role].state_dict())
-        log.info("hip_initialised_from_model", model=previous.card.name, version=previous.card.version)
+        log.info(
+            "hip_initialised_from_model", model=previous.card.name, version=previous.card.version
+        )
         return
     report = load_pretrained(networks[CLASSIFIER_ROLE], init)
     log.info("hip_classifier_initialised", checkpoint=str(init), layout=str(report.layout))
 
 
-def _load_films(records: Sequence[PhantomRecord], geometry: HipGeometry, show_progress: bool) -> list[_Film]:
+def _load_films(
+    records: Sequence[PhantomRecord], geometry: HipGeometry, show_progress: bool
+) -> list[_Film]:
     items: Iterable[PhantomRecord] = records
     if show_progress:
         items = track(records, description="decoding hip films")
@@ -427,10 +484,14 @@ def train(
     if any(r.part.value != PipelineName.HIP.value for r in records):
         raise HipCohortError(f"cohort {cohort} holds films other than hip")
     if len(records) < 10:
-        raise HipCohortError(f"cohort {cohort} has {len(records)} films; the hip trainer needs at least 10")
+        raise HipCohortError(
+            f"cohort {cohort} has {len(records)} films; the hip trainer needs at least 10"
+        )
     geometry = DEMO_GEOMETRY
     films = _load_films(records, geometry, show_progress)
-    train_index, validation_index = split_indices(len(films), settings.validation_fraction, settings.seed)
+    train_index, validation_index = split_indices(
+        len(films), settings.validation_fraction, settings.seed
+    )
     networks: dict[str, nn.Module] = {
         LOCATOR_ROLE: build_network(LOCATOR_ARCHITECTURE, **LOCATOR_OPTIONS),
         CLASSIFIER_ROLE: build_network(CLASSIFIER_ARCHITECTURE, **CLASSIFIER_OPTIONS),
@@ -439,8 +500,13 @@ def train(
     checkpoints = out / "checkpoints"
     outcomes: dict[str, FitOutcome] = {}
     outcomes[LOCATOR_ROLE] = fit(
-        networks[LOCATOR_ROLE], LocatorTask(films, train_index, validation_index, settings.batch_size), settings,
-        checkpoints / f"{LOCATOR_ROLE}.pt", device=device, resume=resume, show_progress=show_progress,
+        networks[LOCATOR_ROLE],
+        LocatorTask(films, train_index, validation_index, settings.batch_size),
+        settings,
+        checkpoints / f"{LOCATOR_ROLE}.pt",
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
     )
     crops: list[_Crop] = []
     crop_split: dict[str, list[int]] = {"train": [], "validation": []}
@@ -451,18 +517,32 @@ def train(
                 crops.append(crop)
     labels = {split: {crops[i].label for i in indices} for split, indices in crop_split.items()}
     if labels["train"] != {0.0, 1.0}:
-        raise HipCohortError(f"cohort {cohort}: the training split needs osteoporotic and other hips")
+        raise HipCohortError(
+            f"cohort {cohort}: the training split needs osteoporotic and other hips"
+        )
     outcomes[CLASSIFIER_ROLE] = fit(
         networks[CLASSIFIER_ROLE],
         ClassifierTask(
-            crops, np.array(crop_split["train"]), np.array(crop_split["validation"]), settings.batch_size,
+            crops,
+            np.array(crop_split["train"]),
+            np.array(crop_split["validation"]),
+            settings.batch_size,
             geometry.crop_size,
         ),
-        settings, checkpoints / f"{CLASSIFIER_ROLE}.pt", device=device, resume=resume, show_progress=show_progress,
+        settings,
+        checkpoints / f"{CLASSIFIER_ROLE}.pt",
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
     )
     synthetic = all(f.synthetic for f in films)
-    counts = {"films": len(records), "train_films": len(train_index), "validation_films": len(validation_index),
-              "train_crops": len(crop_split["train"]), "validation_crops": len(crop_split["validation"])}
+    counts = {
+        "films": len(records),
+        "train_films": len(train_index),
+        "validation_films": len(validation_index),
+        "train_crops": len(crop_split["train"]),
+        "validation_crops": len(crop_split["validation"]),
+    }
     card = _card(name, version, records, counts, synthetic, outcomes, geometry, settings)
     networks = {role: network.cpu() for role, network in networks.items()}
     save_model(out, card, networks)
@@ -483,13 +563,19 @@ def validate(model_dir: Path, records: Sequence[PhantomRecord]) -> dict[str, flo
         ``validation_not_evaluable_found`` (share of not-evaluable sides reported so),
         ``validation_auc`` per side (when both classes occur), ``validation_sides``.
     """
-    pipeline = HipPipeline.from_model(load_model(model_dir, device="cpu"), HipSettings(), load_reference())
+    pipeline = HipPipeline.from_model(
+        load_model(model_dir, device="cpu"), HipSettings(), load_reference()
+    )
     hits, evaluable_sides, refused, not_evaluable_sides = 0, 0, 0, 0
     truth, scores = [], []
     for record in records:
         result = pipeline.run(load_radiograph(record.file))
         for finding in result.findings:
-            side = record.sides["right" if finding.laterality is not None and finding.laterality.value == "R" else "left"]
+            side = record.sides[
+                "right"
+                if finding.laterality is not None and finding.laterality.value == "R"
+                else "left"
+            ]
             if not side.evaluable:
                 not_evaluable_sides += 1
                 refused += int(not finding.evaluable)
@@ -497,7 +583,12 @@ def validate(model_dir: Path, records: Sequence[PhantomRecord]) -> dict[str, flo
             evaluable_sides += 1
             if finding.region is not None:
                 corners = np.array(finding.region.points) - 0.5
-                box = (corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max())
+                box = (
+                    corners[:, 0].min(),
+                    corners[:, 1].min(),
+                    corners[:, 0].max(),
+                    corners[:, 1].max(),
+                )
                 hits += int(box_iou(box, side.crop_box) >= IOU_HIT)
             if finding.evaluable and finding.probability is not None:
                 truth.append(is_osteoporotic(side))
@@ -570,10 +661,17 @@ def _card(
         },
         metrics=metrics,
         networks=[
-            NetworkEntry(role=LOCATOR_ROLE, architecture=LOCATOR_ARCHITECTURE, options=dict(LOCATOR_OPTIONS),
-                         weights=f"{LOCATOR_ROLE}.safetensors"),
-            NetworkEntry(role=CLASSIFIER_ROLE, architecture=CLASSIFIER_ARCHITECTURE, options=dict(CLASSIFIER_OPTIONS),
-                         weights=f"{CLASSIFIER_ROLE}.safetensors"),
+            NetworkEntry(
+                role=LOCATOR_ROLE,
+                architecture=LOCATOR_ARCHITECTURE,
+                options=dict(LOCATOR_OPTIONS),
+                weights=f"{LOCATOR_ROLE}.safetensors",
+            ),
+            NetworkEntry(
+                role=CLASSIFIER_ROLE,
+                architecture=CLASSIFIER_ARCHITECTURE,
+                options=dict(CLASSIFIER_OPTIONS),
+                weights=f"{CLASSIFIER_ROLE}.safetensors",
+            ),
         ],
     )
-
