@@ -31,6 +31,7 @@ from osteonode.dicom.scp import StorageSCP
 from osteonode.outbox import DeliverySender
 from osteonode.pipelines import Pipeline, load_pipelines
 from osteonode.store.db import Database
+from osteonode.store.deliveries import undelivered_by_destination
 from osteonode.store.queue import reclaim_expired_leases
 from osteonode.store.retention import purge_spool
 from osteonode.store.spool import Spool
@@ -111,6 +112,7 @@ class Node:
         self.database.upgrade()
         self.spool.ensure_writable()
         self._remove_stray_files()
+        self._warn_of_unknown_destinations()
         self._schedule()
         self._scheduler.start()
         for worker in self.workers:
@@ -196,6 +198,17 @@ class Node:
         with self.database.session() as session:
             report = purge_spool(session, self.spool, retention, utc_now())
         log.info("spool_purged", **dataclasses.asdict(report))
+
+    def _warn_of_unknown_destinations(self) -> None:
+        # Deliveries queued for a destination since removed from the configuration are never
+        # sent; say so at every start rather than let them wait unseen.
+        if self.sender is None:
+            return
+        with self.database.session() as session:
+            waiting = undelivered_by_destination(session)
+        unknown = {name: count for name, count in waiting.items() if name not in self.config.destinations}
+        if unknown:
+            log.warning("deliveries_for_unknown_destinations", waiting=unknown)
 
     def _remove_stray_files(self) -> None:
         # Temporary files are what a crash left mid-write: never acknowledged, so never needed.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from delivery_standin import NOT_EVALUABLE_COMMENT, NOT_EVALUABLE_REASON, StandInLumbarPipeline
-from fixtures.peers import make_radiograph, toml_document
+from fixtures.peers import free_port, make_radiograph, toml_document
 from pydicom.uid import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
@@ -19,12 +19,14 @@ from pydicom.uid import (
     generate_uid,
 )
 from sqlalchemy import select
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from osteonode.cli import app
 from osteonode.config import Destination, NodeConfig, PipelineName, SrStorage
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.outbox import DeliverySender, device_info, retry_delay, write_result_objects
+from osteonode.service import Node
 from osteonode.store.db import Database
 from osteonode.store.deliveries import (
     DeliveryStateError,
@@ -306,3 +308,24 @@ def test_deliveries_commands_list_retry_and_purge(database, tmp_path):
     assert "removed 0 sent deliveries" in kept.output
     assert "removed 1 sent deliveries and 1 files" in purged.output
     assert delivery(database, dead_id).state == DeliveryState.PENDING
+
+
+def test_node_start_warns_of_reports_waiting_for_a_destination_no_longer_configured(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    database.upgrade()
+    spool = Spool(tmp_path / "spool")
+    queued_result(database, spool, tmp_path, ["retired", "pacs"])
+    database.dispose()
+    config = NodeConfig.model_validate({
+        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+        "storage": {"spool_dir": str(spool.root), "min_free_mb": 1},
+        "destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": free_port()}},
+    })
+    node = Node(config, scp=False, pipelines={})
+
+    with capture_logs() as logs:
+        node.start()
+        node.stop()
+
+    warnings = [entry for entry in logs if entry["event"] == "deliveries_for_unknown_destinations"]
+    assert [entry["waiting"] for entry in warnings] == [{"retired": 1}]

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from osteonode.store.history import _Record
 from osteonode.store.queue import MAX_ERROR_LENGTH, LeaseLostError, record_event
 from osteonode.store.spool import Spool
 from osteonode.store.tables import (
+    FINISHED_DELIVERY_STATES,
     UID_LENGTH,
     Delivery,
     DeliveryState,
@@ -61,6 +62,7 @@ __all__ = [
     "purge_sent_deliveries",
     "requeue_dead_deliveries",
     "requeue_delivery",
+    "undelivered_by_destination",
 ]
 
 log = structlog.get_logger(__name__)
@@ -594,3 +596,13 @@ def list_deliveries(
         )
         for delivery, pipeline, source_uid in session.execute(query)
     ]
+
+
+def undelivered_by_destination(session: Session) -> dict[str, int]:
+    """How many deliveries to each destination are not yet sent or dead-lettered."""
+    rows = session.execute(
+        select(Delivery.destination, func.count())
+        .where(Delivery.state.not_in(sorted(FINISHED_DELIVERY_STATES)))
+        .group_by(Delivery.destination)
+    )
+    return {destination: count for destination, count in rows}
