@@ -11,7 +11,7 @@ from osteonode.phantoms import PhantomRecord, make_cohort, read_cohort
 from osteonode.pipelines.lumbar import LumbarPipeline
 from osteonode.reference import load_reference
 from osteonode.train.lumbar import DEMO_RECIPE
-from osteonode.zoo import load_model
+from osteonode.zoo import LoadedModel, load_model
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "lumbar-demo"
 #: Seeds of the held-out phantoms; the demo recipe trains on DEMO_RECIPE.seed only.
@@ -21,9 +21,15 @@ assert DEMO_RECIPE.seed not in (ACCEPTANCE_SEED, FULL_SIZE_SEED)
 
 
 @pytest.fixture(scope="session")
-def demo_pipeline() -> LumbarPipeline:
+def demo_model() -> LoadedModel:
+    """The shipped demo weights (checksums verified)."""
+    return load_model(DEMO_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(demo_model: LoadedModel) -> LumbarPipeline:
     """The pipeline on the shipped demo weights, with the shipped reference data."""
-    return LumbarPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), LumbarSettings(), load_reference())
+    return LumbarPipeline.from_model(demo_model, LumbarSettings(), load_reference())
 
 
 @pytest.fixture(scope="session")

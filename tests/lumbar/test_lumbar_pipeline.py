@@ -17,9 +17,7 @@ from osteonode.pipelines.base import FindingSite, OutsideIntendedUse, Result
 from osteonode.pipelines.lumbar import LumbarPipeline
 from osteonode.reference import load_reference
 from osteonode.reports import DeviceInfo, build_secondary_capture, build_structured_report
-from osteonode.zoo import load_model
-
-from conftest import DEMO_MODEL
+from osteonode.zoo import LoadedModel
 
 DEVICE = DeviceInfo.for_node("osteonode-test", software_version="0.0.0")
 
@@ -50,9 +48,10 @@ def _edited(path: Path, **attributes: object) -> pydicom.Dataset:
     return ds
 
 
-def _skipping_pipeline() -> LumbarPipeline:
+@pytest.fixture(scope="module")
+def skipping_pipeline(demo_model: LoadedModel) -> LumbarPipeline:
     settings = LumbarSettings(outside_intended_use=IntendedUsePolicy.SKIP)
-    return LumbarPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), settings, load_reference())
+    return LumbarPipeline.from_model(demo_model, settings, load_reference())
 
 
 def test_evaluable_film_has_four_vertebrae_and_the_l1_l4_summary(normal_result: Result) -> None:
@@ -96,17 +95,19 @@ def test_unknown_sex_assumes_the_female_reference_and_says_so(demo_pipeline: Lum
     assert "sex unknown" in notes
 
 
-def test_young_patient_gets_a_note_or_is_skipped_by_policy(demo_pipeline: LumbarPipeline, normal_film) -> None:
+def test_young_patient_gets_a_note_or_is_skipped_by_policy(
+    demo_pipeline: LumbarPipeline, skipping_pipeline: LumbarPipeline, normal_film
+) -> None:
     young = _edited(normal_film.file, PatientAge="042Y")
     result = demo_pipeline.run(load_radiograph(young))
     assert any("aged 42" in note for note in result.notes)
     with pytest.raises(OutsideIntendedUse, match="aged 42"):
-        _skipping_pipeline().run(load_radiograph(young))
+        skipping_pipeline.run(load_radiograph(young))
 
 
-def test_lateral_view_is_outside_intended_use(normal_film) -> None:
+def test_lateral_view_is_outside_intended_use(skipping_pipeline: LumbarPipeline, normal_film) -> None:
     with pytest.raises(OutsideIntendedUse, match="lateral"):
-        _skipping_pipeline().run(load_radiograph(_edited(normal_film.file, ViewPosition="LL")))
+        skipping_pipeline.run(load_radiograph(_edited(normal_film.file, ViewPosition="LL")))
 
 
 def test_film_without_a_spine_is_not_evaluable_and_does_not_raise(demo_pipeline: LumbarPipeline, normal_film) -> None:

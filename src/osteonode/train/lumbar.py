@@ -95,7 +95,7 @@ PHANTOM_SOFTWARE = "osteonode-phantoms"
 CROP_BATCH_FACTOR = 4
 #: The keypoint network's widths and the crop networks' shape, recorded in the card.
 DETECTOR_OPTIONS = {"keypoints": DETECTOR_CHANNELS, "widths": [16, 24, 32, 48]}
-CROP_OPTIONS = {"widths": [16, 32, 48, 64], "hidden": 128}
+CROP_OPTIONS = {"widths": [12, 24, 32, 48], "hidden": 96}
 MEASURED = ("L1", "L2", "L3", "L4")
 
 
@@ -107,7 +107,8 @@ class LumbarCohortError(ValueError):
 class _Film:
     """One decoded, prepared film of the cohort with its truth in working pixel centres."""
 
-    working: torch.Tensor  # (1, 1, H, W)
+    stack: torch.Tensor  # (N, 1, H, W): the working images of all films of this shape
+    row: int  # this film's index in ``stack``
     spacing_mm: float
     detector: torch.Tensor  # (1, S, S)
     detector_scale: float
@@ -116,6 +117,11 @@ class _Film:
     bmd: np.ndarray  # (4,) L1-L4, model calibration
     clean: bool  # no hard case: usable for BMD
     synthetic: bool
+
+    @property
+    def working(self) -> torch.Tensor:
+        """The working image, (1, 1, H, W)."""
+        return self.stack[self.row : self.row + 1]
 
 
 def _load_film(record: PhantomRecord) -> _Film:
@@ -130,7 +136,8 @@ def _load_film(record: PhantomRecord) -> _Film:
     image, scale = detector_input(film.working)
     software = str(getattr(radiograph.header, "SoftwareVersions", "") or "")
     return _Film(
-        working=torch.from_numpy(film.working)[None, None],
+        stack=torch.from_numpy(film.working)[None, None],
+        row=0,
         spacing_mm=float(film.spacing_mm),
         detector=torch.from_numpy(image)[None],
         detector_scale=scale,
@@ -149,7 +156,14 @@ def load_films(records: list[PhantomRecord], show_progress: bool = False) -> lis
     items: Iterable[PhantomRecord] = records
     if show_progress:
         items = track(records, description="decoding cohort")
-    return [_load_film(record) for record in items]
+    films = [_load_film(record) for record in items]
+    # One tensor per image shape: crop batches then gather rows instead of concatenating copies.
+    for shape in {tuple(f.stack.shape) for f in films}:
+        members = [f for f in films if tuple(f.stack.shape) == shape]
+        stack = torch.cat([f.stack for f in members])
+        for row, member in enumerate(members):
+            member.stack, member.row = stack, row
+    return films
 
 
 def _batches(indices: np.ndarray, size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
@@ -291,25 +305,33 @@ class _CropTask(abc.ABC):
     """Crops of (film, body) samples aligned to jittered corners."""
 
     jitter: tuple[float, float, float, float]
+    #: Share of the training samples drawn (afresh) for each epoch.
+    share_per_epoch: float = 1.0
 
     def __init__(self, films: list[_Film], train: list[tuple[int, int]], validation: list[tuple[int, int]], batch_size: int) -> None:
         self.films, self.batch_size = films, batch_size
         self.train, self.validation = np.array(train), np.array(validation)
         self._validation_rng_seed = 12345
 
-    def _crops(self, samples: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
-        crops, thetas = [], []
+    def _crops(self, samples: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Crops aligned to jittered corners, sampled in one call per working-image shape."""
+        thetas = []
         for film_index, body in samples:
             film = self.films[film_index]
             start = _jitter(film.corners[body], film.spacing_mm, self.jitter, rng)
-            theta = crop_theta(start[None], film.spacing_mm, tuple(film.working.shape[-2:]))
-            crops.append(sample_crops(film.working, theta)[0])
-            thetas.append(theta)
-        return torch.stack(crops), thetas, list(samples[:, 0])
+            thetas.append(crop_theta(start[None], film.spacing_mm, tuple(film.working.shape[-2:])))
+        crops = torch.zeros(len(samples), 1, CROP_SIZE, CROP_SIZE)
+        stacks = {id(self.films[f].stack): self.films[f].stack for f, _ in samples}
+        for key, stack in stacks.items():
+            group = [k for k, (f, _) in enumerate(samples) if id(self.films[f].stack) == key]
+            rows = torch.tensor([self.films[samples[k][0]].row for k in group])
+            crops[group] = sample_crops(stack[rows], torch.cat([thetas[k] for k in group]))
+        return crops, thetas
 
     def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        order = rng.permutation(len(self.train))
-        return [self._batch(self.train[order[s : s + self.batch_size]], rng, True) for s in range(0, len(order), self.batch_size)]
+        count = max(1, round(len(self.train) * self.share_per_epoch))
+        order = rng.permutation(len(self.train))[:count]
+        return [self._batch(self.train[order[s : s + self.batch_size]], rng, True) for s in range(0, count, self.batch_size)]
 
     def validation_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng(self._validation_rng_seed)
@@ -325,9 +347,11 @@ class RefinerTask(_CropTask):
 
     metric_name = "negative mean corner error (mm)"
     jitter = REFINER_JITTER
+    # Six bodies of a film look alike to the refiner; a third of them per epoch is plenty.
+    share_per_epoch = 1 / 3
 
     def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        crops, thetas, _ = self._crops(samples, rng)
+        crops, thetas = self._crops(samples, rng)
         targets = []
         for (film_index, body), theta in zip(samples, thetas):
             film = self.films[film_index]
@@ -348,6 +372,7 @@ class RegressorTask(_CropTask):
 
     metric_name = "negative RMSE of BMD (g/cm2)"
     jitter = REGRESSOR_JITTER
+    share_per_epoch = 1 / 2
 
     def __init__(
         self, films: list[_Film], train: list[tuple[int, int]], validation: list[tuple[int, int]],
@@ -357,7 +382,7 @@ class RegressorTask(_CropTask):
         self.scale = scale
 
     def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        crops, _, _ = self._crops(samples, rng)
+        crops, _ = self._crops(samples, rng)
         if augment:
             flips = torch.from_numpy(rng.random(len(crops)) < 0.5)
             crops = torch.where(flips[:, None, None, None], crops.flip(-1), crops)
