@@ -21,6 +21,9 @@ those end-to-end figures go into the model card.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -110,6 +113,10 @@ BOX_JITTER = 0.05
 CENTRE_SIGMA = 1.0
 #: Weight of the box-distance loss against the centre and state losses.
 DISTANCE_WEIGHT = 5.0
+#: Step schedule: after the set epochs, train at this fraction of the learning rate ...
+LR_DECAY = 0.1
+#: ... for this share of the set epochs (the decay settles both networks' noisy late epochs).
+FINE_TUNE_SHARE = 0.5
 #: Largest weight of a rare side state in the localiser's state loss.
 MAX_STATE_WEIGHT = 10.0
 #: Software Versions written by the phantom generator (how a synthetic cohort is recognised).
@@ -408,6 +415,57 @@ class ClassifierTask:
         return roc_auc(truth, outputs[:, 0].numpy())
 
 
+def _fit_with_step_decay(
+    network: nn.Module,
+    task: LocatorTask | ClassifierTask,
+    settings: TrainingSettings,
+    checkpoints: Path,
+    role: str,
+    *,
+    device: torch.device,
+    resume: bool,
+    show_progress: bool,
+) -> FitOutcome:
+    """Train at the set learning rate, then at :data:`LR_DECAY` of it for a share of the epochs.
+
+    The second phase starts from the first phase's best weights; the network ends with the
+    better phase's best weights, and the returned outcome is that phase's (its epochs counted
+    after the first phase's). Each phase has its own checkpoint, so either resumes.
+    """
+    first = fit(
+        network,
+        task,
+        settings,
+        checkpoints / f"{role}.pt",
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
+    )
+    fine = dataclasses.replace(
+        settings,
+        learning_rate=settings.learning_rate * LR_DECAY,
+        epochs=max(1, math.ceil(settings.epochs * FINE_TUNE_SHARE)),
+    )
+    first_best = copy.deepcopy(network.state_dict())
+    second = fit(
+        network,
+        task,
+        fine,
+        checkpoints / f"{role}_fine.pt",
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
+    )
+    if second.best_metric < first.best_metric:
+        network.load_state_dict(first_best)
+        return first
+    return dataclasses.replace(
+        second,
+        best_epoch=len(first.history) + second.best_epoch,
+        history=first.history + second.history,
+    )
+
+
 def _initialise(networks: dict[str, nn.Module], init: Path | None) -> None:
     """Start from a previous hip model folder, or a VGG16 checkpoint for the classifier."""
     if init is None:
@@ -499,11 +557,12 @@ def train(
     _initialise(networks, init)
     checkpoints = out / "checkpoints"
     outcomes: dict[str, FitOutcome] = {}
-    outcomes[LOCATOR_ROLE] = fit(
+    outcomes[LOCATOR_ROLE] = _fit_with_step_decay(
         networks[LOCATOR_ROLE],
         LocatorTask(films, train_index, validation_index, settings.batch_size),
         settings,
-        checkpoints / f"{LOCATOR_ROLE}.pt",
+        checkpoints,
+        LOCATOR_ROLE,
         device=device,
         resume=resume,
         show_progress=show_progress,
@@ -520,7 +579,7 @@ def train(
         raise HipCohortError(
             f"cohort {cohort}: the training split needs osteoporotic and other hips"
         )
-    outcomes[CLASSIFIER_ROLE] = fit(
+    outcomes[CLASSIFIER_ROLE] = _fit_with_step_decay(
         networks[CLASSIFIER_ROLE],
         ClassifierTask(
             crops,
@@ -530,7 +589,8 @@ def train(
             geometry.crop_size,
         ),
         settings,
-        checkpoints / f"{CLASSIFIER_ROLE}.pt",
+        checkpoints,
+        CLASSIFIER_ROLE,
         device=device,
         resume=resume,
         show_progress=show_progress,
