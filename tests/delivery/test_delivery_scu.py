@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,15 @@ def test_orthanc_refusing_the_calling_ae_is_a_permanent_rejection_with_its_reaso
         "association rejected by ORTHANC: Calling AE title not recognised (Rejected Permanent, Service User)"
     )
     assert accepted.is_sent
+
+
+def test_peer_that_hangs_up_without_answering_is_transient(film):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        hang_up = threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True)
+        hang_up.start()
+        outcome = send(film, listener.getsockname()[1])
+        hang_up.join(5)
+    assert outcome.result is SendResult.TRANSIENT
+    assert "closed the connection without answering" in outcome.detail

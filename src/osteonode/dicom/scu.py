@@ -28,7 +28,7 @@ import pydicom
 import structlog
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 __all__ = [
@@ -155,7 +155,11 @@ def send_file(
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
     ae.add_requested_context(sop_class_uid, _proposed_syntaxes(file_syntax))
-    association = ae.associate(host, port, ae_title=called_ae_title)
+    connected: list[bool] = []
+    association = ae.associate(
+        host, port, ae_title=called_ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))],
+    )
     if not association.is_established:
         if association.rejected_contexts and not association.accepted_contexts:
             # The peer accepted the association but none of its presentation contexts, so
@@ -163,7 +167,7 @@ def send_file(
             return SendOutcome(
                 SendResult.PERMANENT, f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})"
             )
-        return _not_established(association, host, port, called_ae_title)
+        return _not_established(association, host, port, called_ae_title, connected=bool(connected))
     try:
         response = association.send_c_store(dataset)
     except ValueError as error:
@@ -185,7 +189,7 @@ def send_file(
 
 
 def _not_established(
-    association: Association, host: str, port: int, called_ae_title: str
+    association: Association, host: str, port: int, called_ae_title: str, *, connected: bool
 ) -> SendOutcome:
     """The outcome of an association that did not come up."""
     # pynetdicom keeps the peer's A-ASSOCIATE response (accept or reject) on the acceptor.
@@ -196,8 +200,13 @@ def _not_established(
             f"({response.result_str}, {response.source_str})"
         )
         return SendOutcome(classify_rejection(int(response.result)), detail)
-    if response is None:
+    if not connected:
         return SendOutcome(
             SendResult.TRANSIENT, f"no connection to {host}:{port} (refused, unreachable or timed out)"
+        )
+    if response is None:
+        return SendOutcome(
+            SendResult.TRANSIENT,
+            f"{called_ae_title} at {host}:{port} closed the connection without answering the association request",
         )
     return SendOutcome(SendResult.TRANSIENT, f"association with {called_ae_title} aborted or timed out")

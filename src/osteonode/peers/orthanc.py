@@ -150,6 +150,9 @@ class Orthanc:
             "DicomAlwaysAllowStore": accept_unknown_callers,
             "DicomAlwaysAllowEcho": accept_unknown_callers,
             "DicomModalities": {modality.name: modality.as_json() for modality in known},
+            # Close each forwarding association at once rather than keep it open for reuse, so the
+            # node is not kept waiting for it when it shuts down.
+            "DicomAssociationCloseDelay": 0,
         }
         self.config_path.write_text(json.dumps(configuration, indent=2), "utf-8")
         self._process: subprocess.Popen[bytes] | None = None
