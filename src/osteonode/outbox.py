@@ -192,7 +192,12 @@ class DeliverySender:
     """
 
     def __init__(
-        self, config: NodeConfig, database: Database, spool: Spool, *, rng: random.Random | None = None
+        self,
+        config: NodeConfig,
+        database: Database,
+        spool: Spool,
+        *,
+        rng: random.Random | None = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
             raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
@@ -253,17 +258,30 @@ class DeliverySender:
             log.warning("delivery_lease_lost", delivery_id=delivery.id, error=str(error))
 
     def _record(
-        self, session: Session, delivery: Delivery, destination: Destination, outcome: SendOutcome, now: datetime
+        self,
+        session: Session,
+        delivery: Delivery,
+        destination: Destination,
+        outcome: SendOutcome,
+        now: datetime,
     ) -> None:
         if outcome.result is SendResult.SENT:
-            mark_sent(session, delivery, status=outcome.status, detail=outcome.detail or None, now=now)
+            mark_sent(
+                session, delivery, status=outcome.status, detail=outcome.detail or None, now=now
+            )
         elif outcome.result is SendResult.PERMANENT:
-            mark_dead(session, delivery, status=outcome.status, error=f"permanent: {outcome.detail}")
+            mark_dead(
+                session, delivery, status=outcome.status, error=f"permanent: {outcome.detail}"
+            )
         elif delivery.attempts >= destination.max_attempts:
             mark_dead(
-                session, delivery, status=outcome.status,
+                session,
+                delivery,
+                status=outcome.status,
                 error=f"gave up after {delivery.attempts} attempts: {outcome.detail}",
             )
         else:
             delay = retry_delay(destination, delivery.attempts, self._rng)
-            mark_retry(session, delivery, retry_at=now + delay, status=outcome.status, error=outcome.detail)
+            mark_retry(
+                session, delivery, retry_at=now + delay, status=outcome.status, error=outcome.detail
+            )

@@ -27,7 +27,12 @@ from osteonode.store.db import Database
 from osteonode.store.tables import Delivery, Event, EventKind
 
 #: Back-off of the test destinations: quick, growing, never exhausted within a test.
-FAST_RETRIES = {"backoff_initial_s": 0.3, "backoff_max_s": 2.0, "max_attempts": 100, "timeout_s": 5.0}
+FAST_RETRIES = {
+    "backoff_initial_s": 0.3,
+    "backoff_max_s": 2.0,
+    "max_attempts": 100,
+    "timeout_s": 5.0,
+}
 
 
 class DeliveryWorld:
@@ -63,11 +68,15 @@ class DeliveryWorld:
             database.dispose()
 
     def deliveries(self) -> list[Delivery]:
-        return self.query(lambda session: list(session.scalars(select(Delivery).order_by(Delivery.id))))
+        return self.query(
+            lambda session: list(session.scalars(select(Delivery).order_by(Delivery.id)))
+        )
 
     def delivery_events(self, kind: EventKind) -> list[Event]:
         return self.query(
-            lambda session: list(session.scalars(select(Event).where(Event.kind == kind).order_by(Event.id)))
+            lambda session: list(
+                session.scalars(select(Event).where(Event.kind == kind).order_by(Event.id))
+            )
         )
 
     def wait_for_deliveries(
@@ -84,7 +93,9 @@ class DeliveryWorld:
                 raise AssertionError(f"deliveries did not get there in {timeout_s} s: {states}")
             time.sleep(0.1)
 
-    def wait_for_study(self, study_uid: str, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    def wait_for_study(
+        self, study_uid: str, count: int, timeout_s: float = 30.0
+    ) -> list[dict[str, Any]]:
         """Poll Orthanc until the study holds ``count`` instances; returns their tags."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -92,7 +103,9 @@ class DeliveryWorld:
             if len(instances) >= count:
                 return instances
             if time.monotonic() > deadline:
-                raise AssertionError(f"{len(instances)} of {count} instances in the study in Orthanc")
+                raise AssertionError(
+                    f"{len(instances)} of {count} instances in the study in Orthanc"
+                )
             time.sleep(0.1)
 
 
@@ -126,8 +139,11 @@ def delivery_world(tmp_path: Path) -> Iterator[Callable[..., DeliveryWorld]]:
             "delivery": {"interval_s": 0.2},
             "logging": {"format": "json"},
             "destinations.pacs": {
-                "ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port,
-                **FAST_RETRIES, **(destination or {}),
+                "ae_title": orthanc.ae_title,
+                "host": "127.0.0.1",
+                "port": orthanc.dicom_port,
+                **FAST_RETRIES,
+                **(destination or {}),
             },
             "pipelines.lumbar": {"destinations": ["pacs"]},
         }
@@ -149,7 +165,10 @@ class AnsweringPeer:
     """A real pynetdicom Storage SCP that answers every C-STORE with a chosen status and comment."""
 
     def __init__(
-        self, status: int, comment: str = "", sop_classes: Sequence[str] = (DigitalXRayImageStorageForPresentation,)
+        self,
+        status: int,
+        comment: str = "",
+        sop_classes: Sequence[str] = (DigitalXRayImageStorageForPresentation,),
     ) -> None:
         self.port = free_port()
         self.received = 0

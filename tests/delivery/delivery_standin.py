@@ -21,7 +21,9 @@ from osteonode.config import PipelineName, load_config
 from osteonode.imaging.pixels import Radiograph
 from osteonode.pipelines.base import ModelIdentity, Result, SourceImage
 
-STAND_IN_MODEL = ModelIdentity("stand-in-lumbar", "1.0", "none", synthetic=True, diagnostic_use=False)
+STAND_IN_MODEL = ModelIdentity(
+    "stand-in-lumbar", "1.0", "none", synthetic=True, diagnostic_use=False
+)
 NOT_EVALUABLE_COMMENT = "not evaluable"
 NOT_EVALUABLE_REASON = "vertebrae L1-L4 not found"
 
@@ -34,16 +36,33 @@ class StandInLumbarPipeline:
     def run(self, radiograph: Radiograph) -> Result:
         rows, columns = radiograph.shape
         uids = radiograph.uids
-        source = SourceImage(uids.sop_class_uid, uids.sop_instance_uid, uids.study_instance_uid,
-                             uids.series_instance_uid, rows, columns)
+        source = SourceImage(
+            uids.sop_class_uid,
+            uids.sop_instance_uid,
+            uids.study_instance_uid,
+            uids.series_instance_uid,
+            rows,
+            columns,
+        )
         if str(radiograph.header.get("ImageComments", "")) == NOT_EVALUABLE_COMMENT:
-            return Result(PipelineName.LUMBAR, source, STAND_IN_MODEL, evaluable=False,
-                          reason=NOT_EVALUABLE_REASON)
+            return Result(
+                PipelineName.LUMBAR,
+                source,
+                STAND_IN_MODEL,
+                evaluable=False,
+                reason=NOT_EVALUABLE_REASON,
+            )
         y, x = np.mgrid[0:rows, 0:columns]
         heatmap = np.exp(-(((y - rows / 2) / rows) ** 2 + ((x - columns / 2) / columns) ** 2) * 8)
-        return Result(PipelineName.LUMBAR, source, STAND_IN_MODEL, evaluable=True,
-                      category=WhoCategory.OSTEOPOROSIS, t_score=-rows / 100,
-                      heatmap=heatmap.astype(np.float32))
+        return Result(
+            PipelineName.LUMBAR,
+            source,
+            STAND_IN_MODEL,
+            evaluable=True,
+            category=WhoCategory.OSTEOPOROSIS,
+            t_score=-rows / 100,
+            heatmap=heatmap.astype(np.float32),
+        )
 
 
 def main(config_path: str) -> None:

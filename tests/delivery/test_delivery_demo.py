@@ -18,7 +18,9 @@ def test_demo_sends_samples_through_orthanc_and_shows_what_came_back(tmp_path):
     require_binary("Orthanc")
     lines: list[str] = []
 
-    counts = run_demo(tmp_path / "demo-out", REPOSITORY / "models", show=lines.append, timeout_s=240, wait=False)
+    counts = run_demo(
+        tmp_path / "demo-out", REPOSITORY / "models", show=lines.append, timeout_s=240, wait=False
+    )
 
     output = "\n".join(lines)
     assert "starting Orthanc as the PACS" in output and "which forwards them to the node" in output

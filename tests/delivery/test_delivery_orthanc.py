@@ -43,7 +43,10 @@ def all_sent(deliveries) -> bool:
 def osteonode_cli(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "osteonode", "deliveries", *arguments, "--config", str(config)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -52,7 +55,9 @@ def test_sr_and_sc_appear_in_the_source_study_in_orthanc(delivery_world, tmp_pat
     world.orthanc.start()
     world.start_node()
     film, study = lumbar_film(tmp_path / "spine.dcm")
-    unreadable_film, unreadable_study = lumbar_film(tmp_path / "blurred.dcm", evaluable=False, seed=1)
+    unreadable_film, unreadable_study = lumbar_film(
+        tmp_path / "blurred.dcm", evaluable=False, seed=1
+    )
 
     world.orthanc.post_instance(film)
     world.orthanc.post_instance(unreadable_film)
@@ -67,8 +72,12 @@ def test_sr_and_sc_appear_in_the_source_study_in_orthanc(delivery_world, tmp_pat
     source_series = by_class[DX_FOR_PRESENTATION]["SeriesInstanceUID"]
     assert len({source_series, report["SeriesInstanceUID"], capture["SeriesInstanceUID"]}) == 3
 
-    not_evaluable = {tags["SOPClassUID"]: tags for tags in world.wait_for_study(unreadable_study, 3)}
-    assert f"Not evaluable: {NOT_EVALUABLE_REASON}" in json.dumps(not_evaluable[SR_3D]["ContentSequence"])
+    not_evaluable = {
+        tags["SOPClassUID"]: tags for tags in world.wait_for_study(unreadable_study, 3)
+    }
+    assert f"Not evaluable: {NOT_EVALUABLE_REASON}" in json.dumps(
+        not_evaluable[SR_3D]["ContentSequence"]
+    )
     assert not_evaluable[SR_3D]["CompletionFlag"] == "PARTIAL"
 
     deliveries = world.wait_for_deliveries(all_sent)
@@ -88,7 +97,9 @@ def test_results_wait_for_a_pacs_that_is_down_and_arrive_once_after_a_node_resta
 
     # Four deliveries (SR + SC of two films), each failing with a growing back-off.
     world.wait_for_deliveries(
-        lambda ds: len(ds) == 4 and all(d.state == DeliveryState.FAILED and d.attempts >= 3 for d in ds),
+        lambda ds: (
+            len(ds) == 4 and all(d.state == DeliveryState.FAILED and d.attempts >= 3 for d in ds)
+        ),
         timeout_s=40,
     )
     retries = world.delivery_events(EventKind.DELIVERY_RETRY)
@@ -117,7 +128,9 @@ def test_results_wait_for_a_pacs_that_is_down_and_arrive_once_after_a_node_resta
 def test_permanent_rejection_is_dead_lettered_once_and_retried_by_the_operator(
     delivery_world, tmp_path
 ):
-    world = delivery_world(accept_unknown_callers=False, destination={"calling_ae_title": "NODE_RESULTS"})
+    world = delivery_world(
+        accept_unknown_callers=False, destination={"calling_ae_title": "NODE_RESULTS"}
+    )
     world.orthanc.start()
     world.start_node()
     film, study = lumbar_film(tmp_path / "spine.dcm")

@@ -52,15 +52,26 @@ def receive(database: Database, spool: Spool, image: Path) -> None:
     ds = pydicom.dcmread(image, stop_before_pixels=True)
     relative = spool.store_incoming(ds.SOPInstanceUID, image.read_bytes())
     with database.session() as session:
-        record_receipt(session, Receipt(
-            sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
-            transfer_syntax_uid=ds.file_meta.TransferSyntaxUID, spool_path=relative,
-            size_bytes=image.stat().st_size, calling_ae="MODALITY", called_ae="OSTEONODE",
-        ))
+        record_receipt(
+            session,
+            Receipt(
+                sop_instance_uid=ds.SOPInstanceUID,
+                sop_class_uid=ds.SOPClassUID,
+                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+                spool_path=relative,
+                size_bytes=image.stat().st_size,
+                calling_ae="MODALITY",
+                called_ae="OSTEONODE",
+            ),
+        )
 
 
 def queued_result(
-    database: Database, spool: Spool, tmp_path: Path, destinations: list[str], sop_class_uid: str = SR_3D
+    database: Database,
+    spool: Spool,
+    tmp_path: Path,
+    destinations: list[str],
+    sop_class_uid: str = SR_3D,
 ) -> list[int]:
     """A finished job whose result has one object queued for each destination (in that order)."""
     receive(database, spool, make_radiograph(tmp_path / f"{generate_uid()}.dcm"))
@@ -68,14 +79,23 @@ def queued_result(
         job = claim_job(session, worker_id="w", lease_seconds=60, pipelines=[])
     with database.session() as session:
         mark_done(session, job)
-        result = Result(job_id=job.id, instance_id=job.instance_id, pipeline="lumbar", payload={},
-                        created_at=utc_now())
+        result = Result(
+            job_id=job.id,
+            instance_id=job.instance_id,
+            pipeline="lumbar",
+            payload={},
+            created_at=utc_now(),
+        )
         session.add(result)
         session.flush()
         objects = []
         for destination in destinations:
             uid = generate_uid()
-            objects.append(OutgoingObject(destination, uid, sop_class_uid, spool.write_outgoing(uid, b"report")))
+            objects.append(
+                OutgoingObject(
+                    destination, uid, sop_class_uid, spool.write_outgoing(uid, b"report")
+                )
+            )
         return [delivery.id for delivery in add_deliveries(session, result, objects)]
 
 
@@ -92,9 +112,13 @@ def test_due_delivery_is_claimed_by_one_sender_until_its_lease_expires(database,
     with database.session() as session:
         claimed = claim_delivery(session, destination="pacs", lease_seconds=30, now=now)
     with database.session() as session:
-        again = claim_delivery(session, destination="pacs", lease_seconds=30, now=now + timedelta(seconds=29))
+        again = claim_delivery(
+            session, destination="pacs", lease_seconds=30, now=now + timedelta(seconds=29)
+        )
     with database.session() as session:
-        taken_over = claim_delivery(session, destination="pacs", lease_seconds=30, now=now + timedelta(seconds=31))
+        taken_over = claim_delivery(
+            session, destination="pacs", lease_seconds=30, now=now + timedelta(seconds=31)
+        )
 
     assert (claimed.id, claimed.state, claimed.attempts) == (pacs_id, DeliveryState.SENDING, 1)
     assert again is None
@@ -108,13 +132,32 @@ def test_due_delivery_is_claimed_by_one_sender_until_its_lease_expires(database,
 
 
 def test_back_off_doubles_up_to_its_maximum_and_jitter_only_shortens_it():
-    destination = Destination(ae_title="PACS", host="pacs", port=104, backoff_initial_s=10,
-                              backoff_max_s=100, backoff_jitter=0.25)
-    steady = Destination(ae_title="PACS", host="pacs", port=104, backoff_initial_s=10,
-                         backoff_max_s=100, backoff_jitter=0.0)
+    destination = Destination(
+        ae_title="PACS",
+        host="pacs",
+        port=104,
+        backoff_initial_s=10,
+        backoff_max_s=100,
+        backoff_jitter=0.25,
+    )
+    steady = Destination(
+        ae_title="PACS",
+        host="pacs",
+        port=104,
+        backoff_initial_s=10,
+        backoff_max_s=100,
+        backoff_jitter=0.0,
+    )
     rng = random.Random(7)
 
-    assert [retry_delay(steady, n, rng).total_seconds() for n in range(1, 7)] == [10, 20, 40, 80, 100, 100]
+    assert [retry_delay(steady, n, rng).total_seconds() for n in range(1, 7)] == [
+        10,
+        20,
+        40,
+        80,
+        100,
+        100,
+    ]
     for attempt in range(1, 8):
         base = min(100, 10 * 2 ** (attempt - 1))
         delays = [retry_delay(destination, attempt, rng).total_seconds() for _ in range(200)]
@@ -122,7 +165,9 @@ def test_back_off_doubles_up_to_its_maximum_and_jitter_only_shortens_it():
     assert retry_delay(destination, 10_000, rng) <= timedelta(seconds=100)
 
 
-def test_transient_failures_are_retried_until_the_last_attempt_then_dead_lettered(database, tmp_path, peer):
+def test_transient_failures_are_retried_until_the_last_attempt_then_dead_lettered(
+    database, tmp_path, peer
+):
     spool = Spool(tmp_path / "spool")
     busy = peer(0xA700, "out of disk")
     [delivery_id] = queued_result(database, spool, tmp_path, ["pacs"])
@@ -131,14 +176,27 @@ def test_transient_failures_are_retried_until_the_last_attempt_then_dead_lettere
         film = make_radiograph(tmp_path / "film.dcm")
         row = session.get(Delivery, delivery_id)
         row.spool_path = spool.write_outgoing(generate_uid(), film.read_bytes()).as_posix()
-    config = NodeConfig.model_validate({"destinations": {"pacs": {
-        "ae_title": "PEER", "host": "127.0.0.1", "port": busy.port, "max_attempts": 3,
-        "backoff_initial_s": 0.05, "backoff_max_s": 0.1}}})
+    config = NodeConfig.model_validate(
+        {
+            "destinations": {
+                "pacs": {
+                    "ae_title": "PEER",
+                    "host": "127.0.0.1",
+                    "port": busy.port,
+                    "max_attempts": 3,
+                    "backoff_initial_s": 0.05,
+                    "backoff_max_s": 0.1,
+                }
+            }
+        }
+    )
     sender = DeliverySender(config, database, spool, rng=random.Random(1))
 
     tries = 0
     deadline = time.monotonic() + 10
-    while delivery(database, delivery_id).state != DeliveryState.DEAD and time.monotonic() < deadline:
+    while (
+        delivery(database, delivery_id).state != DeliveryState.DEAD and time.monotonic() < deadline
+    ):
         tries += sender.send_due("pacs")
         time.sleep(0.02)
 
@@ -204,28 +262,42 @@ def test_each_destination_gets_the_sr_class_it_needs_and_all_share_one_capture(t
     result = StandInLumbarPipeline().run(radiograph)
     destinations = {
         "pacs": Destination(ae_title="PACS", host="pacs", port=104),
-        "old-pacs": Destination(ae_title="OLD", host="old", port=104, sr_storage=SrStorage.COMPREHENSIVE),
+        "old-pacs": Destination(
+            ae_title="OLD", host="old", port=104, sr_storage=SrStorage.COMPREHENSIVE
+        ),
         "archive": Destination(ae_title="ARCHIVE", host="archive", port=104),
     }
 
-    objects = write_result_objects(result, radiograph, destinations, spool=spool,
-                                   device=device_info(NodeConfig().node))
+    objects = write_result_objects(
+        result, radiograph, destinations, spool=spool, device=device_info(NodeConfig().node)
+    )
 
     sent = {(item.destination, item.sop_class_uid) for item in objects}
-    assert sent == {("pacs", SR_3D), ("pacs", SC), ("old-pacs", SR_COMPREHENSIVE), ("old-pacs", SC),
-                    ("archive", SR_3D), ("archive", SC)}
+    assert sent == {
+        ("pacs", SR_3D),
+        ("pacs", SC),
+        ("old-pacs", SR_COMPREHENSIVE),
+        ("old-pacs", SC),
+        ("archive", SR_3D),
+        ("archive", SC),
+    }
     files: dict[str, set[str]] = {}
     for item in objects:
         files.setdefault(item.sop_class_uid, set()).add(str(item.spool_path))
     assert all(len(paths) == 1 for paths in files.values())  # one file per object, shared
     for item in objects:
         written = pydicom.dcmread(spool.path(item.spool_path))
-        assert (written.SOPInstanceUID, written.SOPClassUID) == (item.sop_instance_uid, item.sop_class_uid)
+        assert (written.SOPInstanceUID, written.SOPClassUID) == (
+            item.sop_instance_uid,
+            item.sop_class_uid,
+        )
         assert written.StudyInstanceUID == radiograph.uids.study_instance_uid
 
 
 @pytest.mark.parametrize("report_not_evaluable", [True, False])
-def test_not_evaluable_film_is_reported_with_its_reason_only_when_configured(tmp_path, report_not_evaluable):
+def test_not_evaluable_film_is_reported_with_its_reason_only_when_configured(
+    tmp_path, report_not_evaluable
+):
     spool = Spool(tmp_path / "spool")
     image = make_radiograph(tmp_path / "film.dcm")
     ds = pydicom.dcmread(image)
@@ -235,8 +307,12 @@ def test_not_evaluable_film_is_reported_with_its_reason_only_when_configured(tmp
     result = StandInLumbarPipeline().run(radiograph)
 
     objects = write_result_objects(
-        result, radiograph, {"pacs": Destination(ae_title="PACS", host="pacs", port=104)}, spool=spool,
-        device=device_info(NodeConfig().node), report_not_evaluable=report_not_evaluable,
+        result,
+        radiograph,
+        {"pacs": Destination(ae_title="PACS", host="pacs", port=104)},
+        spool=spool,
+        device=device_info(NodeConfig().node),
+        report_not_evaluable=report_not_evaluable,
     )
 
     if not report_not_evaluable:
@@ -250,30 +326,48 @@ def test_not_evaluable_film_is_reported_with_its_reason_only_when_configured(tmp
 
 
 def test_configured_device_uid_is_the_reports_device_observer():
-    config = NodeConfig.model_validate({"node": {"name": "site-node", "device_uid": "1.2.826.0.1.3680043.10.99"}})
+    config = NodeConfig.model_validate(
+        {"node": {"name": "site-node", "device_uid": "1.2.826.0.1.3680043.10.99"}}
+    )
     assert (device_info(config.node).name, device_info(config.node).uid) == (
-        "site-node", "1.2.826.0.1.3680043.10.99")
+        "site-node",
+        "1.2.826.0.1.3680043.10.99",
+    )
     assert device_info(NodeConfig().node).uid.startswith("2.25.")
 
 
-def test_routing_rule_destinations_replace_the_pipelines_even_when_analysed_later(database, tmp_path):
+def test_routing_rule_destinations_replace_the_pipelines_even_when_analysed_later(
+    database, tmp_path
+):
     spool = Spool(tmp_path / "spool")
-    config = NodeConfig.model_validate({
-        "destinations": {
-            "pacs": {"ae_title": "PACS", "host": "pacs", "port": 104},
-            "research": {"ae_title": "RESEARCH", "host": "research", "port": 104},
-        },
-        "pipelines": {"lumbar": {"destinations": ["pacs"]}},
-        "routing": {"rules": [{"name": "spine-to-research", "pipeline": "lumbar", "body_part": ["LSPINE"],
-                               "destinations": ["research"]}]},
-    })
+    config = NodeConfig.model_validate(
+        {
+            "destinations": {
+                "pacs": {"ae_title": "PACS", "host": "pacs", "port": 104},
+                "research": {"ae_title": "RESEARCH", "host": "research", "port": 104},
+            },
+            "pipelines": {"lumbar": {"destinations": ["pacs"]}},
+            "routing": {
+                "rules": [
+                    {
+                        "name": "spine-to-research",
+                        "pipeline": "lumbar",
+                        "body_part": ["LSPINE"],
+                        "destinations": ["research"],
+                    }
+                ]
+            },
+        }
+    )
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
     receive(database, spool, make_radiograph(tmp_path / "hip.dcm", body_part="HIP"))
 
     routing_only = Worker(config, database, spool, pipelines={})
     while routing_only.process_next():
         pass  # the spine film waits queued; the hip film has no rule and is skipped
-    analysing = Worker(config, database, spool, pipelines={PipelineName.LUMBAR: StandInLumbarPipeline()})
+    analysing = Worker(
+        config, database, spool, pipelines={PipelineName.LUMBAR: StandInLumbarPipeline()}
+    )
     analysing.process_next()
 
     with database.session() as session:
@@ -289,16 +383,30 @@ def test_deliveries_commands_list_retry_and_purge(database, tmp_path):
         sent = session.get(Delivery, sent_id)
         sent.state, sent.sent_at = DeliveryState.SENT, utc_now() - timedelta(days=3)
     config = tmp_path / "node.toml"
-    config.write_text(toml_document({"database": {"url": database.engine.url.render_as_string(False)},
-                                     "storage": {"spool_dir": spool.root}}))
+    config.write_text(
+        toml_document(
+            {
+                "database": {"url": database.engine.url.render_as_string(False)},
+                "storage": {"spool_dir": spool.root},
+            }
+        )
+    )
     runner = CliRunner()
 
-    listed = runner.invoke(app, ["deliveries", "list", "--state", "dead", "--json", "--config", str(config)])
-    bad_state = runner.invoke(app, ["deliveries", "list", "--state", "lost", "--config", str(config)])
+    listed = runner.invoke(
+        app, ["deliveries", "list", "--state", "dead", "--json", "--config", str(config)]
+    )
+    bad_state = runner.invoke(
+        app, ["deliveries", "list", "--state", "lost", "--config", str(config)]
+    )
     refused = runner.invoke(app, ["deliveries", "retry", str(sent_id), "--config", str(config)])
     retried = runner.invoke(app, ["deliveries", "retry", str(dead_id), "--config", str(config)])
-    kept = runner.invoke(app, ["deliveries", "purge", "--sent-older-than", "5", "--config", str(config)])
-    purged = runner.invoke(app, ["deliveries", "purge", "--sent-older-than", "2", "--config", str(config)])
+    kept = runner.invoke(
+        app, ["deliveries", "purge", "--sent-older-than", "5", "--config", str(config)]
+    )
+    purged = runner.invoke(
+        app, ["deliveries", "purge", "--sent-older-than", "2", "--config", str(config)]
+    )
 
     assert listed.exit_code == 0, listed.output
     assert f'"id": {dead_id}' in listed.output and '"state": "dead"' in listed.output
@@ -316,11 +424,15 @@ def test_node_start_warns_of_reports_waiting_for_a_destination_no_longer_configu
     spool = Spool(tmp_path / "spool")
     queued_result(database, spool, tmp_path, ["retired", "pacs"])
     database.dispose()
-    config = NodeConfig.model_validate({
-        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
-        "storage": {"spool_dir": str(spool.root), "min_free_mb": 1},
-        "destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": free_port()}},
-    })
+    config = NodeConfig.model_validate(
+        {
+            "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+            "storage": {"spool_dir": str(spool.root), "min_free_mb": 1},
+            "destinations": {
+                "pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": free_port()}
+            },
+        }
+    )
     node = Node(config, scp=False, pipelines={})
 
     with capture_logs() as logs:

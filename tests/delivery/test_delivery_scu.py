@@ -42,8 +42,14 @@ def film(tmp_path: Path) -> Path:
 
 
 def send(path: Path, port: int, *, calling: str = "OSTEONODE", called: str = "PEER"):
-    return send_file(path, host="127.0.0.1", port=port, called_ae_title=called, calling_ae_title=calling,
-                     timeout_s=5)
+    return send_file(
+        path,
+        host="127.0.0.1",
+        port=port,
+        called_ae_title=called,
+        calling_ae_title=calling,
+        timeout_s=5,
+    )
 
 
 def test_accepted_object_is_sent(peer, film):
@@ -66,7 +72,9 @@ def test_out_of_resources_is_transient_with_the_peers_status_and_comment(peer, f
 def test_data_set_not_matching_is_permanent_with_the_peers_status_and_comment(peer, film):
     outcome = send(film, peer(0xA900, "Rows missing").port)
     assert (outcome.result, outcome.status, outcome.detail) == (
-        SendResult.PERMANENT, 0xA900, "status 0xA900: Rows missing"
+        SendResult.PERMANENT,
+        0xA900,
+        "status 0xA900: Rows missing",
     )
 
 

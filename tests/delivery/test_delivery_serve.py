@@ -43,19 +43,30 @@ def test_phantom_stored_in_orthanc_gets_its_reports_back_from_a_node_process(tmp
     phantoms = make_cohort("lumbar", 1, tmp_path / "phantoms", seed=7, size=SAMPLE_SIZE)
     [film] = sorted(phantoms.parent.glob("*.dcm"))
     study = str(pydicom.dcmread(film, stop_before_pixels=True).StudyInstanceUID)
-    orthanc = Orthanc(tmp_path / "orthanc", forward_to=OrthancModality("osteonode", NODE_AE, "127.0.0.1", node_port))
+    orthanc = Orthanc(
+        tmp_path / "orthanc",
+        forward_to=OrthancModality("osteonode", NODE_AE, "127.0.0.1", node_port),
+    )
     config = tmp_path / "node.toml"
-    config.write_text(toml_document({
-        "node": {"ae_title": NODE_AE, "port": node_port},
-        "storage": {"spool_dir": tmp_path / "spool", "min_free_mb": 1},
-        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
-        "workers": {"count": 1, "poll_interval_s": 0.2},
-        "delivery": {"interval_s": 0.5},
-        "logging": {"format": "json"},
-        "models": {"dir": REPOSITORY / "models"},
-        "destinations.pacs": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
-        "pipelines.lumbar": {"destinations": ["pacs"]},
-    }))
+    config.write_text(
+        toml_document(
+            {
+                "node": {"ae_title": NODE_AE, "port": node_port},
+                "storage": {"spool_dir": tmp_path / "spool", "min_free_mb": 1},
+                "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+                "workers": {"count": 1, "poll_interval_s": 0.2},
+                "delivery": {"interval_s": 0.5},
+                "logging": {"format": "json"},
+                "models": {"dir": REPOSITORY / "models"},
+                "destinations.pacs": {
+                    "ae_title": "ORTHANC",
+                    "host": "127.0.0.1",
+                    "port": orthanc.dicom_port,
+                },
+                "pipelines.lumbar": {"destinations": ["pacs"]},
+            }
+        )
+    )
     with orthanc, (tmp_path / "node.log").open("wb") as log:
         node = subprocess.Popen(node_command(config), stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -157,7 +157,9 @@ def send_file(
     ae.add_requested_context(sop_class_uid, _proposed_syntaxes(file_syntax))
     connected: list[bool] = []
     association = ae.associate(
-        host, port, ae_title=called_ae_title,
+        host,
+        port,
+        ae_title=called_ae_title,
         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))],
     )
     if not association.is_established:
@@ -165,20 +167,25 @@ def send_file(
             # The peer accepted the association but none of its presentation contexts, so
             # pynetdicom aborted it: the peer does not take this kind of object at all.
             return SendOutcome(
-                SendResult.PERMANENT, f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})"
+                SendResult.PERMANENT,
+                f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})",
             )
         return _not_established(association, host, port, called_ae_title, connected=bool(connected))
     try:
         response = association.send_c_store(dataset)
     except ValueError as error:
         # pynetdicom raises ValueError when no accepted context suits the data set.
-        return SendOutcome(SendResult.PERMANENT, f"{called_ae_title} cannot take this object: {error}")
+        return SendOutcome(
+            SendResult.PERMANENT, f"{called_ae_title} cannot take this object: {error}"
+        )
     finally:
         if association.is_established:
             association.release()
     if "Status" not in response:
         reason = "association aborted" if association.is_aborted else "no response"
-        return SendOutcome(SendResult.TRANSIENT, f"{reason} from {called_ae_title} within {timeout_s:g} s")
+        return SendOutcome(
+            SendResult.TRANSIENT, f"{reason} from {called_ae_title} within {timeout_s:g} s"
+        )
     status = int(response.Status)
     comment = str(response.get("ErrorComment", "") or "").strip()
     detail = f"status 0x{status:04X}" + (f": {comment}" if comment else "")
@@ -202,11 +209,14 @@ def _not_established(
         return SendOutcome(classify_rejection(int(response.result)), detail)
     if not connected:
         return SendOutcome(
-            SendResult.TRANSIENT, f"no connection to {host}:{port} (refused, unreachable or timed out)"
+            SendResult.TRANSIENT,
+            f"no connection to {host}:{port} (refused, unreachable or timed out)",
         )
     if response is None:
         return SendOutcome(
             SendResult.TRANSIENT,
             f"{called_ae_title} at {host}:{port} closed the connection without answering the association request",
         )
-    return SendOutcome(SendResult.TRANSIENT, f"association with {called_ae_title} aborted or timed out")
+    return SendOutcome(
+        SendResult.TRANSIENT, f"association with {called_ae_title} aborted or timed out"
+    )

@@ -73,7 +73,9 @@ class OrthancModality:
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"modality name must be letters, digits, '-' or '_', got {self.name!r}")
+            raise ValueError(
+                f"modality name must be letters, digits, '-' or '_', got {self.name!r}"
+            )
         if not 1 <= len(self.ae_title) <= 16:
             raise ValueError(f"AE title must have 1 to 16 characters, got {self.ae_title!r}")
         if not 1 <= self.port <= 65535:
@@ -85,9 +87,13 @@ class OrthancModality:
 
 
 def _find_binary() -> str:
-    path = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+    path = shutil.which("Orthanc") or (
+        "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None
+    )
     if path is None:
-        raise OrthancError("Orthanc is not installed (Debian package 'orthanc'; `make install` adds it)")
+        raise OrthancError(
+            "Orthanc is not installed (Debian package 'orthanc'; `make install` adds it)"
+        )
     return path
 
 
@@ -134,7 +140,9 @@ class Orthanc:
         if forward_to is not None:
             script = self.workdir / "forward.lua"
             prefixes = ", ".join(f"'{prefix}'" for prefix in _NODE_OUTPUT_CLASS_PREFIXES)
-            script.write_text(_FORWARD_SCRIPT.format(prefixes=prefixes, modality=forward_to.name), "utf-8")
+            script.write_text(
+                _FORWARD_SCRIPT.format(prefixes=prefixes, modality=forward_to.name), "utf-8"
+            )
             scripts.append(str(script))
         configuration = {
             "Name": f"osteonode-{ae_title.lower()}",
@@ -218,7 +226,10 @@ class Orthanc:
         return self.start()
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -232,7 +243,9 @@ class Orthanc:
             with urllib.request.urlopen(request, timeout=30) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:
-            raise OrthancError(f"{method} {path}: HTTP {error.code} {error.read()[:500]!r}") from None
+            raise OrthancError(
+                f"{method} {path}: HTTP {error.code} {error.read()[:500]!r}"
+            ) from None
         return json.loads(payload) if payload else None
 
     def get(self, path: str) -> Any:
@@ -245,7 +258,9 @@ class Orthanc:
 
     def post_instance(self, path: Path) -> dict[str, Any]:
         """Store a DICOM file in Orthanc (``POST /instances``), as a modality or user would."""
-        return dict(self._request("POST", "/instances", Path(path).read_bytes(), "application/dicom"))
+        return dict(
+            self._request("POST", "/instances", Path(path).read_bytes(), "application/dicom")
+        )
 
     def add_modality(self, modality: OrthancModality) -> None:
         """Make a peer known to the running Orthanc (``PUT /modalities/{name}``)."""
@@ -254,7 +269,9 @@ class Orthanc:
 
     def study_id(self, study_instance_uid: str) -> str | None:
         """Orthanc's ID of the study with this Study Instance UID, or None if it has none."""
-        for match in self._request("POST", "/tools/lookup", study_instance_uid.encode(), "text/plain"):
+        for match in self._request(
+            "POST", "/tools/lookup", study_instance_uid.encode(), "text/plain"
+        ):
             if match.get("Type") == "Study":
                 return str(match["ID"])
         return None

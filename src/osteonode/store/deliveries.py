@@ -118,10 +118,14 @@ class OutgoingObject:
         _check_text("sop_instance_uid", self.sop_instance_uid, UID_LENGTH)
         _check_text("sop_class_uid", self.sop_class_uid, UID_LENGTH)
         if not isinstance(self.spool_path, (str, Path)):
-            raise TypeError(f"spool_path must be a str or Path, got {type(self.spool_path).__name__}")
+            raise TypeError(
+                f"spool_path must be a str or Path, got {type(self.spool_path).__name__}"
+            )
         path = Path(self.spool_path)
         if path.is_absolute() or ".." in path.parts or not path.parts:
-            raise ValueError(f"spool_path must be relative to the spool root, got {self.spool_path}")
+            raise ValueError(
+                f"spool_path must be relative to the spool root, got {self.spool_path}"
+            )
 
 
 def _source_job(session: Session, delivery: Delivery) -> Job | None:
@@ -131,7 +135,9 @@ def _source_job(session: Session, delivery: Delivery) -> Job | None:
     )
 
 
-def _record(session: Session, kind: EventKind, message: str, delivery: Delivery, **details: Any) -> None:
+def _record(
+    session: Session, kind: EventKind, message: str, delivery: Delivery, **details: Any
+) -> None:
     record_event(
         session,
         kind,
@@ -288,7 +294,11 @@ def _check_status(status: int | None) -> None:
 
 
 def mark_sent(
-    session: Session, delivery: Delivery, *, status: int | None = 0, detail: str | None = None,
+    session: Session,
+    delivery: Delivery,
+    *,
+    status: int | None = 0,
+    detail: str | None = None,
     now: datetime | None = None,
 ) -> Delivery:
     """Record that the destination accepted the object.
@@ -320,14 +330,23 @@ def mark_sent(
     current.last_status = status
     current.last_error = detail[:MAX_ERROR_LENGTH] if detail else None
     _record(
-        session, EventKind.DELIVERY_SENT, f"sent to {current.destination}", current,
-        status=status, detail=detail,
+        session,
+        EventKind.DELIVERY_SENT,
+        f"sent to {current.destination}",
+        current,
+        status=status,
+        detail=detail,
     )
     return current
 
 
 def mark_retry(
-    session: Session, delivery: Delivery, *, retry_at: datetime, status: int | None, error: str,
+    session: Session,
+    delivery: Delivery,
+    *,
+    retry_at: datetime,
+    status: int | None,
+    error: str,
 ) -> Delivery:
     """Record a transient failure; the delivery is due again at ``retry_at``.
 
@@ -359,10 +378,14 @@ def mark_retry(
     current.last_status = status
     current.last_error = error[:MAX_ERROR_LENGTH]
     _record(
-        session, EventKind.DELIVERY_RETRY,
+        session,
+        EventKind.DELIVERY_RETRY,
         f"attempt {current.attempts} to {current.destination} failed: {error}; next at "
         f"{retry_at.isoformat(timespec='seconds')}",
-        current, status=status, error=error, retry_at=retry_at,
+        current,
+        status=status,
+        error=error,
+        retry_at=retry_at,
     )
     return current
 
@@ -395,9 +418,12 @@ def mark_dead(session: Session, delivery: Delivery, *, status: int | None, error
     current.last_status = status
     current.last_error = error[:MAX_ERROR_LENGTH]
     _record(
-        session, EventKind.DELIVERY_DEAD,
+        session,
+        EventKind.DELIVERY_DEAD,
         f"dead-lettered after attempt {current.attempts} to {current.destination}: {error}",
-        current, status=status, error=error,
+        current,
+        status=status,
+        error=error,
     )
     return current
 
@@ -442,9 +468,12 @@ def requeue_delivery(session: Session, delivery_id: int, now: datetime | None = 
     delivery.attempts = 0
     delivery.next_attempt_at = now
     _record(
-        session, EventKind.DELIVERY_REQUEUED,
-        f"{previous} delivery to {delivery.destination} queued again by an operator", delivery,
-        previous_state=previous, previous_attempts=previous_attempts,
+        session,
+        EventKind.DELIVERY_REQUEUED,
+        f"{previous} delivery to {delivery.destination} queued again by an operator",
+        delivery,
+        previous_state=previous,
+        previous_attempts=previous_attempts,
     )
     return delivery
 
@@ -504,12 +533,16 @@ def purge_sent_deliveries(
         return DeliveryPurgeReport(0, 0, 0)
     for delivery in old:
         _record(
-            session, EventKind.DELIVERY_PURGED,
-            f"sent delivery to {delivery.destination} removed after {older_than}", delivery,
+            session,
+            EventKind.DELIVERY_PURGED,
+            f"sent delivery to {delivery.destination} removed after {older_than}",
+            delivery,
         )
     ids = [delivery.id for delivery in old]
     paths = sorted({delivery.spool_path for delivery in old})
-    session.execute(delete(Delivery).where(Delivery.id.in_(ids)).execution_options(synchronize_session=False))
+    session.execute(
+        delete(Delivery).where(Delivery.id.in_(ids)).execution_options(synchronize_session=False)
+    )
     for delivery in old:
         session.expunge(delivery)
     still_needed = set(
@@ -525,8 +558,12 @@ def purge_sent_deliveries(
             deleted_files += 1
             freed_bytes += size
     report = DeliveryPurgeReport(len(ids), deleted_files, freed_bytes)
-    log.info("deliveries_purged", deliveries=report.deliveries, deleted_files=deleted_files,
-             freed_bytes=freed_bytes)
+    log.info(
+        "deliveries_purged",
+        deliveries=report.deliveries,
+        deleted_files=deleted_files,
+        freed_bytes=freed_bytes,
+    )
     return report
 
 
