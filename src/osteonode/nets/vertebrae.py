@@ -8,9 +8,8 @@ regresses areal BMD from each of L1-L4. Two modules do this here:
   uses five: vertebral body centres and the four corner types (top-left, top-right,
   bottom-right, bottom-left). A heat-map peak is a point's confidence; a point off the film or
   hidden has no peak. The coarse positions are refined on crops.
-- :class:`VertebraCropNet`, a small CNN on a 64 x 64 crop aligned to one vertebral body. With
-  eight outputs it refines the body's corners (offsets in crop units); with one output it is the
-  BMD regressor, returning g/cm2 through a fixed affine output map so the module's output is the
+- :class:`VertebraCropNet`, a small CNN on a 64 x 64 crop aligned to one vertebral body: the BMD
+  regressor, returning g/cm2 through a fixed affine output map so the module's output is the
   estimate itself. Its :attr:`VertebraCropNet.gradcam_layer` is the last convolution's activation.
 
 Plain torch; batch normalisation everywhere; ReLUs are not in-place so Grad-CAM hooks see intact
@@ -137,7 +136,7 @@ class VertebraCropNet(nn.Module):
     Parameters
     ----------
     outputs : int
-        8 for the corner refiner (x, y of four corners), 1 for the BMD regressor.
+        Number of outputs (1 for the BMD regressor).
     widths : sequence of int
         Channels of the convolution stages; each stage but the last ends in a 2 x 2 max-pool.
     hidden : int
@@ -221,7 +220,7 @@ def vertebra_crop_net(
     in_chans: int = 1,
     crop_size: int = CROP_SIZE,
 ) -> VertebraCropNet:
-    """Build a crop network: corner refiner (``outputs=8``) or BMD regressor (``outputs=1``)."""
+    """Build a crop network (the BMD regressor with ``outputs=1``)."""
     return VertebraCropNet(
         outputs=outputs,
         widths=widths,

@@ -2,9 +2,10 @@
 
 Shape: locate -> measure -> decide -> explain.
 
-- locate: a keypoint network finds the four body corners of T12-L5 on a downscaled, letterboxed
-  copy of the film; a crop network refines each body's corners on a crop aligned to it. Corners
-  are mapped back to source pixels.
+- locate: a keypoint network finds the bodies T12-L5 and their corners on a downscaled,
+  letterboxed copy of the film; a second keypoint network re-finds each body's corners on a crop
+  aligned to it (twice), giving each corner's position and confidence. Corners are mapped back to
+  source pixels.
 - decide (validity): every body found with confidence and inside the film; outlines not inverted,
   body sizes and the gaps between bodies plausible (mm when the pixel spacing is known, relative to
   the film's own bodies otherwise); curvature within limits; no metal (saturated, sharply bounded
@@ -465,7 +466,7 @@ class LumbarPipeline:
         self.regressor = model["regressor"]
         for role, network, kind in (
             ("detector", self.detector, VertebraKeypointNet),
-            ("refiner", self.refiner, VertebraCropNet),
+            ("refiner", self.refiner, VertebraKeypointNet),
             ("regressor", self.regressor, VertebraCropNet),
         ):
             if not isinstance(network, kind):
@@ -534,7 +535,11 @@ class LumbarPipeline:
         points, confidence, found = decode_bodies(logits, self.detector.stride, self.min_confidence)
         corners = (points + 0.5) / scale - 0.5
         if found.any():
-            corners[found] = self._refine(film, corners[found], [b for b, f in zip(BODIES, found) if f])
+            # The refiner's peaks replace the detector's: they say whether each corner is really
+            # there at the finer scale (a corner off the film or under the collimator has none).
+            corners[found], confidence[found] = self._refine(
+                film, corners[found], [b for b, f in zip(BODIES, found) if f]
+            )
         return Detection(
             corners={body: corners[i] for i, body in enumerate(BODIES)},
             confidence={body: confidence[i] for i, body in enumerate(BODIES)},
@@ -547,15 +552,19 @@ class LumbarPipeline:
         ratios = [TYPICAL_BODY_WIDTH_MM[b] / max(float(np.linalg.norm(c[1] - c[0])), 1e-6) for b, c in corners.items()]
         return float(np.median(ratios))
 
-    def _refine(self, film: PreparedFilm, corners: np.ndarray, bodies: Sequence[str]) -> np.ndarray:
+    def _refine(
+        self, film: PreparedFilm, corners: np.ndarray, bodies: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Corners re-found on crops aligned to the current ones, and their heat-map peaks."""
         working = torch.from_numpy(film.working)[None, None].to(self.device)
         spacing = self._film_spacing(film, dict(zip(bodies, corners)))
         for _ in range(REFINEMENT_PASSES):
             theta = crop_theta(corners, spacing, film.working.shape)
-            crops = sample_crops(working, theta.to(self.device))
-            predicted = self.refiner(crops).cpu().double().numpy().reshape(-1, 4, 2)
-            corners = crop_to_working(predicted, theta, film.working.shape)
-        return corners
+            logits = self.refiner(sample_crops(working, theta.to(self.device))).cpu()
+            decoded = [decode_heatmaps(maps, self.refiner.stride) for maps in logits]
+            points = np.stack([p for p, _ in decoded])
+            corners = crop_to_working((2 * points + 1) / CROP_SIZE - 1, theta, film.working.shape)
+        return corners, np.stack([c for _, c in decoded])
 
     # -- decide --------------------------------------------------------------------------------
 

@@ -5,10 +5,12 @@ corners of T12-L5 in source pixels and the BMD of L1-L4 on the model's calibrati
 film is decoded once and prepared exactly as :class:`~osteonode.pipelines.lumbar.LumbarPipeline`
 prepares it; then, with the shared loop :func:`osteonode.train.loop.fit`:
 
-1. the corner detector learns Gaussian heat-maps of the 24 corners on augmented, letterboxed
-   copies (corners off the film get no peak, so its confidence says "not there");
-2. the corner refiner learns the true corners on crops aligned to deliberately misplaced
-   corners (the detector's typical error and more);
+1. the detector learns Gaussian heat-maps of the body centres and the four corner types on
+   augmented, letterboxed copies (points off the film get no peak, so a low peak says "not
+   there");
+2. the refiner learns heat-maps of a body's four corners on crops aligned to deliberately
+   misplaced corners (the detector's typical error and more), bodies partly off the film
+   included;
 3. the BMD regressor learns L1-L4 BMD on crops aligned to nearly true corners (the refiner's
    typical error), from films without implants, curvature or cropping.
 
@@ -51,6 +53,7 @@ from osteonode.pipelines.lumbar import (
     LumbarPipeline,
     crop_theta,
     decode_bodies,
+    decode_heatmaps,
     detector_input,
     prepare_film,
     sample_crops,
@@ -71,7 +74,7 @@ DEMO_RECIPE = DemoRecipe(
     seed=1201,
     hard_fraction=0.25,
     settings=TrainingSettings(
-        epochs=20, batch_size=16, learning_rate=2e-3, weight_decay=1e-4, patience=5, seed=0,
+        epochs=14, batch_size=16, learning_rate=2e-3, weight_decay=1e-4, patience=5, seed=0,
         validation_fraction=0.15,
     ),
     name="lumbar-demo",
@@ -96,6 +99,7 @@ CROP_BATCH_FACTOR = 4
 #: The keypoint network's widths and the crop networks' shape, recorded in the card.
 DETECTOR_OPTIONS = {"keypoints": DETECTOR_CHANNELS, "widths": [16, 24, 32, 48]}
 CROP_OPTIONS = {"widths": [12, 24, 32, 48], "hidden": 96}
+REFINER_OPTIONS = {"keypoints": 4, "widths": [16, 24, 32]}
 MEASURED = ("L1", "L2", "L3", "L4")
 
 
@@ -175,6 +179,22 @@ def _batches(indices: np.ndarray, size: int, rng: np.random.Generator | None) ->
 # --- detector ------------------------------------------------------------------------------------
 
 
+def _gaussians(points: np.ndarray, present: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """One Gaussian heat-map per point (K, size/stride, size/stride); absent points get none."""
+    cells = size // stride
+    axis = np.arange(cells)
+    centre = (np.asarray(points, np.float64) + 0.5) / stride - 0.5
+    gx = np.exp(-0.5 * ((axis[None, :] - centre[:, 0:1]) / HEATMAP_SIGMA) ** 2)
+    gy = np.exp(-0.5 * ((axis[None, :] - centre[:, 1:2]) / HEATMAP_SIGMA) ** 2)
+    return (gy[:, :, None] * gx[:, None, :] * np.asarray(present, np.float64)[:, None, None]).astype(np.float32)
+
+
+def _heatmap_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy against Gaussian targets, the peaks weighted up (they are rare)."""
+    weights = 1.0 + PEAK_WEIGHT * targets
+    return (F.binary_cross_entropy_with_logits(outputs, targets, reduction="none") * weights).mean()
+
+
 def _heatmaps(points: np.ndarray, visible: np.ndarray, size: int, stride: int) -> torch.Tensor:
     """Detector targets for one film: body-centre and corner-type Gaussians.
 
@@ -191,19 +211,9 @@ def _heatmaps(points: np.ndarray, visible: np.ndarray, size: int, stride: int) -
         (5, size/stride, size/stride): centres (of bodies with at least half their corners on
         the film), then the TL, TR, BR, BL corners of all bodies.
     """
-    cells = size // stride
-    axis = np.arange(cells)
-
-    def blobs(centres: np.ndarray, present: np.ndarray) -> np.ndarray:
-        centre = (centres + 0.5) / stride - 0.5
-        gx = np.exp(-0.5 * ((axis[None, :] - centre[:, 0:1]) / HEATMAP_SIGMA) ** 2)
-        gy = np.exp(-0.5 * ((axis[None, :] - centre[:, 1:2]) / HEATMAP_SIGMA) ** 2)
-        maps = gy[:, :, None] * gx[:, None, :] * present[:, None, None]
-        return maps.max(axis=0) if len(maps) else np.zeros((cells, cells))
-
-    channels = [blobs(points.mean(axis=1), visible.sum(axis=1) >= 2)]
-    channels += [blobs(points[:, corner], visible[:, corner]) for corner in range(4)]
-    return torch.from_numpy(np.stack(channels).astype(np.float32))
+    channels = [_gaussians(points.mean(axis=1), visible.sum(axis=1) >= 2, size, stride).max(axis=0)]
+    channels += [_gaussians(points[:, corner], visible[:, corner], size, stride).max(axis=0) for corner in range(4)]
+    return torch.from_numpy(np.stack(channels))
 
 
 #: Corner order after a horizontal flip: TL <-> TR, BR <-> BL within every body.
@@ -271,8 +281,7 @@ class DetectorTask:
         return [self._batch(b, None) for b in _batches(self.validation, self.batch_size, None)]
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        weights = 1.0 + PEAK_WEIGHT * targets
-        return (F.binary_cross_entropy_with_logits(outputs, targets, reduction="none") * weights).mean()
+        return _heatmap_loss(outputs, targets)
 
     def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         errors = []
@@ -343,28 +352,36 @@ class _CropTask(abc.ABC):
 
 
 class RefinerTask(_CropTask):
-    """Corners of a body (crop-normalised) from a crop aligned to misplaced corners."""
+    """Corner heat-maps of a body on a crop aligned to misplaced corners."""
 
     metric_name = "negative mean corner error (mm)"
     jitter = REFINER_JITTER
     # Six bodies of a film look alike to the refiner; a third of them per epoch is plenty.
     share_per_epoch = 1 / 3
+    stride = 2
 
     def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
         crops, thetas = self._crops(samples, rng)
         targets = []
         for (film_index, body), theta in zip(samples, thetas):
             film = self.films[film_index]
-            targets.append(working_to_crop(film.corners[body][None], theta, tuple(film.working.shape[-2:]))[0].ravel())
-        return crops, torch.from_numpy(np.array(targets, np.float32))
+            local = working_to_crop(film.corners[body][None], theta, tuple(film.working.shape[-2:]))[0]
+            pixels = ((local + 1) * CROP_SIZE - 1) / 2
+            inside = film.visible[body] & (pixels >= 0).all(1) & (pixels <= CROP_SIZE - 1).all(1)
+            targets.append(_gaussians(pixels, inside, CROP_SIZE, self.stride))
+        return crops, torch.from_numpy(np.stack(targets))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.smooth_l1_loss(outputs, targets, beta=0.02)
+        return _heatmap_loss(outputs, targets)
 
     def metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        half_mm = CROP_SIZE / 2 * CROP_MM_PER_PIXEL
-        error = (outputs - targets).reshape(-1, 4, 2).norm(dim=-1)
-        return -float(error.mean()) * half_mm
+        errors = []
+        for output, target in zip(outputs, targets):
+            present = target.flatten(1).amax(1) > 0.5
+            found, _ = decode_heatmaps(output, self.stride)
+            truth, _ = decode_heatmaps(torch.logit(target.clamp(1e-4, 1 - 1e-4)), self.stride)
+            errors.extend(np.linalg.norm(found - truth, axis=1)[present.numpy()])
+        return -float(np.mean(errors)) * CROP_MM_PER_PIXEL if errors else 0.0
 
 
 class RegressorTask(_CropTask):
@@ -471,16 +488,19 @@ def train(
     regressor_options = {"outputs": 1, **CROP_OPTIONS, "output_offset": round(offset, 4), "output_scale": round(scale, 4)}
     networks: dict[str, nn.Module] = {
         "detector": vertebra_keypoint_net(**DETECTOR_OPTIONS),
-        "refiner": vertebra_crop_net(outputs=8, **CROP_OPTIONS),
+        "refiner": vertebra_keypoint_net(**REFINER_OPTIONS),
         "regressor": vertebra_crop_net(**regressor_options),
     }
     _initialise(networks, init)
     checkpoints = out / "checkpoints"
 
     def body_samples(indices: np.ndarray, bodies: Iterable[str], clean_only: bool) -> list[tuple[int, int]]:
+        # The regressor sees whole bodies of normal films; the refiner also bodies partly off the
+        # film, so that a corner it cannot see gets no peak.
+        needed = 4 if clean_only else 2
         return [
             (int(i), BODIES.index(b)) for i in indices for b in bodies
-            if films[i].visible[BODIES.index(b)].all() and (films[i].clean or not clean_only)
+            if films[i].visible[BODIES.index(b)].sum() >= needed and (films[i].clean or not clean_only)
         ]
 
     crop_batch = settings.batch_size * CROP_BATCH_FACTOR
@@ -551,7 +571,7 @@ def _card(
         metrics=epochs,
         networks=[
             NetworkEntry(role="detector", architecture="vertebra_keypoint_net", options=DETECTOR_OPTIONS, weights="detector.safetensors"),
-            NetworkEntry(role="refiner", architecture="vertebra_crop_net", options={"outputs": 8, **CROP_OPTIONS}, weights="refiner.safetensors"),
+            NetworkEntry(role="refiner", architecture="vertebra_keypoint_net", options=REFINER_OPTIONS, weights="refiner.safetensors"),
             NetworkEntry(
                 role="regressor", architecture="vertebra_crop_net",
                 options=regressor_options,
