@@ -90,7 +90,9 @@ def test_results_wait_for_a_pacs_that_is_down_and_arrive_once_after_a_node_resta
     delivery_world, tmp_path
 ):
     world = delivery_world()
-    world.start_node()  # Orthanc is down: never started
+    world.orthanc.start()
+    world.start_node()
+    world.orthanc.stop()  # the PACS goes down; images still arrive from the modality
     films = [lumbar_film(tmp_path / f"spine{index}.dcm", seed=index) for index in range(2)]
     sent = storescu(world.node_port, [path for path, _ in films])
     assert sent.returncode == 0, sent.stderr
