@@ -360,16 +360,21 @@ NoWorkersOption = Annotated[
 
 def _run_node(config_path: Path | None, *, scp: bool, workers: bool) -> None:
     """Run the node parts in this process until SIGTERM/SIGINT; a failed start exits with 1."""
-    from osteonode.logs import configure_logging
-    from osteonode.service import run_node
+    import threading
 
-    settings = _load(config_path)
-    configure_logging(settings.logging)
-    try:
-        run_node(settings, scp=scp, workers=workers)
-    except (OSError, RuntimeError, ValueError) as error:
-        structlog.get_logger("osteonode.cli").error("node_start_failed", error=str(error))
-        raise typer.Exit(code=1) from None
+    from osteonode.signals import stop_on_signals
+
+    with stop_on_signals(threading.Event()) as stop_requested:
+        from osteonode.logs import configure_logging
+        from osteonode.service import run_node
+
+        settings = _load(config_path)
+        configure_logging(settings.logging)
+        try:
+            run_node(settings, scp=scp, workers=workers, stop_requested=stop_requested)
+        except (OSError, RuntimeError, ValueError) as error:
+            structlog.get_logger("osteonode.cli").error("node_start_failed", error=str(error))
+            raise typer.Exit(code=1) from None
 
 
 @app.command("serve")

@@ -17,11 +17,9 @@ spool and the database, and a job whose worker died is reclaimed when its lease 
 from __future__ import annotations
 
 import dataclasses
-import signal
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
-from types import FrameType
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,6 +28,7 @@ from osteonode.config import NodeConfig, PipelineName
 from osteonode.dicom.scp import StorageSCP
 from osteonode.outbox import DeliverySender
 from osteonode.pipelines import Pipeline, load_pipelines
+from osteonode.signals import stop_on_signals
 from osteonode.store.db import Database
 from osteonode.store.deliveries import undelivered_by_destination
 from osteonode.store.queue import reclaim_expired_leases
@@ -225,6 +224,7 @@ def run_node(
     workers: bool = True,
     scp: bool = True,
     pipelines: Mapping[PipelineName, Pipeline] | None = None,
+    stop_requested: threading.Event | None = None,
 ) -> None:
     """Run a node in this process until SIGTERM or SIGINT, then shut it down cleanly.
 
@@ -238,18 +238,17 @@ def run_node(
         Run the storage SCP.
     pipelines
         The pipelines the workers run; loaded from the configured model folders when None.
+    stop_requested
+        An event the caller sets on SIGTERM/SIGINT (see :func:`osteonode.signals.stop_on_signals`,
+        installed before the slow imports); None installs the handlers here.
     """
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        stop_requested.set()
-
-    # Handlers first: loading the models takes a while, and a SIGTERM meanwhile must still end the
-    # process cleanly rather than kill it.
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if stop_requested is None:
+        with stop_on_signals(threading.Event()) as event:
+            run_node(config, workers=workers, scp=scp, pipelines=pipelines, stop_requested=event)
+        return
     node: Node | None = None
     try:
+        # Loading the models takes a while: a stop asked for meanwhile skips starting at all.
         node = Node(config, scp=scp, workers=workers, pipelines=pipelines)
         if not stop_requested.is_set():
             node.start()
@@ -258,5 +257,3 @@ def run_node(
     finally:
         if node is not None:
             node.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

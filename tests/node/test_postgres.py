@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,14 @@ def test_receiver_without_workers_and_two_worker_processes_share_the_queue(
         log.close()
     try:
         jobs = receiver.wait_until_routed(len(images), timeout_s=60)
+        # Both workers must be up before they are stopped (one may still be starting when the
+        # other has routed everything); a stop during start-up is covered by the SIGTERM tests.
+        deadline = time.monotonic() + 60
+        while not all(
+            b"worker_started" in (receiver.workdir / f"worker{index}.log").read_bytes() for index in range(2)
+        ):
+            assert time.monotonic() < deadline, "a worker process did not start"
+            time.sleep(0.2)
     finally:
         for process in workers:
             process.send_signal(signal.SIGTERM)
