@@ -246,11 +246,49 @@ def run_demo(
             show_study_addresses(pacs, rows, show)
             show(f"configuration used: {config}; everything about one image:")
             show(f"  .venv/bin/osteonode status --config {config} --instance {rows[0].sop_instance_uid}")
+            validate_demo_models(workdir / "validation", config, show)
             if wait:
                 wait_for_enter(show)
     finally:
         pacs.stop()
     return counts
+
+
+#: Phantoms per part in the demo's validation cohorts, and their seed (never used in training).
+VALIDATION_PHANTOMS = 16
+VALIDATION_SEED = 777
+
+
+def validate_demo_models(out_dir: Path, config: Path, show: Callable[[str], None]) -> dict[str, Path]:
+    """Validate each installed model on a small phantom cohort, as a research team would on theirs.
+
+    Returns
+    -------
+    dict of str to Path
+        The report of each pipeline that has a model.
+    """
+    from osteonode.config import load_config
+    from osteonode.evaluate.cohort import run_cohort
+    from osteonode.evaluate.report import ValidationSettings, validate_predictions_file
+    from osteonode.phantoms import make_cohort
+    from osteonode.phantoms.cohort import SAMPLE_SIZE
+    from osteonode.pipelines import load_pipelines
+
+    settings = load_config(config)
+    loaded = load_pipelines(settings)
+    reports: dict[str, Path] = {}
+    for pipeline in loaded.available:
+        folder = out_dir / pipeline.value
+        show(f"validating the {pipeline.value} model on {VALIDATION_PHANTOMS} held-out phantoms ...")
+        cohort = make_cohort(pipeline.value, VALIDATION_PHANTOMS, folder / "cohort", seed=VALIDATION_SEED,
+                             size=SAMPLE_SIZE)
+        predictions = run_cohort(cohort, pipeline, folder, settings, workers=1, show_progress=False)
+        files = validate_predictions_file(predictions, folder, ValidationSettings(n_resamples=200))
+        reports[pipeline.value] = files.html
+        show(f"  report: {files.html}")
+    for pipeline, reason in loaded.unavailable.items():
+        show(f"no validation of {pipeline.value}: {reason}")
+    return reports
 
 
 def show_study_addresses(pacs: Orthanc, rows: Sequence[SummaryRow], show: Callable[[str], None]) -> None:

@@ -26,9 +26,15 @@ def test_demo_sends_samples_through_orthanc_and_shows_what_came_back(tmp_path):
     assert "starting Orthanc as the PACS" in output and "which forwards them to the node" in output
     assert sum(counts.values()) == 12 and counts["pending"] == counts["running"] == 0
     assert "sent to the PACS" in output
+    for part in ("lumbar", "chest", "hip"):
+        assert f"{part}/{part}_00000.dcm" in output
     if counts["done"]:  # a shipped model analysed some samples: their reports are in Orthanc
         assert "SR sent" in output and "SC sent" in output
         assert "/app/explorer.html#study?uuid=" in output
+        # ... and the demo ends with a validation report of each installed model
+        reports = [line.split("report: ", 1)[1] for line in lines if "report: " in line]
+        assert reports and all(Path(report).is_file() for report in reports)
     else:  # no model installed yet: every sample waits for it, and Orthanc's address is shown
         assert counts["queued"] == 12
         assert "no reports were delivered" in output and "/app/explorer.html" in output
+        assert "no validation of lumbar" in output
