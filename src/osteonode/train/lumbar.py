@@ -94,8 +94,6 @@ REFINER_JITTER = (3.0, 3.0, 0.06, 1.0)
 REGRESSOR_JITTER = (0.8, 1.5, 0.02, 0.4)
 #: Software Versions written by the phantom generator (how a synthetic cohort is recognised).
 PHANTOM_SOFTWARE = "osteonode-phantoms"
-#: Crop batches are this many times the film batch size (crops are small).
-CROP_BATCH_FACTOR = 4
 #: The keypoint network's widths and the crop networks' shape, recorded in the card.
 DETECTOR_OPTIONS = {"keypoints": DETECTOR_CHANNELS, "widths": [16, 24, 32, 48]}
 CROP_OPTIONS = {"widths": [12, 24, 32, 48], "hidden": 96}
@@ -450,8 +448,8 @@ def train(
     out
         Model folder to write; checkpoints go to ``out/checkpoints/``.
     settings
-        Epochs, batch size, learning rate, patience, seed, validation share (the crop networks
-        use batches :data:`CROP_BATCH_FACTOR` times larger).
+        Epochs, batch size (films for the detector, crops for the others), learning rate,
+        patience, seed, validation share.
     device
         Where to train.
     resume
@@ -503,7 +501,7 @@ def train(
             if films[i].visible[BODIES.index(b)].sum() >= needed and (films[i].clean or not clean_only)
         ]
 
-    crop_batch = settings.batch_size * CROP_BATCH_FACTOR
+    crop_batch = settings.batch_size
     outcomes = {}
     outcomes["detector"] = fit(
         networks["detector"], DetectorTask(films, train_index, validation_index, settings.batch_size), settings,
