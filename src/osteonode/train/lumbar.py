@@ -21,6 +21,7 @@ the pipeline on the validation films; those end-to-end figures go into the model
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -502,6 +503,8 @@ def train(
         ]
 
     crop_batch = settings.batch_size
+    # Every film gives the crop networks several samples: they converge in half the epochs.
+    crop_settings = dataclasses.replace(settings, epochs=max(1, settings.epochs // 2))
     outcomes = {}
     outcomes["detector"] = fit(
         networks["detector"], DetectorTask(films, train_index, validation_index, settings.batch_size), settings,
@@ -510,13 +513,13 @@ def train(
     outcomes["refiner"] = fit(
         networks["refiner"],
         RefinerTask(films, body_samples(train_index, BODIES, False), body_samples(validation_index, BODIES, False), crop_batch),
-        settings, checkpoints / "refiner.pt", device=device, resume=resume, show_progress=show_progress,
+        crop_settings, checkpoints / "refiner.pt", device=device, resume=resume, show_progress=show_progress,
     )
     regressor_task = RegressorTask(
         films, body_samples(train_index, MEASURED, True), body_samples(validation_index, MEASURED, True), crop_batch, scale=scale,
     )
     outcomes["regressor"] = fit(
-        networks["regressor"], regressor_task, settings, checkpoints / "regressor.pt",
+        networks["regressor"], regressor_task, crop_settings, checkpoints / "regressor.pt",
         device=device, resume=resume, show_progress=show_progress,
     )
     synthetic = all(f.synthetic for f in films)
