@@ -678,12 +678,15 @@ def _region(box: tuple[float, float, float, float], shape: tuple[int, int]) -> R
 
 
 def _locator_note(locations: Sequence[SideLocation]) -> str:
-    parts = []
-    for location in sorted(locations, key=lambda loc: loc.laterality is not Laterality.RIGHT):
-        what = "femur" if location.state is SideState.EVALUABLE else _STATE_REASONS[location.state]
-        parts.append(
-            f"{_FINDING_NAMES[location.laterality].lower()} {what} {location.confidence:.0%}"
-        )
+    found = {
+        SideState.EVALUABLE: "femur found",
+        SideState.PROSTHESIS: "prosthesis",
+        SideState.OUTSIDE_FIELD: "cut off by the field of view",
+    }
+    parts = [
+        f"{_FINDING_NAMES[loc.laterality].lower()} {found[loc.state]} {loc.confidence:.0%}"
+        for loc in sorted(locations, key=lambda loc: loc.laterality is not Laterality.RIGHT)
+    ]
     return "femur localisation confidence: " + ", ".join(parts)
 
 
