@@ -71,6 +71,26 @@ def full_size_model(demo: Path, crop: int, out: Path) -> Path:
     return out
 
 
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB (0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _reset_peak_resident() -> bool:
+    """Reset the resident high-water mark (Linux clear_refs 5); False where not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def measure(
     model_dir: Path, film: Path, device: str, threads: int, repeats: int
 ) -> dict[str, float]:
@@ -85,9 +105,10 @@ def measure(
     pipeline = HipPipeline.from_model(
         load_model(model_dir, device=device), HipSettings(), load_reference()
     )
-    rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = pipeline.run(radiograph)  # warm-up (allocator, kernels)
     measured_sides = sum(f.evaluable for f in result.findings)
+    resident_before_mb = _status_mb("VmRSS")
+    peak_reset = _reset_peak_resident()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -105,8 +126,11 @@ def measure(
         "max_s": max(times),
         "cpu_s": statistics.median(cpu_times),
         "sides_measured": float(measured_sides),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_before_run_mb": rss_before_mb,
+        # With the high-water mark reset, VmHWM is the peak during the timed runs alone.
+        "peak_rss_mb": _status_mb("VmHWM")
+        if peak_reset
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_run_mb": resident_before_mb,
     }
     if device.startswith("cuda"):
         figures["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -139,7 +163,7 @@ def main() -> None:
             f"hip pipeline per film ({args.size} px phantom, both sides), {args.repeats} runs after a warm-up"
         )
         print(
-            f"{'network':<34}{'device':<8}{'median s':>10}{'max s':>8}{'CPU s':>8}{'sides':>7}{'peak MB':>10}{'GPU MB':>9}"
+            f"{'network':<34}{'device':<8}{'median s':>10}{'max s':>8}{'CPU s':>8}{'sides':>7}{'peak MB':>10}{'run MB':>8}{'GPU MB':>9}"
         )
         for label, model_dir in (
             (f"vgg16_nonlocal (full) {args.crop} px", full),
@@ -154,7 +178,8 @@ def main() -> None:
                 gpu = f"{figures['gpu_peak_mb']:9.0f}" if "gpu_peak_mb" in figures else f"{'-':>9}"
                 print(
                     f"{label:<34}{device_label:<8}{figures['median_s']:10.3f}{figures['max_s']:8.3f}{figures['cpu_s']:8.2f}"
-                    f"{figures['sides_measured']:7.0f}{figures['peak_rss_mb']:10.0f}{gpu}"
+                    f"{figures['sides_measured']:7.0f}{figures['peak_rss_mb']:10.0f}"
+                    f"{figures['peak_rss_mb'] - figures['rss_before_run_mb']:8.0f}{gpu}"
                 )
         print(
             f"decode of the film (once per film, not in the times above): {figures['decode_s']:.3f} s"
