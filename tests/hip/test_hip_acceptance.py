@@ -22,6 +22,8 @@ from osteonode.reference import load_reference
 from osteonode.train.hip import DEMO_RECIPE, box_iou, is_osteoporotic
 from osteonode.zoo import load_model
 
+pytestmark = pytest.mark.slow
+
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "hip-demo"
 #: Held-out phantoms: seed, count, size (the demo recipe's), share of prostheses / cut-off films.
 HELD_OUT_SEED = 424_242
