@@ -276,7 +276,9 @@ def save_model(
     for entry in card.networks:
         path = directory / entry.weights
         state = {key: value.detach().cpu().contiguous() for key, value in networks[entry.role].state_dict().items()}
-        save_file(state, path, metadata={"model": card.name, "version": card.version, "role": entry.role})
+        # No metadata: safetensors writes it in no fixed order, and the card already says it all;
+        # without it the same weights give the same bytes (and the same SHA-256) every time.
+        save_file(state, path)
         entries.append(entry.model_copy(update={"sha256": file_sha256(path)}))
     written = card.model_copy(update={"networks": entries})
     data = written.model_dump(mode="json", exclude_none=True)

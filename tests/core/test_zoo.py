@@ -106,3 +106,13 @@ def test_models_list_shows_usable_and_broken_models(saved, tmp_path):
     result = CliRunner().invoke(app, ["models", "list", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "hip-test" in result.output and "broken" in result.output and "synthetic" in result.output
+
+
+def test_the_same_weights_are_written_as_the_same_bytes(tmp_path):
+    from osteonode.nets import build_network
+
+    torch.manual_seed(1)
+    network = build_network("vgg16_nonlocal_demo", in_chans=1)
+    first = save_model(tmp_path / "a", demo_card(), {"classifier": network})
+    second = save_model(tmp_path / "b", demo_card(), {"classifier": network})
+    assert first.networks[0].sha256 == second.networks[0].sha256

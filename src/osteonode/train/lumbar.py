@@ -634,6 +634,9 @@ def validate(model_dir: Path, records: list[PhantomRecord], reference: Reference
         "normal_reported_not_evaluable": float(np.mean([not o.evaluable for o in clean])) if clean else math.nan,
         "hard_reported_not_evaluable": float(np.mean([not o.evaluable for o in hard])) if hard else math.nan,
     }
+    # The card always lists the same figures; one that cannot be computed (too few evaluable
+    # films, as after a very short training) is written as -1.
+    metrics.update(bmd_pearson_r=math.nan, bmd_nrmse=math.nan, who_quadratic_kappa=math.nan)
     if len(predicted) >= 3:
         metrics["bmd_pearson_r"] = round(float(pearson_correlation(truth, predicted).r), 4)
         metrics["bmd_nrmse"] = round(float(normalized_root_mean_squared_error(truth, predicted)), 4)
