@@ -81,7 +81,7 @@ def test_wrong_called_title_is_rejected_as_called_ae_not_recognised(node: NodePr
     refusal = node.wait_for_log(lambda event: event.get("event") == "association_refused")
     assert refusal["reason"] == "called_ae_not_recognised"
     assert refusal["called_ae"] == "SOMEONE-ELSE"
-    refused = [details for kind, details in node.event_kinds() if kind == "refused"]
+    refused = node.events_of("refused")
     assert [details["reason"] for details in refused] == ["called_ae_not_recognised"]
 
 

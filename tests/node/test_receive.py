@@ -138,9 +138,7 @@ def test_refuses_with_out_of_resources_when_disk_is_below_minimum(
     assert "storage.min_free_mb" in refusal["detail"]
     assert node.jobs() == {}
     assert not list(node.spool_dir.rglob("*.dcm"))
-    assert [details["reason"] for kind, details in node.event_kinds() if kind == "refused"] == [
-        "low_disk_space"
-    ]
+    assert [details["reason"] for details in node.events_of("refused")] == ["low_disk_space"]
 
 
 def test_failure_to_keep_an_image_is_a_failure_status_and_the_node_carries_on(
