@@ -525,10 +525,9 @@ def train(
     synthetic = all(f.synthetic for f in films)
     card = _card(name, version, records, len(train_index), len(validation_index), synthetic, outcomes, regressor_options)
     save_model(out, card, {role: n.cpu() for role, n in networks.items()})
-    metrics = validate(out, [records[i] for i in validation_index], reference)
-    metrics["training_minutes"] = round((time.monotonic() - started) / 60, 1)
+    metrics = {**card.metrics, **validate(out, [records[i] for i in validation_index], reference)}
     written = save_model(out, card.model_copy(update={"metrics": metrics}), networks)
-    log.info("lumbar_model_written", out=str(out), **metrics)
+    log.info("lumbar_model_written", out=str(out), minutes=round((time.monotonic() - started) / 60, 1), **metrics)
     return written
 
 
