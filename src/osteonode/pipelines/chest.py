@@ -489,9 +489,9 @@ class ChestPipeline:
 
     def measure(self, inputs: torch.Tensor) -> tuple[StageOutput, ...]:
         """Stage 1, then stage 2 when stage 1 is below its threshold."""
-        outputs = [self._run_stage(Stage.OSTEOPOROSIS, inputs)]
+        outputs = [self.run_stage(Stage.OSTEOPOROSIS, inputs)]
         if outputs[0].probability < self.thresholds[Stage.OSTEOPOROSIS]:
-            outputs.append(self._run_stage(Stage.LOW_BONE_MASS, inputs))
+            outputs.append(self.run_stage(Stage.LOW_BONE_MASS, inputs))
         return tuple(outputs)
 
     def decide(self, outputs: tuple[StageOutput, ...]) -> tuple[WhoCategory, tuple[Finding, ...]]:
@@ -542,14 +542,15 @@ class ChestPipeline:
             heatmaps[output.stage] = np.clip(resized, 0.0, 1.0).astype(np.float32)
         return heatmaps
 
-    # -- helpers -------------------------------------------------------------------------------
-
-    def _run_stage(self, stage: Stage, inputs: torch.Tensor) -> StageOutput:
+    def run_stage(self, stage: Stage, inputs: torch.Tensor) -> StageOutput:
+        """One stage's probability and Grad-CAM on a network input from :meth:`locate`."""
         network = self.networks[stage]
         with self._autocast(), _captured_output(network) as logits:
             cam = grad_cam(network, inputs, network.gradcam_layer, POSITIVE_CLASS)
         probability = float(torch.softmax(logits[0].float(), dim=1)[0, POSITIVE_CLASS])
         return StageOutput(stage=stage, probability=probability, cam=cam[0])
+
+    # -- helpers -------------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.precision is InferencePrecision.FLOAT32:
