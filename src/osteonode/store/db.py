@@ -17,6 +17,8 @@ from the migrations in ``osteonode/store/migrations``; no ``alembic.ini`` is nee
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -88,6 +90,28 @@ def normalize_database_url(url: str | URL) -> URL:
     )
 
 
+def _enable_write_ahead_log(cursor: sqlite3.Cursor) -> None:
+    """Switch the database file to WAL mode, waiting for other connections that hold it.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is locked" at
+    once instead of calling the busy handler while another connection (for instance another
+    process opening a fresh database) has it open; so retry within the busy timeout. The mode is
+    persistent: once one connection has switched it, the others find it set.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        else:
+            if time.monotonic() > deadline:
+                raise DatabaseError("SQLite refused to switch the database to WAL mode")
+        time.sleep(0.05)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """Set SQLite pragmas on new connections and begin transactions with ``BEGIN IMMEDIATE``."""
 
@@ -97,9 +121,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _enable_write_ahead_log(cursor)
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
