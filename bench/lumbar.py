@@ -61,12 +61,20 @@ def main() -> None:
     arguments = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     torch.set_num_threads(arguments.threads)
-    pipeline = LumbarPipeline.from_model(load_model(arguments.model, device="cpu"), LumbarSettings(), load_reference())
+    pipeline = LumbarPipeline.from_model(
+        load_model(arguments.model, device="cpu"), LumbarSettings(), load_reference()
+    )
     phases: dict[str, list[tuple[float, float]]] = {
-        "decode": [], "detection": [], "regression": [], "grad-cam": [], "total": []
+        "decode": [],
+        "detection": [],
+        "regression": [],
+        "grad-cam": [],
+        "total": [],
     }
     with tempfile.TemporaryDirectory() as folder:
-        records = read_cohort(make_cohort("lumbar", arguments.films, folder, seed=BENCH_SEED, size=arguments.size))
+        records = read_cohort(
+            make_cohort("lumbar", arguments.films, folder, seed=BENCH_SEED, size=arguments.size)
+        )
         pipeline.run(load_radiograph(records[0].file))  # warm-up: first-call allocations
         for record in records:
             radiograph, *decode = _timed(load_radiograph, record.file)
@@ -74,18 +82,29 @@ def main() -> None:
             (film, detection, problems), *detect = _timed(_detect, pipeline, radiograph)
             with torch.no_grad():
                 measured, *regress = _timed(
-                    pipeline.measure, film, detection, [v.value for v in MEASURED if v.value not in problems]
+                    pipeline.measure,
+                    film,
+                    detection,
+                    [v.value for v in MEASURED if v.value not in problems],
                 )
             cam = _timed(pipeline.explain, film, measured)[1:] if measured else (0.0, 0.0)
             total = (decode[0] + run[0], decode[1] + run[1])
             for name, value in zip(phases, (decode, detect, regress, cam, total)):
                 phases[name].append(tuple(value))
-            print(f"{record.file.name}: {radiograph.shape[0]} x {radiograph.shape[1]}, {record.row['transfer_syntax']}")
-    print(f"\nlumbar pipeline, {arguments.films} films, {arguments.threads} threads (median seconds per film)")
-    print(f"  {'phase':<11} {'wall':>6}  {'cpu':>6}   (cpu: this process's CPU time, robust to other load)")
+            print(
+                f"{record.file.name}: {radiograph.shape[0]} x {radiograph.shape[1]}, {record.row['transfer_syntax']}"
+            )
+    print(
+        f"\nlumbar pipeline, {arguments.films} films, {arguments.threads} threads (median seconds per film)"
+    )
+    print(
+        f"  {'phase':<11} {'wall':>6}  {'cpu':>6}   (cpu: this process's CPU time, robust to other load)"
+    )
     for name, values in phases.items():
         walls, cpus = zip(*values)
-        print(f"  {name:<11} {statistics.median(walls):6.3f}  {statistics.median(cpus):6.3f}   (max wall {max(walls):.3f})")
+        print(
+            f"  {name:<11} {statistics.median(walls):6.3f}  {statistics.median(cpus):6.3f}   (max wall {max(walls):.3f})"
+        )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak memory {peak_mb:6.0f} MB (resident, whole process)")
     print("goal: total <= 3 s, peak memory <= 2048 MB")

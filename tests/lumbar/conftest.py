@@ -43,7 +43,15 @@ def acceptance_films(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomRe
     """Held-out phantoms at the demo size, a quarter of them hard cases."""
     folder = tmp_path_factory.mktemp("lumbar-acceptance")
     return read_cohort(
-        make_cohort("lumbar", 120, folder, seed=ACCEPTANCE_SEED, size=DEMO_RECIPE.size, hard_fraction=0.25, workers=2)
+        make_cohort(
+            "lumbar",
+            120,
+            folder,
+            seed=ACCEPTANCE_SEED,
+            size=DEMO_RECIPE.size,
+            hard_fraction=0.25,
+            workers=2,
+        )
     )
 
 

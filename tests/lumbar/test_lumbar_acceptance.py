@@ -26,7 +26,11 @@ import pytest
 import torch
 
 from osteonode.bone import MeasurementSite, Sex, Vertebra, VertebraMeasure, combine_lumbar, t_score
-from osteonode.evaluate.metrics import cohen_kappa, normalized_root_mean_squared_error, pearson_correlation
+from osteonode.evaluate.metrics import (
+    cohen_kappa,
+    normalized_root_mean_squared_error,
+    pearson_correlation,
+)
 from osteonode.imaging import load_radiograph
 from osteonode.pipelines.base import Result
 from osteonode.pipelines.lumbar import BODIES, LumbarPipeline, prepare_film
@@ -37,7 +41,8 @@ MEASURED = ("L1", "L2", "L3", "L4")
 #: The tests keep the issue's bars and are marked as known failures (strict: they report when a
 #: better regressor makes them pass) until the regressor is improved; see the lumbar report.
 BMD_BAR_NOT_MET = pytest.mark.xfail(
-    strict=True, reason="demo BMD regressor below the issue's bar (r 0.76, NRMSE 0.14, kappa 0.48 measured)"
+    strict=True,
+    reason="demo BMD regressor below the issue's bar (r 0.76, NRMSE 0.14, kappa 0.48 measured)",
 )
 CATEGORIES = ("normal", "low_bone_mass", "osteoporosis")
 
@@ -52,7 +57,9 @@ class Outcome:
 
 def _true_category(pipeline: LumbarPipeline, record) -> str:
     sex = Sex(record.sex) if record.sex in ("F", "M") else Sex.FEMALE
-    reference = pipeline.reference.young_adult(pipeline.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex)
+    reference = pipeline.reference.young_adult(
+        pipeline.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex
+    )
     measures = []
     for name in MEASURED:
         bmd = pipeline.calibration.apply(record.bmd[f"bmd_{name}"])
@@ -70,7 +77,9 @@ def outcomes(demo_pipeline: LumbarPipeline, acceptance_films) -> list[Outcome]:
         with torch.no_grad():
             detection = demo_pipeline.locate(film)
             problems, _ = demo_pipeline.decide(film, detection)
-            measured = demo_pipeline.measure(film, detection, [b for b in MEASURED if b not in problems])
+            measured = demo_pipeline.measure(
+                film, detection, [b for b in MEASURED if b not in problems]
+            )
         corners = film.to_source(np.stack([detection.corners[b] for b in BODIES]))
         truth = np.stack([record.corners[b] for b in BODIES])
         error = float(np.linalg.norm(corners - truth, axis=-1).max() * record.spacing_mm)
@@ -112,7 +121,9 @@ def test_reported_bmd_is_the_raw_estimate_through_the_configured_calibration(
 
 
 @BMD_BAR_NOT_MET
-def test_who_categories_agree_with_truth(demo_pipeline: LumbarPipeline, outcomes: list[Outcome]) -> None:
+def test_who_categories_agree_with_truth(
+    demo_pipeline: LumbarPipeline, outcomes: list[Outcome]
+) -> None:
     pairs = [
         (_true_category(demo_pipeline, o.record), o.result.category.value)
         for o in _normal(outcomes)
@@ -127,7 +138,9 @@ def test_who_categories_agree_with_truth(demo_pipeline: LumbarPipeline, outcomes
 def test_every_corner_is_within_3_mm_on_nearly_all_normal_films(outcomes: list[Outcome]) -> None:
     errors = np.array([o.corner_error_mm for o in _normal(outcomes)])
     share = float(np.mean(errors <= 3.0))
-    print(f"corners within 3 mm: {share:.3f} of {len(errors)} films; median worst corner {np.median(errors):.2f} mm")
+    print(
+        f"corners within 3 mm: {share:.3f} of {len(errors)} films; median worst corner {np.median(errors):.2f} mm"
+    )
     assert share >= 0.97
 
 
@@ -142,11 +155,16 @@ def test_hard_films_are_reported_not_evaluable_with_a_reason(outcomes: list[Outc
 def test_normal_films_are_rarely_reported_not_evaluable(outcomes: list[Outcome]) -> None:
     normal = _normal(outcomes)
     rejected = [o for o in normal if not o.result.evaluable]
-    print(f"normal films not evaluable: {len(rejected)}/{len(normal)}", [o.result.reason for o in rejected])
+    print(
+        f"normal films not evaluable: {len(rejected)}/{len(normal)}",
+        [o.result.reason for o in rejected],
+    )
     assert len(rejected) <= 0.03 * len(normal)
 
 
-def test_full_size_film_is_located_and_measured(demo_pipeline: LumbarPipeline, full_size_film) -> None:
+def test_full_size_film_is_located_and_measured(
+    demo_pipeline: LumbarPipeline, full_size_film
+) -> None:
     radiograph = load_radiograph(full_size_film.file)
     assert max(radiograph.shape) == 2500
     result = demo_pipeline.run(radiograph)

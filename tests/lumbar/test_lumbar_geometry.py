@@ -67,7 +67,9 @@ def _detector_maps(bodies: list[np.ndarray], cells: int = 64) -> torch.Tensor:
     rows, columns = np.mgrid[0:cells, 0:cells]
 
     def blobs(points: np.ndarray) -> np.ndarray:
-        return np.max([np.exp(-0.5 * ((columns - x) ** 2 + (rows - y) ** 2)) for x, y in points], axis=0)
+        return np.max(
+            [np.exp(-0.5 * ((columns - x) ** 2 + (rows - y) ** 2)) for x, y in points], axis=0
+        )
 
     maps = [blobs(np.array([b.mean(0) for b in bodies]))]
     maps += [blobs(np.array([b[corner] for b in bodies])) for corner in range(4)]
@@ -105,7 +107,9 @@ def test_crop_samples_the_body_it_is_aligned_to() -> None:
     working = np.zeros((300, 300), np.float32)
     working[100:140, 80:160] = 1.0  # a bright 80 x 40 body centred at (119.5, 119.5)
     corners = np.array([[[80, 100], [159, 100], [159, 139], [80, 139]]], float)
-    crop = sample_crops(torch.from_numpy(working)[None, None], crop_theta(corners, 1.0, working.shape))
+    crop = sample_crops(
+        torch.from_numpy(working)[None, None], crop_theta(corners, 1.0, working.shape)
+    )
     assert crop[0, 0, CROP_SIZE // 2, CROP_SIZE // 2] == pytest.approx(1.0)
     assert crop[0, 0, 2, 2] == pytest.approx(0.0)
 

@@ -23,7 +23,14 @@ def test_keypoint_net_refuses_sides_its_pooling_cannot_divide() -> None:
 
 
 def test_crop_net_applies_its_fixed_output_map() -> None:
-    net = build_network("vertebra_crop_net", outputs=1, widths=[8, 16], hidden=8, output_offset=0.9, output_scale=0.15)
+    net = build_network(
+        "vertebra_crop_net",
+        outputs=1,
+        widths=[8, 16],
+        hidden=8,
+        output_offset=0.9,
+        output_scale=0.15,
+    )
     assert isinstance(net, VertebraCropNet)
     crops = torch.randn(3, 1, CROP_SIZE, CROP_SIZE)
     net.eval()

@@ -67,10 +67,17 @@ def test_evaluable_film_has_four_vertebrae_and_the_l1_l4_summary(normal_result: 
         assert finding.included or finding.reason
 
 
-def test_result_carries_heatmap_model_disclaimer_and_calibration_notes(normal_result: Result) -> None:
+def test_result_carries_heatmap_model_disclaimer_and_calibration_notes(
+    normal_result: Result,
+) -> None:
     heatmap = normal_result.heatmap
     assert heatmap.shape == (normal_result.source.rows, normal_result.source.columns)
-    assert heatmap.dtype == np.float32 and 0.0 <= heatmap.min() and heatmap.max() <= 1.0 and heatmap.max() > 0
+    assert (
+        heatmap.dtype == np.float32
+        and 0.0 <= heatmap.min()
+        and heatmap.max() <= 1.0
+        and heatmap.max() > 0
+    )
     assert normal_result.model.name == "lumbar-demo" and normal_result.model.synthetic
     assert "not for diagnostic use" in normal_result.disclaimer
     assert ("calibration", "ge_lunar") in normal_result.model.parameters
@@ -80,15 +87,21 @@ def test_result_carries_heatmap_model_disclaimer_and_calibration_notes(normal_re
     assert Result.from_dict(normal_result.to_dict()).to_dict() == normal_result.to_dict()
 
 
-def test_implant_makes_the_film_not_evaluable_and_says_which_vertebra(implant_result: Result) -> None:
+def test_implant_makes_the_film_not_evaluable_and_says_which_vertebra(
+    implant_result: Result,
+) -> None:
     assert not implant_result.evaluable and implant_result.category is None
     assert "metal" in implant_result.reason
     assert "L3" in implant_result.reason or "L4" in implant_result.reason
-    flagged = [f for f in implant_result.findings if not f.evaluable and "metal" in (f.reason or "")]
+    flagged = [
+        f for f in implant_result.findings if not f.evaluable and "metal" in (f.reason or "")
+    ]
     assert flagged and all(f.region is not None for f in flagged)
 
 
-def test_unknown_sex_assumes_the_female_reference_and_says_so(demo_pipeline: LumbarPipeline, normal_film) -> None:
+def test_unknown_sex_assumes_the_female_reference_and_says_so(
+    demo_pipeline: LumbarPipeline, normal_film
+) -> None:
     result = demo_pipeline.run(load_radiograph(_edited(normal_film.file, PatientSex=None)))
     notes = " ".join(result.notes)
     assert "female young-adult reference was assumed" in notes
@@ -105,12 +118,16 @@ def test_young_patient_gets_a_note_or_is_skipped_by_policy(
         skipping_pipeline.run(load_radiograph(young))
 
 
-def test_lateral_view_is_outside_intended_use(skipping_pipeline: LumbarPipeline, normal_film) -> None:
+def test_lateral_view_is_outside_intended_use(
+    skipping_pipeline: LumbarPipeline, normal_film
+) -> None:
     with pytest.raises(OutsideIntendedUse, match="lateral"):
         skipping_pipeline.run(load_radiograph(_edited(normal_film.file, ViewPosition="LL")))
 
 
-def test_film_without_a_spine_is_not_evaluable_and_does_not_raise(demo_pipeline: LumbarPipeline, normal_film) -> None:
+def test_film_without_a_spine_is_not_evaluable_and_does_not_raise(
+    demo_pipeline: LumbarPipeline, normal_film
+) -> None:
     ds = pydicom.dcmread(normal_film.file)
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         ds.decompress()
@@ -125,8 +142,14 @@ def _dciodvfy_errors(ds: pydicom.Dataset, path: Path) -> list[str]:
     if tool is None:
         pytest.skip("dciodvfy is not installed")
     ds.save_as(path, enforce_file_format=True)
-    completed = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60, check=False)
-    return [line for line in (completed.stdout + completed.stderr).splitlines() if line.startswith("Error")]
+    completed = subprocess.run(
+        [tool, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return [
+        line
+        for line in (completed.stdout + completed.stderr).splitlines()
+        if line.startswith("Error")
+    ]
 
 
 @pytest.mark.parametrize("which", ["normal_result", "implant_result"])
@@ -134,7 +157,9 @@ def test_structured_report_and_secondary_capture_pass_dciodvfy(
     which: str, request: pytest.FixtureRequest, acceptance_films, tmp_path: Path
 ) -> None:
     result: Result = request.getfixturevalue(which)
-    record = next(r for r in acceptance_films if r.sop_instance_uid == result.source.sop_instance_uid)
+    record = next(
+        r for r in acceptance_films if r.sop_instance_uid == result.source.sop_instance_uid
+    )
     source = pydicom.dcmread(record.file)
     report = build_structured_report(result, source, device=DEVICE)
     capture = build_secondary_capture(result, load_radiograph(record.file), device=DEVICE)

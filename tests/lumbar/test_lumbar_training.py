@@ -17,26 +17,47 @@ SETTINGS = TrainingSettings(epochs=1, batch_size=4, validation_fraction=0.25, se
 
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_cohort("lumbar", 12, tmp_path_factory.mktemp("lumbar-train"), seed=4711, size=256, hard_fraction=0.2)
+    return make_cohort(
+        "lumbar",
+        12,
+        tmp_path_factory.mktemp("lumbar-train"),
+        seed=4711,
+        size=256,
+        hard_fraction=0.2,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model") / "lumbar-tiny"
-    train(tiny_cohort, out, SETTINGS, device=torch.device("cpu"), name="lumbar-tiny", version="0.0.1", show_progress=False)
+    train(
+        tiny_cohort,
+        out,
+        SETTINGS,
+        device=torch.device("cpu"),
+        name="lumbar-tiny",
+        version="0.0.1",
+        show_progress=False,
+    )
     return out
 
 
 def test_training_writes_a_loadable_model_with_a_full_card(trained: Path) -> None:
     card = read_model_card(trained)
-    assert card.name == "lumbar-tiny" and card.version == "0.0.1" and card.pipeline.value == "lumbar"
+    assert (
+        card.name == "lumbar-tiny" and card.version == "0.0.1" and card.pipeline.value == "lumbar"
+    )
     assert card.synthetic and not card.diagnostic_use
     assert "not for diagnostic use" in card.description
     assert card.calibration == "ge_lunar"
-    assert {"corners_within_3mm", "bmd_pearson_r", "hard_reported_not_evaluable"} <= set(card.metrics)
+    assert {"corners_within_3mm", "bmd_pearson_r", "hard_reported_not_evaluable"} <= set(
+        card.metrics
+    )
     assert "12 synthetic phantom" in card.training_data
     assert sorted(p.name for p in trained.glob("*.safetensors")) == [
-        "detector.safetensors", "refiner.safetensors", "regressor.safetensors",
+        "detector.safetensors",
+        "refiner.safetensors",
+        "regressor.safetensors",
     ]
     model = load_model(trained, device="cpu")
     assert set(model.networks) == {"detector", "refiner", "regressor"}
@@ -46,7 +67,15 @@ def test_training_resumes_from_its_checkpoints(trained: Path, tiny_cohort: Path)
     checkpoints = sorted(p.name for p in (trained / "checkpoints").iterdir())
     assert checkpoints == ["detector.pt", "refiner.pt", "regressor.pt"]
     before = {p.name: p.read_bytes() for p in trained.glob("*.safetensors")}
-    train(tiny_cohort, trained, SETTINGS, device=torch.device("cpu"), name="lumbar-tiny", version="0.0.1", show_progress=False)
+    train(
+        tiny_cohort,
+        trained,
+        SETTINGS,
+        device=torch.device("cpu"),
+        name="lumbar-tiny",
+        version="0.0.1",
+        show_progress=False,
+    )
     after = {p.name: p.read_bytes() for p in trained.glob("*.safetensors")}
     assert before == after  # every network had finished its epochs: nothing retrained
 
@@ -54,7 +83,15 @@ def test_training_resumes_from_its_checkpoints(trained: Path, tiny_cohort: Path)
 def test_a_cohort_of_another_part_is_refused(tmp_path: Path) -> None:
     cohort = make_cohort("hip", 2, tmp_path, seed=5, size=128)
     with pytest.raises(LumbarCohortError, match="other than lumbar"):
-        train(cohort, tmp_path / "out", SETTINGS, device=torch.device("cpu"), name="x", version="1", show_progress=False)
+        train(
+            cohort,
+            tmp_path / "out",
+            SETTINGS,
+            device=torch.device("cpu"),
+            name="x",
+            version="1",
+            show_progress=False,
+        )
 
 
 def test_demo_recipe_uses_a_seed_the_tests_do_not() -> None:

@@ -78,7 +78,10 @@ class VertebraKeypointNet(nn.Module):
     """
 
     def __init__(
-        self, keypoints: int = 5, widths: tuple[int, ...] | list[int] = (16, 32, 48, 64), in_chans: int = 1
+        self,
+        keypoints: int = 5,
+        widths: tuple[int, ...] | list[int] = (16, 32, 48, 64),
+        in_chans: int = 1,
     ) -> None:
         if keypoints < 1 or in_chans < 1:
             raise ValueError("keypoints and in_chans must be positive")
@@ -182,7 +185,10 @@ class VertebraCropNet(nn.Module):
         self.features = nn.Sequential(*layers)
         side = crop_size // reduction
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU(), nn.Linear(hidden, outputs)
+            nn.Flatten(),
+            nn.Linear(channels * side * side, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, outputs),
         )
         self.crop_size = crop_size
         self.output_offset = float(output_offset)
@@ -196,7 +202,9 @@ class VertebraCropNet(nn.Module):
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Output before the fixed affine map (what training losses compare)."""
         if x.ndim != 4 or x.shape[-2:] != (self.crop_size, self.crop_size):
-            raise ValueError(f"input must be (N, C, {self.crop_size}, {self.crop_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"input must be (N, C, {self.crop_size}, {self.crop_size}), got {tuple(x.shape)}"
+            )
         return self.head(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ half a pixel on the way out. The preprocessing helpers are public because the tr
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -67,9 +68,9 @@ __all__ = [
     "BODIES",
     "DETECTOR_CHANNELS",
     "DETECTOR_SIZE",
+    "Detection",
     "LumbarPipeline",
     "PreparedFilm",
-    "Detection",
     "crop_theta",
     "crop_to_working",
     "decode_bodies",
@@ -96,7 +97,12 @@ DETECTOR_SIZE = 128
 CROP_MM_PER_PIXEL = 1.1
 #: Typical adult body widths (mm) used to estimate the scale of a film without pixel spacing.
 TYPICAL_BODY_WIDTH_MM: Mapping[str, float] = {
-    "T12": 38.0, "L1": 42.0, "L2": 45.0, "L3": 48.0, "L4": 50.0, "L5": 52.0,
+    "T12": 38.0,
+    "L1": 42.0,
+    "L2": 45.0,
+    "L3": 48.0,
+    "L4": 50.0,
+    "L5": 52.0,
 }
 #: Corner refinement passes on crops (the second starts from the first's result).
 REFINEMENT_PASSES = 2
@@ -183,13 +189,17 @@ def prepare_film(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> 
     shape = (max(1, round(rows * scale)), max(1, round(columns * scale)))
     tensor = torch.from_numpy(np.require(pixels, np.float32, ["C", "W"]))[None, None]
     if shape != (rows, columns):
-        tensor = F.interpolate(tensor, size=shape, mode="bilinear", align_corners=False, antialias=True)
+        tensor = F.interpolate(
+            tensor, size=shape, mode="bilinear", align_corners=False, antialias=True
+        )
     working = tensor[0, 0].numpy()
     low, high = np.percentile(working[::2, ::2], (1.0, 99.0))
     working = ((working - low) / max(float(high - low), 1e-6)).astype(np.float32)
     spacing = None
     if spacing_mm is not None:
-        spacing = float(np.mean([spacing_mm[0] * rows / shape[0], spacing_mm[1] * columns / shape[1]]))
+        spacing = float(
+            np.mean([spacing_mm[0] * rows / shape[0], spacing_mm[1] * columns / shape[1]])
+        )
     return PreparedFilm(working=working, source_shape=(rows, columns), spacing_mm=spacing)
 
 
@@ -205,7 +215,9 @@ def detector_input(working: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.n
     scale = size / max(rows, columns)
     shape = (min(size, max(1, round(rows * scale))), min(size, max(1, round(columns * scale))))
     tensor = torch.from_numpy(np.ascontiguousarray(working))[None, None]
-    resized = F.interpolate(tensor, size=shape, mode="bilinear", align_corners=False, antialias=True)
+    resized = F.interpolate(
+        tensor, size=shape, mode="bilinear", align_corners=False, antialias=True
+    )
     canvas = np.zeros((size, size), np.float32)
     canvas[: shape[0], : shape[1]] = resized[0, 0].numpy()
     return canvas, scale
@@ -262,7 +274,10 @@ def decode_heatmaps(logits: torch.Tensor, stride: int) -> tuple[np.ndarray, np.n
     keypoints, _, width = probabilities.shape
     confidence, index = probabilities.reshape(keypoints, -1).max(dim=1)
     points = np.array(
-        [_subcell_peak(probabilities[k], int(index[k]) // width, int(index[k]) % width) for k in range(keypoints)]
+        [
+            _subcell_peak(probabilities[k], int(index[k]) // width, int(index[k]) % width)
+            for k in range(keypoints)
+        ]
     )
     return (points + 0.5) * stride - 0.5, confidence.numpy()
 
@@ -298,8 +313,9 @@ def decode_bodies(
     is_peak = F.max_pool2d(centres_map[None, None], 3, stride=1, padding=1)[0, 0] == centres_map
     candidates = torch.nonzero(is_peak & (centres_map >= max(min_confidence, _CANDIDATE_LEVEL)))
     peaks = sorted(
-        (_subcell_peak(centres_map, int(r), int(c)) for r, c in candidates), key=lambda point: point[1]
-    )[-len(BODIES):]
+        (_subcell_peak(centres_map, int(r), int(c)) for r, c in candidates),
+        key=lambda point: point[1],
+    )[-len(BODIES) :]
     count = len(peaks)
     corners = np.zeros((len(BODIES), 4, 2))
     confidence = np.zeros((len(BODIES), 4))
@@ -377,19 +393,27 @@ def crop_theta(
     return torch.from_numpy(theta.astype(np.float32))
 
 
-def crop_to_working(points: np.ndarray, theta: torch.Tensor, working_shape: tuple[int, int]) -> np.ndarray:
+def crop_to_working(
+    points: np.ndarray, theta: torch.Tensor, working_shape: tuple[int, int]
+) -> np.ndarray:
     """Crop-normalised points (B, P, 2) in [-1, 1] as working pixel centres."""
     matrix = theta.double().numpy()
     homogeneous = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], axis=-1)
     grid = np.einsum("bij,bpj->bpi", matrix, homogeneous)
     rows, columns = working_shape
-    return np.stack([((grid[..., 0] + 1) * columns - 1) / 2, ((grid[..., 1] + 1) * rows - 1) / 2], -1)
+    return np.stack(
+        [((grid[..., 0] + 1) * columns - 1) / 2, ((grid[..., 1] + 1) * rows - 1) / 2], -1
+    )
 
 
-def working_to_crop(points: np.ndarray, theta: torch.Tensor, working_shape: tuple[int, int]) -> np.ndarray:
+def working_to_crop(
+    points: np.ndarray, theta: torch.Tensor, working_shape: tuple[int, int]
+) -> np.ndarray:
     """Working pixel centres (B, P, 2) as crop-normalised points."""
     rows, columns = working_shape
-    grid = np.stack([(2 * points[..., 0] + 1) / columns - 1, (2 * points[..., 1] + 1) / rows - 1], -1)
+    grid = np.stack(
+        [(2 * points[..., 0] + 1) / columns - 1, (2 * points[..., 1] + 1) / rows - 1], -1
+    )
     matrix = theta.double().numpy()
     linear, offset = matrix[:, :, :2], matrix[:, :, 2]
     return np.einsum("bij,bpj->bpi", np.linalg.inv(linear), grid - offset[:, None, :])
@@ -460,7 +484,9 @@ class LumbarPipeline:
         if card.pipeline is not PipelineName.LUMBAR:
             raise ModelError(f"model {card.name!r} is for the {card.pipeline} pipeline, not lumbar")
         if card.calibration is None:
-            raise ModelError(f"model {card.name!r} does not say which DXA calibration its BMD is on")
+            raise ModelError(
+                f"model {card.name!r} does not say which DXA calibration its BMD is on"
+            )
         self.detector = model["detector"]
         self.refiner = model["refiner"]
         self.regressor = model["regressor"]
@@ -475,7 +501,9 @@ class LumbarPipeline:
         self.card = card
         self.settings = settings
         self.reference = reference
-        self.min_confidence = float(card.parameters.get("min_corner_confidence", DEFAULT_MIN_CORNER_CONFIDENCE))
+        self.min_confidence = float(
+            card.parameters.get("min_corner_confidence", DEFAULT_MIN_CORNER_CONFIDENCE)
+        )
         self.model_calibration = DxaManufacturer(card.calibration)
         self.site_manufacturer = reference.lumbar.site_manufacturer
         self.calibration = reference.calibration(
@@ -513,17 +541,26 @@ class LumbarPipeline:
         if film_problems or failing:
             reasons = list(film_problems) + [f"{body}: {problems[body]}" for body in failing]
             reason = "; ".join(reasons)
-            log.info("lumbar_not_evaluable", sop_instance_uid=source.sop_instance_uid, reason=reason)
+            log.info(
+                "lumbar_not_evaluable", sop_instance_uid=source.sop_instance_uid, reason=reason
+            )
             findings = tuple(
                 self._unmeasured_finding(film, detection, body, problems.get(body) or reason)
                 for body in (v.value for v in MEASURED)
             )
             return Result(
-                pipeline=self.name, source=source, model=self.identity, evaluable=False,
-                reason=f"not evaluable: {reason}", findings=findings, notes=notes,
+                pipeline=self.name,
+                source=source,
+                model=self.identity,
+                evaluable=False,
+                reason=f"not evaluable: {reason}",
+                findings=findings,
+                notes=notes,
             )
         with torch.no_grad():
-            measured = self.measure(film, detection, [v.value for v in MEASURED if v.value not in problems])
+            measured = self.measure(
+                film, detection, [v.value for v in MEASURED if v.value not in problems]
+            )
         return self._result(radiograph, film, detection, problems, measured, source, notes)
 
     # -- locate --------------------------------------------------------------------------------
@@ -549,7 +586,10 @@ class LumbarPipeline:
         """Working pixel size (mm): the film's own, else estimated from typical body widths."""
         if film.spacing_mm is not None:
             return film.spacing_mm
-        ratios = [TYPICAL_BODY_WIDTH_MM[b] / max(float(np.linalg.norm(c[1] - c[0])), 1e-6) for b, c in corners.items()]
+        ratios = [
+            TYPICAL_BODY_WIDTH_MM[b] / max(float(np.linalg.norm(c[1] - c[0])), 1e-6)
+            for b, c in corners.items()
+        ]
         return float(np.median(ratios))
 
     def _refine(
@@ -580,8 +620,14 @@ class LumbarPipeline:
         problems: dict[str, str] = {}
         film_problems: list[str] = []
         rows, columns = film.working.shape
-        widths = {b: float(np.linalg.norm(c[1] - c[0]) + np.linalg.norm(c[2] - c[3])) / 2 for b, c in detection.corners.items()}
-        heights = {b: float(np.linalg.norm(c[3] - c[0]) + np.linalg.norm(c[2] - c[1])) / 2 for b, c in detection.corners.items()}
+        widths = {
+            b: float(np.linalg.norm(c[1] - c[0]) + np.linalg.norm(c[2] - c[3])) / 2
+            for b, c in detection.corners.items()
+        }
+        heights = {
+            b: float(np.linalg.norm(c[3] - c[0]) + np.linalg.norm(c[2] - c[1])) / 2
+            for b, c in detection.corners.items()
+        }
         median_width = float(np.median(list(widths.values())))
         margin = EDGE_MARGIN_MM / film.spacing_mm if film.spacing_mm else 0.05 * median_width
         for body in BODIES:
@@ -590,8 +636,14 @@ class LumbarPipeline:
             if not detection.confidence[body].any():
                 problems[body] = "not found"
             elif low < self.min_confidence:
-                problems[body] = f"not found with confidence (lowest corner {low:.2f}, needs {self.min_confidence:.2f})"
-            elif (corners.min(0) < margin).any() or corners[:, 0].max() > columns - 1 - margin or corners[:, 1].max() > rows - 1 - margin:
+                problems[body] = (
+                    f"not found with confidence (lowest corner {low:.2f}, needs {self.min_confidence:.2f})"
+                )
+            elif (
+                (corners.min(0) < margin).any()
+                or corners[:, 0].max() > columns - 1 - margin
+                or corners[:, 1].max() > rows - 1 - margin
+            ):
                 problems[body] = "extends beyond the edge of the image"
         missing = [b for b in BODIES if b in problems]
         if missing:
@@ -613,7 +665,11 @@ class LumbarPipeline:
         return problems, film_problems
 
     def _shape_problems(
-        self, film: PreparedFilm, widths: dict[str, float], heights: dict[str, float], detection: Detection
+        self,
+        film: PreparedFilm,
+        widths: dict[str, float],
+        heights: dict[str, float],
+        detection: Detection,
     ) -> dict[str, str]:
         problems: dict[str, str] = {}
         median_width = float(np.median(list(widths.values())))
@@ -621,28 +677,48 @@ class LumbarPipeline:
         for body, c in detection.corners.items():
             tl, tr, br, bl = c
             edges = np.roll(c, -1, axis=0) - c
-            turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
-            if not (tl[0] < tr[0] and bl[0] < br[0] and tl[1] < bl[1] and tr[1] < br[1]) or not (turns > 0).all():
+            turns = (
+                edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1]
+                - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+            )
+            if (
+                not (tl[0] < tr[0] and bl[0] < br[0] and tl[1] < bl[1] and tr[1] < br[1])
+                or not (turns > 0).all()
+            ):
                 problems[body] = "outline inverted or not convex (detection failed)"
                 continue
             if film.spacing_mm is not None:
-                width_mm, height_mm = widths[body] * film.spacing_mm, heights[body] * film.spacing_mm
+                width_mm, height_mm = (
+                    widths[body] * film.spacing_mm,
+                    heights[body] * film.spacing_mm,
+                )
                 if not BODY_WIDTH_MM[0] <= width_mm <= BODY_WIDTH_MM[1]:
-                    problems[body] = f"implausible body width {width_mm:.0f} mm (expected {BODY_WIDTH_MM[0]:.0f}-{BODY_WIDTH_MM[1]:.0f} mm)"
+                    problems[body] = (
+                        f"implausible body width {width_mm:.0f} mm (expected {BODY_WIDTH_MM[0]:.0f}-{BODY_WIDTH_MM[1]:.0f} mm)"
+                    )
                 elif not BODY_HEIGHT_MM[0] <= height_mm <= BODY_HEIGHT_MM[1]:
-                    problems[body] = f"implausible body height {height_mm:.0f} mm (expected {BODY_HEIGHT_MM[0]:.0f}-{BODY_HEIGHT_MM[1]:.0f} mm)"
+                    problems[body] = (
+                        f"implausible body height {height_mm:.0f} mm (expected {BODY_HEIGHT_MM[0]:.0f}-{BODY_HEIGHT_MM[1]:.0f} mm)"
+                    )
             else:
-                for label, value, median in (("width", widths[body], median_width), ("height", heights[body], median_height)):
+                for label, value, median in (
+                    ("width", widths[body], median_width),
+                    ("height", heights[body], median_height),
+                ):
                     ratio = value / max(median, 1e-9)
                     if not RELATIVE_SIZE[0] <= ratio <= RELATIVE_SIZE[1]:
-                        problems[body] = f"body {label} {ratio:.2f} times the film's median (expected {RELATIVE_SIZE[0]}-{RELATIVE_SIZE[1]})"
+                        problems[body] = (
+                            f"body {label} {ratio:.2f} times the film's median (expected {RELATIVE_SIZE[0]}-{RELATIVE_SIZE[1]})"
+                        )
                         break
         return problems
 
-    def _alignment_problems(self, film: PreparedFilm, detection: Detection, heights: dict[str, float]) -> list[str]:
+    def _alignment_problems(
+        self, film: PreparedFilm, detection: Detection, heights: dict[str, float]
+    ) -> list[str]:
         problems = []
         median_height = float(np.median(list(heights.values())))
-        for upper, lower in zip(BODIES, BODIES[1:]):
+        for upper, lower in itertools.pairwise(BODIES):
             a, b = detection.corners[upper], detection.corners[lower]
             _, _, down = _body_axes(np.stack([a, b]))
             axis = down.mean(0) / np.linalg.norm(down.mean(0))
@@ -652,9 +728,13 @@ class LumbarPipeline:
             else:
                 value, limits, unit = gap / max(median_height, 1e-9), RELATIVE_GAP, "body heights"
             if value < limits[0]:
-                problems.append(f"{upper} and {lower} overlap or are out of order (gap {value:.1f} {unit})")
+                problems.append(
+                    f"{upper} and {lower} overlap or are out of order (gap {value:.1f} {unit})"
+                )
             elif value > limits[1]:
-                problems.append(f"gap between {upper} and {lower} too large ({value:.1f} {unit}, limit {limits[1]:g})")
+                problems.append(
+                    f"gap between {upper} and {lower} too large ({value:.1f} {unit}, limit {limits[1]:g})"
+                )
         angles = [endplate_angle(detection.corners[b]) for b in BODIES]
         spread = max(angles) - min(angles)
         if spread > MAX_ENDPLATE_ANGLE_RANGE_DEG:
@@ -666,7 +746,9 @@ class LumbarPipeline:
 
     # -- measure -------------------------------------------------------------------------------
 
-    def measure(self, film: PreparedFilm, detection: Detection, bodies: Sequence[str]) -> dict[str, _Measured]:
+    def measure(
+        self, film: PreparedFilm, detection: Detection, bodies: Sequence[str]
+    ) -> dict[str, _Measured]:
         """BMD (model calibration, g/cm2) of each named body from its aligned crop."""
         if not bodies:
             return {}
@@ -689,9 +771,13 @@ class LumbarPipeline:
         cams = torch.from_numpy(grad_cam(self.regressor, crops, self.regressor.gradcam_layer, 0))
         ys, xs = np.mgrid[0:rows, 0:columns]
         pixels = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
-        local = working_to_crop(np.broadcast_to(pixels, (len(cams),) + pixels.shape), theta, (rows, columns))
+        local = working_to_crop(
+            np.broadcast_to(pixels, (len(cams),) + pixels.shape), theta, (rows, columns)
+        )
         grid = torch.from_numpy(local.astype(np.float32)).reshape(len(cams), rows, columns, 2)
-        pasted = F.grid_sample(cams[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        pasted = F.grid_sample(
+            cams[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         combined = pasted.amax(dim=0, keepdim=True)
         full = F.interpolate(combined, size=film.source_shape, mode="bilinear", align_corners=False)
         return full[0, 0].clamp(0.0, 1.0).numpy().astype(np.float32)
@@ -709,16 +795,24 @@ class LumbarPipeline:
         notes: tuple[str, ...],
     ) -> Result:
         sex, sex_note = self._reference_sex(radiograph)
-        reference = self.reference.young_adult(self.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex)
+        reference = self.reference.young_adult(
+            self.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex
+        )
         site_bmd = {b: self.calibration.apply(m.bmd_model) for b, m in measured.items()}
         measures = []
         for vertebra in MEASURED:
             body = vertebra.value
             if body in site_bmd and site_bmd[body] > 0:
-                measures.append(VertebraMeasure(vertebra, site_bmd[body], t_score(site_bmd[body], reference)))
+                measures.append(
+                    VertebraMeasure(vertebra, site_bmd[body], t_score(site_bmd[body], reference))
+                )
             else:
-                reason = problems.get(body, f"estimated BMD {site_bmd.get(body, 0.0):.3f} g/cm2 is not positive")
-                measures.append(VertebraMeasure(vertebra, None, None, evaluable=False, reason=reason))
+                reason = problems.get(
+                    body, f"estimated BMD {site_bmd.get(body, 0.0):.3f} g/cm2 is not positive"
+                )
+                measures.append(
+                    VertebraMeasure(vertebra, None, None, evaluable=False, reason=reason)
+                )
         summary = combine_lumbar(measures, reference)
         excluded = {e.label.value: e.reason for e in summary.excluded}
         findings = []
@@ -726,13 +820,27 @@ class LumbarPipeline:
             body = measure.label.value
             region = self._region(film, detection.corners[body])
             if not measure.evaluable:
-                findings.append(Finding(body, FindingSite(body), evaluable=False, included=False, reason=measure.reason, region=region))
+                findings.append(
+                    Finding(
+                        body,
+                        FindingSite(body),
+                        evaluable=False,
+                        included=False,
+                        reason=measure.reason,
+                        region=region,
+                    )
+                )
                 continue
             findings.append(
                 Finding(
-                    body, FindingSite(body), included=body not in excluded, reason=excluded.get(body),
-                    bmd_g_cm2=round(measure.bmd, 3), t_score=reported_t_score(measure.t_score),
-                    category=who_category(measure.t_score), region=region,
+                    body,
+                    FindingSite(body),
+                    included=body not in excluded,
+                    reason=excluded.get(body),
+                    bmd_g_cm2=round(measure.bmd, 3),
+                    t_score=reported_t_score(measure.t_score),
+                    category=who_category(measure.t_score),
+                    region=region,
                 )
             )
         calibration_note = (
@@ -745,34 +853,61 @@ class LumbarPipeline:
             f"T-scores against the {reference.manufacturer} L1-L4 young-adult reference for sex {reference.sex}"
             f" (mean {reference.mean:g}, SD {reference.sd:g} g/cm2; {reference.source})"
         )
-        notes = (*notes, *((sex_note,) if sex_note else ()), calibration_note, reference_note, *summary.notes)
+        notes = (
+            *notes,
+            *((sex_note,) if sex_note else ()),
+            calibration_note,
+            reference_note,
+            *summary.notes,
+        )
         if not summary.evaluable:
             return Result(
-                pipeline=self.name, source=source, model=self.identity, evaluable=False,
-                reason=f"not evaluable: {summary.reason}", findings=tuple(findings), notes=notes,
+                pipeline=self.name,
+                source=source,
+                model=self.identity,
+                evaluable=False,
+                reason=f"not evaluable: {summary.reason}",
+                findings=tuple(findings),
+                notes=notes,
             )
         centres = [
-            tuple(float(v) for v in film.to_source(detection.corners[v.value].mean(0)) + 0.5) for v in summary.included
+            tuple(float(v) for v in film.to_source(detection.corners[v.value].mean(0)) + 0.5)
+            for v in summary.included
         ]
         findings.append(
             Finding(
-                "L1-L4", FindingSite.LUMBAR_SPINE, bmd_g_cm2=round(summary.bmd, 3),
-                t_score=summary.reported_t_score, category=summary.category,
+                "L1-L4",
+                FindingSite.LUMBAR_SPINE,
+                bmd_g_cm2=round(summary.bmd, 3),
+                t_score=summary.reported_t_score,
+                category=summary.category,
                 region=Region(tuple(centres), closed=False),
             )
         )
-        heatmap = self.explain(film, {b: m for b, m in measured.items() if b in {v.value for v in summary.included}})
+        heatmap = self.explain(
+            film, {b: m for b, m in measured.items() if b in {v.value for v in summary.included}}
+        )
         return Result(
-            pipeline=self.name, source=source, model=self.identity, evaluable=True,
-            category=summary.category, t_score=summary.reported_t_score, findings=tuple(findings),
-            notes=notes, heatmap=heatmap,
+            pipeline=self.name,
+            source=source,
+            model=self.identity,
+            evaluable=True,
+            category=summary.category,
+            t_score=summary.reported_t_score,
+            findings=tuple(findings),
+            notes=notes,
+            heatmap=heatmap,
         )
 
-    def _unmeasured_finding(self, film: PreparedFilm, detection: Detection, body: str, reason: str) -> Finding:
+    def _unmeasured_finding(
+        self, film: PreparedFilm, detection: Detection, body: str, reason: str
+    ) -> Finding:
         corners = detection.corners[body]
         inside = float(detection.confidence[body].min()) >= self.min_confidence
         region = self._region(film, corners) if inside else None
-        return Finding(body, FindingSite(body), evaluable=False, included=False, reason=reason, region=region)
+        return Finding(
+            body, FindingSite(body), evaluable=False, included=False, reason=reason, region=region
+        )
 
     def _region(self, film: PreparedFilm, corners: np.ndarray) -> Region | None:
         source = film.to_source(corners) + 0.5  # pixel centres -> SCOORD (pixel corner origin)
@@ -798,7 +933,9 @@ class LumbarPipeline:
         )
 
     def _reference_sex(self, radiograph: Radiograph) -> tuple[Sex, str | None]:
-        sex = Sex.from_dicom(radiograph.facts.patient_sex.value if radiograph.facts.patient_sex else None)
+        sex = Sex.from_dicom(
+            radiograph.facts.patient_sex.value if radiograph.facts.patient_sex else None
+        )
         if sex in (Sex.FEMALE, Sex.MALE):
             return sex, None
         described = "unknown" if sex is Sex.UNKNOWN else "recorded as other"
@@ -809,7 +946,9 @@ class LumbarPipeline:
         outside = []
         view = (facts.view_position or "").upper()
         if view in LATERAL_VIEWS:
-            outside.append(f"view position {view} is lateral; the method is for frontal (AP/PA) lumbar films")
+            outside.append(
+                f"view position {view} is lateral; the method is for frontal (AP/PA) lumbar films"
+            )
         if facts.patient_age_years is not None and facts.patient_age_years < 50:
             outside.append(
                 f"patient aged {facts.patient_age_years}; the WHO categories apply to postmenopausal women"
@@ -819,10 +958,15 @@ class LumbarPipeline:
             raise OutsideIntendedUse("; ".join(outside))
         sex = Sex.from_dicom(facts.patient_sex.value if facts.patient_sex else None)
         applicability = [
-            n for n in who_applicability(facts.patient_age_years, sex)
-            if facts.patient_age_years is None or facts.patient_age_years >= 50 or "under 50" not in n
+            n
+            for n in who_applicability(facts.patient_age_years, sex)
+            if facts.patient_age_years is None
+            or facts.patient_age_years >= 50
+            or "under 50" not in n
         ]
-        return tuple(dict.fromkeys([*(f"outside intended use: {o}" for o in outside), *applicability]))
+        return tuple(
+            dict.fromkeys([*(f"outside intended use: {o}" for o in outside), *applicability])
+        )
 
 
 #: View Position values of lateral films, which the method does not analyse.

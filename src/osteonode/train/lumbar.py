@@ -75,7 +75,12 @@ DEMO_RECIPE = DemoRecipe(
     seed=1201,
     hard_fraction=0.25,
     settings=TrainingSettings(
-        epochs=14, batch_size=16, learning_rate=2e-3, weight_decay=1e-4, patience=5, seed=0,
+        epochs=14,
+        batch_size=16,
+        learning_rate=2e-3,
+        weight_decay=1e-4,
+        patience=5,
+        seed=0,
         validation_fraction=0.15,
     ),
     name="lumbar-demo",
@@ -134,7 +139,10 @@ def _load_film(record: PhantomRecord) -> _Film:
     corners = film.to_working(np.stack([record.corners[b] for b in BODIES]))
     rows, columns = film.working.shape
     visible = (
-        (corners[..., 0] >= 0) & (corners[..., 0] <= columns - 1) & (corners[..., 1] >= 0) & (corners[..., 1] <= rows - 1)
+        (corners[..., 0] >= 0)
+        & (corners[..., 0] <= columns - 1)
+        & (corners[..., 1] >= 0)
+        & (corners[..., 1] <= rows - 1)
     )
     image, scale = detector_input(film.working)
     software = str(getattr(radiograph.header, "SoftwareVersions", "") or "")
@@ -169,7 +177,9 @@ def load_films(records: list[PhantomRecord], show_progress: bool = False) -> lis
     return films
 
 
-def _batches(indices: np.ndarray, size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+def _batches(
+    indices: np.ndarray, size: int, rng: np.random.Generator | None
+) -> Iterator[np.ndarray]:
     order = rng.permutation(indices) if rng is not None else indices
     for start in range(0, len(order), size):
         yield order[start : start + size]
@@ -185,7 +195,9 @@ def _gaussians(points: np.ndarray, present: np.ndarray, size: int, stride: int) 
     centre = (np.asarray(points, np.float64) + 0.5) / stride - 0.5
     gx = np.exp(-0.5 * ((axis[None, :] - centre[:, 0:1]) / HEATMAP_SIGMA) ** 2)
     gy = np.exp(-0.5 * ((axis[None, :] - centre[:, 1:2]) / HEATMAP_SIGMA) ** 2)
-    return (gy[:, :, None] * gx[:, None, :] * np.asarray(present, np.float64)[:, None, None]).astype(np.float32)
+    return (
+        gy[:, :, None] * gx[:, None, :] * np.asarray(present, np.float64)[:, None, None]
+    ).astype(np.float32)
 
 
 def _heatmap_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -211,7 +223,10 @@ def _heatmaps(points: np.ndarray, visible: np.ndarray, size: int, stride: int) -
         the film), then the TL, TR, BR, BL corners of all bodies.
     """
     channels = [_gaussians(points.mean(axis=1), visible.sum(axis=1) >= 2, size, stride).max(axis=0)]
-    channels += [_gaussians(points[:, corner], visible[:, corner], size, stride).max(axis=0) for corner in range(4)]
+    channels += [
+        _gaussians(points[:, corner], visible[:, corner], size, stride).max(axis=0)
+        for corner in range(4)
+    ]
     return torch.from_numpy(np.stack(channels))
 
 
@@ -226,15 +241,26 @@ class DetectorTask:
 
     metric_name = "negative mean corner error of decoded bodies (detector pixels)"
 
-    def __init__(self, films: list[_Film], train: np.ndarray, validation: np.ndarray, batch_size: int) -> None:
-        self.films, self.train, self.validation, self.batch_size = films, train, validation, batch_size
+    def __init__(
+        self, films: list[_Film], train: np.ndarray, validation: np.ndarray, batch_size: int
+    ) -> None:
+        self.films, self.train, self.validation, self.batch_size = (
+            films,
+            train,
+            validation,
+            batch_size,
+        )
         self.stride = 2
 
-    def _batch(self, indices: np.ndarray, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(
+        self, indices: np.ndarray, rng: np.random.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = [], []
         for i in indices:
             film = self.films[i]
-            points = film.corners.reshape(-1, 2) * film.detector_scale + (film.detector_scale - 1) / 2
+            points = (
+                film.corners.reshape(-1, 2) * film.detector_scale + (film.detector_scale - 1) / 2
+            )
             visible = film.visible.ravel().astype(np.float64)
             image = film.detector
             if rng is not None:
@@ -242,7 +268,9 @@ class DetectorTask:
             inside = (points >= 0).all(1) & (points <= DETECTOR_SIZE - 1).all(1)
             images.append(image)
             shown = (visible * inside).reshape(len(BODIES), 4)
-            targets.append(_heatmaps(points.reshape(len(BODIES), 4, 2), shown, DETECTOR_SIZE, self.stride))
+            targets.append(
+                _heatmaps(points.reshape(len(BODIES), 4, 2), shown, DETECTOR_SIZE, self.stride)
+            )
         return torch.stack(images), torch.stack(targets)
 
     def _augment(
@@ -254,7 +282,10 @@ class DetectorTask:
         shift = rng.uniform(-j["shift"], j["shift"], 2)
         flip = rng.random() < 0.5
         centre = (DETECTOR_SIZE - 1) / 2
-        rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * scale
+        rotation = (
+            np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+            * scale
+        )
         if flip:
             rotation = rotation @ np.diag([-1.0, 1.0])
         # Output point = rotation @ (input - centre) + centre + shift; sample with the inverse.
@@ -265,15 +296,25 @@ class DetectorTask:
         theta = np.zeros((2, 3))
         theta[:, :2] = inverse
         theta[:, 2] = (inverse @ np.array([centre, centre]) + offset - centre) / half
-        grid = F.affine_grid(torch.from_numpy(theta[None].astype(np.float32)), [1, 1, DETECTOR_SIZE, DETECTOR_SIZE], align_corners=False)
-        warped = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-        warped = warped * (1.0 + rng.uniform(-j["gain"], j["gain"])) + rng.uniform(-j["offset"], j["offset"])
+        grid = F.affine_grid(
+            torch.from_numpy(theta[None].astype(np.float32)),
+            [1, 1, DETECTOR_SIZE, DETECTOR_SIZE],
+            align_corners=False,
+        )
+        warped = F.grid_sample(
+            image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )[0]
+        warped = warped * (1.0 + rng.uniform(-j["gain"], j["gain"])) + rng.uniform(
+            -j["offset"], j["offset"]
+        )
         moved = (points - centre) @ rotation.T + centre + shift
         if flip:
             moved, visible = moved[_FLIP_ORDER], visible[_FLIP_ORDER]
         return warped, moved, visible
 
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, epoch: int, rng: np.random.Generator
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         return [self._batch(b, rng) for b in _batches(self.train, self.batch_size, rng)]
 
     def validation_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -286,7 +327,9 @@ class DetectorTask:
         errors = []
         for output, target in zip(outputs, targets):
             found, _, found_mask = decode_bodies(output, self.stride, 0.3)
-            truth, _, truth_mask = decode_bodies(torch.logit(target.clamp(1e-4, 1 - 1e-4)), self.stride, 0.3)
+            truth, _, truth_mask = decode_bodies(
+                torch.logit(target.clamp(1e-4, 1 - 1e-4)), self.stride, 0.3
+            )
             for body in range(len(BODIES)):
                 if found_mask[body] and truth_mask[body]:
                     errors.append(float(np.linalg.norm(found[body] - truth[body], axis=-1).mean()))
@@ -298,13 +341,20 @@ class DetectorTask:
 # --- crop tasks ---------------------------------------------------------------------------------
 
 
-def _jitter(corners: np.ndarray, spacing_mm: float, jitter: tuple[float, float, float, float], rng: np.random.Generator) -> np.ndarray:
+def _jitter(
+    corners: np.ndarray,
+    spacing_mm: float,
+    jitter: tuple[float, float, float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Misplace a body's corners (4, 2): shift, rotation and scale about its centre, per-corner noise."""
     shift_mm, rotation_deg, scale_sd, corner_mm = jitter
     centre = corners.mean(0)
     angle = math.radians(rng.normal(0.0, rotation_deg))
     scale = 1.0 + rng.normal(0.0, scale_sd)
-    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * scale
+    rotation = (
+        np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * scale
+    )
     moved = (corners - centre) @ rotation.T + centre + rng.normal(0.0, shift_mm, 2) / spacing_mm
     return moved + rng.normal(0.0, corner_mm, (4, 2)) / spacing_mm
 
@@ -316,12 +366,20 @@ class _CropTask(abc.ABC):
     #: Share of the training samples drawn (afresh) for each epoch.
     share_per_epoch: float = 1.0
 
-    def __init__(self, films: list[_Film], train: list[tuple[int, int]], validation: list[tuple[int, int]], batch_size: int) -> None:
+    def __init__(
+        self,
+        films: list[_Film],
+        train: list[tuple[int, int]],
+        validation: list[tuple[int, int]],
+        batch_size: int,
+    ) -> None:
         self.films, self.batch_size = films, batch_size
         self.train, self.validation = np.array(train), np.array(validation)
         self._validation_rng_seed = 12345
 
-    def _crops(self, samples: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _crops(
+        self, samples: np.ndarray, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Crops aligned to jittered corners, sampled in one call per working-image shape."""
         thetas = []
         for film_index, body in samples:
@@ -336,17 +394,27 @@ class _CropTask(abc.ABC):
             crops[group] = sample_crops(stack[rows], torch.cat([thetas[k] for k in group]))
         return crops, thetas
 
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, epoch: int, rng: np.random.Generator
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         count = max(1, round(len(self.train) * self.share_per_epoch))
         order = rng.permutation(len(self.train))[:count]
-        return [self._batch(self.train[order[s : s + self.batch_size]], rng, True) for s in range(0, count, self.batch_size)]
+        return [
+            self._batch(self.train[order[s : s + self.batch_size]], rng, True)
+            for s in range(0, count, self.batch_size)
+        ]
 
     def validation_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng(self._validation_rng_seed)
-        return [self._batch(self.validation[s : s + self.batch_size], rng, False) for s in range(0, len(self.validation), self.batch_size)]
+        return [
+            self._batch(self.validation[s : s + self.batch_size], rng, False)
+            for s in range(0, len(self.validation), self.batch_size)
+        ]
 
     @abc.abstractmethod
-    def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(
+        self, samples: np.ndarray, rng: np.random.Generator, augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of one batch of (film, body) samples."""
 
 
@@ -359,12 +427,16 @@ class RefinerTask(_CropTask):
     share_per_epoch = 1 / 3
     stride = 2
 
-    def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(
+        self, samples: np.ndarray, rng: np.random.Generator, augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         crops, thetas = self._crops(samples, rng)
         targets = []
         for (film_index, body), theta in zip(samples, thetas):
             film = self.films[film_index]
-            local = working_to_crop(film.corners[body][None], theta, tuple(film.working.shape[-2:]))[0]
+            local = working_to_crop(
+                film.corners[body][None], theta, tuple(film.working.shape[-2:])
+            )[0]
             pixels = ((local + 1) * CROP_SIZE - 1) / 2
             inside = film.visible[body] & (pixels >= 0).all(1) & (pixels <= CROP_SIZE - 1).all(1)
             targets.append(_gaussians(pixels, inside, CROP_SIZE, self.stride))
@@ -391,13 +463,20 @@ class RegressorTask(_CropTask):
     share_per_epoch = 1 / 2
 
     def __init__(
-        self, films: list[_Film], train: list[tuple[int, int]], validation: list[tuple[int, int]],
-        batch_size: int, *, scale: float,
+        self,
+        films: list[_Film],
+        train: list[tuple[int, int]],
+        validation: list[tuple[int, int]],
+        batch_size: int,
+        *,
+        scale: float,
     ) -> None:
         super().__init__(films, train, validation, batch_size)
         self.scale = scale
 
-    def _batch(self, samples: np.ndarray, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(
+        self, samples: np.ndarray, rng: np.random.Generator, augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         crops, _ = self._crops(samples, rng)
         if augment:
             flips = torch.from_numpy(rng.random(len(crops)) < 0.5)
@@ -479,12 +558,21 @@ def train(
     if any(r.part.value != PipelineName.LUMBAR.value for r in records):
         raise LumbarCohortError(f"cohort {cohort} holds films other than lumbar")
     if len(records) < 10:
-        raise LumbarCohortError(f"cohort {cohort} has {len(records)} films; the lumbar trainer needs at least 10")
+        raise LumbarCohortError(
+            f"cohort {cohort} has {len(records)} films; the lumbar trainer needs at least 10"
+        )
     films = load_films(records, show_progress)
-    train_index, validation_index = split_indices(len(films), settings.validation_fraction, settings.seed)
+    train_index, validation_index = split_indices(
+        len(films), settings.validation_fraction, settings.seed
+    )
     bmd = np.concatenate([films[i].bmd for i in train_index if films[i].clean])
     offset, scale = float(bmd.mean()), float(max(bmd.std(), 1e-3))
-    regressor_options = {"outputs": 1, **CROP_OPTIONS, "output_offset": round(offset, 4), "output_scale": round(scale, 4)}
+    regressor_options = {
+        "outputs": 1,
+        **CROP_OPTIONS,
+        "output_offset": round(offset, 4),
+        "output_scale": round(scale, 4),
+    }
     networks: dict[str, nn.Module] = {
         "detector": vertebra_keypoint_net(**DETECTOR_OPTIONS),
         "refiner": vertebra_keypoint_net(**REFINER_OPTIONS),
@@ -493,13 +581,18 @@ def train(
     _initialise(networks, init)
     checkpoints = out / "checkpoints"
 
-    def body_samples(indices: np.ndarray, bodies: Iterable[str], clean_only: bool) -> list[tuple[int, int]]:
+    def body_samples(
+        indices: np.ndarray, bodies: Iterable[str], clean_only: bool
+    ) -> list[tuple[int, int]]:
         # The regressor sees whole bodies of normal films; the refiner also bodies partly off the
         # film, so that a corner it cannot see gets no peak.
         needed = 4 if clean_only else 2
         return [
-            (int(i), BODIES.index(b)) for i in indices for b in bodies
-            if films[i].visible[BODIES.index(b)].sum() >= needed and (films[i].clean or not clean_only)
+            (int(i), BODIES.index(b))
+            for i in indices
+            for b in bodies
+            if films[i].visible[BODIES.index(b)].sum() >= needed
+            and (films[i].clean or not clean_only)
         ]
 
     crop_batch = settings.batch_size
@@ -507,33 +600,76 @@ def train(
     crop_settings = dataclasses.replace(settings, epochs=max(1, settings.epochs // 2))
     outcomes = {}
     outcomes["detector"] = fit(
-        networks["detector"], DetectorTask(films, train_index, validation_index, settings.batch_size), settings,
-        checkpoints / "detector.pt", device=device, resume=resume, show_progress=show_progress,
+        networks["detector"],
+        DetectorTask(films, train_index, validation_index, settings.batch_size),
+        settings,
+        checkpoints / "detector.pt",
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
     )
     outcomes["refiner"] = fit(
         networks["refiner"],
-        RefinerTask(films, body_samples(train_index, BODIES, False), body_samples(validation_index, BODIES, False), crop_batch),
-        crop_settings, checkpoints / "refiner.pt", device=device, resume=resume, show_progress=show_progress,
+        RefinerTask(
+            films,
+            body_samples(train_index, BODIES, False),
+            body_samples(validation_index, BODIES, False),
+            crop_batch,
+        ),
+        crop_settings,
+        checkpoints / "refiner.pt",
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
     )
     regressor_task = RegressorTask(
-        films, body_samples(train_index, MEASURED, True), body_samples(validation_index, MEASURED, True), crop_batch, scale=scale,
+        films,
+        body_samples(train_index, MEASURED, True),
+        body_samples(validation_index, MEASURED, True),
+        crop_batch,
+        scale=scale,
     )
     outcomes["regressor"] = fit(
-        networks["regressor"], regressor_task, crop_settings, checkpoints / "regressor.pt",
-        device=device, resume=resume, show_progress=show_progress,
+        networks["regressor"],
+        regressor_task,
+        crop_settings,
+        checkpoints / "regressor.pt",
+        device=device,
+        resume=resume,
+        show_progress=show_progress,
     )
     synthetic = all(f.synthetic for f in films)
-    card = _card(name, version, records, len(train_index), len(validation_index), synthetic, outcomes, regressor_options)
+    card = _card(
+        name,
+        version,
+        records,
+        len(train_index),
+        len(validation_index),
+        synthetic,
+        outcomes,
+        regressor_options,
+    )
     save_model(out, card, {role: n.cpu() for role, n in networks.items()})
     metrics = {**card.metrics, **validate(out, [records[i] for i in validation_index], reference)}
     written = save_model(out, card.model_copy(update={"metrics": metrics}), networks)
-    log.info("lumbar_model_written", out=str(out), minutes=round((time.monotonic() - started) / 60, 1), **metrics)
+    log.info(
+        "lumbar_model_written",
+        out=str(out),
+        minutes=round((time.monotonic() - started) / 60, 1),
+        **metrics,
+    )
     return written
 
 
 def _card(
-    name: str, version: str, records: list[PhantomRecord], n_train: int, n_validation: int,
-    synthetic: bool, outcomes: dict, regressor_options: dict,
+    name: str,
+    version: str,
+    records: list[PhantomRecord],
+    n_train: int,
+    n_validation: int,
+    synthetic: bool,
+    outcomes: dict,
+    regressor_options: dict,
 ) -> ModelCard:
     hard = sum(not r.evaluable for r in records)
     description = (
@@ -554,7 +690,11 @@ def _card(
         intended_use=(
             "Opportunistic estimate of L1-L4 areal BMD and WHO category from frontal (AP/PA) lumbar"
             " spine or KUB radiographs of adults aged 50 or over; a screening aid, not a DXA substitute."
-            + (" Demonstration only: trained on synthetic phantoms, not for diagnostic use." if synthetic else "")
+            + (
+                " Demonstration only: trained on synthetic phantoms, not for diagnostic use."
+                if synthetic
+                else ""
+            )
         ),
         training_data=data,
         synthetic=synthetic,
@@ -570,10 +710,21 @@ def _card(
         parameters={"min_corner_confidence": 0.3, "crop_mm_per_pixel": CROP_MM_PER_PIXEL},
         metrics=epochs,
         networks=[
-            NetworkEntry(role="detector", architecture="vertebra_keypoint_net", options=DETECTOR_OPTIONS, weights="detector.safetensors"),
-            NetworkEntry(role="refiner", architecture="vertebra_keypoint_net", options=REFINER_OPTIONS, weights="refiner.safetensors"),
             NetworkEntry(
-                role="regressor", architecture="vertebra_crop_net",
+                role="detector",
+                architecture="vertebra_keypoint_net",
+                options=DETECTOR_OPTIONS,
+                weights="detector.safetensors",
+            ),
+            NetworkEntry(
+                role="refiner",
+                architecture="vertebra_keypoint_net",
+                options=REFINER_OPTIONS,
+                weights="refiner.safetensors",
+            ),
+            NetworkEntry(
+                role="regressor",
+                architecture="vertebra_crop_net",
                 options=regressor_options,
                 weights="regressor.safetensors",
             ),
@@ -591,14 +742,18 @@ class FilmOutcome:
     bmd: dict[str, float]
 
 
-def run_on_records(model_dir: Path, records: list[PhantomRecord], reference: ReferenceData | None = None) -> list[FilmOutcome]:
+def run_on_records(
+    model_dir: Path, records: list[PhantomRecord], reference: ReferenceData | None = None
+) -> list[FilmOutcome]:
     """Run the pipeline of ``model_dir`` on films with ground truth (validation, acceptance tests).
 
     Corner errors are the largest distance of any of the 24 corners from the truth (mm), BMD the
     regressor's raw output (model calibration) for the measured vertebrae.
     """
     reference = load_reference() if reference is None else reference
-    pipeline = LumbarPipeline.from_model(load_model(model_dir, device="cpu"), LumbarSettings(), reference)
+    pipeline = LumbarPipeline.from_model(
+        load_model(model_dir, device="cpu"), LumbarSettings(), reference
+    )
     outcomes = []
     for record in records:
         radiograph = load_radiograph(record.file)
@@ -612,11 +767,15 @@ def run_on_records(model_dir: Path, records: list[PhantomRecord], reference: Ref
         error = float(np.linalg.norm(found - truth, axis=-1).max() * record.spacing_mm)
         with torch.no_grad():
             measured = pipeline.measure(film, detection, [b for b in MEASURED if b not in problems])
-        outcomes.append(FilmOutcome(record, evaluable, error, {b: m.bmd_model for b, m in measured.items()}))
+        outcomes.append(
+            FilmOutcome(record, evaluable, error, {b: m.bmd_model for b, m in measured.items()})
+        )
     return outcomes
 
 
-def validate(model_dir: Path, records: list[PhantomRecord], reference: ReferenceData | None = None) -> dict[str, float]:
+def validate(
+    model_dir: Path, records: list[PhantomRecord], reference: ReferenceData | None = None
+) -> dict[str, float]:
     """End-to-end validation figures of a written model on films with ground truth."""
     reference = load_reference() if reference is None else reference
     outcomes = run_on_records(model_dir, records, reference)
@@ -629,9 +788,15 @@ def validate(model_dir: Path, records: list[PhantomRecord], reference: Reference
             truth.append(o.record.bmd[f"bmd_{b}"])
     metrics: dict[str, float] = {
         "validation_films": float(len(outcomes)),
-        "corners_within_3mm": float(np.mean([o.corner_error_mm <= 3.0 for o in clean])) if clean else math.nan,
-        "normal_reported_not_evaluable": float(np.mean([not o.evaluable for o in clean])) if clean else math.nan,
-        "hard_reported_not_evaluable": float(np.mean([not o.evaluable for o in hard])) if hard else math.nan,
+        "corners_within_3mm": float(np.mean([o.corner_error_mm <= 3.0 for o in clean]))
+        if clean
+        else math.nan,
+        "normal_reported_not_evaluable": float(np.mean([not o.evaluable for o in clean]))
+        if clean
+        else math.nan,
+        "hard_reported_not_evaluable": float(np.mean([not o.evaluable for o in hard]))
+        if hard
+        else math.nan,
     }
     # The card always lists the same figures; one that cannot be computed (too few evaluable
     # films, as after a very short training) is written as -1.
@@ -642,7 +807,9 @@ def validate(model_dir: Path, records: list[PhantomRecord], reference: Reference
         categories = [who_categories_pair(o, reference) for o in clean if o.evaluable]
         if categories:
             truth_c, predicted_c = zip(*categories)
-            metrics["who_quadratic_kappa"] = round(float(cohen_kappa(truth_c, predicted_c, (0, 1, 2), weighting="quadratic")), 4)
+            metrics["who_quadratic_kappa"] = round(
+                float(cohen_kappa(truth_c, predicted_c, (0, 1, 2), weighting="quadratic")), 4
+            )
     return {k: (round(v, 4) if math.isfinite(v) else -1.0) for k, v in metrics.items()}
 
 
@@ -657,15 +824,24 @@ def who_categories_pair(outcome: FilmOutcome, reference: ReferenceData) -> tuple
     the comparison isolates the estimator.
     """
     calibration = reference.calibration(
-        reference.lumbar.model_calibration, reference.lumbar.site_manufacturer, MeasurementSite.LUMBAR_L1_L4
+        reference.lumbar.model_calibration,
+        reference.lumbar.site_manufacturer,
+        MeasurementSite.LUMBAR_L1_L4,
     )
     sex = outcome.record.sex if outcome.record.sex in ("F", "M") else "F"
-    young = reference.young_adult(reference.lumbar.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex)
+    young = reference.young_adult(
+        reference.lumbar.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex
+    )
 
     def category(values: dict[str, float]) -> int:
         measures = [
-            VertebraMeasure(Vertebra(b), calibration.apply(values[b]), t_score(calibration.apply(values[b]), young))
-            for b in MEASURED if b in values
+            VertebraMeasure(
+                Vertebra(b),
+                calibration.apply(values[b]),
+                t_score(calibration.apply(values[b]), young),
+            )
+            for b in MEASURED
+            if b in values
         ]
         summary = combine_lumbar(measures, young)
         return _CATEGORY_INDEX[summary.category.value] if summary.category else 1
