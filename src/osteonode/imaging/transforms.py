@@ -135,7 +135,8 @@ def resize_with_scale(
     scale_map = ScaleMap(source_shape=(image.shape[0], image.shape[1]), target_shape=target)
     if target == scale_map.source_shape:
         return image.astype(np.float32, copy=True), scale_map
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    # np.require copies read-only input (e.g. pixels of a decoded dataset): torch wants it writable.
+    tensor = torch.from_numpy(np.require(image, np.float32, ["C", "W"]))[None, None]
     resized = F.interpolate(
         tensor, size=target, mode="bilinear", align_corners=False, antialias=True
     )
