@@ -32,7 +32,7 @@ from osteonode.signals import stop_on_signals
 from osteonode.store.db import Database
 from osteonode.store.deliveries import undelivered_by_destination
 from osteonode.store.queue import reclaim_expired_leases
-from osteonode.store.retention import purge_spool
+from osteonode.store.retention import purge_spool, remove_orphan_files
 from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
 from osteonode.worker import Worker
@@ -192,11 +192,15 @@ class Node:
         return reclaimed
 
     def purge_spool(self) -> None:
-        """Delete received files older than the retention period whose work is finished."""
+        """Delete finished work past the retention period and files a crash left without a row."""
         retention = timedelta(days=self.config.storage.retention_days)
         with self.database.session() as session:
             report = purge_spool(session, self.spool, retention, utc_now())
         log.info("spool_purged", **dataclasses.asdict(report))
+        with self.database.session() as session:
+            orphans = remove_orphan_files(session, self.spool)
+        if orphans:
+            log.info("orphan_spool_files_removed", files=orphans)
 
     def _warn_of_unknown_destinations(self) -> None:
         # Deliveries queued for a destination since removed from the configuration are never

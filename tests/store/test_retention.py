@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from osteonode.store.db import Database
 from osteonode.store.queue import Receipt, claim_job, mark_done, mark_routed, record_receipt
-from osteonode.store.retention import purge_spool
+from osteonode.store.retention import purge_spool, remove_orphan_files
 from osteonode.store.spool import Spool
 from osteonode.store.tables import (
     Delivery,
@@ -139,3 +141,39 @@ def test_purge_tolerates_a_file_already_gone(database: Database, spool: Spool) -
 def test_negative_retention_is_refused(database: Database, spool: Spool) -> None:
     with database.session() as session, pytest.raises(ValueError, match="negative"):
         purge_spool(session, spool, timedelta(days=-1))
+
+
+def _age(spool: Spool, relative: str | Path, hours: float) -> None:
+    stamp = (utc_now() - timedelta(hours=hours)).timestamp()
+    os.utime(spool.path(relative), (stamp, stamp))
+
+
+def test_file_a_crash_left_without_a_row_is_removed_after_the_grace_period(
+    database: Database, spool: Spool
+) -> None:
+    kept = receive_file(database, spool)
+    _age(spool, kept.spool_path, hours=5)
+    old_orphan = spool.store_incoming(new_uid(), b"DICM never acknowledged")
+    _age(spool, old_orphan, hours=2)
+    young_orphan = spool.write_outgoing(new_uid(), b"result whose row is being committed")
+
+    with database.session() as session:
+        removed = remove_orphan_files(session, spool)
+
+    assert removed == 1
+    assert not spool.path(old_orphan).exists()
+    assert spool.path(young_orphan).exists()
+    assert spool.path(kept.spool_path).exists()
+
+
+def test_result_files_of_queued_deliveries_are_not_orphans(
+    database: Database, spool: Spool
+) -> None:
+    receipt = receive_file(database, spool)
+    job = finish_job(database, receipt.sop_instance_uid)
+    result_file = add_delivery(database, spool, job, DeliveryState.PENDING)
+    _age(spool, result_file, hours=3)
+
+    with database.session() as session:
+        assert remove_orphan_files(session, spool) == 0
+    assert spool.path(result_file).exists()

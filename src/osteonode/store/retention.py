@@ -7,6 +7,11 @@ failed) and every delivery of its results is finished (sent or dead). The rows s
 
 Files are deleted before the row is marked: a crash in between leaves a row that the next purge
 handles again (deleting a missing file is not an error), never a file that no row points to.
+
+The other way round, a crash between publishing a file and committing its row leaves a file that no
+row points to: a received image whose C-STORE was never acknowledged (the sender sends it again) or
+a result object whose delivery was never queued (the job runs again). :func:`remove_orphan_files`
+deletes such files once they are older than a grace period far longer than any write-to-commit gap.
 """
 
 from __future__ import annotations
@@ -31,9 +36,13 @@ from osteonode.store.tables import (
     utc_now,
 )
 
-__all__ = ["PurgeReport", "purge_spool"]
+__all__ = ["ORPHAN_GRACE", "PurgeReport", "purge_spool", "remove_orphan_files"]
 
 log = structlog.get_logger(__name__)
+
+#: Age after which a spool file that no database row references counts as orphaned. A file is
+#: published milliseconds before its row is committed; an hour leaves room for any slow commit.
+ORPHAN_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +173,58 @@ def purge_spool(
         kept_unfinished=report.kept_unfinished,
     )
     return report
+
+
+def remove_orphan_files(
+    session: Session,
+    spool: Spool,
+    grace: timedelta = ORPHAN_GRACE,
+    now: datetime | None = None,
+) -> int:
+    """Delete spool files that no instance or delivery references and that are older than ``grace``.
+
+    Parameters
+    ----------
+    session: sqlalchemy.orm.Session
+        Open session (read only).
+    spool: Spool
+        The spool holding the files.
+    grace: datetime.timedelta
+        Minimum age of a file before it may be removed.
+    now: datetime.datetime | None
+        Current time (aware); now by default.
+
+    Returns
+    -------
+    int
+        Number of files deleted.
+
+    Raises
+    ------
+    ValueError
+        If ``grace`` is negative or ``now`` is naive.
+    """
+    if not isinstance(spool, Spool):
+        raise TypeError(f"spool must be a Spool, got {type(spool).__name__}")
+    if not isinstance(grace, timedelta):
+        raise TypeError(f"grace must be a timedelta, got {type(grace).__name__}")
+    if grace < timedelta(0):
+        raise ValueError(f"grace must not be negative, got {grace}")
+    if now is None:
+        now = utc_now()
+    elif now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be timezone-aware, got {now.isoformat()}")
+    # Listed before the rows are read: a file published after the listing is not looked at, and
+    # one whose row is committed after the query is too young to be removed.
+    files = spool.published_files()
+    referenced = set(session.scalars(select(Instance.spool_path)).all())
+    referenced.update(session.scalars(select(Delivery.spool_path)).all())
+    cutoff = (now - grace).timestamp()
+    removed = 0
+    for relative, modified in files:
+        if relative.as_posix() in referenced or modified >= cutoff:
+            continue
+        if spool.delete(relative):
+            removed += 1
+            log.warning("orphan_spool_file_removed", path=relative.as_posix())
+    return removed

@@ -260,6 +260,23 @@ class Spool:
         except OSError as error:
             raise SpoolError(f"spool {str(self.root)!r} is not writable: {error}") from error
 
+    def published_files(self) -> list[tuple[Path, float]]:
+        """Return every published file (relative path) with its modification time (epoch seconds).
+
+        Temporary files are not included (see :meth:`stray_temporary_files`).
+        """
+        files = []
+        for area in (INCOMING_DIR, OUTGOING_DIR):
+            directory = self.root / area
+            if not directory.exists():
+                continue
+            for path in directory.rglob(f"*{FILE_SUFFIX}"):
+                if path.name.startswith(_TEMP_PREFIX):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    files.append((path.relative_to(self.root), path.stat().st_mtime))
+        return sorted(files)
+
     def stray_temporary_files(self) -> list[Path]:
         """Return temporary files left by writes a crash interrupted (relative paths).
 
