@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from osteonode.bone import WhoCategory
 from osteonode.config import ChestSettings, IntendedUsePolicy
 from osteonode.imaging.pixels import load_radiograph
-from osteonode.pipelines.base import OutsideIntendedUse
+from osteonode.pipelines.base import Category, OutsideIntendedUse
 from osteonode.pipelines.chest import InferencePrecision, Stage, final_category
 
 HIGH, LOW = 4.0, -4.0  # logits: probability 0.982 and 0.018
@@ -27,7 +27,7 @@ def test_osteoporosis_from_stage_1_leaves_stage_2_not_run(
     pipeline = make_pipeline(logits={Stage.OSTEOPOROSIS: HIGH, Stage.LOW_BONE_MASS: HIGH})
     analysis = pipeline.analyse(load_radiograph(chest_dataset))
     result = analysis.result
-    assert result.evaluable and result.category is WhoCategory.OSTEOPOROSIS
+    assert result.evaluable and result.category is Category.OSTEOPOROSIS
     stage1, stage2 = result.findings
     assert stage1.name == "Stage 1: osteoporosis" and stage1.osteoporosis_present is True
     assert stage1.probability == pytest.approx(logistic(HIGH), abs=1e-5)
@@ -37,10 +37,10 @@ def test_osteoporosis_from_stage_1_leaves_stage_2_not_run(
 
 
 @pytest.mark.parametrize(
-    ("stage2_logit", "expected"), [(HIGH, WhoCategory.LOW_BONE_MASS), (LOW, WhoCategory.NORMAL)]
+    ("stage2_logit", "expected"), [(HIGH, Category.LOW_BONE_MASS), (LOW, Category.NORMAL)]
 )
 def test_stage_2_decides_between_low_bone_mass_and_normal(
-    make_pipeline, chest_dataset: Dataset, stage2_logit: float, expected: WhoCategory
+    make_pipeline, chest_dataset: Dataset, stage2_logit: float, expected: Category
 ) -> None:
     pipeline = make_pipeline(logits={Stage.OSTEOPOROSIS: LOW, Stage.LOW_BONE_MASS: stage2_logit})
     analysis = pipeline.analyse(load_radiograph(chest_dataset))
@@ -62,7 +62,7 @@ def test_configured_thresholds_decide_and_are_recorded(
         logits={Stage.OSTEOPOROSIS: LOW, Stage.LOW_BONE_MASS: LOW}, settings=settings
     )
     result = pipeline.run(load_radiograph(chest_dataset))
-    assert result.category is WhoCategory.OSTEOPOROSIS
+    assert result.category is Category.OSTEOPOROSIS
     assert [finding.threshold for finding in result.findings] == [0.01, 0.3]
     parameters = dict(result.model.parameters)
     assert parameters["stage1_threshold"] == "0.01" and parameters["stage2_threshold"] == "0.3"

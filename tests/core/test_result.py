@@ -10,6 +10,7 @@ import pytest
 from osteonode.bone import Laterality, WhoCategory
 from osteonode.config import PipelineName
 from osteonode.pipelines.base import (
+    Category,
     Finding,
     FindingSite,
     ModelIdentity,
@@ -29,10 +30,11 @@ def hip_result(**changes) -> Result:
         source=SOURCE,
         model=DEMO,
         evaluable=True,
-        category=WhoCategory.OSTEOPOROSIS,
+        category=Category.OSTEOPOROSIS,
         findings=(
             Finding("Right hip", FindingSite.HIP, Laterality.RIGHT, probability=0.82, threshold=0.5,
-                    osteoporosis_present=True, region=Region.box(2, 3, 12, 20)),
+                    osteoporosis_present=True, category=Category.OSTEOPOROSIS,
+                    region=Region.box(2, 3, 12, 20)),
             Finding("Left hip", FindingSite.HIP, Laterality.LEFT, evaluable=False, included=False,
                     reason="prosthesis in the field"),
         ),
@@ -50,6 +52,39 @@ def test_result_survives_a_json_round_trip():
     assert again.to_dict() == result.to_dict()
     assert again.findings[0].region.points[2] == (12, 20)
     assert again.findings[1].laterality is Laterality.LEFT
+    assert again.category is Category.OSTEOPOROSIS
+
+
+def test_a_not_osteoporotic_hip_result_reads_back_as_not_osteoporosis_and_no_who_category():
+    negative = Finding("Right hip", FindingSite.HIP, Laterality.RIGHT, probability=0.2, threshold=0.5,
+                       osteoporosis_present=False, category=Category.NOT_OSTEOPOROSIS)
+    result = hip_result(category=Category.NOT_OSTEOPOROSIS, findings=(negative,))
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["category"] == data["findings"][0]["category"] == "not_osteoporosis"
+    again = Result.from_dict(data)
+    assert again.category is Category.NOT_OSTEOPOROSIS and again.category.who is None
+    assert again.findings[0].category is Category.NOT_OSTEOPOROSIS
+
+
+def test_stored_who_categories_read_back_as_the_same_answer():
+    data = hip_result().to_dict()
+    for who in WhoCategory:
+        data["category"] = who.value
+        again = Result.from_dict(data)
+        assert again.category is Category.from_who(who) and again.category.who is who
+
+
+def test_result_categories_must_be_the_result_type_not_a_bare_who_category():
+    with pytest.raises(TypeError, match="Category.from_who"):
+        hip_result(category=WhoCategory.OSTEOPOROSIS)
+    with pytest.raises(TypeError, match="Category"):
+        Finding("L1", FindingSite.L1, category="normal")
+
+
+def test_a_finding_whose_presence_contradicts_its_answer_is_refused():
+    with pytest.raises(ValueError, match="contradicts"):
+        Finding("Left hip", FindingSite.HIP, Laterality.LEFT, osteoporosis_present=True,
+                category=Category.NOT_OSTEOPOROSIS)
 
 
 def test_synthetic_models_always_carry_the_not_for_diagnostic_use_line():

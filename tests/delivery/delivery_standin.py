@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from osteonode.bone import WhoCategory
 from osteonode.config import PipelineName, load_config
 from osteonode.imaging.pixels import Radiograph
-from osteonode.pipelines.base import ModelIdentity, Result, SourceImage
+from osteonode.pipelines.base import Category, ModelIdentity, Result, SourceImage
 
 STAND_IN_MODEL = ModelIdentity(
     "stand-in-lumbar", "1.0", "none", synthetic=True, diagnostic_use=False
@@ -59,7 +58,7 @@ class StandInLumbarPipeline:
             source,
             STAND_IN_MODEL,
             evaluable=True,
-            category=WhoCategory.OSTEOPOROSIS,
+            category=Category.OSTEOPOROSIS,
             t_score=-rows / 100,
             heatmap=heatmap.astype(np.float32),
         )

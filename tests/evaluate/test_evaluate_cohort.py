@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from osteonode.bone import Laterality, Sex, WhoCategory
+from osteonode.bone import Laterality, Sex
 from osteonode.config import PipelineName
 from osteonode.evaluate.cohort import CohortError, CohortRow, predictions_from_result, read_cohort_rows
 from osteonode.evaluate.predictions import NOT_OSTEOPOROSIS, Status
-from osteonode.pipelines.base import Finding, FindingSite, ModelIdentity, Region, Result, SourceImage
+from osteonode.pipelines.base import Category, Finding, FindingSite, ModelIdentity, Region, Result, SourceImage
 
 SOURCE = SourceImage("1.2.840.10008.5.1.4.1.1.1", "1.2.3.4", "1.2.3", "1.2.3.1", rows=64, columns=64)
 MODEL = ModelIdentity("demo", "1", "test", synthetic=True, diagnostic_use=False)
@@ -25,7 +26,7 @@ def row(**changes) -> CohortRow:
 
 
 def test_lumbar_result_gives_category_and_l1_l4_bmd():
-    result = Result(PipelineName.LUMBAR, SOURCE, MODEL, evaluable=True, category=WhoCategory.LOW_BONE_MASS,
+    result = Result(PipelineName.LUMBAR, SOURCE, MODEL, evaluable=True, category=Category.LOW_BONE_MASS,
                     t_score=-1.8, findings=(Finding("L1-L4", FindingSite.LUMBAR_SPINE, bmd_g_cm2=0.83),))
     [prediction] = predictions_from_result(row(), PipelineName.LUMBAR, result)
     assert (prediction.truth_category, prediction.predicted_category) == ("osteoporosis", "low_bone_mass")
@@ -34,7 +35,7 @@ def test_lumbar_result_gives_category_and_l1_l4_bmd():
 
 
 def test_chest_result_gives_both_stage_probabilities():
-    result = Result(PipelineName.CHEST, SOURCE, MODEL, evaluable=True, category=WhoCategory.NORMAL, findings=(
+    result = Result(PipelineName.CHEST, SOURCE, MODEL, evaluable=True, category=Category.NORMAL, findings=(
         Finding("Stage 1: osteoporosis", FindingSite.CHEST, probability=0.2, threshold=0.5,
                 osteoporosis_present=False),
         Finding("Stage 2: low bone mass", FindingSite.CHEST, probability=0.3, threshold=0.5),
@@ -45,7 +46,7 @@ def test_chest_result_gives_both_stage_probabilities():
 
 
 def test_hip_result_gives_one_row_per_side_and_keeps_an_unassessed_side_as_an_exclusion():
-    result = Result(PipelineName.HIP, SOURCE, MODEL, evaluable=True, category=WhoCategory.OSTEOPOROSIS, findings=(
+    result = Result(PipelineName.HIP, SOURCE, MODEL, evaluable=True, category=Category.OSTEOPOROSIS, findings=(
         Finding("Right hip", FindingSite.HIP, Laterality.RIGHT, probability=0.9, threshold=0.5,
                 osteoporosis_present=True, region=Region.box(1, 1, 20, 30)),
         Finding("Left hip", FindingSite.HIP, Laterality.LEFT, evaluable=False, included=False,
@@ -91,3 +92,52 @@ def test_a_cohort_without_a_file_column_is_refused(tmp_path):
         read_cohort_rows(cohort)
     with pytest.raises(CohortError, match="cannot read"):
         read_cohort_rows(tmp_path / "missing.csv")
+
+
+def _hip_result(right: float, left: float) -> Result:
+    findings = tuple(
+        Finding(name, FindingSite.HIP, side, probability=p, threshold=0.5, osteoporosis_present=p >= 0.5,
+                category=Category.OSTEOPOROSIS if p >= 0.5 else Category.NOT_OSTEOPOROSIS)
+        for name, side, p in (("Right hip", Laterality.RIGHT, right), ("Left hip", Laterality.LEFT, left))
+    )
+    film = Category.OSTEOPOROSIS if max(right, left) >= 0.5 else Category.NOT_OSTEOPOROSIS
+    return Result(PipelineName.HIP, SOURCE, MODEL, evaluable=True, category=film, findings=findings)
+
+
+def test_hip_predictions_say_not_osteoporosis_and_validate_as_a_two_class_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from osteonode.cli import app
+    from osteonode.evaluate.predictions import write_predictions
+
+    # (right truth, left truth, right probability, left probability); truth as the cohort gives it.
+    films = [("osteoporosis", "low_bone_mass", 0.9, 0.2), ("normal", "not_osteoporosis", 0.7, 0.1),
+             ("osteoporosis", "osteoporosis", 0.3, 0.8), ("low_bone_mass", "normal", 0.4, 0.2)]
+    predictions = []
+    for index, (right_truth, left_truth, right, left) in enumerate(films):
+        cohort_row = row(id=f"2.25.{index}", side_truth={Laterality.RIGHT: right_truth, Laterality.LEFT: left_truth})
+        predictions += predictions_from_result(cohort_row, PipelineName.HIP, _hip_result(right, left))
+    assert [(p.truth_category, p.predicted_category) for p in predictions[:2]] == [
+        ("osteoporosis", "osteoporosis"), (NOT_OSTEOPOROSIS, NOT_OSTEOPOROSIS)]
+    assert {p.predicted_category for p in predictions} == {"osteoporosis", "not_osteoporosis"}
+    assert {p.truth_category for p in predictions} == {"osteoporosis", "not_osteoporosis"}
+
+    path = write_predictions(predictions, tmp_path / "predictions.csv")
+    out = tmp_path / "report"
+    outcome = CliRunner().invoke(app, ["validate", "--predictions", str(path), "--out", str(out),
+                                       "--bootstrap", "50"])
+    assert outcome.exit_code == 0, outcome.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["labels"] == ["not_osteoporosis", "osteoporosis"]
+    # Rows truth, columns prediction: 4 true negatives, 1 false positive, 1 false negative, 2 hits.
+    assert metrics["classification"]["confusion_matrix"] == [[4, 1], [1, 2]]
+    assert [entry["label"] for entry in metrics["classification"]["per_class"]] == [
+        "not_osteoporosis", "osteoporosis"]
+
+
+def test_a_hip_cohort_may_give_its_side_truth_as_not_osteoporosis(tmp_path):
+    cohort = tmp_path / "cohort.csv"
+    cohort.write_text("file,sex,age,right_category,left_t_score\na.dcm,F,70,not_osteoporosis,-2.8\n")
+    [cohort_row] = read_cohort_rows(cohort)
+    assert cohort_row.problem is None
+    assert cohort_row.side_truth == {Laterality.RIGHT: NOT_OSTEOPOROSIS, Laterality.LEFT: "osteoporosis"}

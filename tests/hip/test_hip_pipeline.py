@@ -9,14 +9,13 @@ import pytest
 from hip_cases import side
 from pydicom.dataset import Dataset
 
-from osteonode.bone import Laterality, WhoCategory
+from osteonode.bone import Laterality
 from osteonode.config import HipSettings, IntendedUsePolicy
 from osteonode.imaging import load_radiograph
 from osteonode.nets.femur_locator import SideState
 from osteonode.phantoms import PhantomRecord
-from osteonode.pipelines.base import FindingSite, OutsideIntendedUse
+from osteonode.pipelines.base import Category, FindingSite, OutsideIntendedUse
 from osteonode.pipelines.hip import (
-    NOT_OSTEOPOROSIS_STAND_IN,
     HipGeometry,
     HipPipeline,
     _sides_from_image_laterality,
@@ -112,7 +111,7 @@ def test_result_has_one_finding_per_side_with_crop_outline_and_heatmap(
         measured = [f for f in result.findings if f.evaluable]
         assert all(f.threshold == 0.5 and f.probability is not None for f in measured)
         worst = max(f.probability for f in measured)
-        expected = WhoCategory.OSTEOPOROSIS if worst >= 0.5 else NOT_OSTEOPOROSIS_STAND_IN
+        expected = Category.OSTEOPOROSIS if worst >= 0.5 else Category.NOT_OSTEOPOROSIS
         assert result.category is expected
 
 
@@ -145,16 +144,36 @@ def test_the_film_answer_is_the_worse_side(
         side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)),
     )
     low = fixed_pipeline(locations, threshold=0.999).run(radiograph)
-    assert low.category is NOT_OSTEOPOROSIS_STAND_IN
-    assert all(f.osteoporosis_present is False and f.category is None for f in low.findings)
-    assert any("stands for 'not osteoporosis'" in note for note in low.notes)
-    high = fixed_pipeline(locations, threshold=0.001).run(radiograph)
-    assert high.category is WhoCategory.OSTEOPOROSIS
+    assert low.category is Category.NOT_OSTEOPOROSIS
     assert all(
-        f.osteoporosis_present and f.category is WhoCategory.OSTEOPOROSIS for f in high.findings
+        f.osteoporosis_present is False and f.category is Category.NOT_OSTEOPOROSIS
+        for f in low.findings
+    )
+    high = fixed_pipeline(locations, threshold=0.001).run(radiograph)
+    assert high.category is Category.OSTEOPOROSIS
+    assert all(
+        f.osteoporosis_present and f.category is Category.OSTEOPOROSIS for f in high.findings
     )
     # The crop outline is the box in SCOORD (corner-origin) coordinates.
     assert high.findings[0].region.points[0] == (20.5, 60.5)
+
+
+def test_one_osteoporotic_side_makes_the_film_osteoporotic_and_the_other_side_stays_not(
+    hip_records: list[PhantomRecord], fixed_pipeline
+) -> None:
+    radiograph = load_radiograph(hip_records[0].file)
+    locations = (
+        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)),
+        side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)),
+    )
+    probe = fixed_pipeline(locations).run(radiograph)
+    probabilities = [f.probability for f in probe.findings]
+    assert probabilities[0] != probabilities[1]
+    # A threshold between the two sides: the higher one is osteoporotic, the lower one is not.
+    result = fixed_pipeline(locations, threshold=sum(probabilities) / 2).run(radiograph)
+    by_probability = sorted(result.findings, key=lambda f: f.probability)
+    assert [f.category for f in by_probability] == [Category.NOT_OSTEOPOROSIS, Category.OSTEOPOROSIS]
+    assert result.category is Category.OSTEOPOROSIS
 
 
 def test_heatmap_stays_inside_the_evaluable_crops(

@@ -10,11 +10,10 @@ import pydicom
 from fixtures.peers import make_radiograph
 from sqlalchemy import select
 
-from osteonode.bone import WhoCategory
 from osteonode.config import NodeConfig, PipelineName
 from osteonode.dicom.scp import IngestActivity
 from osteonode.imaging.pixels import Radiograph
-from osteonode.pipelines.base import ModelIdentity, OutsideIntendedUse, Result, SourceImage
+from osteonode.pipelines.base import Category, ModelIdentity, OutsideIntendedUse, Result, SourceImage
 from osteonode.store.db import Database
 from osteonode.store.queue import Receipt, claim_job, record_receipt
 from osteonode.store.spool import Spool
@@ -36,7 +35,7 @@ class RowCountingPipeline:
         source = SourceImage(uids.sop_class_uid, uids.sop_instance_uid, uids.study_instance_uid,
                              uids.series_instance_uid, rows, columns)
         return Result(PipelineName.LUMBAR, source, STAND_IN, evaluable=True,
-                      category=WhoCategory.OSTEOPOROSIS, t_score=-rows / 100)
+                      category=Category.OSTEOPOROSIS, t_score=-rows / 100)
 
 
 class BrokenPipeline:
@@ -105,7 +104,7 @@ def test_installed_pipeline_runs_right_after_routing_and_its_result_is_kept(
         stored = session.scalars(select(ResultRow)).one()
         assert (stored.pipeline, stored.model_name, stored.model_version) == ("lumbar", "stand-in", "1")
         assert stored.payload["t_score"] == -3.0
-        assert Result.from_dict(stored.payload).category is WhoCategory.OSTEOPOROSIS
+        assert Result.from_dict(stored.payload).category is Category.OSTEOPOROSIS
 
 
 def test_film_outside_intended_use_is_skipped_with_the_pipeline_reason(

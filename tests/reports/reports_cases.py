@@ -14,10 +14,11 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from osteonode.bone import Laterality, WhoCategory
+from osteonode.bone import Laterality
 from osteonode.config import PipelineName
 from osteonode.imaging.pixels import Radiograph, load_radiograph
 from osteonode.pipelines.base import (
+    Category,
     Finding,
     FindingSite,
     ModelIdentity,
@@ -157,7 +158,7 @@ def lumbar_case(directory: Path) -> Case:
             FindingSite.L1,
             bmd_g_cm2=0.812,
             t_score=-2.1,
-            category=WhoCategory.LOW_BONE_MASS,
+            category=Category.LOW_BONE_MASS,
             region=_vertebra(80),
         ),
         Finding(
@@ -165,7 +166,7 @@ def lumbar_case(directory: Path) -> Case:
             FindingSite.L2,
             bmd_g_cm2=0.745,
             t_score=-2.7,
-            category=WhoCategory.OSTEOPOROSIS,
+            category=Category.OSTEOPOROSIS,
             region=_vertebra(128),
         ),
         Finding(
@@ -175,7 +176,7 @@ def lumbar_case(directory: Path) -> Case:
             reason="T-score differs by more than 1.0 from its neighbours",
             bmd_g_cm2=0.951,
             t_score=-0.9,
-            category=WhoCategory.NORMAL,
+            category=Category.NORMAL,
             region=_vertebra(176),
         ),
         Finding(
@@ -183,7 +184,7 @@ def lumbar_case(directory: Path) -> Case:
             FindingSite.L4,
             bmd_g_cm2=0.760,
             t_score=-2.6,
-            category=WhoCategory.OSTEOPOROSIS,
+            category=Category.OSTEOPOROSIS,
             region=_vertebra(224),
         ),
         Finding(
@@ -191,7 +192,7 @@ def lumbar_case(directory: Path) -> Case:
             FindingSite.LUMBAR_SPINE,
             bmd_g_cm2=0.772,
             t_score=-2.5,
-            category=WhoCategory.OSTEOPOROSIS,
+            category=Category.OSTEOPOROSIS,
             region=Region(((128.0, 80.0), (128.5, 170.0), (128.0, 258.0)), closed=False),
         ),
     )
@@ -201,7 +202,7 @@ def lumbar_case(directory: Path) -> Case:
         pipeline=PipelineName.LUMBAR,
         model=SYNTHETIC_MODEL,
         evaluable=True,
-        category=WhoCategory.OSTEOPOROSIS,
+        category=Category.OSTEOPOROSIS,
         t_score=-2.5,
         findings=findings,
         notes=("WHO categories assume a postmenopausal woman or a man aged 50 or over",),
@@ -225,7 +226,7 @@ def chest_case(directory: Path) -> Case:
             FindingSite.CHEST,
             probability=0.72,
             threshold=0.5,
-            category=WhoCategory.LOW_BONE_MASS,
+            category=Category.LOW_BONE_MASS,
         ),
     )
     return _case(
@@ -234,7 +235,7 @@ def chest_case(directory: Path) -> Case:
         pipeline=PipelineName.CHEST,
         model=RESEARCH_MODEL,
         evaluable=True,
-        category=WhoCategory.LOW_BONE_MASS,
+        category=Category.LOW_BONE_MASS,
         findings=findings,
     )
 
@@ -250,7 +251,7 @@ def hip_case(directory: Path) -> Case:
             probability=0.81,
             threshold=0.5,
             osteoporosis_present=True,
-            category=WhoCategory.OSTEOPOROSIS,
+            category=Category.OSTEOPOROSIS,
             region=Region.box(20.0, 150.0, 110.0, 290.0),
         ),
         Finding(
@@ -269,9 +270,40 @@ def hip_case(directory: Path) -> Case:
         pipeline=PipelineName.HIP,
         model=DIAGNOSTIC_MODEL,
         evaluable=True,
-        category=WhoCategory.OSTEOPOROSIS,
+        category=Category.OSTEOPOROSIS,
         findings=findings,
         heatmap=_blob(220, 65, 25),
+    )
+
+
+def hip_negative_case(directory: Path) -> Case:
+    """Both sides below the two-class hip method's threshold: "not osteoporosis", no WHO category."""
+    ds = source_dataset(modality="DX", projection_descriptors=True, seed=5)
+    findings = tuple(
+        Finding(
+            name,
+            FindingSite.HIP,
+            laterality=laterality,
+            probability=probability,
+            threshold=0.5,
+            osteoporosis_present=False,
+            category=Category.NOT_OSTEOPOROSIS,
+            region=Region.box(column0, 150.0, column0 + 90.0, 290.0),
+        )
+        for name, laterality, probability, column0 in (
+            ("Right hip", Laterality.RIGHT, 0.23, 20.0),
+            ("Left hip", Laterality.LEFT, 0.41, 146.0),
+        )
+    )
+    return _case(
+        directory,
+        ds,
+        pipeline=PipelineName.HIP,
+        model=DIAGNOSTIC_MODEL,
+        evaluable=True,
+        category=Category.NOT_OSTEOPOROSIS,
+        findings=findings,
+        heatmap=_blob(220, 190, 25),
     )
 
 
@@ -302,5 +334,6 @@ CASES = {
     "lumbar": lumbar_case,
     "chest": chest_case,
     "hip": hip_case,
+    "hip_negative": hip_negative_case,
     "not_evaluable": not_evaluable_case,
 }

@@ -8,7 +8,7 @@ import pytest
 from pydicom.sr.codedict import codes as dictionary
 
 from osteonode.bone import Laterality, WhoCategory
-from osteonode.pipelines.base import FindingSite
+from osteonode.pipelines.base import Category, FindingSite
 from osteonode.reports import codes
 
 
@@ -67,9 +67,20 @@ def test_every_finding_site_side_and_category_has_a_code() -> None:
     }
     assert codes.laterality_code(Laterality.LEFT) == codes.LEFT
     assert codes.laterality_code(Laterality.RIGHT) == codes.RIGHT
-    assert codes.category_code(WhoCategory.OSTEOPOROSIS).value == "64859006"
-    assert codes.category_code(WhoCategory.LOW_BONE_MASS).value == "312894000"
-    assert codes.category_code(WhoCategory.NORMAL).value == "17621005"
+    assert codes.category_code(Category.OSTEOPOROSIS).value == "64859006"
+    assert codes.category_code(Category.LOW_BONE_MASS).value == "312894000"
+    assert codes.category_code(Category.NORMAL).value == "17621005"
+
+
+def test_not_osteoporosis_is_encoded_as_osteoporosis_absent_never_as_a_who_code() -> None:
+    assert codes.category_evaluation(Category.NOT_OSTEOPOROSIS) == (codes.OSTEOPOROSIS, codes.ABSENT)
+    with pytest.raises(ValueError, match="no WHO category"):
+        codes.category_code(Category.NOT_OSTEOPOROSIS)
+    for who in WhoCategory:
+        assert codes.category_evaluation(Category.from_who(who)) == (
+            codes.CLASSIFICATION,
+            codes.category_code(Category.from_who(who)),
+        )
 
 
 def test_vertebrae_use_lumbar_and_hips_use_femur_observables() -> None:

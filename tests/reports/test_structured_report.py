@@ -190,6 +190,32 @@ def test_hip_round_trip_gives_back_sides_and_the_reason_one_is_not_evaluable(rep
     np.testing.assert_allclose(left.roi.value[0], left.roi.value[-1])
 
 
+def _coded_values(ds: Dataset) -> set[str]:
+    """Every code value of every CODE item in the content tree."""
+    found: set[str] = set()
+    for item in ds.get("ContentSequence", []):
+        found.update(concept.CodeValue for concept in item.get("ConceptCodeSequence", []))
+        found |= _coded_values(item)
+    return found
+
+
+@pytest.mark.parametrize("storage", list(SrStorage))
+def test_a_hip_film_without_osteoporosis_says_osteoporosis_absent_and_claims_no_who_category(
+    reports: dict, storage: SrStorage
+) -> None:
+    path = reports[("hip_negative", storage)]
+    groups = _groups(path)
+    for name in (OVERALL_TRACKING_IDENTIFIER, "Right hip", "Left hip"):
+        assert _evaluation(groups[name], codes.OSTEOPOROSIS) == codes.ABSENT, name
+        assert groups[name].get_qualitative_evaluations(name=codes.CLASSIFICATION) == [], name
+    values = _coded_values(hd.sr.srread(path))
+    assert codes.ABSENT.value in values
+    assert not values & {codes.OSTEOPENIA.value, codes.NORMAL.value, codes.OSTEOPOROSIS.value}
+    text = rendered_text(path)
+    assert text.count("Osteoporosis: Absent (272519000, SCT)") == 3  # the film and both sides
+    assert "Osteopenia" not in text and "Normal (17621005" not in text
+
+
 def test_a_film_that_is_not_evaluable_says_so_and_why(
     cases: dict[str, Case], reports: dict
 ) -> None:

@@ -40,6 +40,19 @@ def test_hip_banner_says_which_side_could_not_be_assessed(cases: dict[str, Case]
     assert not any("diagnostic use" in line for line in lines)
 
 
+def test_hip_banner_without_osteoporosis_says_not_osteoporosis_and_no_who_category(
+    cases: dict[str, Case],
+) -> None:
+    result = cases["hip_negative"].result
+    lines = banner_lines(result)
+    text = "\n".join(lines)
+    assert lines[0] == "Not osteoporosis"
+    assert "Right hip p 23% (cut-off 50%) not osteoporosis" in text
+    assert "Left hip p 41% (cut-off 50%) not osteoporosis" in text
+    assert "osteopenia" not in text.lower() and "normal" not in text.lower()
+    assert "Result: Not osteoporosis" in summary_text(result)
+
+
 def test_not_evaluable_banner_and_summary_give_the_reason(cases: dict[str, Case]) -> None:
     result = cases["not_evaluable"].result
     assert banner_lines(result)[0] == "Not evaluable: fewer than two of L1-L4 could be measured"

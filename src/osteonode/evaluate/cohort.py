@@ -14,7 +14,8 @@ absolute) and the site's reference values. The phantom ``cohort.csv`` is one suc
 ``bmd_l1_l4`` (lumbar, optional)
     DXA L1-L4 BMD in g/cm2, in the site's DXA calibration, for the regression figures.
 ``right_category``/``left_category`` or ``right_t_score``/``left_t_score`` (hip)
-    Per side truth; each side becomes its own row (osteoporosis vs not).
+    Per side truth (a WHO category, ``not_osteoporosis`` or a T-score); each side becomes its own
+    row, osteoporosis vs not osteoporosis.
 
 Images run in parallel worker processes, each loading the pipeline once. Every finished row is
 appended to ``predictions.partial.jsonl`` in the output folder, so an interrupted run resumes where it
@@ -46,7 +47,7 @@ from osteonode.evaluate.predictions import (
     Status,
     write_predictions,
 )
-from osteonode.pipelines.base import FindingSite, Result
+from osteonode.pipelines.base import Category, FindingSite, Result
 
 __all__ = ["JOURNAL_FILE", "CohortError", "CohortRow", "predictions_from_result", "read_cohort_rows", "run_cohort"]
 
@@ -119,7 +120,7 @@ def read_cohort_rows(path: Path) -> list[CohortRow]:
             age, bmd = _float(cells.get("age")), _float(cells.get("bmd_l1_l4"))
             for category in (truth, *sides.values()):
                 if category is not None:
-                    WhoCategory(category)
+                    Category(category)
         except ValueError as error:
             truth, sides, age, bmd, problem = None, {}, None, None, f"bad value on line {line}: {error}"
         if row_id in first_line:

@@ -49,7 +49,8 @@ from pathlib import Path
 
 import structlog
 
-from osteonode.bone import Laterality, Sex, WhoCategory
+from osteonode.bone import Laterality, Sex
+from osteonode.pipelines.base import Category
 
 __all__ = [
     "BMD_PHYSICAL_RANGE_G_CM2",
@@ -68,7 +69,7 @@ log = structlog.get_logger(__name__)
 
 PREDICTIONS_FILE = "predictions.csv"
 #: The category of a two-class method's negative answer (the hip model: osteoporosis or not).
-NOT_OSTEOPOROSIS = "not_osteoporosis"
+NOT_OSTEOPOROSIS = Category.NOT_OSTEOPOROSIS.value
 #: Areal BMD values outside this range (g/cm2) cannot be a measurement of a living skeleton.
 BMD_PHYSICAL_RANGE_G_CM2 = (0.1, 2.5)
 _AGE_RANGE_YEARS = (0.0, 130.0)
@@ -91,7 +92,7 @@ COLUMNS = (
     "truth_bmd",
     "predicted_bmd",
 )
-_CATEGORIES = (*(category.value for category in WhoCategory), NOT_OSTEOPOROSIS)
+_CATEGORIES = tuple(category.value for category in Category)
 _SEX_VALUES = {"f": Sex.FEMALE, "m": Sex.MALE, "o": Sex.OTHER, "other": Sex.OTHER, "": Sex.UNKNOWN,
                "unknown": Sex.UNKNOWN}
 _SIDE_VALUES = {"r": Laterality.RIGHT, "right": Laterality.RIGHT, "l": Laterality.LEFT,

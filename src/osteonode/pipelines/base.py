@@ -1,7 +1,7 @@
 """Plain-data results: what every pipeline returns and what the reports read.
 
-A :class:`Result` is one analysed radiograph. It holds the film's answer (category and, where the
-method gives one, a T-score), one :class:`Finding` per measurement group of the Structured Report
+A :class:`Result` is one analysed radiograph. It holds the film's answer (a :class:`Category` and,
+where the method gives one, a T-score), one :class:`Finding` per measurement group of the Structured Report
 (a vertebra, the L1-L4 summary, a chest stage, a hip side), the model that produced it, notes on
 intended use, and the Grad-CAM heat-map at the source image's size. It carries no torch tensors
 and no DICOM encoding, so reports, the database and ``osteonode analyze --json`` all read the same
@@ -25,6 +25,7 @@ from osteonode.bone import Laterality, WhoCategory
 from osteonode.config import PipelineName
 
 __all__ = [
+    "Category",
     "OutsideIntendedUse",
     "Finding",
     "FindingSite",
@@ -50,6 +51,54 @@ class OutsideIntendedUse(Exception):
             raise ValueError("OutsideIntendedUse needs a reason")
         super().__init__(reason)
         self.reason = reason
+
+
+class Category(enum.StrEnum):
+    """The answer of a result or a finding: a WHO category, or a two-class method's "no".
+
+    The WHO categories (:class:`osteonode.bone.WhoCategory`) come from a T-score or a three-class
+    method; a two-class method (the hip classifier: osteoporosis or not) cannot tell normal from
+    low bone mass, and its negative answer is :attr:`NOT_OSTEOPOROSIS`, which is none of the
+    three. The WHO members share WhoCategory's values, so stored results read back unchanged.
+    """
+
+    NORMAL = WhoCategory.NORMAL.value
+    LOW_BONE_MASS = WhoCategory.LOW_BONE_MASS.value
+    """Osteopenia: -2.5 < T < -1.0."""
+    OSTEOPOROSIS = WhoCategory.OSTEOPOROSIS.value
+    NOT_OSTEOPOROSIS = "not_osteoporosis"
+    """A two-class method's negative answer: normal or low bone mass, not told apart."""
+
+    @classmethod
+    def from_who(cls, category: WhoCategory) -> Category:
+        """The answer that states a WHO category.
+
+        Raises
+        ------
+        TypeError
+            When `category` is not a WhoCategory.
+        """
+        if not isinstance(category, WhoCategory):
+            raise TypeError(f"expected a WhoCategory, got {category!r}")
+        return cls(category.value)
+
+    @property
+    def who(self) -> WhoCategory | None:
+        """The WHO category this answer states, or None for :attr:`NOT_OSTEOPOROSIS`."""
+        return None if self is Category.NOT_OSTEOPOROSIS else WhoCategory(self.value)
+
+    @property
+    def osteoporosis(self) -> bool:
+        """Whether the answer is osteoporosis."""
+        return self is Category.OSTEOPOROSIS
+
+
+def _check_category(owner: str, category: Category | None) -> None:
+    if category is not None and not isinstance(category, Category):
+        raise TypeError(
+            f"{owner}.category must be a Category or None, got {category!r}"
+            " (Category.from_who converts a WhoCategory)"
+        )
 
 
 class FindingSite(enum.StrEnum):
@@ -190,9 +239,11 @@ class Finding:
     probability, threshold
         A classifier's probability of the finding, and the threshold it was compared with.
     category
-        WHO category at this site, when the method gives one.
+        The answer at this site (a WHO category, or "not osteoporosis" from a two-class
+        method), when the method gives one.
     osteoporosis_present
-        The classifier's decision, when the method gives one.
+        The classifier's decision, when the method gives one; it must agree with a category of
+        osteoporosis or not osteoporosis.
     region
         Outline of the site on the source image.
     """
@@ -207,7 +258,7 @@ class Finding:
     t_score: float | None = None
     probability: float | None = None
     threshold: float | None = None
-    category: WhoCategory | None = None
+    category: Category | None = None
     osteoporosis_present: bool | None = None
     region: Region | None = None
 
@@ -224,6 +275,16 @@ class Finding:
             raise ValueError(f"bmd_g_cm2 must be positive, got {self.bmd_g_cm2}")
         _check_probability("probability", self.probability)
         _check_probability("threshold", self.threshold)
+        _check_category("Finding", self.category)
+        if (
+            self.osteoporosis_present is not None
+            and self.category in (Category.OSTEOPOROSIS, Category.NOT_OSTEOPOROSIS)
+            and self.osteoporosis_present != self.category.osteoporosis
+        ):
+            raise ValueError(
+                f"finding {self.name!r}: osteoporosis_present={self.osteoporosis_present}"
+                f" contradicts the category {self.category.value!r}"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,7 +304,8 @@ class Result:
     reason
         Why the film is not evaluable.
     category
-        The film's answer (WHO category or the classifier's class), None when not evaluable.
+        The film's answer (a WHO category, or "not osteoporosis" from a two-class method), None
+        when not evaluable.
     t_score
         The film's T-score where the method estimates one.
     findings
@@ -259,7 +321,7 @@ class Result:
     model: ModelIdentity
     evaluable: bool
     reason: str | None = None
-    category: WhoCategory | None = None
+    category: Category | None = None
     t_score: float | None = None
     findings: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = ()
@@ -268,6 +330,7 @@ class Result:
     def __post_init__(self) -> None:
         if not isinstance(self.pipeline, PipelineName):
             raise TypeError("Result.pipeline must be a PipelineName")
+        _check_category("Result", self.category)
         if self.evaluable and self.category is None:
             raise ValueError("an evaluable result needs a category")
         if not self.evaluable and (not self.reason or self.category is not None):
@@ -306,7 +369,7 @@ class Result:
             model=ModelIdentity(**model),
             evaluable=data["evaluable"],
             reason=data.get("reason"),
-            category=_optional(WhoCategory, data.get("category")),
+            category=_optional(Category, data.get("category")),
             t_score=data.get("t_score"),
             findings=tuple(_finding_from_dict(item) for item in data.get("findings", ())),
             notes=tuple(data.get("notes", ())),
@@ -322,7 +385,7 @@ def _finding_from_dict(data: Mapping[str, Any]) -> Finding:
     values = dict(data)
     values["site"] = FindingSite(values["site"])
     values["laterality"] = _optional(Laterality, values.get("laterality"))
-    values["category"] = _optional(WhoCategory, values.get("category"))
+    values["category"] = _optional(Category, values.get("category"))
     region = values.get("region")
     if region is not None:
         values["region"] = Region(tuple(tuple(p) for p in region["points"]), region["closed"])

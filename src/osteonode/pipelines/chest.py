@@ -50,6 +50,7 @@ from osteonode.imaging.transforms import (
     resize_with_scale,
 )
 from osteonode.pipelines.base import (
+    Category,
     Finding,
     FindingSite,
     ModelIdentity,
@@ -494,25 +495,27 @@ class ChestPipeline:
             outputs.append(self.run_stage(Stage.LOW_BONE_MASS, inputs))
         return tuple(outputs)
 
-    def decide(self, outputs: tuple[StageOutput, ...]) -> tuple[WhoCategory, tuple[Finding, ...]]:
-        """The film's category and the two stage findings."""
+    def decide(self, outputs: tuple[StageOutput, ...]) -> tuple[Category, tuple[Finding, ...]]:
+        """The film's WHO category and the two stage findings."""
         by_stage = {output.stage: output for output in outputs}
         first = by_stage[Stage.OSTEOPOROSIS]
         threshold1 = self.thresholds[Stage.OSTEOPOROSIS]
         threshold2 = self.thresholds[Stage.LOW_BONE_MASS]
         second = by_stage.get(Stage.LOW_BONE_MASS)
-        category = final_category(
-            first.probability,
-            None if second is None else second.probability,
-            threshold1,
-            threshold2,
+        category = Category.from_who(
+            final_category(
+                first.probability,
+                None if second is None else second.probability,
+                threshold1,
+                threshold2,
+            )
         )
         stage1 = Finding(
             Stage.OSTEOPOROSIS.finding_name,
             FindingSite.CHEST,
             probability=first.probability,
             threshold=threshold1,
-            osteoporosis_present=category is WhoCategory.OSTEOPOROSIS,
+            osteoporosis_present=category.osteoporosis,
         )
         if second is None:
             stage2 = Finding(

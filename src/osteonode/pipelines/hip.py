@@ -21,12 +21,9 @@ Shape: locate -> measure -> decide -> explain.
 - explain: each side's Grad-CAM, scaled by that side's probability (so a confident "no" does not
   glow like a "yes"), is pasted back onto the full film inside its crop.
 
-Film category: the classifier is two-class (osteoporosis or not) and cannot tell normal from low
-bone mass, but :class:`~osteonode.pipelines.base.Result` needs a WHO category. A film with an
-osteoporotic side is ``OSTEOPOROSIS``; otherwise the film carries :data:`NOT_OSTEOPOROSIS_STAND_IN`
-(low bone mass, the WHO class next to the decision boundary and the most common one among the
-intended population's non-osteoporotic hips) together with a note saying that it stands for "not
-osteoporosis". The per-side findings carry no WHO category, only "osteoporosis present/absent".
+Answers: the classifier is two-class and cannot tell normal from low bone mass, so a side below
+the threshold is :attr:`~osteonode.pipelines.base.Category.NOT_OSTEOPOROSIS`, never a WHO
+category; a side at or above it is ``OSTEOPOROSIS``. The film's answer is the worse side.
 
 Intended use: women aged 55 or over. A man, a woman under 55 (or unknown sex or age) is analysed
 with a note, or skipped (:class:`~osteonode.pipelines.base.OutsideIntendedUse`) under the ``skip``
@@ -48,13 +45,14 @@ import torch
 from pydicom.dataset import Dataset
 from torch import nn
 
-from osteonode.bone import Laterality, Sex, WhoCategory, who_applicability
+from osteonode.bone import Laterality, Sex, who_applicability
 from osteonode.config import HipSettings, IntendedUsePolicy, PipelineName
 from osteonode.explain import grad_cam
 from osteonode.imaging.pixels import Radiograph
 from osteonode.imaging.transforms import resize_with_scale, ztransform_2sigma
 from osteonode.nets.femur_locator import IMAGE_SIDES, FemurLocator, SideState
 from osteonode.pipelines.base import (
+    Category,
     Finding,
     FindingSite,
     OutsideIntendedUse,
@@ -69,7 +67,6 @@ __all__ = [
     "CLASSIFIER_ROLE",
     "INTENDED_MIN_AGE_YEARS",
     "LOCATOR_ROLE",
-    "NOT_OSTEOPOROSIS_STAND_IN",
     "CropWindow",
     "HipGeometry",
     "HipPipeline",
@@ -89,9 +86,6 @@ LOCATOR_ROLE = "locator"
 CLASSIFIER_ROLE = "classifier"
 #: The paper's intended population: women aged 55 or over.
 INTENDED_MIN_AGE_YEARS = 55
-#: The film category standing for the two-class answer "not osteoporosis" until Result carries a
-#: two-class outcome (see the module docstring).
-NOT_OSTEOPOROSIS_STAND_IN = WhoCategory.LOW_BONE_MASS
 #: Why a side is not evaluable, by localiser state.
 _STATE_REASONS = {
     SideState.PROSTHESIS: "hip prosthesis",
@@ -465,12 +459,6 @@ class HipPipeline:
                 findings=findings,
                 notes=tuple(notes),
             )
-        if category is NOT_OSTEOPOROSIS_STAND_IN:
-            notes.append(
-                "two-class method: no osteoporosis on either evaluable hip; it does not separate"
-                " normal from low bone mass, and the film category 'low bone mass' stands for"
-                " 'not osteoporosis'"
-            )
         log.info(
             "hip_analysed",
             sop_instance_uid=source.sop_instance_uid,
@@ -561,8 +549,11 @@ class HipPipeline:
         radiograph: Radiograph,
         locations: Sequence[SideLocation],
         measures: Sequence[SideMeasure],
-    ) -> tuple[tuple[Finding, ...], WhoCategory | None]:
-        """One finding per side (right first) and the film's category (None: no evaluable side)."""
+    ) -> tuple[tuple[Finding, ...], Category | None]:
+        """One finding per side (right first) and the film's answer (None: no evaluable side).
+
+        A side is osteoporosis or not osteoporosis; the film's answer is the worse side's.
+        """
         threshold = self.settings.threshold
         by_side = {m.location.laterality: m for m in measures}
         findings = []
@@ -592,16 +583,14 @@ class HipPipeline:
                     probability=measure.probability,
                     threshold=threshold,
                     osteoporosis_present=present,
-                    category=WhoCategory.OSTEOPOROSIS if present else None,
+                    category=_answer(present),
                     region=region,
                 )
             )
         if not measures:
             return tuple(findings), None
         worst = max(m.probability for m in measures)
-        return tuple(
-            findings
-        ), WhoCategory.OSTEOPOROSIS if worst >= threshold else NOT_OSTEOPOROSIS_STAND_IN
+        return tuple(findings), _answer(worst >= threshold)
 
     def explain(self, radiograph: Radiograph, measures: Sequence[SideMeasure]) -> np.ndarray:
         """Each side's Grad-CAM, scaled by its probability, pasted into its crop on the film."""
@@ -615,6 +604,11 @@ class HipPipeline:
             target = heatmap[window.row0 : window.row1, window.column0 : window.column1]
             np.maximum(target, pasted, out=target)
         return heatmap
+
+
+def _answer(osteoporosis: bool) -> Category:
+    """The two-class method's answer."""
+    return Category.OSTEOPOROSIS if osteoporosis else Category.NOT_OSTEOPOROSIS
 
 
 def _sides_from_image_laterality(

@@ -55,6 +55,7 @@ from osteonode.explain import grad_cam
 from osteonode.imaging.pixels import Radiograph
 from osteonode.nets.vertebrae import CROP_SIZE, VertebraCropNet, VertebraKeypointNet
 from osteonode.pipelines.base import (
+    Category,
     Finding,
     FindingSite,
     OutsideIntendedUse,
@@ -839,7 +840,7 @@ class LumbarPipeline:
                     reason=excluded.get(body),
                     bmd_g_cm2=round(measure.bmd, 3),
                     t_score=reported_t_score(measure.t_score),
-                    category=who_category(measure.t_score),
+                    category=Category.from_who(who_category(measure.t_score)),
                     region=region,
                 )
             )
@@ -870,6 +871,8 @@ class LumbarPipeline:
                 findings=tuple(findings),
                 notes=notes,
             )
+        assert summary.category is not None  # an evaluable summary always has one
+        category = Category.from_who(summary.category)
         centres = [
             tuple(float(v) for v in film.to_source(detection.corners[v.value].mean(0)) + 0.5)
             for v in summary.included
@@ -880,7 +883,7 @@ class LumbarPipeline:
                 FindingSite.LUMBAR_SPINE,
                 bmd_g_cm2=round(summary.bmd, 3),
                 t_score=summary.reported_t_score,
-                category=summary.category,
+                category=category,
                 region=Region(tuple(centres), closed=False),
             )
         )
@@ -892,7 +895,7 @@ class LumbarPipeline:
             source=source,
             model=self.identity,
             evaluable=True,
-            category=summary.category,
+            category=category,
             t_score=summary.reported_t_score,
             findings=tuple(findings),
             notes=notes,

@@ -14,8 +14,8 @@ from types import MappingProxyType
 
 from pydicom.sr.coding import Code
 
-from osteonode.bone import Laterality, WhoCategory
-from osteonode.pipelines.base import FindingSite
+from osteonode.bone import Laterality
+from osteonode.pipelines.base import Category, FindingSite
 
 __all__ = [
     "ABSENT",
@@ -49,6 +49,7 @@ __all__ = [
     "all_codes",
     "bmd_concept",
     "category_code",
+    "category_evaluation",
     "finding_site_code",
     "laterality_code",
     "t_score_concept",
@@ -136,11 +137,11 @@ _LATERALITIES: Mapping[Laterality, Code] = MappingProxyType(
     {Laterality.LEFT: LEFT, Laterality.RIGHT: RIGHT}
 )
 
-_CATEGORIES: Mapping[WhoCategory, Code] = MappingProxyType(
+_WHO_CATEGORIES: Mapping[Category, Code] = MappingProxyType(
     {
-        WhoCategory.NORMAL: NORMAL,
-        WhoCategory.LOW_BONE_MASS: OSTEOPENIA,
-        WhoCategory.OSTEOPOROSIS: OSTEOPOROSIS,
+        Category.NORMAL: NORMAL,
+        Category.LOW_BONE_MASS: OSTEOPENIA,
+        Category.OSTEOPOROSIS: OSTEOPOROSIS,
     }
 )
 
@@ -155,9 +156,32 @@ def laterality_code(laterality: Laterality) -> Code:
     return _LATERALITIES[Laterality(laterality)]
 
 
-def category_code(category: WhoCategory) -> Code:
-    """The SNOMED CT disorder (or "Normal") that names a WHO category."""
-    return _CATEGORIES[WhoCategory(category)]
+def category_code(category: Category) -> Code:
+    """The SNOMED CT disorder (or "Normal") that names a WHO category.
+
+    Raises
+    ------
+    ValueError
+        For :attr:`Category.NOT_OSTEOPOROSIS`, which names no WHO category (normal and low bone
+        mass alike); :func:`category_evaluation` encodes it.
+    """
+    category = Category(category)
+    if category not in _WHO_CATEGORIES:
+        raise ValueError(f"{category.value!r} is no WHO category and has no classification code")
+    return _WHO_CATEGORIES[category]
+
+
+def category_evaluation(category: Category) -> tuple[Code, Code]:
+    """The qualitative evaluation (concept name, value) that states an answer in an SR.
+
+    A WHO category is a classification (278201002) with its disorder or "Normal" code; "not
+    osteoporosis" is osteoporosis (64859006) absent (272519000), so that no osteopenia or normal
+    code is claimed for a patient whose WHO category the method cannot tell.
+    """
+    category = Category(category)
+    if category is Category.NOT_OSTEOPOROSIS:
+        return OSTEOPOROSIS, ABSENT
+    return CLASSIFICATION, category_code(category)
 
 
 def bmd_concept(site: FindingSite) -> Code:

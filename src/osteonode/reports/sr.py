@@ -7,7 +7,8 @@ Layout of the document (PS3.16 template numbers in brackets)::
       procedure reported: XR unspecified body region
       Image Library [1600]: the source radiograph
       Imaging Measurements
-        Measurement Group "Overall result" [1501]: body part, classification, film T-score,
+        Measurement Group "Overall result" [1501]: body part, classification (or, for a
+            two-class method's "not osteoporosis", osteoporosis absent), film T-score,
             not-evaluable reason, intended-use notes
         one Measurement Group per Finding [1410 with an outline, else 1501]:
             tracking identifier and UID, algorithm [4019], finding site (+ laterality),
@@ -298,20 +299,20 @@ def _measurements(finding: Finding) -> list[hd.sr.Measurement]:
 
 
 def _evaluations(finding: Finding) -> list[hd.sr.QualitativeEvaluation]:
-    evaluations = []
+    pairs = []
     if not finding.evaluable:
-        evaluations.append(hd.sr.QualitativeEvaluation(codes.CLASSIFICATION, codes.INDETERMINATE))
+        pairs.append((codes.CLASSIFICATION, codes.INDETERMINATE))
     elif finding.category is not None:
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(codes.CLASSIFICATION, codes.category_code(finding.category))
-        )
+        pairs.append(codes.category_evaluation(finding.category))
     if finding.osteoporosis_present is not None:
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(
-                codes.OSTEOPOROSIS, codes.PRESENT if finding.osteoporosis_present else codes.ABSENT
-            )
+        presence = (
+            codes.OSTEOPOROSIS,
+            codes.PRESENT if finding.osteoporosis_present else codes.ABSENT,
         )
-    return evaluations
+        # "Not osteoporosis" is already "osteoporosis absent"; say it once.
+        if presence not in pairs:
+            pairs.append(presence)
+    return [hd.sr.QualitativeEvaluation(name, value) for name, value in pairs]
 
 
 def _comments(finding: Finding) -> list[str]:
@@ -365,8 +366,10 @@ def _overall_group(result: Result) -> hd.sr.MeasurementsAndQualitativeEvaluation
     if any(finding.name == OVERALL_TRACKING_IDENTIFIER for finding in result.findings):
         raise ReportError(f"a finding may not be named {OVERALL_TRACKING_IDENTIFIER!r}")
     film_site = _FILM_SITES[result.pipeline]
-    category = (
-        codes.INDETERMINATE if result.category is None else codes.category_code(result.category)
+    answer = (
+        (codes.CLASSIFICATION, codes.INDETERMINATE)
+        if result.category is None
+        else codes.category_evaluation(result.category)
     )
     measurements = None
     if result.t_score is not None:
@@ -383,7 +386,7 @@ def _overall_group(result: Result) -> hd.sr.MeasurementsAndQualitativeEvaluation
         algorithm_id=_algorithm(result, None),
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.finding_site_code(film_site))],
         measurements=measurements,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.CLASSIFICATION, category)],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(*answer)],
         source_images=[_source_image(result)],
     )
     comments = [] if result.evaluable else [f"Not evaluable: {result.reason}"]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from osteonode.bone import WhoCategory
-from osteonode.pipelines.base import Finding, ModelIdentity, Result
+from osteonode.pipelines.base import Category, Finding, ModelIdentity, Result
 
 __all__ = [
     "STATUS_LINE",
@@ -31,15 +30,16 @@ _LO_MAX = 64
 _SHORT_DISCLAIMER = "NOT FOR DIAGNOSTIC USE"
 
 _CATEGORY_LABELS = {
-    WhoCategory.NORMAL: "Normal",
-    WhoCategory.LOW_BONE_MASS: "Low bone mass (osteopenia)",
-    WhoCategory.OSTEOPOROSIS: "Osteoporosis",
+    Category.NORMAL: "Normal",
+    Category.LOW_BONE_MASS: "Low bone mass (osteopenia)",
+    Category.OSTEOPOROSIS: "Osteoporosis",
+    Category.NOT_OSTEOPOROSIS: "Not osteoporosis",
 }
 
 
-def category_label(category: WhoCategory) -> str:
-    """The reader's name of a WHO category."""
-    return _CATEGORY_LABELS[WhoCategory(category)]
+def category_label(category: Category) -> str:
+    """The reader's name of an answer: a WHO category or "Not osteoporosis"."""
+    return _CATEGORY_LABELS[Category(category)]
 
 
 def _t_score(value: float) -> str:
