@@ -12,15 +12,24 @@ absolute) and the site's reference values. The phantom ``cohort.csv`` is one suc
 ``category`` or ``t_score``
     The DXA truth of the film: a WHO category, or the lowest T-score it is derived from.
 ``bmd_l1_l4`` (lumbar, optional)
-    DXA L1-L4 BMD in g/cm2, in the site's DXA calibration, for the regression figures.
+    DXA L1-L4 BMD in g/cm2, for the regression figures. A value outside the physical range
+    (:data:`~osteonode.evaluate.predictions.BMD_PHYSICAL_RANGE_G_CM2`) excludes its row.
+``bmd_manufacturer`` (optional)
+    The DXA scanner make that measured ``bmd_l1_l4`` (``ge_lunar`` or ``hologic``); empty or absent
+    means :data:`DEFAULT_BMD_MANUFACTURER`, the scale of the phantom cohorts. The lumbar pipeline
+    reports BMD on the site's scale (``[lumbar].site_manufacturer`` of the reference file), so the
+    cohort's BMD is converted to that scale with the reference file's ``[[calibration]]`` before the
+    two are compared; a cohort scale with no configured conversion stops the run before it starts.
 ``right_category``/``left_category`` or ``right_t_score``/``left_t_score`` (hip)
     Per side truth (a WHO category, ``not_osteoporosis`` or a T-score); each side becomes its own
     row, osteoporosis vs not osteoporosis.
 
 Images run in parallel worker processes, each loading the pipeline once. Every finished row is
 appended to ``predictions.partial.jsonl`` in the output folder, so an interrupted run resumes where it
-stopped; a row that cannot be analysed (missing file, undecodable image, routed elsewhere, not
-evaluable) is kept as an exclusion with its reason.
+stopped: rows already in the journal (for the same cohort line, image and pipeline) are not analysed
+again, and a last line cut short by a crash is dropped. A row that cannot be analysed (missing file,
+undecodable image, routed elsewhere, not evaluable, an error inside the pipeline) is kept as an
+exclusion with its reason.
 """
 
 from __future__ import annotations
@@ -38,9 +47,17 @@ from pathlib import Path
 import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from osteonode.bone import Laterality, Sex, WhoCategory, who_category
+from osteonode.bone import (
+    DxaManufacturer,
+    Laterality,
+    MeasurementSite,
+    Sex,
+    WhoCategory,
+    who_category,
+)
 from osteonode.config import NodeConfig, PipelineName
 from osteonode.evaluate.predictions import (
+    BMD_PHYSICAL_RANGE_G_CM2,
     NOT_OSTEOPOROSIS,
     PREDICTIONS_FILE,
     Prediction,
@@ -48,15 +65,36 @@ from osteonode.evaluate.predictions import (
     write_predictions,
 )
 from osteonode.pipelines.base import Category, FindingSite, Result
+from osteonode.reference import MissingReferenceError, ReferenceData, load_reference
 
-__all__ = ["JOURNAL_FILE", "CohortError", "CohortRow", "predictions_from_result", "read_cohort_rows", "run_cohort"]
+__all__ = [
+    "DEFAULT_BMD_MANUFACTURER",
+    "JOURNAL_FILE",
+    "CohortError",
+    "CohortRow",
+    "on_site_calibration",
+    "predictions_from_result",
+    "read_cohort_rows",
+    "run_cohort",
+]
 
 log = structlog.get_logger(__name__)
 
 #: Rows finished so far, one JSON object per line; read back to resume.
 JOURNAL_FILE = "predictions.partial.jsonl"
 
+#: The DXA scale of cohort BMD without a ``bmd_manufacturer`` cell: that of the phantom cohorts,
+#: whose BMD is defined on the scale the demo lumbar model is calibrated to (its card: GE Lunar, the
+#: study estimator's scale, METHODS.md section 1). A site's own cohort names its scanner instead.
+DEFAULT_BMD_MANUFACTURER = DxaManufacturer.GE_LUNAR
+
 _SIDES = {"right": Laterality.RIGHT, "left": Laterality.LEFT}
+#: Per pipeline, the columns of which a cohort needs at least one to give any truth at all.
+_TRUTH_COLUMNS = {
+    PipelineName.LUMBAR: ("category", "t_score"),
+    PipelineName.CHEST: ("category", "t_score"),
+    PipelineName.HIP: ("right_category", "right_t_score", "left_category", "left_t_score"),
+}
 
 
 class CohortError(ValueError):
@@ -65,7 +103,10 @@ class CohortError(ValueError):
 
 @dataclass(frozen=True)
 class CohortRow:
-    """One image of the cohort with its truth, as far as the file gives it."""
+    """One image of the cohort with its truth, as far as the file gives it.
+
+    ``truth_bmd`` is on the scale of ``bmd_manufacturer`` (both None when the row has no BMD).
+    """
 
     line: int
     path: Path
@@ -76,6 +117,7 @@ class CohortRow:
     truth_bmd: float | None
     side_truth: Mapping[Laterality, str]
     problem: str | None = None
+    bmd_manufacturer: DxaManufacturer | None = None
 
 
 def _truth(cells: Mapping[str, str], prefix: str = "") -> str | None:
@@ -90,24 +132,52 @@ def _float(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
 
 
-def read_cohort_rows(path: Path) -> list[CohortRow]:
+def _bmd(cells: Mapping[str, str]) -> tuple[float | None, DxaManufacturer | None]:
+    bmd = _float(cells.get("bmd_l1_l4"))
+    if bmd is None:
+        return None, None
+    low, high = BMD_PHYSICAL_RANGE_G_CM2
+    if not low <= bmd <= high:
+        raise ValueError(f"bmd_l1_l4 {bmd:g} is outside the physical range {low}-{high} g/cm2")
+    return bmd, DxaManufacturer(cells.get("bmd_manufacturer") or DEFAULT_BMD_MANUFACTURER)
+
+
+def read_cohort_rows(path: Path, pipeline: PipelineName | None = None) -> list[CohortRow]:
     """Read a cohort CSV; bad cells make a row's ``problem``, never an exception mid-file.
+
+    Parameters
+    ----------
+    path
+        The cohort CSV.
+    pipeline
+        When given, the file must have at least one truth column that pipeline can use.
+
+    Returns
+    -------
+    list of CohortRow
+        One per data line, in file order.
 
     Raises
     ------
     CohortError
-        The file cannot be read or has no ``file`` column.
+        The file cannot be read, has no ``file`` column, or no truth column for ``pipeline``.
     """
     try:
         with path.open(newline="", encoding="utf-8") as stream:
             reader = csv.DictReader(stream)
             if reader.fieldnames is None or "file" not in reader.fieldnames:
                 raise CohortError(f"{path}: the cohort needs a 'file' column (got {reader.fieldnames})")
+            if pipeline is not None and not set(_TRUTH_COLUMNS[pipeline]) & set(reader.fieldnames):
+                raise CohortError(
+                    f"{path}: a {pipeline.value} cohort needs a truth column, one of"
+                    f" {', '.join(_TRUTH_COLUMNS[pipeline])} (got {', '.join(reader.fieldnames)})"
+                )
             records = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise CohortError(f"cannot read the cohort {path}: {error}") from None
     rows: list[CohortRow] = []
     first_line: dict[str, int] = {}
+    assumed = 0
     for line, cells in enumerate(records, start=2):
         cells = {key: (value or "").strip() for key, value in cells.items() if key is not None}
         file = Path(cells["file"])
@@ -117,21 +187,62 @@ def read_cohort_rows(path: Path) -> list[CohortRow]:
         try:
             truth = _truth(cells)
             sides = {side: value for name, side in _SIDES.items() if (value := _truth(cells, f"{name}_"))}
-            age, bmd = _float(cells.get("age")), _float(cells.get("bmd_l1_l4"))
+            age, (bmd, manufacturer) = _float(cells.get("age")), _bmd(cells)
             for category in (truth, *sides.values()):
                 if category is not None:
                     Category(category)
         except ValueError as error:
-            truth, sides, age, bmd, problem = None, {}, None, None, f"bad value on line {line}: {error}"
+            truth, sides, age, bmd, manufacturer = None, {}, None, None, None
+            problem = f"bad value on line {line}: {error}"
         if row_id in first_line:
             problem = f"duplicate of line {first_line[row_id]} ({row_id})"
         first_line.setdefault(row_id, line)
         if problem is None and not cells["file"]:
             problem = "empty 'file' cell"
+        if bmd is not None and not cells.get("bmd_manufacturer"):
+            assumed += 1
         rows.append(
-            CohortRow(line, image, row_id, Sex.from_dicom(cells.get("sex")), age, truth, bmd, sides, problem)
+            CohortRow(
+                line, image, row_id, Sex.from_dicom(cells.get("sex")), age, truth, bmd, sides,
+                problem, manufacturer,
+            )
+        )
+    if assumed:
+        log.warning(
+            "cohort_bmd_manufacturer_assumed", rows=assumed, manufacturer=DEFAULT_BMD_MANUFACTURER.value
         )
     return rows
+
+
+def on_site_calibration(row: CohortRow, reference: ReferenceData) -> CohortRow:
+    """The row with its DXA BMD converted to the site's scale, the one the lumbar pipeline reports on.
+
+    Parameters
+    ----------
+    row
+        A cohort row; ``truth_bmd`` on the ``bmd_manufacturer`` scale.
+    reference
+        The reference data the pipeline uses: ``[lumbar].site_manufacturer`` and the
+        ``[[calibration]]`` entries.
+
+    Returns
+    -------
+    CohortRow
+        ``truth_bmd`` converted (rounded to 0.1 mg/cm2) and ``bmd_manufacturer`` the site's; the row
+        itself when it has no BMD or is already on that scale.
+
+    Raises
+    ------
+    MissingReferenceError
+        When the reference file has no conversion from the row's scale to the site's.
+    """
+    site = reference.lumbar.site_manufacturer
+    if row.truth_bmd is None or row.bmd_manufacturer is None or row.bmd_manufacturer is site:
+        return row
+    calibration = reference.calibration(row.bmd_manufacturer, site, MeasurementSite.LUMBAR_L1_L4)
+    return dataclasses.replace(
+        row, truth_bmd=round(calibration.apply(row.truth_bmd), 4), bmd_manufacturer=site
+    )
 
 
 def _binary(category: str | None) -> str | None:
@@ -194,7 +305,7 @@ def predictions_from_result(row: CohortRow, pipeline: PipelineName, result: Resu
 _WORKER_STATE: dict[str, object] = {}
 
 
-def _init_worker(config_json: str, pipeline: str, single_threaded: bool) -> None:
+def _init_worker(config_json: str, reference_json: str, pipeline: str, single_threaded: bool) -> None:
     import torch
 
     from osteonode.pipelines import load_pipelines
@@ -202,7 +313,8 @@ def _init_worker(config_json: str, pipeline: str, single_threaded: bool) -> None
     if single_threaded:  # several processes share the cores; one torch thread each
         torch.set_num_threads(1)
     config = NodeConfig.model_validate_json(config_json)
-    loaded = load_pipelines(config)
+    # The reference the truth BMD was converted with, not whatever file the worker would find.
+    loaded = load_pipelines(config, ReferenceData.model_validate_json(reference_json))
     name = PipelineName(pipeline)
     _WORKER_STATE["config"] = config
     _WORKER_STATE["pipelines"] = loaded
@@ -221,7 +333,11 @@ def _analyse_row(row: CohortRow) -> list[dict[str, object]]:
         return [_journal(_excluded(row, row.problem))]
     if not row.path.is_file():
         return [_journal(_excluded(row, f"file not found: {row.path}"))]
-    analysis = analyse_file(row.path, config, pipelines)  # type: ignore[arg-type]
+    try:
+        analysis = analyse_file(row.path, config, pipelines)  # type: ignore[arg-type]
+    except Exception as error:  # one film's failure is its exclusion, not the end of the run
+        log.exception("cohort_row_failed", line=row.line, id=row.id)
+        return [_journal(_excluded(row, f"analysis failed: {type(error).__name__}: {error}"))]
     decision = analysis.decision
     if not isinstance(decision, Route):
         rows = [_excluded(row, f"skipped by routing: {decision.reason.value}")]
@@ -252,16 +368,44 @@ def _from_journal(values: Mapping[str, object]) -> Prediction:
     return Prediction(**data)  # type: ignore[arg-type]
 
 
-def _done(journal: Path) -> dict[int, list[dict[str, object]]]:
-    done: dict[int, list[dict[str, object]]] = {}
-    if journal.is_file():
-        for text in journal.read_text("utf-8").splitlines():
-            try:
-                entry = json.loads(text)
-            except json.JSONDecodeError:  # a line cut short by the interruption
-                continue
-            done[int(entry["line"])] = entry["rows"]
-    return done
+def _entry(
+    row: CohortRow, pipeline: PipelineName, predictions: list[dict[str, object]]
+) -> dict[str, object]:
+    return {"line": row.line, "id": row.id, "pipeline": pipeline.value, "rows": predictions}
+
+
+def _done(
+    journal: Path, rows: Sequence[CohortRow], pipeline: PipelineName
+) -> dict[int, list[dict[str, object]]]:
+    """Rows an earlier run of this cohort and pipeline finished; the journal is cut down to them.
+
+    Rewriting drops a last line cut short by a crash, so that appended lines start on a line of
+    their own, and entries of another cohort or pipeline left in the same folder.
+    """
+    if not journal.is_file():
+        return {}
+    ids = {row.line: row.id for row in rows}
+    kept: dict[int, dict[str, object]] = {}
+    dropped = 0
+    for text in journal.read_text("utf-8").splitlines():
+        try:
+            entry = json.loads(text)
+            line = int(entry["line"])
+            matches = ids.get(line) == entry["id"] and entry["pipeline"] == pipeline.value
+            predictions = entry["rows"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # cut short by a crash
+            dropped += 1
+            continue
+        if matches and isinstance(predictions, list):
+            kept[line] = entry
+        else:
+            dropped += 1
+    partial = journal.with_name(journal.name + ".tmp")
+    partial.write_text("".join(json.dumps(entry) + "\n" for entry in kept.values()), "utf-8")
+    partial.replace(journal)
+    if dropped:
+        log.warning("cohort_journal_lines_dropped", lines=dropped, journal=str(journal))
+    return {line: entry["rows"] for line, entry in kept.items()}  # type: ignore[misc]
 
 
 def _progress(enabled: bool) -> Progress | None:
@@ -271,9 +415,14 @@ def _progress(enabled: bool) -> Progress | None:
 
 
 def _results(
-    rows: Sequence[CohortRow], config: NodeConfig, pipeline: PipelineName, workers: int
+    rows: Sequence[CohortRow],
+    config: NodeConfig,
+    reference: ReferenceData,
+    pipeline: PipelineName,
+    workers: int,
 ) -> Iterator[tuple[CohortRow, list[dict[str, object]]]]:
-    initargs = (config.model_dump_json(), pipeline.value, workers > 1)
+    reference_json = reference.model_dump_json(by_alias=True)
+    initargs = (config.model_dump_json(), reference_json, pipeline.value, workers > 1)
     if workers == 1:
         _init_worker(*initargs)
         for row in rows:
@@ -292,8 +441,12 @@ def run_cohort(
     *,
     workers: int = 1,
     show_progress: bool = True,
+    reference: ReferenceData | None = None,
 ) -> Path:
     """Analyse every image of ``cohort`` with ``pipeline`` and write ``out_dir/predictions.csv``.
+
+    A journal in ``out_dir`` left by an interrupted run of the same cohort and pipeline is resumed:
+    only the rows not in it are analysed.
 
     Parameters
     ----------
@@ -309,27 +462,44 @@ def run_cohort(
         Parallel worker processes.
     show_progress
         Show a progress bar.
+    reference
+        T-score references and calibrations for the pipelines and for putting the cohort's lumbar
+        BMD on the site's scale; ``load_reference()`` when None.
 
     Returns
     -------
     Path
         The predictions file.
+
+    Raises
+    ------
+    CohortError
+        The cohort cannot be read, lacks a column the pipeline needs, or gives lumbar BMD on a
+        scale the reference file has no conversion from.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    rows = read_cohort_rows(cohort)
+    reference = load_reference() if reference is None else reference
+    rows = read_cohort_rows(cohort, pipeline)
+    if pipeline is PipelineName.LUMBAR:
+        try:
+            rows = [on_site_calibration(row, reference) for row in rows]
+        except MissingReferenceError as error:
+            raise CohortError(
+                f"{cohort}: cannot put the cohort's BMD on the site's scale: {error}"
+            ) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = out_dir / JOURNAL_FILE
-    done = _done(journal)
+    done = _done(journal, rows, pipeline)
     todo = [row for row in rows if row.line not in done]
     if done:
         log.info("cohort_resumed", done=len(done), remaining=len(todo))
     progress = _progress(show_progress)
     with journal.open("a", encoding="utf-8") as stream, (progress or contextlib.nullcontext()):
         task = progress.add_task(f"{pipeline.value}", total=len(rows), completed=len(done)) if progress else None
-        for row, predictions in _results(todo, config, pipeline, workers):
+        for row, predictions in _results(todo, config, reference, pipeline, workers):
             done[row.line] = predictions
-            stream.write(json.dumps({"line": row.line, "rows": predictions}) + "\n")
+            stream.write(json.dumps(_entry(row, pipeline, predictions)) + "\n")
             stream.flush()
             if progress is not None and task is not None:
                 progress.advance(task)
