@@ -15,7 +15,7 @@ import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from osteonode.config import ConfigError, NodeConfig, PipelineName, check_config, load_config
 
@@ -197,6 +197,7 @@ def _number(value: float | None, digits: int, suffix: str = "") -> str:
 
 
 def _print_analysis(analysis: Analysis) -> None:
+    from osteonode.pipelines.base import Category
     from osteonode.routing import Route
 
     decision = analysis.decision
@@ -221,7 +222,11 @@ def _print_analysis(analysis: Analysis) -> None:
             f", T-score {result.t_score:.1f}" if result.t_score is not None else ""))
     else:
         console.print(f"[yellow]not evaluable[/yellow]: {escape(result.reason or '')}", highlight=False)
-    table = Table("finding", "counts", "BMD g/cm2", "T-score", "probability", "category", "reason")
+    # The answer column never truncates ("not_osteoporosis" is the longest); the reason wraps instead.
+    category_column = Column("category", no_wrap=True, min_width=max(len(c.value) for c in Category))
+    table = Table(
+        "finding", "counts", "BMD g/cm2", "T-score", "probability", category_column, "reason"
+    )
     for finding in result.findings:
         table.add_row(
             escape(finding.name),

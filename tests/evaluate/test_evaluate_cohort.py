@@ -6,12 +6,27 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from osteonode.bone import Laterality, Sex
+from osteonode.cli import app
 from osteonode.config import PipelineName
-from osteonode.evaluate.cohort import CohortError, CohortRow, predictions_from_result, read_cohort_rows
-from osteonode.evaluate.predictions import NOT_OSTEOPOROSIS, Status
-from osteonode.pipelines.base import Category, Finding, FindingSite, ModelIdentity, Region, Result, SourceImage
+from osteonode.evaluate.cohort import (
+    CohortError,
+    CohortRow,
+    predictions_from_result,
+    read_cohort_rows,
+)
+from osteonode.evaluate.predictions import NOT_OSTEOPOROSIS, Status, write_predictions
+from osteonode.pipelines.base import (
+    Category,
+    Finding,
+    FindingSite,
+    ModelIdentity,
+    Region,
+    Result,
+    SourceImage,
+)
 
 SOURCE = SourceImage("1.2.840.10008.5.1.4.1.1.1", "1.2.3.4", "1.2.3", "1.2.3.1", rows=64, columns=64)
 MODEL = ModelIdentity("demo", "1", "test", synthetic=True, diagnostic_use=False)
@@ -105,11 +120,6 @@ def _hip_result(right: float, left: float) -> Result:
 
 
 def test_hip_predictions_say_not_osteoporosis_and_validate_as_a_two_class_table(tmp_path):
-    from typer.testing import CliRunner
-
-    from osteonode.cli import app
-    from osteonode.evaluate.predictions import write_predictions
-
     # (right truth, left truth, right probability, left probability); truth as the cohort gives it.
     films = [("osteoporosis", "low_bone_mass", 0.9, 0.2), ("normal", "not_osteoporosis", 0.7, 0.1),
              ("osteoporosis", "osteoporosis", 0.3, 0.8), ("low_bone_mass", "normal", 0.4, 0.2)]

@@ -26,10 +26,10 @@ from osteonode.config import PipelineName
 
 __all__ = [
     "Category",
-    "OutsideIntendedUse",
     "Finding",
     "FindingSite",
     "ModelIdentity",
+    "OutsideIntendedUse",
     "Region",
     "Result",
     "SourceImage",
