@@ -336,3 +336,15 @@ def test_cohort_bmd_on_a_scale_without_a_configured_conversion_stops_the_run(
     converted = on_site_calibration(lunar_row, shipped)
     assert converted.bmd_manufacturer is DxaManufacturer.HOLOGIC
     assert converted.truth_bmd == pytest.approx(0.856 * lunar_row.truth_bmd - 0.016, abs=5e-5)
+
+
+def test_an_unusable_reference_file_is_a_clear_error_not_a_traceback(
+    lumbar_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "node_config").mkdir()
+    (tmp_path / "node_config" / "reference.toml").write_text("[lumbar]\nmodel_calibration = 'norland'\n")
+    monkeypatch.chdir(tmp_path)  # the reference file is looked up in the working directory
+    result = _validate(lumbar_cohort, tmp_path / "out", pipeline="lumbar")
+    assert result.exit_code == 2, result.output
+    assert "validate:" in result.output and "model_calibration" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
