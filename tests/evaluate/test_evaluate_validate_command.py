@@ -342,7 +342,9 @@ def test_an_unusable_reference_file_is_a_clear_error_not_a_traceback(
     lumbar_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "node_config").mkdir()
-    (tmp_path / "node_config" / "reference.toml").write_text("[lumbar]\nmodel_calibration = 'norland'\n")
+    (tmp_path / "node_config" / "reference.toml").write_text(
+        "[lumbar]\nmodel_calibration = 'norland'\n"
+    )
     monkeypatch.chdir(tmp_path)  # the reference file is looked up in the working directory
     result = _validate(lumbar_cohort, tmp_path / "out", pipeline="lumbar")
     assert result.exit_code == 2, result.output
