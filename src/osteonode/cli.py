@@ -662,7 +662,7 @@ def validate(
 
         try:
             predictions = run_cohort(cohort, PipelineName(pipeline), out, _load(config), workers=workers)
-        except CohortError as error:
+        except (CohortError, ConfigError) as error:  # ConfigError: an unusable reference file
             raise _validate_error(str(error)) from None
     elif pipeline is not None:
         raise _validate_error("--pipeline goes with --cohort; a predictions file is already the pipeline's output")
