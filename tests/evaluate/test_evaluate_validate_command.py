@@ -275,8 +275,8 @@ def test_lumbar_bmd_is_compared_on_the_site_calibration(
     for film in films:
         film["file"] = str(lumbar_cohort.parent / film["file"])
     rows = [
-        films[0],  # no bmd_manufacturer: the phantom scale, GE Lunar
-        {**films[1], "bmd_manufacturer": "hologic"},
+        {**films[0], "bmd_manufacturer": "ge_lunar"},
+        {**films[1], "bmd_manufacturer": ""},  # not given: the site's own scale
         {**films[2], "bmd_l1_l4": "7.5"},
         {**films[2], "sop_instance_uid": "2.25.105", "bmd_manufacturer": "norland"},
     ]
@@ -331,8 +331,9 @@ def test_cohort_bmd_on_a_scale_without_a_configured_conversion_stops_the_run(
     # converted with the study's equation, Hologic = 0.856 x GE - 0.016 (METHODS.md section 1).
     [hologic_row] = read_cohort_rows(cohort)
     assert on_site_calibration(hologic_row, shipped) is hologic_row
-    lunar_row = read_cohort_rows(lumbar_cohort)[0]
-    assert lunar_row.bmd_manufacturer is DxaManufacturer.GE_LUNAR
+    assert hologic_row.bmd_manufacturer is DxaManufacturer.HOLOGIC  # the phantoms' declared scale
+    lunar = _write_cells(tmp_path / "lunar.csv", [{**film, "bmd_manufacturer": "ge_lunar"}])
+    [lunar_row] = read_cohort_rows(lunar)
     converted = on_site_calibration(lunar_row, shipped)
     assert converted.bmd_manufacturer is DxaManufacturer.HOLOGIC
     assert converted.truth_bmd == pytest.approx(0.856 * lunar_row.truth_bmd - 0.016, abs=5e-5)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import collections
+from importlib.resources import files
 
 import numpy as np
 import pytest
 from phantom_measures import box_and_sides, display_pixels
 
+from osteonode.bone import DxaManufacturer, MeasurementSite
+from osteonode.bone import Sex as BoneSex
 from osteonode.phantoms import LUMBAR_REFERENCE, Category
 from osteonode.phantoms.demographics import VERTEBRAE, sample_patient, t_score, who_category
 from osteonode.phantoms.enum import Sex
+from osteonode.reference import load_reference
 
 
 def _inside_image(corners: np.ndarray, shape: tuple[int, int]) -> bool:
@@ -131,3 +135,17 @@ def test_t_score_arithmetic() -> None:
     assert who_category(-1.0) is Category.NORMAL
     assert who_category(-2.5) is Category.OSTEOPOROSIS
     assert who_category(-2.49) is Category.LOW_BONE_MASS
+
+
+def test_lumbar_truth_is_what_the_node_computes_on_the_declared_dxa_scale(lumbar_cohort) -> None:
+    """The cohort names the DXA scale of its BMD, and its T-scores are the node's on that scale."""
+    shipped = load_reference(files("osteonode.defaults") / "reference.toml")
+    for record in lumbar_cohort:
+        manufacturer = DxaManufacturer(record.bmd_manufacturer)
+        for sex in (Sex.FEMALE, Sex.MALE):
+            reference = shipped.young_adult(
+                manufacturer, MeasurementSite.LUMBAR_L1_L4, BoneSex(sex.value)
+            )
+            assert record.t_score == pytest.approx(
+                (record.bmd["bmd_l1_l4"] - reference.mean) / reference.sd, abs=0.006
+            )

@@ -15,11 +15,12 @@ absolute) and the site's reference values. The phantom ``cohort.csv`` is one suc
     DXA L1-L4 BMD in g/cm2, for the regression figures. A value outside the physical range
     (:data:`~osteonode.evaluate.predictions.BMD_PHYSICAL_RANGE_G_CM2`) excludes its row.
 ``bmd_manufacturer`` (optional)
-    The DXA scanner make that measured ``bmd_l1_l4`` (``ge_lunar`` or ``hologic``); empty or absent
-    means :data:`DEFAULT_BMD_MANUFACTURER`, the scale of the phantom cohorts. The lumbar pipeline
-    reports BMD on the site's scale (``[lumbar].site_manufacturer`` of the reference file), so the
-    cohort's BMD is converted to that scale with the reference file's ``[[calibration]]`` before the
-    two are compared; a cohort scale with no configured conversion stops the run before it starts.
+    The DXA scanner make that measured ``bmd_l1_l4`` (``ge_lunar`` or ``hologic``; the phantom
+    cohorts write it). The lumbar pipeline reports BMD on the site's scale
+    (``[lumbar].site_manufacturer`` of the reference file), so the cohort's BMD is converted to that
+    scale with the reference file's ``[[calibration]]`` before the two are compared; a cohort scale
+    with no configured conversion stops the run before it starts. Empty or absent means the site's
+    own scale (no conversion), and the run logs that it assumed so.
 ``right_category``/``left_category`` or ``right_t_score``/``left_t_score`` (hip)
     Per side truth (a WHO category, ``not_osteoporosis`` or a T-score); each side becomes its own
     row, osteoporosis vs not osteoporosis.
@@ -68,7 +69,6 @@ from osteonode.pipelines.base import Category, FindingSite, Result
 from osteonode.reference import MissingReferenceError, ReferenceData, load_reference
 
 __all__ = [
-    "DEFAULT_BMD_MANUFACTURER",
     "JOURNAL_FILE",
     "CohortError",
     "CohortRow",
@@ -82,11 +82,6 @@ log = structlog.get_logger(__name__)
 
 #: Rows finished so far, one JSON object per line; read back to resume.
 JOURNAL_FILE = "predictions.partial.jsonl"
-
-#: The DXA scale of cohort BMD without a ``bmd_manufacturer`` cell: that of the phantom cohorts,
-#: whose BMD is defined on the scale the demo lumbar model is calibrated to (its card: GE Lunar, the
-#: study estimator's scale, METHODS.md section 1). A site's own cohort names its scanner instead.
-DEFAULT_BMD_MANUFACTURER = DxaManufacturer.GE_LUNAR
 
 _SIDES = {"right": Laterality.RIGHT, "left": Laterality.LEFT}
 #: Per pipeline, the columns of which a cohort needs at least one to give any truth at all.
@@ -105,7 +100,7 @@ class CohortError(ValueError):
 class CohortRow:
     """One image of the cohort with its truth, as far as the file gives it.
 
-    ``truth_bmd`` is on the scale of ``bmd_manufacturer`` (both None when the row has no BMD).
+    ``truth_bmd`` is on the scale of ``bmd_manufacturer``; None means the site's own scale.
     """
 
     line: int
@@ -139,7 +134,8 @@ def _bmd(cells: Mapping[str, str]) -> tuple[float | None, DxaManufacturer | None
     low, high = BMD_PHYSICAL_RANGE_G_CM2
     if not low <= bmd <= high:
         raise ValueError(f"bmd_l1_l4 {bmd:g} is outside the physical range {low}-{high} g/cm2")
-    return bmd, DxaManufacturer(cells.get("bmd_manufacturer") or DEFAULT_BMD_MANUFACTURER)
+    manufacturer = cells.get("bmd_manufacturer")
+    return bmd, DxaManufacturer(manufacturer) if manufacturer else None
 
 
 def read_cohort_rows(path: Path, pipeline: PipelineName | None = None) -> list[CohortRow]:
@@ -208,9 +204,7 @@ def read_cohort_rows(path: Path, pipeline: PipelineName | None = None) -> list[C
             )
         )
     if assumed:
-        log.warning(
-            "cohort_bmd_manufacturer_assumed", rows=assumed, manufacturer=DEFAULT_BMD_MANUFACTURER.value
-        )
+        log.warning("cohort_bmd_assumed_on_the_site_scale", rows=assumed)
     return rows
 
 

@@ -13,6 +13,8 @@ Columns of ``cohort.csv`` (one row per file):
   ``rows``, ``columns``, and the encoding: ``modality``, ``photometric``, ``bits_stored``,
   ``transfer_syntax``, ``voi``, ``body_part_examined`` (``<absent>`` when not written),
   ``view_position``, ``study_description``; then ``t_score`` and ``category`` (WHO).
+- lumbar and chest: ``bmd_manufacturer`` (the DXA scale of every BMD value,
+  :data:`~osteonode.phantoms.demographics.BMD_MANUFACTURER`).
 - lumbar: ``bmd_T12`` ... ``bmd_L5`` (g/cm2), ``bmd_l1_l4`` (their L1-L4 mean), ``t_score`` of
   ``bmd_l1_l4`` against :data:`LUMBAR_REFERENCE`, and ``<V>_x1, <V>_y1 ... <V>_x4, <V>_y4`` per
   vertebra: body corners top-left, top-right, bottom-right, bottom-left.
@@ -39,6 +41,7 @@ from rich.progress import track
 
 from osteonode.phantoms.chest import draw_chest
 from osteonode.phantoms.demographics import (
+    BMD_MANUFACTURER,
     VERTEBRAE,
     Patient,
     sample_patient,
@@ -101,6 +104,8 @@ class PhantomRecord:
         The image's answer: L1-L4 (lumbar), lowest site (chest), lowest side (hip).
     bmd:
         Site BMD values (g/cm2) by column name (``bmd_L1``, ``bmd_l1_l4``, ``right_neck_bmd``, ...).
+    bmd_manufacturer:
+        The DXA scale of the lumbar BMD values (``hologic``, ``ge_lunar``), None when not given.
     corners:
         Lumbar only: vertebra name -> (4, 2) array of (x, y), top-left, top-right, bottom-right,
         bottom-left.
@@ -121,6 +126,7 @@ class PhantomRecord:
     t_score: float
     category: Category
     bmd: dict[str, float]
+    bmd_manufacturer: str | None = None
     corners: dict[str, np.ndarray] = field(default_factory=dict)
     sides: dict[str, SideTruth] = field(default_factory=dict)
     row: dict[str, str] = field(default_factory=dict)
@@ -135,7 +141,8 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 
 def _lumbar_columns(patient: Patient, geometry) -> dict[str, str]:
-    row = {f"bmd_{name}": _fmt(patient.vertebra_bmd[name]) for name in VERTEBRAE}
+    row = {"bmd_manufacturer": BMD_MANUFACTURER}
+    row.update({f"bmd_{name}": _fmt(patient.vertebra_bmd[name]) for name in VERTEBRAE})
     row["bmd_l1_l4"] = _fmt(patient.lumbar_bmd)
     row["t_score"] = _fmt(patient.lumbar_t_score, 2)
     row["category"] = who_category(patient.lumbar_t_score).value
@@ -173,7 +180,11 @@ def _hip_columns(patient: Patient, geometry) -> dict[str, str]:
 
 
 def _chest_columns(patient: Patient, geometry) -> dict[str, str]:
-    row = {"bmd_l1_l4": _fmt(patient.lumbar_bmd), "lumbar_t_score": _fmt(patient.lumbar_t_score, 2)}
+    row = {
+        "bmd_manufacturer": BMD_MANUFACTURER,
+        "bmd_l1_l4": _fmt(patient.lumbar_bmd),
+        "lumbar_t_score": _fmt(patient.lumbar_t_score, 2),
+    }
     row.update(_site_columns(patient))
     row["t_score"] = _fmt(patient.lowest_t_score, 2)
     row["category"] = who_category(patient.lowest_t_score).value
@@ -390,7 +401,7 @@ def read_cohort(path: Path | str) -> list[PhantomRecord]:
     with path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             part = Part(row["part"])
-            bmd = {k: float(v) for k, v in row.items() if "bmd" in k}
+            bmd = {k: float(v) for k, v in row.items() if "bmd" in k and k != "bmd_manufacturer"}
             corners = {}
             if part is Part.LUMBAR:
                 corners = {
@@ -416,6 +427,7 @@ def read_cohort(path: Path | str) -> list[PhantomRecord]:
                     t_score=float(row["t_score"]),
                     category=Category(row["category"]),
                     bmd=bmd,
+                    bmd_manufacturer=row.get("bmd_manufacturer") or None,
                     corners=corners,
                     sides=sides,
                     row=dict(row),

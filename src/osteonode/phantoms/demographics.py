@@ -17,6 +17,11 @@ from osteonode.phantoms.enum import Category, Sex
 #: Young-adult reference for L1-L4 areal BMD (g/cm2, mean, SD). A phantom assumption, not a
 #: clinical reference: real lumbar references are manufacturer databases (METHODS.md section 4).
 LUMBAR_REFERENCE = (1.047, 0.110)
+#: The DXA scale the phantom BMD values are on (the ``bmd_manufacturer`` column of a cohort):
+#: :data:`LUMBAR_REFERENCE` is the Hologic L1-L4 reference of the shipped ``reference.toml`` and the
+#: hip references are NHANES III, measured on Hologic scanners; so a phantom's T-score and WHO
+#: category are those the node computes from its BMD on a Hologic site.
+BMD_MANUFACTURER = "hologic"
 #: NHANES III femoral neck, white women 20-29 (METHODS.md section 4).
 FEMORAL_NECK_REFERENCE = (0.858, 0.120)
 #: NHANES III total hip, white women 20-29 (METHODS.md section 4).
