@@ -36,14 +36,6 @@ from osteonode.pipelines.base import Result
 from osteonode.pipelines.lumbar import BODIES, LumbarPipeline, prepare_film
 
 MEASURED = ("L1", "L2", "L3", "L4")
-#: The shipped demo regressor misses the issue's BMD bars on this held-out set (measured r 0.76,
-#: NRMSE 0.14, quadratic kappa 0.48; its own validation split: r 0.79, NRMSE 0.15, kappa 0.36).
-#: The tests keep the issue's bars and are marked as known failures (strict: they report when a
-#: better regressor makes them pass) until the regressor is improved; see the lumbar report.
-BMD_BAR_NOT_MET = pytest.mark.xfail(
-    strict=True,
-    reason="demo BMD regressor below the issue's bar (r 0.76, NRMSE 0.14, kappa 0.48 measured)",
-)
 CATEGORIES = ("normal", "low_bone_mass", "osteoporosis")
 
 
@@ -96,7 +88,6 @@ def test_held_out_set_has_normal_and_hard_films(outcomes: list[Outcome]) -> None
     assert len(outcomes) - len(_normal(outcomes)) >= 20
 
 
-@BMD_BAR_NOT_MET
 def test_bmd_per_vertebra_correlates_with_truth(outcomes: list[Outcome]) -> None:
     truth, predicted = [], []
     for outcome in _normal(outcomes):
@@ -120,7 +111,6 @@ def test_reported_bmd_is_the_raw_estimate_through_the_configured_calibration(
                 assert finding.bmd_g_cm2 == pytest.approx(expected, abs=5e-4)
 
 
-@BMD_BAR_NOT_MET
 def test_who_categories_agree_with_truth(
     demo_pipeline: LumbarPipeline, outcomes: list[Outcome]
 ) -> None:

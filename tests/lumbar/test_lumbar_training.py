@@ -65,7 +65,14 @@ def test_training_writes_a_loadable_model_with_a_full_card(trained: Path) -> Non
 
 def test_training_resumes_from_its_checkpoints(trained: Path, tiny_cohort: Path) -> None:
     checkpoints = sorted(p.name for p in (trained / "checkpoints").iterdir())
-    assert checkpoints == ["detector.pt", "refiner.pt", "regressor.pt"]
+    assert checkpoints == [
+        "detector.pt",
+        "refiner.pt",
+        "regressor-1.pt",
+        "regressor-2.pt",
+        "regressor-3.pt",
+        "regressor-4.pt",
+    ]
     before = {p.name: p.read_bytes() for p in trained.glob("*.safetensors")}
     train(
         tiny_cohort,
