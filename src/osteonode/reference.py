@@ -102,9 +102,8 @@ class CalibrationEntry(_Section):
 
 
 class LumbarCalibrationSettings(_Section):
-    """``[lumbar]``: which scale the model's BMD is on, and which the site reports on."""
+    """``[lumbar]``: the DXA scale the site reports lumbar BMD on (the model card gives its own)."""
 
-    model_calibration: DxaManufacturer
     site_manufacturer: DxaManufacturer
 
 
@@ -196,10 +195,21 @@ class ReferenceData(_Section):
             " add a [[calibration]] entry to the reference file"
         )
 
-    def lumbar_calibration(self) -> LinearCalibration:
-        """The conversion of the lumbar model's BMD to the site's DXA scale (``[lumbar]``)."""
+    def lumbar_calibration(self, model_calibration: DxaManufacturer) -> LinearCalibration:
+        """The conversion of a lumbar model's BMD to the site's DXA scale (``[lumbar]``).
+
+        Parameters
+        ----------
+        model_calibration
+            The scale the model's BMD estimates are on, as its model card declares.
+
+        Raises
+        ------
+        MissingReferenceError
+            If the reference file has no conversion from that scale to the site's.
+        """
         return self.calibration(
-            self.lumbar.model_calibration, self.lumbar.site_manufacturer,
+            DxaManufacturer(model_calibration), self.lumbar.site_manufacturer,
             MeasurementSite.LUMBAR_L1_L4,
         )
 
@@ -307,13 +317,6 @@ def _consistency_problems(data: ReferenceData) -> list[ConfigProblem]:
 
     settings = data.lumbar
     lumbar = MeasurementSite.LUMBAR_L1_L4
-    lumbar_pair = (settings.model_calibration, settings.site_manufacturer, lumbar)
-    if lumbar_pair[0] is not lumbar_pair[1] and lumbar_pair not in first_calibration:
-        problems.append(ConfigProblem(
-            "lumbar.model_calibration",
-            f"no [[calibration]] from {settings.model_calibration} to"
-            f" {settings.site_manufacturer} at {lumbar}",
-        ))
     if not any(key[:2] == (settings.site_manufacturer, lumbar) for key in first_young):
         problems.append(ConfigProblem(
             "lumbar.site_manufacturer",

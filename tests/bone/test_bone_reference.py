@@ -23,7 +23,6 @@ SPINE, NECK, TOTAL_HIP = MeasurementSite
 
 MINIMAL = """
 [lumbar]
-model_calibration = "ge_lunar"
 site_manufacturer = "hologic"
 
 [[young_adult]]
@@ -89,8 +88,8 @@ def test_repository_site_file_loads():
     assert load_reference(SITE_FILE).lumbar.site_manufacturer is HOLOGIC
 
 
-def test_lumbar_calibration_is_the_study_equation_by_default():
-    calibration = load_reference(SITE_FILE).lumbar_calibration()
+def test_lumbar_calibration_of_a_ge_lunar_model_is_the_study_equation_by_default():
+    calibration = load_reference(SITE_FILE).lumbar_calibration(GE)
     assert (calibration.slope, calibration.intercept) == (0.856, -0.016)
     assert (calibration.from_manufacturer, calibration.to_manufacturer) == (GE, HOLOGIC)
     assert "Yan" in calibration.source and "Inamori" in calibration.source
@@ -172,20 +171,25 @@ def test_calibration_to_the_same_manufacturer_is_refused(tmp_path):
     assert "identity is implied" in problems_of(tmp_path, text)["calibration.1"]
 
 
-def test_lumbar_pair_without_calibration_or_reference_is_reported(tmp_path):
+def test_site_manufacturer_without_a_reference_is_reported(tmp_path):
     text = MINIMAL.replace('site_manufacturer = "hologic"', 'site_manufacturer = "ge_lunar"')
-    text = text.replace('model_calibration = "ge_lunar"', 'model_calibration = "hologic"')
     problems = problems_of(tmp_path, text)
     assert problems == {
-        "lumbar.model_calibration": "no [[calibration]] from hologic to ge_lunar at lumbar_l1_l4",
         "lumbar.site_manufacturer": "no [[young_adult]] reference for ge_lunar at lumbar_l1_l4",
     }
 
 
-def test_same_model_and_site_manufacturer_needs_no_calibration(tmp_path):
-    text = MINIMAL.replace('model_calibration = "ge_lunar"', 'model_calibration = "hologic"')
+def test_model_on_the_site_scale_needs_no_calibration(tmp_path):
+    data = load_reference(write(tmp_path, MINIMAL))
+    assert data.lumbar_calibration(HOLOGIC).is_identity
+
+
+def test_model_scale_without_a_conversion_to_the_site_is_a_clear_error(tmp_path):
+    text = MINIMAL.replace('site_manufacturer = "hologic"', 'site_manufacturer = "ge_lunar"')
+    text = text.replace('manufacturer = "hologic"\nsite = "lumbar_l1_l4"', 'manufacturer = "ge_lunar"\nsite = "lumbar_l1_l4"')
     data = load_reference(write(tmp_path, text))
-    assert data.lumbar_calibration().is_identity
+    with pytest.raises(MissingReferenceError, match="no calibration from hologic to ge_lunar"):
+        data.lumbar_calibration(HOLOGIC)
 
 
 def test_calibration_coefficients_are_checked(tmp_path):

@@ -287,7 +287,7 @@ def test_lumbar_bmd_is_compared_on_the_site_calibration(
 
     reference = load_reference()
     assert reference.lumbar.site_manufacturer == "hologic"
-    to_site = reference.lumbar_calibration()  # the pipeline's own conversion, GE Lunar to Hologic
+    to_site = reference.lumbar_calibration(DxaManufacturer.GE_LUNAR)  # GE Lunar to Hologic
     lunar, hologic, impossible, unknown_scale = _predictions(out)
     assert float(lunar["truth_bmd"]) == pytest.approx(
         to_site.apply(float(films[0]["bmd_l1_l4"])), abs=1e-4
@@ -344,10 +344,10 @@ def test_an_unusable_reference_file_is_a_clear_error_not_a_traceback(
 ) -> None:
     (tmp_path / "node_config").mkdir()
     (tmp_path / "node_config" / "reference.toml").write_text(
-        "[lumbar]\nmodel_calibration = 'norland'\n"
+        "[lumbar]\nsite_manufacturer = 'norland'\n"
     )
     monkeypatch.chdir(tmp_path)  # the reference file is looked up in the working directory
     result = _validate(lumbar_cohort, tmp_path / "out", pipeline="lumbar")
     assert result.exit_code == 2, result.output
-    assert "validate:" in result.output and "model_calibration" in result.output
+    assert "validate:" in result.output and "site_manufacturer" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)

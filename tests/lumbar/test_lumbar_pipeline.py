@@ -10,12 +10,13 @@ import numpy as np
 import pydicom
 import pytest
 
+from osteonode.bone import DxaManufacturer
 from osteonode.config import IntendedUsePolicy, LumbarSettings
 from osteonode.imaging import load_radiograph
 from osteonode.phantoms import HardCase
 from osteonode.pipelines.base import FindingSite, OutsideIntendedUse, Result
 from osteonode.pipelines.lumbar import LumbarPipeline
-from osteonode.reference import load_reference
+from osteonode.reference import MissingReferenceError, load_reference
 from osteonode.reports import DeviceInfo, build_secondary_capture, build_structured_report
 from osteonode.zoo import LoadedModel
 
@@ -80,11 +81,53 @@ def test_result_carries_heatmap_model_disclaimer_and_calibration_notes(
     )
     assert normal_result.model.name == "lumbar-demo" and normal_result.model.synthetic
     assert "not for diagnostic use" in normal_result.disclaimer
-    assert ("calibration", "ge_lunar") in normal_result.model.parameters
+    assert ("calibration", "hologic") in normal_result.model.parameters
     notes = " ".join(normal_result.notes)
-    assert "converted to hologic: 0.856 x BMD -0.016" in notes
+    assert "BMD on the hologic scale (the site's manufacturer); no conversion" in notes
     assert "young-adult reference" in notes
     assert Result.from_dict(normal_result.to_dict()).to_dict() == normal_result.to_dict()
+
+
+def test_a_site_on_another_dxa_scale_gets_the_converted_bmd_and_its_reference(
+    demo_model: LoadedModel, demo_pipeline: LumbarPipeline, normal_film
+) -> None:
+    """The demo model estimates on the Hologic scale; a GE Lunar site reads Lunar BMD and T-scores."""
+    shipped = load_reference()
+    lunar_site = shipped.model_copy(
+        update={
+            "lumbar": shipped.lumbar.model_copy(
+                update={"site_manufacturer": DxaManufacturer.GE_LUNAR}
+            )
+        }
+    )
+    lunar = LumbarPipeline.from_model(demo_model, LumbarSettings(), lunar_site)
+    radiograph = load_radiograph(normal_film.file)
+    hologic_result, lunar_result = demo_pipeline.run(radiograph), lunar.run(radiograph)
+    assert lunar_result.evaluable and hologic_result.evaluable
+    for on_hologic, on_lunar in zip(hologic_result.findings, lunar_result.findings):
+        # Genant 1994, the shipped Hologic-to-Lunar equation (rounding of both to 1 mg/cm2).
+        assert on_lunar.bmd_g_cm2 == pytest.approx(1.074 * on_hologic.bmd_g_cm2 + 0.054, abs=2e-3)
+    notes = " ".join(lunar_result.notes)
+    assert "BMD estimated on the hologic scale and converted to ge_lunar: 1.074 x BMD +0.054" in notes
+    assert "against the ge_lunar L1-L4 young-adult reference" in notes
+
+
+def test_a_site_scale_without_a_configured_conversion_leaves_the_pipeline_unavailable(
+    demo_model: LoadedModel,
+) -> None:
+    shipped = load_reference()
+    no_conversion = shipped.model_copy(
+        update={
+            "lumbar": shipped.lumbar.model_copy(
+                update={"site_manufacturer": DxaManufacturer.GE_LUNAR}
+            ),
+            "calibrations": [
+                c for c in shipped.calibrations if c.to_manufacturer is not DxaManufacturer.GE_LUNAR
+            ],
+        }
+    )
+    with pytest.raises(MissingReferenceError, match="no calibration from hologic to ge_lunar"):
+        LumbarPipeline.from_model(demo_model, LumbarSettings(), no_conversion)
 
 
 def test_implant_makes_the_film_not_evaluable_and_says_which_vertebra(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_training_writes_a_loadable_model_with_a_full_card(trained: Path) -> Non
     )
     assert card.synthetic and not card.diagnostic_use
     assert "not for diagnostic use" in card.description
-    assert card.calibration == "ge_lunar"
+    assert card.calibration == "hologic"  # the scale the phantom cohort declares
     assert {"corners_within_3mm", "bmd_pearson_r", "hard_reported_not_evaluable"} <= set(
         card.metrics
     )
@@ -92,6 +93,32 @@ def test_a_cohort_of_another_part_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LumbarCohortError, match="other than lumbar"):
         train(
             cohort,
+            tmp_path / "out",
+            SETTINGS,
+            device=torch.device("cpu"),
+            name="x",
+            version="1",
+            show_progress=False,
+        )
+
+
+def test_a_cohort_that_does_not_name_its_dxa_scale_is_refused(
+    tiny_cohort: Path, tmp_path: Path
+) -> None:
+    table = tiny_cohort / "cohort.csv" if tiny_cohort.is_dir() else tiny_cohort
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["bmd_manufacturer"] = ""
+        row["file"] = str(table.parent / row["file"])
+    unnamed = tmp_path / "cohort.csv"
+    with unnamed.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(LumbarCohortError, match="must name the DXA scale"):
+        train(
+            unnamed,
             tmp_path / "out",
             SETTINGS,
             device=torch.device("cpu"),

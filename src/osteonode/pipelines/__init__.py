@@ -19,7 +19,7 @@ import structlog
 from osteonode.config import NodeConfig, PipelineName, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
 from osteonode.pipelines.base import Result
-from osteonode.reference import ReferenceData, load_reference
+from osteonode.reference import MissingReferenceError, ReferenceData, load_reference
 
 __all__ = ["LoadedPipelines", "Pipeline", "load_pipelines"]
 
@@ -101,10 +101,10 @@ def load_pipelines(config: NodeConfig, reference: ReferenceData | None = None) -
         else:
             try:
                 model = load_model(directory, device=config.models.device)
-            except ModelError as error:
+                available[name] = pipeline_class.from_model(model, settings, reference)
+            except (ModelError, MissingReferenceError) as error:
                 unavailable[name] = str(error)
             else:
-                available[name] = pipeline_class.from_model(model, settings, reference)
                 log.info("pipeline_loaded", pipeline=name.value, model=model.card.name,
                          version=model.card.version, device=str(model.device))
                 continue

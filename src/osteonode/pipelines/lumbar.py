@@ -507,9 +507,7 @@ class LumbarPipeline:
         )
         self.model_calibration = DxaManufacturer(card.calibration)
         self.site_manufacturer = reference.lumbar.site_manufacturer
-        self.calibration = reference.calibration(
-            self.model_calibration, self.site_manufacturer, MeasurementSite.LUMBAR_L1_L4
-        )
+        self.calibration = reference.lumbar_calibration(self.model_calibration)
         self.identity = card.identity()
 
     @classmethod

@@ -1,7 +1,8 @@
 """Train the lumbar pipeline's three networks from a cohort (DICOM files + ground-truth table).
 
 The cohort table has the phantom format (:func:`osteonode.phantoms.read_cohort`): per film the
-corners of T12-L5 in source pixels and the BMD of L1-L4 on the model's calibration scale. Every
+corners of T12-L5 in source pixels and the BMD of L1-L4, on the DXA scale its ``bmd_manufacturer``
+column names; that scale becomes the model card's ``calibration``. Every
 film is decoded once and prepared exactly as :class:`~osteonode.pipelines.lumbar.LumbarPipeline`
 prepares it; then, with the shared loop :func:`osteonode.train.loop.fit`:
 
@@ -36,7 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osteonode.bone import MeasurementSite, Vertebra, VertebraMeasure, combine_lumbar, t_score
+from osteonode.bone import (
+    DxaManufacturer,
+    MeasurementSite,
+    Vertebra,
+    VertebraMeasure,
+    combine_lumbar,
+    t_score,
+)
 from osteonode.config import LumbarSettings, PipelineName
 from osteonode.evaluate.metrics import (
     cohen_kappa,
@@ -64,7 +72,7 @@ from osteonode.pipelines.lumbar import (
 from osteonode.reference import ReferenceData, load_reference
 from osteonode.train import DemoRecipe
 from osteonode.train.loop import FitOutcome, TrainingSettings, fit, split_indices
-from osteonode.zoo import ModelCard, NetworkEntry, load_model, save_model
+from osteonode.zoo import ModelCard, NetworkEntry, load_model, read_model_card, save_model
 
 __all__ = ["DEMO_RECIPE", "LumbarCohortError", "train"]
 
@@ -515,6 +523,29 @@ def _initialise(networks: dict[str, nn.Module], init: Path | None) -> None:
         network.load_state_dict(previous[role].state_dict())
 
 
+def _cohort_calibration(cohort: Path, records: list[PhantomRecord]) -> DxaManufacturer:
+    """The DXA scale of the cohort's BMD, which becomes the model's calibration.
+
+    Raises
+    ------
+    LumbarCohortError
+        When the cohort does not name one scale for all its films.
+    """
+    scales = {record.bmd_manufacturer for record in records}
+    choices = ", ".join(m.value for m in DxaManufacturer)
+    if len(scales) != 1 or None in scales:
+        raise LumbarCohortError(
+            f"cohort {cohort} must name the DXA scale of its BMD values in a bmd_manufacturer"
+            f" column, one of {choices}, the same for every film (found {sorted(map(str, scales))})"
+        )
+    try:
+        return DxaManufacturer(scales.pop())
+    except ValueError as error:
+        raise LumbarCohortError(
+            f"cohort {cohort}: bmd_manufacturer must be one of {choices}: {error}"
+        ) from None
+
+
 def train(
     cohort: Path,
     out: Path,
@@ -570,6 +601,7 @@ def train(
         raise LumbarCohortError(
             f"cohort {cohort} has {len(records)} films; the lumbar trainer needs at least 10"
         )
+    calibration = _cohort_calibration(cohort, records)
     films = load_films(records, show_progress)
     train_index, validation_index = split_indices(
         len(films), settings.validation_fraction, settings.seed
@@ -656,6 +688,7 @@ def train(
         synthetic,
         outcomes,
         regressor_options,
+        calibration,
     )
     save_model(out, card, {role: n.cpu() for role, n in networks.items()})
     metrics = {**card.metrics, **validate(out, [records[i] for i in validation_index], reference)}
@@ -722,6 +755,7 @@ def _card(
     synthetic: bool,
     outcomes: dict,
     regressor_options: dict,
+    calibration: DxaManufacturer,
 ) -> ModelCard:
     hard = sum(not r.evaluable for r in records)
     description = (
@@ -759,7 +793,7 @@ def _card(
             f" at {CROP_MM_PER_PIXEL} mm/pixel aligned to the body's endplates; BMD: mean of the"
             " regressor on the crop and its mirror image"
         ),
-        calibration="ge_lunar",
+        calibration=calibration.value,
         parameters={"min_corner_confidence": 0.3, "crop_mm_per_pixel": CROP_MM_PER_PIXEL},
         metrics=epochs,
         networks=[
@@ -831,6 +865,7 @@ def validate(
 ) -> dict[str, float]:
     """End-to-end validation figures of a written model on films with ground truth."""
     reference = load_reference() if reference is None else reference
+    calibration = DxaManufacturer(read_model_card(model_dir).calibration)
     outcomes = run_on_records(model_dir, records, reference)
     clean = [o for o in outcomes if o.record.evaluable]
     hard = [o for o in outcomes if not o.record.evaluable]
@@ -857,7 +892,9 @@ def validate(
     if len(predicted) >= 3:
         metrics["bmd_pearson_r"] = round(float(pearson_correlation(truth, predicted).r), 4)
         metrics["bmd_nrmse"] = round(float(normalized_root_mean_squared_error(truth, predicted)), 4)
-        categories = [who_categories_pair(o, reference) for o in clean if o.evaluable]
+        categories = [
+            who_categories_pair(o, reference, calibration) for o in clean if o.evaluable
+        ]
         if categories:
             truth_c, predicted_c = zip(*categories)
             metrics["who_quadratic_kappa"] = round(
@@ -869,18 +906,16 @@ def validate(
 _CATEGORY_INDEX = {"normal": 0, "low_bone_mass": 1, "osteoporosis": 2}
 
 
-def who_categories_pair(outcome: FilmOutcome, reference: ReferenceData) -> tuple[int, int]:
+def who_categories_pair(
+    outcome: FilmOutcome, reference: ReferenceData, model_calibration: DxaManufacturer
+) -> tuple[int, int]:
     """(truth, predicted) WHO category indices along the same calibration and reference path.
 
-    Both the phantom's true L1-L4 BMD (model calibration) and the pipeline's raw estimates go
-    through the configured cross-calibration, the sex's reference and the ISCD combination, so
-    the comparison isolates the estimator.
+    Both the phantom's true L1-L4 BMD (on the model's calibration, the cohort's scale) and the
+    pipeline's raw estimates go through the configured cross-calibration to the site's scale, the
+    sex's reference and the ISCD combination, so the comparison isolates the estimator.
     """
-    calibration = reference.calibration(
-        reference.lumbar.model_calibration,
-        reference.lumbar.site_manufacturer,
-        MeasurementSite.LUMBAR_L1_L4,
-    )
+    calibration = reference.lumbar_calibration(model_calibration)
     sex = outcome.record.sex if outcome.record.sex in ("F", "M") else "F"
     young = reference.young_adult(
         reference.lumbar.site_manufacturer, MeasurementSite.LUMBAR_L1_L4, sex
