@@ -33,6 +33,7 @@ import structlog
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from osteonode.store.checks import check_text, resolve_now
 from osteonode.store.history import _Record
 from osteonode.store.queue import MAX_ERROR_LENGTH, LeaseLostError, record_event
 from osteonode.store.spool import Spool
@@ -45,7 +46,6 @@ from osteonode.store.tables import (
     Instance,
     Job,
     Result,
-    utc_now,
 )
 
 __all__ = [
@@ -77,21 +77,6 @@ class DeliveryStateError(ValueError):
     """The delivery is not in a state that allows the requested change."""
 
 
-def _now(now: datetime | None) -> datetime:
-    if now is None:
-        return utc_now()
-    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError(f"now must be a timezone-aware datetime, got {now!r}")
-    return now
-
-
-def _check_text(name: str, value: Any, max_length: int) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if not value or len(value) > max_length:
-        raise ValueError(f"{name} must have 1 to {max_length} characters, got {value!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class OutgoingObject:
     """One result object, already durably in the spool, to be sent to one destination.
@@ -114,9 +99,9 @@ class OutgoingObject:
     spool_path: str | Path
 
     def __post_init__(self) -> None:
-        _check_text("destination", self.destination, DESTINATION_NAME_LENGTH)
-        _check_text("sop_instance_uid", self.sop_instance_uid, UID_LENGTH)
-        _check_text("sop_class_uid", self.sop_class_uid, UID_LENGTH)
+        check_text("destination", self.destination, DESTINATION_NAME_LENGTH)
+        check_text("sop_instance_uid", self.sop_instance_uid, UID_LENGTH)
+        check_text("sop_class_uid", self.sop_class_uid, UID_LENGTH)
         if not isinstance(self.spool_path, (str, Path)):
             raise TypeError(
                 f"spool_path must be a str or Path, got {type(self.spool_path).__name__}"
@@ -181,7 +166,7 @@ def add_deliveries(
     for item in objects:
         if not isinstance(item, OutgoingObject):
             raise TypeError(f"objects must be OutgoingObject values, got {type(item).__name__}")
-    now = _now(now)
+    now = resolve_now(now)
     if result.id is None:
         session.flush()
     deliveries = [
@@ -243,12 +228,12 @@ def claim_delivery(
     Delivery | None
         The claimed delivery (``sending``, attempt counted), or None when nothing is due.
     """
-    _check_text("destination", destination, DESTINATION_NAME_LENGTH)
+    check_text("destination", destination, DESTINATION_NAME_LENGTH)
     if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)):
         raise TypeError(f"lease_seconds must be a number, got {type(lease_seconds).__name__}")
     if not lease_seconds > 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
-    now = _now(now)
+    now = resolve_now(now)
     candidate = session.execute(
         select(Delivery.id, Delivery.state)
         .where(_due(now, destination))
@@ -322,7 +307,7 @@ def mark_sent(
         If this sender no longer holds the delivery.
     """
     _check_status(status)
-    now = _now(now)
+    now = resolve_now(now)
     current = _locked_sending(session, delivery)
     current.state = DeliveryState.SENT
     current.sent_at = now
@@ -369,7 +354,7 @@ def mark_retry(
         If this sender no longer holds the delivery.
     """
     _check_status(status)
-    retry_at = _now(retry_at)
+    retry_at = resolve_now(retry_at)
     if not isinstance(error, str) or not error:
         raise ValueError("error must be a non-empty str")
     current = _locked_sending(session, delivery)
@@ -454,7 +439,7 @@ def requeue_delivery(session: Session, delivery_id: int, now: datetime | None = 
     """
     if isinstance(delivery_id, bool) or not isinstance(delivery_id, int):
         raise TypeError(f"delivery_id must be an int, got {type(delivery_id).__name__}")
-    now = _now(now)
+    now = resolve_now(now)
     delivery = session.get(Delivery, delivery_id, with_for_update=True, populate_existing=True)
     if delivery is None:
         raise LookupError(f"no delivery with id {delivery_id}")
@@ -480,7 +465,7 @@ def requeue_delivery(session: Session, delivery_id: int, now: datetime | None = 
 
 def requeue_dead_deliveries(session: Session, now: datetime | None = None) -> list[Delivery]:
     """:func:`requeue_delivery` for every dead delivery; returns them."""
-    now = _now(now)
+    now = resolve_now(now)
     ids = session.scalars(
         select(Delivery.id).where(Delivery.state == DeliveryState.DEAD).order_by(Delivery.id)
     ).all()
@@ -522,7 +507,7 @@ def purge_sent_deliveries(
         raise TypeError(f"older_than must be a timedelta, got {type(older_than).__name__}")
     if older_than < timedelta(0):
         raise ValueError(f"older_than must not be negative, got {older_than}")
-    now = _now(now)
+    now = resolve_now(now)
     old = session.scalars(
         select(Delivery)
         .where(Delivery.state == DeliveryState.SENT, Delivery.sent_at < now - older_than)

@@ -34,6 +34,7 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from osteonode.store.checks import check_aware, check_text, resolve_now
 from osteonode.store.tables import (
     UID_LENGTH,
     Event,
@@ -88,29 +89,6 @@ class ReceiptStatus(enum.StrEnum):
     """The SOP Instance UID is already stored: the receipt is counted, the new file is not kept."""
 
 
-def _check_text(name: str, value: Any, max_length: int, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if not value or len(value) > max_length:
-        raise ValueError(f"{name} must have 1 to {max_length} characters, got {value!r}")
-
-
-def _check_aware(name: str, value: Any) -> None:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
-
-
-def _now(now: datetime | None) -> datetime:
-    if now is None:
-        return utc_now()
-    _check_aware("now", now)
-    return now
-
-
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """One C-STORE of an instance whose file is already durably in the spool.
@@ -158,13 +136,13 @@ class Receipt:
 
     def __post_init__(self) -> None:
         for name in ("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid"):
-            _check_text(name, getattr(self, name), UID_LENGTH)
+            check_text(name, getattr(self, name), UID_LENGTH)
         for name in ("study_instance_uid", "series_instance_uid"):
-            _check_text(name, getattr(self, name), UID_LENGTH, optional=True)
-        _check_text("modality", self.modality, 16, optional=True)
-        _check_text("calling_ae", self.calling_ae, 16)
-        _check_text("called_ae", self.called_ae, 16)
-        _check_text("calling_host", self.calling_host, 255, optional=True)
+            check_text(name, getattr(self, name), UID_LENGTH, optional=True)
+        check_text("modality", self.modality, 16, optional=True)
+        check_text("calling_ae", self.calling_ae, 16)
+        check_text("called_ae", self.called_ae, 16)
+        check_text("calling_host", self.calling_host, 255, optional=True)
         if not isinstance(self.spool_path, (str, Path)):
             kind = type(self.spool_path).__name__
             raise TypeError(f"spool_path must be a str or Path, got {kind}")
@@ -177,7 +155,7 @@ class Receipt:
             raise TypeError(f"size_bytes must be an int, got {type(self.size_bytes).__name__}")
         if self.size_bytes < 0:
             raise ValueError(f"size_bytes must not be negative, got {self.size_bytes}")
-        _check_aware("received_at", self.received_at)
+        check_aware("received_at", self.received_at)
 
     @property
     def relative_path(self) -> str:
@@ -322,7 +300,7 @@ def is_known_instance(session: Session, sop_instance_uid: str) -> bool:
     A cheap check before a receiver writes a file; :func:`record_receipt` stays the authority when
     two associations send the same UID at the same time.
     """
-    _check_text("sop_instance_uid", sop_instance_uid, UID_LENGTH)
+    check_text("sop_instance_uid", sop_instance_uid, UID_LENGTH)
     return bool(
         session.scalar(select(exists().where(Instance.sop_instance_uid == sop_instance_uid)))
     )
@@ -504,14 +482,14 @@ def claim_job(
     Job | None
         The claimed job (state ``running``, attempts counted), or None if there is none.
     """
-    _check_text("worker_id", worker_id, 128)
+    check_text("worker_id", worker_id, 128)
     if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)):
         raise TypeError(f"lease_seconds must be a number, got {type(lease_seconds).__name__}")
     if not lease_seconds > 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
     if isinstance(pipelines, str) or not all(isinstance(name, str) for name in pipelines):
         raise TypeError("pipelines must be a collection of pipeline names")
-    now = _now(now)
+    now = resolve_now(now)
     pipelines = sorted(set(pipelines))
     candidate = session.execute(
         select(Job.id, Job.state, Job.lease_owner)
@@ -622,8 +600,8 @@ def mark_routed(
     LeaseLostError
         If this worker no longer holds the job.
     """
-    _check_text("pipeline", pipeline, 64)
-    _check_text("rule", rule, 128)
+    check_text("pipeline", pipeline, 64)
+    check_text("rule", rule, 128)
     current = _locked_running_job(session, job)
     now = utc_now()
     current.pipeline = pipeline
@@ -663,10 +641,10 @@ def mark_skipped(
     LeaseLostError
         If this worker no longer holds the job.
     """
-    _check_text("reason", reason, 64)
+    check_text("reason", reason, 64)
     if not isinstance(detail, str):
         raise TypeError(f"detail must be a str, got {type(detail).__name__}")
-    _check_text("rule", rule, 128, optional=True)
+    check_text("rule", rule, 128, optional=True)
     current = _locked_running_job(session, job)
     _finish(current, JobState.SKIPPED, utc_now())
     current.skip_reason = str(reason)
@@ -774,7 +752,7 @@ def reclaim_expired_leases(session: Session, now: datetime | None = None) -> int
     int
         Number of jobs reclaimed or failed.
     """
-    now = _now(now)
+    now = resolve_now(now)
     expired = session.scalars(
         select(Job)
         .where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)

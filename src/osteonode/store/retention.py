@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlalchemy.orm import Session
 
+from osteonode.store.checks import check_period, resolve_now
 from osteonode.store.queue import record_event
 from osteonode.store.spool import Spool
 from osteonode.store.tables import (
@@ -33,7 +34,6 @@ from osteonode.store.tables import (
     Instance,
     Job,
     Result,
-    utc_now,
 )
 
 __all__ = ["ORPHAN_GRACE", "PurgeReport", "purge_spool", "remove_orphan_files"]
@@ -65,6 +65,11 @@ class PurgeReport:
     deleted_files: int
     freed_bytes: int
     kept_unfinished: int
+
+
+def _check_spool(spool: object) -> None:
+    if not isinstance(spool, Spool):
+        raise TypeError(f"spool must be a Spool, got {type(spool).__name__}")
 
 
 def _unfinished_work() -> ColumnElement[bool]:
@@ -109,16 +114,9 @@ def purge_spool(
     ValueError
         If ``older_than`` is negative or ``now`` is naive.
     """
-    if not isinstance(spool, Spool):
-        raise TypeError(f"spool must be a Spool, got {type(spool).__name__}")
-    if not isinstance(older_than, timedelta):
-        raise TypeError(f"older_than must be a timedelta, got {type(older_than).__name__}")
-    if older_than < timedelta(0):
-        raise ValueError(f"older_than must not be negative, got {older_than}")
-    if now is None:
-        now = utc_now()
-    elif now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError(f"now must be timezone-aware, got {now.isoformat()}")
+    _check_spool(spool)
+    check_period("older_than", older_than)
+    now = resolve_now(now)
     cutoff = now - older_than
     old = and_(Instance.purged_at.is_(None), Instance.last_received_at < cutoff)
     unfinished = _unfinished_work()
@@ -204,16 +202,9 @@ def remove_orphan_files(
     ValueError
         If ``grace`` is negative or ``now`` is naive.
     """
-    if not isinstance(spool, Spool):
-        raise TypeError(f"spool must be a Spool, got {type(spool).__name__}")
-    if not isinstance(grace, timedelta):
-        raise TypeError(f"grace must be a timedelta, got {type(grace).__name__}")
-    if grace < timedelta(0):
-        raise ValueError(f"grace must not be negative, got {grace}")
-    if now is None:
-        now = utc_now()
-    elif now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError(f"now must be timezone-aware, got {now.isoformat()}")
+    _check_spool(spool)
+    check_period("grace", grace)
+    now = resolve_now(now)
     # Listed before the rows are read: a file published after the listing is not looked at, and
     # one whose row is committed after the query is too young to be removed.
     files = spool.published_files()
