@@ -16,7 +16,7 @@ from osteonode.imaging import load_radiograph
 from osteonode.phantoms import HardCase
 from osteonode.pipelines.base import FindingSite, OutsideIntendedUse, Result
 from osteonode.pipelines.lumbar import LumbarPipeline
-from osteonode.reference import MissingReferenceError, load_reference
+from osteonode.reference import MissingReferenceError, ReferenceData, load_reference
 from osteonode.reports import DeviceInfo, build_secondary_capture, build_structured_report
 from osteonode.zoo import LoadedModel
 
@@ -88,19 +88,18 @@ def test_result_carries_heatmap_model_disclaimer_and_calibration_notes(
     assert Result.from_dict(normal_result.to_dict()).to_dict() == normal_result.to_dict()
 
 
+def _ge_lunar_site() -> ReferenceData:
+    """The shipped reference data for a site whose DXA scanner is a GE Lunar."""
+    shipped = load_reference()
+    lumbar = shipped.lumbar.model_copy(update={"site_manufacturer": DxaManufacturer.GE_LUNAR})
+    return shipped.model_copy(update={"lumbar": lumbar})
+
+
 def test_a_site_on_another_dxa_scale_gets_the_converted_bmd_and_its_reference(
     demo_model: LoadedModel, demo_pipeline: LumbarPipeline, normal_film
 ) -> None:
     """The demo model estimates on the Hologic scale; a GE Lunar site reads Lunar BMD and T-scores."""
-    shipped = load_reference()
-    lunar_site = shipped.model_copy(
-        update={
-            "lumbar": shipped.lumbar.model_copy(
-                update={"site_manufacturer": DxaManufacturer.GE_LUNAR}
-            )
-        }
-    )
-    lunar = LumbarPipeline.from_model(demo_model, LumbarSettings(), lunar_site)
+    lunar = LumbarPipeline.from_model(demo_model, LumbarSettings(), _ge_lunar_site())
     radiograph = load_radiograph(normal_film.file)
     hologic_result, lunar_result = demo_pipeline.run(radiograph), lunar.run(radiograph)
     assert lunar_result.evaluable and hologic_result.evaluable
@@ -115,15 +114,14 @@ def test_a_site_on_another_dxa_scale_gets_the_converted_bmd_and_its_reference(
 def test_a_site_scale_without_a_configured_conversion_leaves_the_pipeline_unavailable(
     demo_model: LoadedModel,
 ) -> None:
-    shipped = load_reference()
-    no_conversion = shipped.model_copy(
+    with_conversion = _ge_lunar_site()
+    no_conversion = with_conversion.model_copy(
         update={
-            "lumbar": shipped.lumbar.model_copy(
-                update={"site_manufacturer": DxaManufacturer.GE_LUNAR}
-            ),
             "calibrations": [
-                c for c in shipped.calibrations if c.to_manufacturer is not DxaManufacturer.GE_LUNAR
-            ],
+                c
+                for c in with_conversion.calibrations
+                if c.to_manufacturer is not DxaManufacturer.GE_LUNAR
+            ]
         }
     )
     with pytest.raises(MissingReferenceError, match="no calibration from hologic to ge_lunar"):

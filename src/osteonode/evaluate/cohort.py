@@ -51,7 +51,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from osteonode.bone import (
     DxaManufacturer,
     Laterality,
-    MeasurementSite,
     Sex,
     WhoCategory,
     who_category,
@@ -233,7 +232,7 @@ def on_site_calibration(row: CohortRow, reference: ReferenceData) -> CohortRow:
     site = reference.lumbar.site_manufacturer
     if row.truth_bmd is None or row.bmd_manufacturer is None or row.bmd_manufacturer is site:
         return row
-    calibration = reference.calibration(row.bmd_manufacturer, site, MeasurementSite.LUMBAR_L1_L4)
+    calibration = reference.lumbar_calibration(row.bmd_manufacturer)
     return dataclasses.replace(
         row, truth_bmd=round(calibration.apply(row.truth_bmd), 4), bmd_manufacturer=site
     )
