@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from osteonode.train.loop import TrainingSettings, fit, split_indices
+from osteonode.train.loop import LearningRateSchedule, TrainingSettings, fit, split_indices
 
 
 class LineTask:
@@ -80,3 +80,58 @@ def test_split_is_reproducible_and_disjoint():
         split_indices(1, 0.5, seed=0)
     with pytest.raises(ValueError):
         TrainingSettings(validation_fraction=1.0)
+
+
+def test_cosine_schedule_warms_up_then_decays_towards_zero():
+    settings = TrainingSettings(
+        epochs=10, learning_rate=1e-3, schedule=LearningRateSchedule.COSINE, warmup_epochs=2
+    )
+    rates = [settings.learning_rate_at(epoch) for epoch in range(1, 11)]
+    assert rates[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:]))
+    assert rates[-1] < 0.05 * 1e-3
+    constant = TrainingSettings(epochs=10, learning_rate=1e-3)
+    assert {constant.learning_rate_at(epoch) for epoch in range(1, 11)} == {1e-3}
+
+
+def test_schedule_settings_are_checked():
+    assert TrainingSettings(schedule="cosine").schedule is LearningRateSchedule.COSINE
+    with pytest.raises(ValueError):
+        TrainingSettings(schedule="triangular")
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainingSettings(epochs=3, schedule="cosine", warmup_epochs=3)
+    with pytest.raises(ValueError, match="epoch must lie"):
+        TrainingSettings(epochs=3).learning_rate_at(4)
+
+
+class InterruptingTask(LineTask):
+    """LineTask whose training stops with KeyboardInterrupt when epoch ``stop_at`` begins."""
+
+    def __init__(self, stop_at: int) -> None:
+        super().__init__()
+        self.stop_at = stop_at
+
+    def train_batches(self, epoch, rng):
+        if epoch == self.stop_at:
+            raise KeyboardInterrupt
+        return super().train_batches(epoch, rng)
+
+
+def test_a_cosine_run_records_its_rates_and_resumes_to_the_same_result(tmp_path):
+    settings = TrainingSettings(
+        epochs=8, learning_rate=0.05, patience=0, seed=3, schedule="cosine", warmup_epochs=1
+    )
+    torch.manual_seed(1)
+    straight = nn.Linear(1, 1)
+    outcome = fit(straight, LineTask(), settings, tmp_path / "a.pt", show_progress=False)
+    assert [record.learning_rate for record in outcome.history] == [
+        settings.learning_rate_at(epoch) for epoch in range(1, 9)
+    ]
+
+    torch.manual_seed(1)
+    interrupted = nn.Linear(1, 1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, InterruptingTask(stop_at=4), settings, tmp_path / "b.pt", show_progress=False)
+    resumed = nn.Linear(1, 1)
+    fit(resumed, LineTask(), settings, tmp_path / "b.pt", show_progress=False)
+    assert torch.equal(resumed.weight, straight.weight) and torch.equal(resumed.bias, straight.bias)

@@ -4,7 +4,10 @@ A pipeline supplies a :class:`TrainingTask` (its batches, loss and validation me
 runs epochs with a progress bar, evaluates on the validation split after each, keeps the best
 weights by the task's metric, stops early when the metric stops improving, and writes a checkpoint
 after every epoch so an interrupted run resumes where it stopped (``resume=True``) with the same
-random state, giving the same result as an uninterrupted run.
+random state, giving the same result as an uninterrupted run. The learning rate is either constant
+or follows a cosine decay over the planned epochs after a linear warm-up
+(:class:`LearningRateSchedule`); it is a function of the epoch alone, so resuming needs no
+scheduler state.
 
 Checkpoints hold tensors and plain values only and are read with ``torch.load(weights_only=True)``.
 """
@@ -17,6 +20,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +33,7 @@ from torch import nn
 __all__ = [
     "EpochRecord",
     "FitOutcome",
+    "LearningRateSchedule",
     "TrainingSettings",
     "TrainingTask",
     "fit",
@@ -39,6 +44,15 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class LearningRateSchedule(str, Enum):
+    """How the learning rate changes from epoch to epoch."""
+
+    #: The settings' learning rate throughout.
+    CONSTANT = "constant"
+    #: Linear warm-up, then half a cosine from the settings' rate towards zero at the last epoch.
+    COSINE = "cosine"
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,10 @@ class TrainingSettings:
         Seeds torch and the task's numpy generator.
     validation_fraction
         Share of the cohort held out for validation.
+    schedule
+        Learning-rate schedule over ``epochs``.
+    warmup_epochs
+        Epochs of linear warm-up before a cosine decay (cosine schedule only).
     """
 
     epochs: int = 30
@@ -68,6 +86,8 @@ class TrainingSettings:
     patience: int = 6
     seed: int = 0
     validation_fraction: float = 0.2
+    schedule: LearningRateSchedule = LearningRateSchedule.CONSTANT
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -78,6 +98,32 @@ class TrainingSettings:
             raise ValueError("patience must be >= 0")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError("validation_fraction must lie strictly between 0 and 1")
+        object.__setattr__(self, "schedule", LearningRateSchedule(self.schedule))
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"warmup_epochs must lie in [0, epochs), got {self.warmup_epochs} of {self.epochs}"
+            )
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (1-based).
+
+        Parameters
+        ----------
+        epoch
+            Epoch number, 1 to ``epochs``.
+
+        Returns
+        -------
+        float
+        """
+        if not 1 <= epoch <= self.epochs:
+            raise ValueError(f"epoch must lie in [1, {self.epochs}], got {epoch}")
+        if self.schedule is LearningRateSchedule.CONSTANT:
+            return self.learning_rate
+        if epoch <= self.warmup_epochs:
+            return self.learning_rate * epoch / (self.warmup_epochs + 1)
+        progress = (epoch - self.warmup_epochs - 1) / (self.epochs - self.warmup_epochs)
+        return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class TrainingTask(Protocol):
@@ -111,6 +157,7 @@ class EpochRecord:
     train_loss: float
     validation_loss: float
     validation_metric: float
+    learning_rate: float
 
 
 @dataclass
@@ -238,6 +285,8 @@ def fit(
             if outcome.stopped_early:
                 break
             model.train()
+            for group in optimiser.param_groups:
+                group["lr"] = settings.learning_rate_at(epoch)
             losses = []
             description = f"epoch {epoch}/{settings.epochs}"
             for inputs, targets in _batches_with_progress(task.train_batches(epoch, rng), progress, description):
@@ -247,7 +296,9 @@ def fit(
                 optimiser.step()
                 losses.append(float(loss.detach()))
             validation_loss, metric = _evaluate(model, task, device)
-            record = EpochRecord(epoch, float(np.mean(losses)), validation_loss, metric)
+            record = EpochRecord(
+                epoch, float(np.mean(losses)), validation_loss, metric, settings.learning_rate_at(epoch)
+            )
             outcome.history.append(record)
             if metric > outcome.best_metric:
                 outcome.best_metric, outcome.best_epoch = metric, epoch
