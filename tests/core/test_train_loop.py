@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -88,7 +90,7 @@ def test_cosine_schedule_warms_up_then_decays_towards_zero():
     )
     rates = [settings.learning_rate_at(epoch) for epoch in range(1, 11)]
     assert rates[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
-    assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:]))
+    assert all(later < earlier for earlier, later in pairwise(rates[2:]))
     assert rates[-1] < 0.05 * 1e-3
     constant = TrainingSettings(epochs=10, learning_rate=1e-3)
     assert {constant.learning_rate_at(epoch) for epoch in range(1, 11)} == {1e-3}
