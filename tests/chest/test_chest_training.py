@@ -109,3 +109,28 @@ def test_cohort_of_another_part_is_refused(tmp_path: Path) -> None:
             show_progress=False,
             configuration=TINY,
         )
+
+
+def test_stage_targets_are_soft_near_the_cut_off_and_hard_far_from_it() -> None:
+    from osteonode.bone import WhoCategory
+    from osteonode.train.chest import _Films
+
+    t_scores = torch.tensor([-4.0, -2.5, -1.8, -1.0, 0.5])
+    films = _Films(
+        images=torch.zeros(5, 8, 8),
+        categories=(
+            WhoCategory.OSTEOPOROSIS,
+            WhoCategory.OSTEOPOROSIS,
+            WhoCategory.LOW_BONE_MASS,
+            WhoCategory.NORMAL,
+            WhoCategory.NORMAL,
+        ),
+        t_scores=t_scores,
+        synthetic=True,
+    )
+    stage1 = films.soft_targets(Stage.OSTEOPOROSIS)
+    stage2 = films.soft_targets(Stage.LOW_BONE_MASS)
+    assert stage1[0] > 0.99 and stage1[1] == pytest.approx(0.5) and stage1[4] < 0.01
+    assert stage2[2] > 0.9 and stage2[3] == pytest.approx(0.5) and stage2[4] < 0.01
+    # The hard labels the validation AUC uses stay the categories.
+    assert films.targets(Stage.OSTEOPOROSIS).tolist() == [1, 1, 0, 0, 0]
