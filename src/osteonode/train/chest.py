@@ -148,7 +148,7 @@ class _Films:
     def soft_targets(self, stage: Stage) -> torch.Tensor:
         """Each film's probability of the stage's positive class (:data:`LABEL_SOFTNESS`).
 
-        Stage 2 never sees osteoporotic films, whose targets are left at 1.
+        Stage 2 never trains on osteoporotic films: their values (near 1) go unused.
         """
         cut_off = OSTEOPOROSIS_T_SCORE if stage is Stage.OSTEOPOROSIS else NORMAL_T_SCORE
         return torch.sigmoid((cut_off - self.t_scores) / LABEL_SOFTNESS)

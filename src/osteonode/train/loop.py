@@ -285,8 +285,9 @@ def fit(
             if outcome.stopped_early:
                 break
             model.train()
+            learning_rate = settings.learning_rate_at(epoch)
             for group in optimiser.param_groups:
-                group["lr"] = settings.learning_rate_at(epoch)
+                group["lr"] = learning_rate
             losses = []
             description = f"epoch {epoch}/{settings.epochs}"
             for inputs, targets in _batches_with_progress(task.train_batches(epoch, rng), progress, description):
@@ -296,9 +297,7 @@ def fit(
                 optimiser.step()
                 losses.append(float(loss.detach()))
             validation_loss, metric = _evaluate(model, task, device)
-            record = EpochRecord(
-                epoch, float(np.mean(losses)), validation_loss, metric, settings.learning_rate_at(epoch)
-            )
+            record = EpochRecord(epoch, float(np.mean(losses)), validation_loss, metric, learning_rate)
             outcome.history.append(record)
             if metric > outcome.best_metric:
                 outcome.best_metric, outcome.best_epoch = metric, epoch
