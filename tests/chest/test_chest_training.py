@@ -240,3 +240,22 @@ def test_train_command_names_an_unusable_teacher(cohort: Path, tmp_path: Path) -
               "--teacher", str(tmp_path / "no-model"), "--device", "cpu"],
     )
     assert result.exit_code == 2 and "no-model" in result.output
+
+
+@pytest.mark.slow
+def test_a_resumed_distillation_run_with_strong_augmentation_ends_as_an_uninterrupted_one(
+    cohort: Path, teacher: Path, tmp_path: Path
+) -> None:
+    options = {
+        "device": torch.device("cpu"), "name": "d", "version": "1", "show_progress": False,
+        "configuration": TINY, "teacher": teacher, "augmentation": CHEST_STRONG,
+    }
+    two = TrainingSettings(epochs=2, batch_size=8, patience=0, validation_fraction=0.25)
+    train(cohort, tmp_path / "straight", two, **options)
+    train(cohort, tmp_path / "resumed", SETTINGS, **options)
+    train(cohort, tmp_path / "resumed", two, **options)
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "stage2.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "stage2.pt", weights_only=True)
+    assert straight["history"] == resumed["history"]
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
