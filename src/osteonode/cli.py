@@ -713,6 +713,8 @@ def validate(
         files = validate_predictions_file(predictions, out, settings)
     except (PredictionsError, ValueError, OSError) as error:
         raise _validate_error(str(error)) from None
+    for line in files.summary:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {escape(str(files.metrics))} and {escape(str(files.html))}", highlight=False)
 
 

@@ -252,7 +252,18 @@ def _excluded(row: CohortRow, reason: str, side: Laterality | None = None) -> Pr
 
 
 def predictions_from_result(row: CohortRow, pipeline: PipelineName, result: Result) -> list[Prediction]:
-    """The predictions rows of one analysed film (two for a hip film, one per side)."""
+    """The predictions rows of one analysed film (two for a hip film, one per side), each naming
+    the model behind it."""
+    model = result.model
+    return [
+        dataclasses.replace(
+            prediction, model=model.name, model_version=model.version, synthetic=model.synthetic
+        )
+        for prediction in _film_predictions(row, pipeline, result)
+    ]
+
+
+def _film_predictions(row: CohortRow, pipeline: PipelineName, result: Result) -> list[Prediction]:
     if pipeline is PipelineName.HIP:
         predictions = []
         for side in (Laterality.RIGHT, Laterality.LEFT):
