@@ -13,10 +13,10 @@ from osteonode.cli import app
 from osteonode.config import ChestSettings
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.nets import CheckpointError
-from osteonode.phantoms import make_cohort
+from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.chest import ChestPipeline, ChestPreprocessing, Stage
 from osteonode.train.augment import CHEST_STRONG
-from osteonode.train.chest import ChestConfiguration, train
+from osteonode.train.chest import ChestConfiguration, train, validate
 from osteonode.train.distillation import DistillationSettings
 from osteonode.train.loop import TrainingSettings
 from osteonode.train.proxy import ProxyThresholds
@@ -259,3 +259,10 @@ def test_a_resumed_distillation_run_with_strong_augmentation_ends_as_an_uninterr
     assert straight["history"] == resumed["history"]
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_validate_gives_the_cards_figures_for_a_written_model(cohort: Path, teacher: Path) -> None:
+    records = read_cohort(cohort)
+    figures = validate(teacher, records)
+    assert figures["validation_films"] == sum(record.evaluable for record in records)
+    assert {"three_class_accuracy", "stage1_auc"} <= set(figures)

@@ -36,7 +36,7 @@ Two configurations:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +52,7 @@ from osteonode.config import ChestSettings, PipelineName
 from osteonode.evaluate.metrics import KappaWeighting, cohen_kappa, roc_auc
 from osteonode.imaging.pixels import ImageError, load_radiograph
 from osteonode.nets import build_network, load_pretrained
-from osteonode.phantoms import read_cohort
+from osteonode.phantoms import PhantomRecord, read_cohort
 from osteonode.phantoms.chest import CHEST_QUALITY_EXPONENT
 from osteonode.phantoms.enum import Category, Part
 from osteonode.pipelines.chest import ChestPipeline, ChestPreprocessing, Stage, final_category
@@ -64,11 +64,14 @@ from osteonode.train.proxy import ProxyCounts, ProxyThresholds, proxy_labels, un
 from osteonode.zoo import ModelCard, NetworkEntry, load_model, save_model
 
 __all__ = [
+    "DEFAULT_DISTILLATION",
     "DEMO_CONFIGURATION",
     "DEMO_RECIPE",
     "PAPER_CONFIGURATION",
+    "PAPER_PROXY_THRESHOLDS",
     "ChestConfiguration",
     "train",
+    "validate",
 ]
 
 log = structlog.get_logger(__name__)
@@ -214,6 +217,12 @@ def _read_films(cohort: Path, preprocessing: ChestPreprocessing, show_progress: 
             f"cohort {cohort} has {len(usable)} evaluable chest films; at least 10 are needed"
         )
     log.info("chest_cohort_read", films=len(records), evaluable=len(usable))
+    return _decode_films(usable, preprocessing, show_progress)
+
+
+def _decode_films(
+    usable: Sequence[PhantomRecord], preprocessing: ChestPreprocessing, show_progress: bool
+) -> _Films:
     images = np.empty((len(usable), preprocessing.size, preprocessing.size), dtype=np.float32)
     synthetic = True
     items = (
@@ -714,6 +723,34 @@ class _StageTraining:
             best_epochs[stage] = outcome.best_epoch
             previous = network
         return _TrainedStages(networks, best_epochs)
+
+
+def validate(
+    model_dir: Path, records: Sequence[PhantomRecord], batch_size: int = 16
+) -> dict[str, float]:
+    """The card's validation figures of a written chest model on films with truth.
+
+    Parameters
+    ----------
+    model_dir
+        The model folder.
+    records
+        Films with ground truth (e.g. held-out phantoms); those not evaluable are left out.
+    batch_size
+        Films per forward pass.
+
+    Returns
+    -------
+    dict
+        ``validation_films``, ``stage1_auc`` (osteoporosis vs not, all films), ``stage2_auc``
+        (low bone mass vs normal, films that are not osteoporotic), ``three_class_accuracy`` and
+        ``three_class_kappa_quadratic`` of the two stages' final answer at the paper's cut-off.
+    """
+    device = torch.device("cpu")
+    model = _TwoStageModel.load(Path(model_dir), device)
+    films = _decode_films([r for r in records if r.evaluable], model.preprocessing, False)
+    every = np.arange(len(films.categories))
+    return _validation_metrics(model.networks, films, every, model.preprocessing, device, batch_size)
 
 
 def _description(configuration: ChestConfiguration, synthetic: bool) -> str:
