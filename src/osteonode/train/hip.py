@@ -715,13 +715,15 @@ def _card(
             "z-transform with two sigma, (x - mean) / (2 sigma), clipped to [-1, 1]; per crop for the"
             f" classifier, per film for the localiser; training jitter of the divisor +-{Z_JITTER} sigma"
         ),
-        parameters={
-            **geometry.as_parameters(),
+        parameters=geometry.as_parameters(),
+        metrics=metrics,
+        # How it was trained: the card's record, not algorithm parameters results carry.
+        training={
             "optimiser": "Adam" if settings.weight_decay == 0 else "AdamW",
             "learning_rate": settings.learning_rate,
-            "augmentation": HIP_PAPER.describe() + "; crop box jitter",
+            "classifier_augmentation": HIP_PAPER.describe(),
+            "crop_box_jitter": BOX_JITTER,
         },
-        metrics=metrics,
         networks=[
             NetworkEntry(
                 role=LOCATOR_ROLE,
