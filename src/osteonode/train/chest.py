@@ -335,7 +335,7 @@ def _proxy_films(
         labels = proxy_labels(
             probabilities[Stage.OSTEOPOROSIS], probabilities[Stage.LOW_BONE_MASS], thresholds
         )
-        for index, ((file, student, _, synthetic), label) in enumerate(zip(pending, labels)):
+        for index, ((file, student, _, synthetic), label) in enumerate(zip(pending, labels, strict=True)):
             if label is not None:
                 counts.accepted[label] += 1
                 kept.append((file, student, label, {s: v[index] for s, v in logits.items()}, synthetic))
