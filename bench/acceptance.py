@@ -35,8 +35,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from osteonode.config import PipelineName
 from osteonode.phantoms import make_cohort, read_cohort
+from osteonode.pipelines.base import Method
 from osteonode.train import DemoRecipe, trainer
 
 #: Held-out seeds: the k-th seed of a run is FIRST_SEED + k (no demo recipe trains on them).
@@ -61,21 +61,21 @@ class Bar:
 
 
 BARS = {
-    PipelineName.LUMBAR: (
+    Method.LUMBAR: (
         Bar("bmd_pearson_r", "BMD Pearson r", operator.ge, 0.90),
         Bar("bmd_nrmse", "BMD NRMSE", operator.le, 0.08),
         Bar("who_quadratic_kappa", "WHO quadratic kappa", operator.ge, 0.85),
     ),
-    PipelineName.CHEST: (
+    Method.CHEST: (
         Bar("stage1_auc", "stage 1 AUC", operator.ge, 0.90),
         Bar("stage2_auc", "stage 2 AUC", operator.ge, 0.85),
         Bar("three_class_kappa_quadratic", "three-class quadratic kappa", operator.ge, 0.80),
     ),
-    PipelineName.HIP: (Bar("validation_auc", "per-side AUC", operator.ge, 0.85),),
+    Method.HIP: (Bar("validation_auc", "per-side AUC", operator.ge, 0.85),),
 }
 
 
-def _figures(part: PipelineName, model: Path, films: int, seed: int) -> dict[str, float]:
+def _figures(part: Method, model: Path, films: int, seed: int) -> dict[str, float]:
     module = trainer(part)
     recipe: DemoRecipe = module.DEMO_RECIPE
     if seed == recipe.seed:
@@ -116,10 +116,10 @@ def main() -> None:
     # Wide enough for the tables when the output goes to a file.
     console = Console(width=None if sys.stdout.isatty() else 110)
     seeds = [FIRST_SEED + k for k in range(arguments.seeds)]
-    films = {PipelineName.LUMBAR: arguments.lumbar_films, PipelineName.CHEST: arguments.chest_films,
-             PipelineName.HIP: arguments.hip_films}
+    films = {Method.LUMBAR: arguments.lumbar_films, Method.CHEST: arguments.chest_films,
+             Method.HIP: arguments.hip_films}
     everything: dict[str, dict] = {}
-    for part in (PipelineName(name) for name in arguments.parts):
+    for part in (Method(name) for name in arguments.parts):
         model = arguments.models / trainer(part).DEMO_RECIPE.name
         started = time.monotonic()
         by_seed = {seed: _figures(part, model, films[part], seed) for seed in seeds}

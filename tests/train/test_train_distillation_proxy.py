@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osteonode.bone import WhoCategory
+from osteonode.bone import Category
 from osteonode.train.distillation import DistillationSettings, distillation_loss
 from osteonode.train.proxy import ProxyThresholds, category_probabilities, proxy_labels
 
@@ -64,10 +64,10 @@ def test_the_papers_thresholds_keep_only_confident_films() -> None:
     # P(normal) 0.994 kept; P(low bone mass) 0.799 kept; 0.594 too low; P(normal) 0.899 below
     # 0.99; osteoporosis 0.9 has no paper threshold.
     assert proxy_labels(stage1, stage2, ProxyThresholds()) == [
-        WhoCategory.NORMAL, WhoCategory.LOW_BONE_MASS, None, None, None,
+        Category.NORMAL, Category.LOW_BONE_MASS, None, None, None,
     ]
     with_osteoporosis = ProxyThresholds(osteoporosis=0.85)
-    assert proxy_labels(stage1[4:], stage2[4:], with_osteoporosis) == [WhoCategory.OSTEOPOROSIS]
+    assert proxy_labels(stage1[4:], stage2[4:], with_osteoporosis) == [Category.OSTEOPOROSIS]
 
 
 @pytest.mark.parametrize("value", [0.5, 1.2, math.nan])

@@ -47,14 +47,15 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from osteonode.bone import NORMAL_T_SCORE, OSTEOPOROSIS_T_SCORE, WhoCategory
-from osteonode.config import ChestSettings, PipelineName
+from osteonode.bone import NORMAL_T_SCORE, OSTEOPOROSIS_T_SCORE, Category
+from osteonode.config import PipelineSettings
 from osteonode.evaluate.metrics import KappaWeighting, cohen_kappa, roc_auc
 from osteonode.imaging.pixels import ImageError, load_radiograph
 from osteonode.nets import build_network, load_pretrained
 from osteonode.phantoms import PhantomRecord, read_cohort
 from osteonode.phantoms.chest import CHEST_QUALITY_EXPONENT
-from osteonode.phantoms.enum import Category, Part
+from osteonode.phantoms.enum import Part
+from osteonode.pipelines.base import Method
 from osteonode.pipelines.chest import ChestPipeline, ChestPreprocessing, Stage, final_category
 from osteonode.train import DemoRecipe
 from osteonode.train.augment import CHEST_WEAK, AugmentationSpec, Augmenter
@@ -93,7 +94,7 @@ DEFAULT_DISTILLATION = DistillationSettings()
 #: The paper's proxy-label thresholds (0.99 normal, 0.75 low bone mass).
 PAPER_PROXY_THRESHOLDS = ProxyThresholds()
 #: The three categories in ordinal order, for the quadratic-weighted kappa.
-CATEGORY_ORDER = (WhoCategory.NORMAL, WhoCategory.LOW_BONE_MASS, WhoCategory.OSTEOPOROSIS)
+CATEGORY_ORDER = (Category.NORMAL, Category.LOW_BONE_MASS, Category.OSTEOPOROSIS)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class _Films:
     """
 
     images: torch.Tensor
-    categories: tuple[WhoCategory, ...]
+    categories: tuple[Category, ...]
     t_scores: torch.Tensor
     synthetic: bool
     files: tuple[Path, ...] = ()
@@ -178,7 +179,7 @@ class _Films:
 
     def targets(self, stage: Stage) -> torch.Tensor:
         positive = (
-            WhoCategory.OSTEOPOROSIS if stage is Stage.OSTEOPOROSIS else WhoCategory.LOW_BONE_MASS
+            Category.OSTEOPOROSIS if stage is Stage.OSTEOPOROSIS else Category.LOW_BONE_MASS
         )
         return torch.tensor(
             [category is positive for category in self.categories], dtype=torch.long
@@ -199,7 +200,7 @@ class _Films:
         if stage is Stage.OSTEOPOROSIS:
             return indices
         return np.array(
-            [i for i in indices if self.categories[i] is not WhoCategory.OSTEOPOROSIS],
+            [i for i in indices if self.categories[i] is not Category.OSTEOPOROSIS],
             dtype=np.int64,
         )
 
@@ -234,7 +235,7 @@ def _decode_films(
         radiograph = load_radiograph(record.file)
         images[index] = preprocessing.truncate(radiograph.pixels)
         synthetic &= str(radiograph.header.get("SoftwareVersions", "")) == PHANTOM_SOFTWARE
-    categories = tuple(WhoCategory(Category(record.category).value) for record in usable)
+    categories = tuple(Category(Category(record.category).value) for record in usable)
     return _Films(
         images=torch.from_numpy(images),
         categories=categories,
@@ -266,7 +267,7 @@ class _TwoStageModel:
             Not a chest model, or a folder that does not load.
         """
         model = load_model(folder, device=str(device))
-        pipeline = ChestPipeline.from_model(model, ChestSettings())
+        pipeline = ChestPipeline.from_model(model, PipelineSettings())
         return cls(
             pipeline.networks, pipeline.preprocessing, device, f"{model.card.name} {model.card.version}"
         )
@@ -326,7 +327,7 @@ def _proxy_films(
     A file that cannot be read or truncated is counted with its reason and logged, never fatal.
     """
     counts = ProxyCounts()
-    kept: list[tuple[Path, np.ndarray, WhoCategory, dict[Stage, torch.Tensor], bool]] = []
+    kept: list[tuple[Path, np.ndarray, Category, dict[Stage, torch.Tensor], bool]] = []
     pending: list[tuple[Path, np.ndarray, np.ndarray, bool]] = []
 
     def label_pending() -> None:
@@ -586,7 +587,7 @@ def train(
     card = ModelCard(
         name=name,
         version=version,
-        pipeline=PipelineName.CHEST,
+        pipeline=Method.CHEST,
         description=_description(configuration, films.synthetic),
         intended_use=(
             "Opportunistic screening for low bone mass on PA chest radiographs of adults aged 50 and"

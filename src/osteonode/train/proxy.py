@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from osteonode.bone import WhoCategory
+from osteonode.bone import Category
 
 __all__ = [
     "PROXY_CATEGORY_ORDER",
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Column order of :func:`category_probabilities`.
-PROXY_CATEGORY_ORDER = (WhoCategory.NORMAL, WhoCategory.LOW_BONE_MASS, WhoCategory.OSTEOPOROSIS)
+PROXY_CATEGORY_ORDER = (Category.NORMAL, Category.LOW_BONE_MASS, Category.OSTEOPOROSIS)
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ class ProxyThresholds:
                     f"the {category.value} proxy threshold must lie in (0.5, 1], got {value!r}"
                 )
 
-    def threshold(self, category: WhoCategory) -> float | None:
+    def threshold(self, category: Category) -> float | None:
         """The threshold of ``category`` (None: no proxy labels of that class)."""
-        return getattr(self, WhoCategory(category).value)
+        return getattr(self, Category(category).value)
 
 
 def category_probabilities(stage1: np.ndarray, stage2: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ def category_probabilities(stage1: np.ndarray, stage2: np.ndarray) -> np.ndarray
 
 def proxy_labels(
     stage1: np.ndarray, stage2: np.ndarray, thresholds: ProxyThresholds
-) -> list[WhoCategory | None]:
+) -> list[Category | None]:
     """Each film's proxy label, or None where the model is not confident enough.
 
     Parameters
@@ -108,10 +108,10 @@ def proxy_labels(
 
     Returns
     -------
-    list of WhoCategory or None
+    list of Category or None
     """
     probabilities = category_probabilities(stage1, stage2)
-    labels: list[WhoCategory | None] = []
+    labels: list[Category | None] = []
     for row in probabilities:
         best = int(np.argmax(row))
         category = PROXY_CATEGORY_ORDER[best]
@@ -136,7 +136,7 @@ class ProxyCounts:
 
     offered: int = 0
     unreadable: Counter[str] = field(default_factory=Counter)
-    accepted: Counter[WhoCategory] = field(default_factory=Counter)
+    accepted: Counter[Category] = field(default_factory=Counter)
 
     @property
     def below_threshold(self) -> int:
