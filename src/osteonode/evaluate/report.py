@@ -713,6 +713,8 @@ table.pages > * > tr > td { border: 0; padding: 0; text-align: left; white-space
   td, th { white-space: normal; padding: 0.15rem 0.3rem; }
   figure { max-width: calc(50% - 0.6rem); margin-right: 0.5rem; break-inside: avoid; }
   h2 { break-after: avoid; margin-top: 1.2rem; }
+  .flow { flex-wrap: nowrap; }
+  .box { min-width: 0; }
   tr { break-inside: avoid; }
 }
 """
