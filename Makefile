@@ -14,7 +14,7 @@ install: system-packages $(VENV)/.installed
 # Installs only what is missing, so a machine that has them all needs no package manager.
 system-packages:
 	@missing=""; \
-	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium; do \
+	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium pdftotext:poppler-utils; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

@@ -272,12 +272,46 @@ def train(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Model name for the card (default: folder name).")] = None,
     version: Annotated[str, typer.Option(help="Model version for the card.")] = "0.1.0",
+    teacher: Annotated[
+        Path | None, typer.Option(help="Chest: a model folder to distil from (knowledge distillation).", file_okay=False)
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Chest: distillation temperature (> 0).")] = 4.0,
+    distillation_weight: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Chest: share of the distillation term in the loss.")
+    ] = 0.5,
+    unlabeled: Annotated[
+        Path | None, typer.Option(help="Chest: folder of films without truth to draw proxy labels from.", file_okay=False)
+    ] = None,
+    strong_augmentation: Annotated[
+        bool, typer.Option("--strong-augmentation", help="Chest: the paper's strong augmentation, not the weak one.")
+    ] = False,
 ) -> None:
     """Train (or fine-tune) a pipeline's networks on a cohort and write a model folder."""
     import dataclasses
 
     from osteonode.train import train_demo, trainer
     from osteonode.zoo import pick_device
+
+    regime: dict[str, object] = {}
+    if teacher is not None or unlabeled is not None or strong_augmentation:
+        if part != "chest" or demo:
+            Console(stderr=True).print(
+                "--teacher, --unlabeled and --strong-augmentation train a chest model from --cohort",
+                style="red", markup=False,
+            )
+            raise typer.Exit(code=2)
+        from osteonode.train.augment import CHEST_STRONG, CHEST_WEAK
+        from osteonode.train.distillation import DistillationSettings
+
+        try:
+            distillation = DistillationSettings(temperature, distillation_weight)
+        except ValueError as error:
+            Console(stderr=True).print(f"train: {error}", style="red", markup=False)
+            raise typer.Exit(code=2) from None
+        regime = {
+            "teacher": teacher, "unlabeled": unlabeled, "distillation": distillation,
+            "augmentation": CHEST_STRONG if strong_augmentation else CHEST_WEAK,
+        }
 
     try:
         module = trainer(part)
@@ -300,10 +334,14 @@ def train(
             if value is not None
         }
         settings = dataclasses.replace(module.DEMO_RECIPE.settings, **overrides)
-        card = module.train(
-            cohort, out, settings, device=target, resume=resume, name=name or out.name,
-            version=version, init=init,
-        )
+        try:
+            card = module.train(
+                cohort, out, settings, device=target, resume=resume, name=name or out.name,
+                version=version, init=init, **regime,
+            )
+        except (ValueError, NotADirectoryError) as error:  # a bad cohort, teacher or folder
+            Console(stderr=True).print(f"train: {error}", style="red", markup=False)
+            raise typer.Exit(code=2) from None
     console.print(f"wrote model {escape(card.name)} {escape(card.version)}; validation: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in card.metrics.items()), highlight=False)
 
@@ -684,6 +722,8 @@ def validate(
         files = validate_predictions_file(predictions, out, settings)
     except (PredictionsError, ValueError, OSError) as error:
         raise _validate_error(str(error)) from None
+    for line in files.summary:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {escape(str(files.metrics))} and {escape(str(files.html))}", highlight=False)
 
 

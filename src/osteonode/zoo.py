@@ -171,6 +171,11 @@ class ModelCard(_Strict):
     calibration: str | None = Field(default=None, description="DXA manufacturer of BMD outputs.")
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    training: dict[str, ParameterValue] = Field(
+        default_factory=dict,
+        description="How the networks were trained (augmentation, distillation, proxy-label"
+        " counts); unlike parameters, not carried into results.",
+    )
     networks: list[NetworkEntry] = Field(min_length=1)
     classifier: ClassifierSpec | None = Field(
         default=None, description="Required by, and only for, the generic classifier pipeline."

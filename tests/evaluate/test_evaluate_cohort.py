@@ -46,6 +46,7 @@ def test_lumbar_result_gives_category_and_l1_l4_bmd():
     assert (prediction.truth_category, prediction.predicted_category) == ("osteoporosis", "low_bone_mass")
     assert (prediction.truth_bmd, prediction.predicted_bmd) == (0.71, 0.83)
     assert prediction.sex is Sex.FEMALE and prediction.age == 71.0
+    assert (prediction.model, prediction.model_version, prediction.synthetic) == ("demo", "1", True)
 
 
 def test_chest_result_gives_both_stage_probabilities():

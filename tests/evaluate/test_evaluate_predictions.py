@@ -30,7 +30,8 @@ def test_written_predictions_read_back_unchanged(tmp_path: Path) -> None:
     rows = (
         Prediction(id="1.2.826.0.1.1", sex=Sex.FEMALE, age=67.5, truth_category="osteoporosis",
                    predicted_category="low_bone_mass", score=0.41, score_low_bone_mass=0.8,
-                   truth_bmd=0.712, predicted_bmd=0.7534, site="total_hip", side=Laterality.LEFT),
+                   truth_bmd=0.712, predicted_bmd=0.7534, site="total_hip", side=Laterality.LEFT,
+                   model="hip-demo", model_version="0.1.0", synthetic=True),
         Prediction(id="1.2.826.0.1.1", truth_category="not_osteoporosis",
                    predicted_category="osteoporosis", site="total_hip", side=Laterality.RIGHT),
         Prediction(id="/data/film 3.dcm", status=Status.EXCLUDED,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,15 @@ from typer.testing import CliRunner
 
 from osteonode.bone import Sex
 from osteonode.cli import app
-from osteonode.evaluate.metrics import regression_report, roc_auc
+from osteonode.evaluate.metrics import average_precision, regression_report, roc_auc
 from osteonode.evaluate.predictions import Prediction, Status, write_predictions
-from osteonode.evaluate.report import AgeBand, ValidationSettings, age_band, analyse
+from osteonode.evaluate.report import (
+    AgeBand,
+    ValidationSettings,
+    age_band,
+    analyse,
+    summary_lines,
+)
 
 runner = CliRunner()
 THREE_CLASSES = ("normal", "low_bone_mass", "osteoporosis")
@@ -84,7 +91,7 @@ def test_the_papers_confusion_matrix_reproduces_its_published_figures(tmp_path: 
                                "excluded_by_reason": {}}
     assert metrics["regression"] is None and metrics["roc"] == {}
     assert "Not available: the predictions have no truth_bmd/predicted_bmd pairs" in page
-    assert "0.902 (" in page and "0.884" in page
+    assert "0.902<span class=\"ci\">" in page and "0.884" in page
 
 
 def test_bmd_columns_give_regression_metrics_and_both_figures(tmp_path: Path) -> None:
@@ -126,6 +133,10 @@ def test_a_binary_file_with_scores_gives_the_roc_curve(tmp_path: Path) -> None:
     assert (roc["auc"]["n_resamples"], roc["auc"]["seed"]) == (200, 11)
     assert roc["curve"]["false_positive_rate"][0] == 0.0 and roc["curve"]["true_positive_rate"][-1] == 1.0
     assert "ROC curves" in [alt for _, alt in _images(page)]
+    scores = [row.score for row in rows]
+    assert roc["average_precision"] == pytest.approx(average_precision(truth, scores))
+    assert roc["precision_recall_curve"]["prevalence"] == pytest.approx(sum(truth) / len(truth))
+    assert "precision-recall curves" in [alt for _, alt in _images(page)]
 
 
 def test_the_same_seed_gives_the_same_intervals(tmp_path: Path) -> None:
@@ -262,3 +273,52 @@ def test_the_page_is_self_contained(tmp_path: Path) -> None:
     assert "http://" not in page and "https://" not in page
     for anchor in ("flow", "characteristics", "regression", "classification", "roc", "subgroups"):
         assert f'<section id="{anchor}">' in page
+
+
+def test_the_model_behind_the_predictions_heads_the_report(tmp_path: Path) -> None:
+    rows = [replace(row, model="chest-demo", model_version="0.2.0", synthetic=True)
+            for row in _synthetic_cohort(40)]
+    rows.append(Prediction(id="missing", status=Status.EXCLUDED, exclusion_reason="file not found"))
+    metrics, page = _validate(tmp_path, rows)
+    assert metrics["models"] == [{"name": "chest-demo", "version": "0.2.0", "synthetic": True,
+                                  "rows": 40}]
+    banner = re.search(r'<div class="model-banner synthetic">(.*?)</div>', page)
+    assert banner is not None and "chest-demo 0.2.0" in banner.group(1)
+    assert "SYNTHETIC" in banner.group(1)
+
+
+def test_a_file_without_model_columns_says_so_on_the_report(tmp_path: Path) -> None:
+    metrics, page = _validate(tmp_path, _synthetic_cohort(40))
+    assert metrics["models"][0]["name"] is None
+    assert "model not recorded in the predictions file" in page
+
+
+def test_the_subgroup_tables_give_the_papers_figures_with_intervals(tmp_path: Path) -> None:
+    _, page = _validate(tmp_path, _synthetic_cohort())
+    subgroups = page[page.index('<section id="subgroups">'):]
+    header = re.search(r"<thead><tr>(.*?)</tr></thead>", subgroups).group(1)
+    assert re.findall(r"<th>(.*?)</th>", header) == [
+        "subgroup", "n", "AUC (osteoporosis vs not)", "sensitivity", "specificity", "PPV", "NPV",
+        "accuracy",
+    ]
+    first_row = re.search(r"<tbody><tr>(.*?)</tr>", subgroups).group(1)
+    # Every figure carries its interval on a line of its own.
+    assert first_row.count('<span class="ci">') == 6
+
+
+def test_the_console_summary_gives_the_key_figures(tmp_path: Path) -> None:
+    rows = [replace(row, model="lumbar-demo", model_version="0.3.1", synthetic=True)
+            for row in _synthetic_cohort()]
+    validation = analyse(rows, ValidationSettings(n_resamples=100))
+    lines = summary_lines(validation)
+    assert lines[0].startswith("model: lumbar-demo 0.3.1 (SYNTHETIC")
+    assert lines[1] == "120 of 120 images analysed, 0 excluded"
+    assert any(line.startswith("osteoporosis vs not: AUC") and "average precision" in line
+               for line in lines)
+    assert any(line.startswith("BMD: Pearson r") and "NRMSE" in line for line in lines)
+
+    predictions = write_predictions(rows, tmp_path / "predictions.csv")
+    result = runner.invoke(app, ["validate", "--predictions", str(predictions), "--out",
+                                 str(tmp_path / "report"), "--bootstrap", "100"])
+    assert result.exit_code == 0 and "quadratic-weighted kappa" in result.output
+    assert "lumbar-demo 0.3.1" in result.output

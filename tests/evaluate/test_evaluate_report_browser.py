@@ -48,7 +48,7 @@ def _cohort() -> list[Prediction]:
             id=f"2.25.{index}", sex=(Sex.FEMALE, Sex.MALE)[index % 2], age=float(45 + index % 45),
             truth_category=truth, predicted_category=predicted,
             score=float(np.clip(1.5 - 1.3 * predicted_bmd, 0, 1)), truth_bmd=truth_bmd,
-            predicted_bmd=predicted_bmd,
+            predicted_bmd=predicted_bmd, model="lumbar-demo", model_version="0.3.1", synthetic=True,
         ))
     return rows
 
@@ -64,8 +64,8 @@ def test_report_opens_offline_with_every_image_loaded(tmp_path: Path) -> None:
     total = re.search(r'data-images-total="(\d+)"', body.group(0))
     loaded = re.search(r'data-images-loaded="(\d+)"', body.group(0))
     assert total is not None and loaded is not None, body.group(0)
-    # Scatter, Bland-Altman, confusion matrix and ROC.
-    assert int(total.group(1)) == 4
+    # Scatter, Bland-Altman, confusion matrix, ROC and precision-recall.
+    assert int(total.group(1)) == 5
     assert loaded.group(1) == total.group(1)
     for section in SECTIONS:
         assert f'<section id="{section}">' in dom
@@ -90,3 +90,34 @@ def test_the_pages_image_check_notices_a_broken_image(tmp_path: Path) -> None:
 
     dom = _chromium(tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", broken.as_uri()).stdout
     assert 'data-images-total="1"' in dom and 'data-images-loaded="0"' in dom
+
+
+PDFTOTEXT = shutil.which("pdftotext")
+#: A4 width less the report's 12 mm print margins, in CSS pixels (96 per inch).
+A4_PRINTABLE_WIDTH_PX = round((210 - 2 * 12) / 25.4 * 96)
+
+
+@pytest.mark.skipif(PDFTOTEXT is None, reason="Debian package poppler-utils is not installed")
+def test_every_printed_page_names_the_model_and_no_table_is_wider_than_the_page(
+    tmp_path: Path,
+) -> None:
+    predictions = write_predictions(_cohort(), tmp_path / "predictions.csv")
+    files = validate_predictions_file(predictions, tmp_path / "report", ValidationSettings(n_resamples=200))
+    url = files.html.resolve().as_uri()
+
+    pdf = tmp_path / "report.pdf"
+    _chromium(tmp_path / "profile-pdf", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", url)
+    text = subprocess.run([str(PDFTOTEXT), "-layout", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    pages = [page for page in text.split("\f") if page.strip()]
+    assert len(pages) >= 3
+    for number, page in enumerate(pages, start=1):
+        assert "lumbar-demo 0.3.1" in page and "SYNTHETIC" in page, f"page {number}: {page[:300]}"
+    if os.environ.get("OSTEONODE_TEST_ARTIFACTS"):
+        artifacts = REPOSITORY_ROOT / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        shutil.copyfile(pdf, artifacts / "validation-report.pdf")
+
+    dom = _chromium(tmp_path / "profile-narrow", "--virtual-time-budget=5000",
+                    f"--window-size={A4_PRINTABLE_WIDTH_PX},2000", "--dump-dom", url).stdout
+    assert 'data-tables-too-wide="0"' in dom, re.search(r"<body[^>]*>", dom)

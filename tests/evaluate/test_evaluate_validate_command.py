@@ -123,6 +123,7 @@ def test_validate_cohort_writes_predictions_metrics_and_report(
             assert row["predicted_category"] in ("osteoporosis", "not_osteoporosis")
             assert 0.0 <= float(row["score"]) <= 1.0
             assert (row["sex"], float(row["age"])) == (film["sex"], float(film["age"]))
+            assert (row["model"], row["synthetic"]) == ("hip-demo", "true")
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["flow"] == {

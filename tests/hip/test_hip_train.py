@@ -65,6 +65,9 @@ def test_a_small_cohort_trains_into_a_model_folder_that_loads_and_resumes(tmp_pa
         "classifier_validation_crop_auc",
         "training_minutes",
     } <= set(card.metrics)
+    # The paper's augmentation, as albumentations steps, is recorded with how it was trained.
+    assert card.training["classifier_augmentation"].startswith("one_of: NoOp(p=1); GaussianBlur(")
+    assert "augmentation" not in card.parameters
     model = load_model(out, device="cpu")
     assert set(model.networks) == {"locator", "classifier"}
     assert (out / "checkpoints" / "locator.pt").is_file() and (

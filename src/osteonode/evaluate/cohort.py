@@ -248,12 +248,23 @@ def _excluded(row: CohortRow, reason: str, side: Laterality | None = None) -> Pr
 
 
 def predictions_from_result(row: CohortRow, result: Result) -> list[Prediction]:
-    """The predictions rows of one analysed film: one per side when its findings are per side (hip).
+    """The predictions rows of one analysed film: one per side when its findings are per side (hip),
+    each naming the model behind it.
 
     What is compared comes from the result itself: per-side findings against the cohort's per-side
     truth; otherwise the film's category, the probability of the finding that answers osteoporosis
     as the score, that of a later stage (low bone mass) as the second score, and the summary BMD.
     """
+    model = result.model
+    return [
+        dataclasses.replace(
+            prediction, model=model.name, model_version=model.version, synthetic=model.synthetic
+        )
+        for prediction in _film_predictions(row, result)
+    ]
+
+
+def _film_predictions(row: CohortRow, result: Result) -> list[Prediction]:
     if any(finding.laterality is not None for finding in result.findings):
         predictions = []
         for side in (Laterality.RIGHT, Laterality.LEFT):

@@ -18,14 +18,16 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from osteonode.evaluate.metrics import AucEstimate, RocCurve
+from osteonode.evaluate.metrics import AucEstimate, PrecisionRecallCurve, RocCurve
 
 __all__ = [
     "BlandAltmanLines",
+    "PrecisionRecallSeries",
     "RegressionBand",
     "RocSeries",
     "bland_altman_figure",
     "confusion_matrix_figure",
+    "precision_recall_figure",
     "roc_figure",
     "scatter_figure",
 ]
@@ -96,6 +98,25 @@ class RocSeries:
     name: str
     curve: RocCurve
     auc: AucEstimate
+
+
+@dataclass(frozen=True, slots=True)
+class PrecisionRecallSeries:
+    """One precision-recall curve to draw, with its average precision for the legend.
+
+    Attributes
+    ----------
+    name : str
+        What the curve separates, e.g. "osteoporosis vs not".
+    curve : PrecisionRecallCurve
+        The curve's points and the prevalence.
+    average_precision : float
+        The area under the step curve.
+    """
+
+    name: str
+    curve: PrecisionRecallCurve
+    average_precision: float
 
 
 def _png(figure: Figure) -> bytes:
@@ -293,5 +314,44 @@ def roc_figure(series: Sequence[RocSeries]) -> bytes:
     axes.set_xlabel("1 − specificity (false positive rate)")
     axes.set_ylabel("sensitivity (true positive rate)")
     axes.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def precision_recall_figure(series: Sequence[PrecisionRecallSeries]) -> bytes:
+    """Draw precision-recall curves as steps, each with its prevalence (a random ranking).
+
+    Parameters
+    ----------
+    series : sequence of PrecisionRecallSeries
+        The curves, at least one.
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+
+    Raises
+    ------
+    ValueError
+        If ``series`` is empty.
+    """
+    if not series:
+        raise ValueError("a precision-recall figure needs at least one curve")
+    figure = Figure(figsize=_SQUARE)
+    axes = figure.add_subplot()
+    for item in series:
+        curve = item.curve
+        # Steps: the precision of a point holds over the recall it adds (the AP's definition).
+        (line,) = axes.step((0.0, *curve.recall), (curve.precision[0], *curve.precision),
+                            where="pre", label=f"{item.name}: AP {item.average_precision:.3f}")
+        axes.axhline(curve.prevalence, color=line.get_color(), linestyle=":", linewidth=1,
+                     label=f"prevalence {curve.prevalence:.3f}")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.01)
+    axes.set_aspect("equal")
+    axes.set_xlabel("recall (sensitivity)")
+    axes.set_ylabel("precision (PPV)")
+    axes.legend(loc="lower left", fontsize="small")
     figure.tight_layout()
     return _png(figure)

@@ -36,9 +36,11 @@ __all__ = [
     "ClassificationReport",
     "CorrelationEstimate",
     "KappaWeighting",
+    "PrecisionRecallCurve",
     "ProportionEstimate",
     "RegressionReport",
     "RocCurve",
+    "average_precision",
     "classification_report",
     "classification_report_from_confusion_matrix",
     "cohen_kappa",
@@ -47,6 +49,7 @@ __all__ = [
     "mean_absolute_error",
     "normalized_root_mean_squared_error",
     "pearson_correlation",
+    "precision_recall_curve",
     "regression_report",
     "roc_auc",
     "roc_auc_with_bootstrap_ci",
@@ -1143,3 +1146,98 @@ def roc_curve(truth: npt.ArrayLike, scores: npt.ArrayLike) -> RocCurve:
         true_positive_rate=(0.0, *(true_positives / positives.size).tolist()),
         thresholds=(math.inf, *thresholds.tolist()),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking: precision-recall curve and average precision
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrecisionRecallCurve:
+    """The points of an empirical precision-recall curve, one per distinct score.
+
+    Attributes
+    ----------
+    recall, precision : tuple of float
+        The curve's points from the highest threshold (fewest cases called positive) to the
+        lowest (every case called positive); recall is non-decreasing.
+    thresholds : tuple of float
+        ``thresholds[k]`` is the lowest score called positive at point ``k``.
+    prevalence : float
+        The share of positive cases: the precision of a test that ranks at random.
+    """
+
+    recall: tuple[float, ...]
+    precision: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    prevalence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the curve as JSON-ready plain values."""
+        return {
+            "recall": list(self.recall),
+            "precision": list(self.precision),
+            "thresholds": list(self.thresholds),
+            "prevalence": self.prevalence,
+        }
+
+
+def precision_recall_curve(truth: npt.ArrayLike, scores: npt.ArrayLike) -> PrecisionRecallCurve:
+    """Return the precision-recall curve, one point per distinct score (ties form one point).
+
+    Parameters
+    ----------
+    truth : array_like
+        Binary truth per case, bool or 0/1 (1 = positive).
+    scores : array_like
+        Finite scores, higher meaning more likely positive.
+
+    Returns
+    -------
+    PrecisionRecallCurve
+
+    Raises
+    ------
+    ValueError
+        As :func:`roc_auc`.
+    """
+    positives, negatives = _scored_classes(truth, scores)
+    thresholds = np.unique(np.concatenate([positives, negatives]))[::-1]
+    true_positives = positives.size - np.searchsorted(np.sort(positives), thresholds, side="left")
+    false_positives = negatives.size - np.searchsorted(np.sort(negatives), thresholds, side="left")
+    return PrecisionRecallCurve(
+        recall=tuple((true_positives / positives.size).tolist()),
+        precision=tuple((true_positives / (true_positives + false_positives)).tolist()),
+        thresholds=tuple(thresholds.tolist()),
+        prevalence=positives.size / (positives.size + negatives.size),
+    )
+
+
+def average_precision(truth: npt.ArrayLike, scores: npt.ArrayLike) -> float:
+    """Return the average precision: precision at each threshold weighted by the recall it adds.
+
+    ``AP = sum_k (R_k - R_(k-1)) * P_k`` over the points of :func:`precision_recall_curve`,
+    with ``R_0 = 0`` (a step function, no interpolation between points; the definition
+    scikit-learn's ``average_precision_score`` uses).
+
+    Parameters
+    ----------
+    truth : array_like
+        Binary truth per case, bool or 0/1 (1 = positive).
+    scores : array_like
+        Finite scores, higher meaning more likely positive.
+
+    Returns
+    -------
+    float
+        In (0, 1]; a random ranking scores about the prevalence.
+
+    Raises
+    ------
+    ValueError
+        As :func:`roc_auc`.
+    """
+    curve = precision_recall_curve(truth, scores)
+    recall = np.array((0.0, *curve.recall))
+    return float(np.sum(np.diff(recall) * np.array(curve.precision)))

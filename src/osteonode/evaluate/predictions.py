@@ -32,6 +32,9 @@ Columns
     0.1-2.5 g/cm2 excludes its row, with the reason recorded.
 ``site``, ``side`` (optional)
     Measurement site (free text, e.g. ``total_hip``) and side (``R``/``L``, or ``right``/``left``).
+``model``, ``model_version``, ``synthetic`` (optional)
+    The model card's name and version behind the row, and whether it was trained on synthetic
+    phantoms (``true``/``false``); the report names them on every page.
 
 Malformed values (a category, status, sex or side not listed above, text where a number belongs,
 a probability outside 0-1, a repeated ``id``) stop the reading with one :class:`PredictionsError`
@@ -91,10 +94,15 @@ COLUMNS = (
     "score_low_bone_mass",
     "truth_bmd",
     "predicted_bmd",
+    "model",
+    "model_version",
+    "synthetic",
 )
 _CATEGORIES = tuple(category.value for category in Category)
 _SEX_VALUES = {"f": Sex.FEMALE, "m": Sex.MALE, "o": Sex.OTHER, "other": Sex.OTHER, "": Sex.UNKNOWN,
                "unknown": Sex.UNKNOWN}
+_BOOLEAN_VALUES = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False,
+                   "": None}
 _SIDE_VALUES = {"r": Laterality.RIGHT, "right": Laterality.RIGHT, "l": Laterality.LEFT,
                 "left": Laterality.LEFT}
 
@@ -136,6 +144,10 @@ class Prediction:
         Measurement site.
     side : Laterality or None
         Side of a hip row.
+    model, model_version : str or None
+        Name and version of the model behind the row.
+    synthetic : bool or None
+        Whether that model was trained on synthetic phantoms; None when not recorded.
     line : int or None
         Line number in the file it was read from (the header is line 1).
     """
@@ -153,6 +165,9 @@ class Prediction:
     predicted_bmd: float | None = None
     site: str | None = None
     side: Laterality | None = None
+    model: str | None = None
+    model_version: str | None = None
+    synthetic: bool | None = None
     line: int | None = None
 
     def __post_init__(self) -> None:
@@ -164,6 +179,8 @@ class Prediction:
             raise TypeError(f"sex must be a Sex, got {self.sex!r}")
         if self.side is not None and not isinstance(self.side, Laterality):
             raise TypeError(f"side must be a Laterality, got {self.side!r}")
+        if self.synthetic is not None and not isinstance(self.synthetic, bool):
+            raise TypeError(f"synthetic must be a bool or None, got {self.synthetic!r}")
         for name in ("truth_category", "predicted_category"):
             value = getattr(self, name)
             if value is not None and value not in _CATEGORIES:
@@ -266,6 +283,9 @@ def _row_to_prediction(cells: dict[str, str], line: int) -> Prediction:
         predicted_bmd=_number("predicted_bmd", cells.get("predicted_bmd", "")),
         site=cells.get("site") or None,
         side=None if side_text == "" else _choice("side", side_text, _SIDE_VALUES),  # type: ignore[arg-type]
+        model=cells.get("model") or None,
+        model_version=cells.get("model_version") or None,
+        synthetic=_choice("synthetic", cells.get("synthetic", ""), _BOOLEAN_VALUES),  # type: ignore[arg-type]
         line=line,
     )
 
@@ -370,6 +390,8 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, enum.Enum):
         return "" if value is Sex.UNKNOWN else str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
     return str(value)

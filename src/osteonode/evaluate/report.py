@@ -11,8 +11,14 @@ offline). The report shows, as the papers do:
 3. estimated against observed BMD: scatter with regression line, its band and the identity line,
    and a Bland-Altman plot (when the file has BMD columns);
 4. the confusion matrix and the per-class (one-vs-rest) table with Wilson intervals and kappas;
-5. ROC curves with AUC and bootstrap interval (when the file has score columns);
-6. subgroup tables by sex and age band.
+5. ROC curves with AUC and bootstrap interval, and precision-recall curves with average
+   precision (when the file has score columns);
+6. subgroup tables by sex and age band as the chest paper gives them: AUC, sensitivity,
+   specificity, PPV, NPV and accuracy with their intervals, then the agreement statistics.
+
+The model behind the predictions (name, version, and whether it was trained on synthetic
+phantoms), as the predictions file records it, heads every printed page. :func:`summary_lines`
+gives the key figures for a terminal.
 
 A statistic that cannot be computed for the data at hand (a subgroup with one class only, fewer
 than four BMD pairs) is recorded with the reason instead of a number.
@@ -41,10 +47,12 @@ from osteonode import __version__
 from osteonode.bone import WHO_CATEGORIES, Category, Sex
 from osteonode.evaluate.figures import (
     BlandAltmanLines,
+    PrecisionRecallSeries,
     RegressionBand,
     RocSeries,
     bland_altman_figure,
     confusion_matrix_figure,
+    precision_recall_figure,
     roc_figure,
     scatter_figure,
 )
@@ -53,10 +61,13 @@ from osteonode.evaluate.metrics import (
     DEFAULT_CONFIDENCE_LEVEL,
     AucEstimate,
     ClassificationReport,
+    PrecisionRecallCurve,
     ProportionEstimate,
     RegressionReport,
     RocCurve,
+    average_precision,
     classification_report,
+    precision_recall_curve,
     regression_report,
     roc_auc_with_bootstrap_ci,
     roc_curve,
@@ -74,6 +85,7 @@ __all__ = [
     "METRICS_FILE",
     "AgeBand",
     "Agreement",
+    "ModelUsed",
     "Outcome",
     "ReportFiles",
     "RocResult",
@@ -83,6 +95,7 @@ __all__ = [
     "age_band",
     "analyse",
     "render_html",
+    "summary_lines",
     "validate_predictions_file",
     "write_report",
 ]
@@ -204,18 +217,56 @@ def _attempt(compute: Callable[[], T]) -> Outcome[T]:
 
 @dataclass(frozen=True, slots=True)
 class RocResult:
-    """One ROC analysis: what it separates, which rows it used, its curve and AUC."""
+    """One ranking analysis: what it separates, which rows it used, its ROC curve and AUC, its
+    precision-recall curve and average precision."""
 
     name: str
     description: str
     n_rows: int
     curve: RocCurve
     auc: AucEstimate
+    precision_recall: PrecisionRecallCurve
+    average_precision: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the AUC, its interval and the curve as JSON-ready values."""
+        """Return the AUC, its interval, the average precision and both curves as JSON-ready
+        values."""
         return {"description": self.description, "n": self.n_rows, "auc": self.auc.to_dict(),
-                "curve": self.curve.to_dict()}
+                "curve": self.curve.to_dict(), "average_precision": self.average_precision,
+                "precision_recall_curve": self.precision_recall.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsed:
+    """A model behind some of the predictions, as the predictions file names it.
+
+    Attributes
+    ----------
+    name, version : str or None
+        From its model card; None where the file does not record them.
+    synthetic : bool or None
+        Trained on synthetic phantoms; None where not recorded.
+    n_rows : int
+        Rows of the file that name this model.
+    """
+
+    name: str | None
+    version: str | None
+    synthetic: bool | None
+    n_rows: int
+
+    def describe(self) -> str:
+        """``name version`` and what is known of its training data."""
+        if self.name is None:
+            return "model not recorded in the predictions file"
+        trained = {True: "SYNTHETIC: trained on phantoms, not for diagnostic use",
+                   False: "trained on real images", None: "synthetic or not: not recorded"}
+        return f"{self.name} {self.version or '(version not recorded)'} ({trained[self.synthetic]})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the model's identity as JSON-ready values."""
+        return {"name": self.name, "version": self.version, "synthetic": self.synthetic,
+                "rows": self.n_rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +344,8 @@ class Validation:
         One per score column present.
     subgroups : dict
         ``{"sex": {name: Subgroup}, "age_band": {name: Subgroup}}``.
+    models : tuple of ModelUsed
+        The models the rows name, most rows first.
     source : dict
         The predictions file's path and SHA-256, when read from a file.
     """
@@ -307,6 +360,7 @@ class Validation:
     agreement: Outcome[Agreement] | None
     roc: tuple[tuple[str, Outcome[RocResult]], ...]
     subgroups: dict[str, dict[str, Subgroup]]
+    models: tuple[ModelUsed, ...] = ()
     source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,6 +369,7 @@ class Validation:
             "format": METRICS_FORMAT,
             "osteonode_version": __version__,
             "source": self.source,
+            "models": [model.to_dict() for model in self.models],
             "settings": {**self.settings.to_dict(), "labels": list(self.labels),
                          "positive_class": self.positive,
                          "bmd_physical_range_g_cm2": list(BMD_PHYSICAL_RANGE_G_CM2)},
@@ -499,7 +554,19 @@ def _roc(name: str, rows: Sequence[Prediction], settings: ValidationSettings) ->
     auc = roc_auc_with_bootstrap_ci(truth, scores, confidence_level=settings.confidence_level,
                                     n_resamples=settings.n_resamples, seed=settings.seed)
     return RocResult(name=analysis.legend, description=analysis.description, n_rows=len(truth),
-                     curve=roc_curve(truth, scores), auc=auc)
+                     curve=roc_curve(truth, scores), auc=auc,
+                     precision_recall=precision_recall_curve(truth, scores),
+                     average_precision=average_precision(truth, scores))
+
+
+def _models(predictions: Sequence[Prediction]) -> tuple[ModelUsed, ...]:
+    """The models the rows name; rows excluded before any model ran (a missing file) name none."""
+    counts = Counter((row.model, row.model_version, row.synthetic) for row in predictions
+                     if row.model is not None)
+    if not counts:
+        return (ModelUsed(None, None, None, len(predictions)),)
+    return tuple(ModelUsed(name, version, synthetic, n)
+                 for (name, version, synthetic), n in counts.most_common())
 
 
 def _subgroups(
@@ -596,6 +663,7 @@ def analyse(
             "age_band": _subgroups(analysed, lambda row: age_band(row.age).value,
                                    (band.value for band in AgeBand), *subgroup_arguments),
         },
+        models=_models(predictions),
     )
     log.info("validation_computed", analysed=len(analysed), labels=list(labels),
              regression=has_bmd, roc=[name for name, _ in roc])
@@ -628,9 +696,31 @@ figcaption { font-size: 0.85rem; color: #555; max-width: 620px; }
 .box.excluded { border-color: #b55; }
 .box strong { font-size: 1.4rem; display: block; }
 .arrow { font-size: 1.8rem; align-self: center; color: #4a6fa5; }
+.ci { display: block; color: #555; font-size: 0.9em; }
+/* The page wrapper: a table whose header (the model banner) a browser repeats on every printed
+   page. */
+table.pages { border: 0; margin: 0; width: 100%; font-size: inherit; }
+table.pages > * > tr > td { border: 0; padding: 0; text-align: left; white-space: normal; }
+.model-banner { border-bottom: 1px solid #bbb; padding: 0.2rem 0; margin-bottom: 0.4rem;
+                font-size: 0.85rem; text-align: left; }
+.model-banner.synthetic { color: #8a1f11; }
+/* Printed on A4, and on narrow screens: tables wrap their cells to fit the width. */
+@page { size: A4; margin: 12mm; }
+@media print, (max-width: 760px) {
+  body { margin: 0; padding: 0; max-width: none; font-size: 9pt; }
+  .table { overflow: visible; break-inside: avoid; }
+  table { font-size: 7.5pt; }
+  td, th { white-space: normal; padding: 0.15rem 0.3rem; }
+  figure { max-width: calc(50% - 0.6rem); margin-right: 0.5rem; break-inside: avoid; }
+  h2 { break-after: avoid; margin-top: 1.2rem; }
+  .flow { flex-wrap: nowrap; }
+  .box { min-width: 0; }
+  tr { break-inside: avoid; }
+}
 """
 
-# Marks on <body> whether every image decoded, so a headless browser can check the page.
+# Marks on <body> whether every image decoded and how many tables are wider than the page, so a
+# headless browser can check the page.
 _IMAGE_CHECK_SCRIPT = """
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
@@ -639,6 +729,11 @@ window.addEventListener("load", function () {
   });
   document.body.setAttribute("data-images-total", String(images.length));
   document.body.setAttribute("data-images-loaded", String(loaded.length));
+  var wrappers = Array.prototype.slice.call(document.querySelectorAll("div.table"));
+  var wide = wrappers.filter(function (wrapper) {
+    return wrapper.firstElementChild.scrollWidth > wrapper.clientWidth + 1;
+  });
+  document.body.setAttribute("data-tables-too-wide", String(wide.length));
 });
 """
 
@@ -661,6 +756,17 @@ def _interval(estimate: float | None, lower: float | None, upper: float | None) 
 
 def _proportion(estimate: ProportionEstimate) -> str:
     return _interval(estimate.estimate, estimate.lower, estimate.upper)
+
+
+def _stacked(estimate: float | None, lower: float | None, upper: float | None) -> str:
+    """An estimate with its interval on a line of its own (narrow table columns)."""
+    if estimate is None or (isinstance(estimate, float) and math.isnan(estimate)):
+        return "–"
+    return f'{_number(estimate)}<span class="ci">{_number(lower)}–{_number(upper)}</span>'
+
+
+def _stacked_proportion(estimate: ProportionEstimate) -> str:
+    return _stacked(estimate.estimate, estimate.lower, estimate.upper)
 
 
 def _label(label: object) -> str:
@@ -788,8 +894,9 @@ def _classification_html(validation: Validation) -> str:
     per_class = _table(
         ["class (one vs rest)", "accuracy", "sensitivity", "specificity", "PPV", "NPV", "F1",
          "Cohen's κ"],
-        [[_label(metrics.label), _proportion(metrics.accuracy), _proportion(metrics.sensitivity),
-          _proportion(metrics.specificity), _proportion(metrics.ppv), _proportion(metrics.npv),
+        [[_label(metrics.label), _stacked_proportion(metrics.accuracy),
+          _stacked_proportion(metrics.sensitivity), _stacked_proportion(metrics.specificity),
+          _stacked_proportion(metrics.ppv), _stacked_proportion(metrics.npv),
           _number(metrics.f1), _number(metrics.cohen_kappa)] for metrics in report.per_class],
         caption=f"Per-class metrics with {level} Wilson intervals",
     )
@@ -810,6 +917,7 @@ def _roc_html(validation: Validation) -> str:
         return _not_available("the predictions have no score columns")
     parts: list[str] = []
     series: list[RocSeries] = []
+    pr_series: list[PrecisionRecallSeries] = []
     rows: list[list[str]] = []
     level = f"{validation.settings.confidence_level:.0%}"
     for name, outcome in validation.roc:
@@ -818,53 +926,89 @@ def _roc_html(validation: Validation) -> str:
             continue
         result = outcome.value
         series.append(RocSeries(name=result.name, curve=result.curve, auc=result.auc))
+        pr_series.append(PrecisionRecallSeries(name=result.name, curve=result.precision_recall,
+                                               average_precision=result.average_precision))
         rows.append([_text(result.name), str(result.n_rows), str(result.auc.n_positive),
                      str(result.auc.n_negative),
-                     _interval(result.auc.auc, result.auc.lower, result.auc.upper)])
+                     _interval(result.auc.auc, result.auc.lower, result.auc.upper),
+                     _number(result.average_precision),
+                     _number(result.precision_recall.prevalence)])
     if series:
-        parts.insert(0, _table(["curve", "n", "positive", "negative", f"AUC ({level} CI)"], rows,
+        parts.insert(0, _table(["curve", "n", "positive", "negative", f"AUC ({level} CI)",
+                                "average precision", "prevalence"], rows,
                                caption=f"AUC with stratified bootstrap percentile interval "
                                        f"({validation.settings.n_resamples} resamples, seed "
-                                       f"{validation.settings.seed})"))
+                                       f"{validation.settings.seed}); average precision, the "
+                                       "area under the precision-recall steps"))
         parts.insert(1, _figure(roc_figure(series), "ROC curves",
                                 "ROC curve(s); the dashed diagonal is chance."))
+        parts.insert(2, _figure(precision_recall_figure(pr_series), "precision-recall curves",
+                                "Precision-recall curve(s); a dotted line is the prevalence, the "
+                                "precision of a ranking by chance."))
     return "".join(parts)
 
 
 def _subgroup_table(validation: Validation, kind: str, title: str) -> str:
+    """The paper's subgroup table: AUC, sensitivity, specificity, PPV, NPV and accuracy of the
+    focus class (one vs rest) with their intervals."""
     groups = validation.subgroups[kind]
     focus = validation.positive or Category.OSTEOPOROSIS.value
+    with_auc = next(iter(groups.values())).auc is not None
+    rows = []
+    for name, group in groups.items():
+        metrics = group.classification.for_label(focus)
+        row = [_text(name), str(group.n)]
+        if group.auc is not None:
+            auc = group.auc.value
+            row.append(_stacked(auc.auc, auc.lower, auc.upper) if auc else
+                       f'<span class="note">{_text(group.auc.reason)}</span>')
+        row += [_stacked_proportion(metrics.sensitivity), _stacked_proportion(metrics.specificity),
+                _stacked_proportion(metrics.ppv), _stacked_proportion(metrics.npv),
+                _stacked_proportion(metrics.accuracy)]
+        rows.append(row)
+    header = ["subgroup", "n", *(["AUC (osteoporosis vs not)"] if with_auc else []),
+              "sensitivity", "specificity", "PPV", "NPV", "accuracy"]
+    level = f"{validation.settings.confidence_level:.0%}"
+    caption = (f"{title}: {focus.replace('_', ' ')} against the rest, with {level} intervals "
+               f"(AUC: bootstrap, {validation.settings.n_resamples} resamples; proportions: Wilson)")
+    return _table(header, rows, caption=caption)
+
+
+def _subgroup_agreement_table(validation: Validation, kind: str, title: str) -> str:
+    """Agreement by subgroup: accuracy over all classes, kappas and, with BMD, r and RMSE."""
+    groups = validation.subgroups[kind]
+    with_regression = next(iter(groups.values())).regression is not None
     rows = []
     for name, group in groups.items():
         report = group.classification
-        focus_metrics = report.for_label(focus)
-        regression = group.regression.value if group.regression is not None else None
-        auc = group.auc.value if group.auc is not None else None
-        row = [_text(name), str(group.n), _proportion(report.accuracy),
-               _number(report.cohen_kappa), _number(report.quadratic_weighted_kappa),
-               _proportion(focus_metrics.sensitivity), _proportion(focus_metrics.specificity)]
-        if group.auc is not None:
-            row.append(_interval(auc.auc, auc.lower, auc.upper) if auc else
-                       f'<span class="note">{_text(group.auc.reason)}</span>')
+        row = [_text(name), str(group.n), _stacked_proportion(report.accuracy),
+               _number(report.cohen_kappa), _number(report.quadratic_weighted_kappa)]
         if group.regression is not None:
-            row.append(_interval(regression.correlation.r, regression.correlation.lower,
-                                 regression.correlation.upper) if regression else
+            regression = group.regression.value
+            row.append(_stacked(regression.correlation.r, regression.correlation.lower,
+                                regression.correlation.upper) if regression else
                        f'<span class="note">{_text(group.regression.reason)}</span>')
             row.append(_number(regression.rmse) if regression else "–")
         rows.append(row)
-    header = ["subgroup", "n", "accuracy", "Cohen's κ", "quadratic κ",
-              f"sensitivity ({focus.replace('_', ' ')})", f"specificity ({focus.replace('_', ' ')})"]
-    any_group = next(iter(groups.values()))
-    if any_group.auc is not None:
-        header.append("AUC (osteoporosis vs not)")
-    if any_group.regression is not None:
-        header += ["Pearson r", "RMSE, g/cm²"]
-    return _table(header, rows, caption=title)
+    header = ["subgroup", "n", "accuracy (all classes)", "Cohen's κ", "quadratic κ",
+              *(["Pearson r", "RMSE, g/cm²"] if with_regression else [])]
+    return _table(header, rows, caption=f"{title}: agreement")
 
 
 def _subgroups_html(validation: Validation) -> str:
-    return (_subgroup_table(validation, "sex", "By sex")
-            + _subgroup_table(validation, "age_band", "By age band (years)"))
+    return "".join(
+        _subgroup_table(validation, kind, title) + _subgroup_agreement_table(validation, kind, title)
+        for kind, title in (("sex", "By sex"), ("age_band", "By age band (years)"))
+    )
+
+
+def _model_banner(validation: Validation) -> str:
+    """The line naming the model(s), repeated at the top of every printed page."""
+    synthetic = any(model.synthetic for model in validation.models)
+    text = "; ".join(model.describe() for model in validation.models)
+    label = "Model" if len(validation.models) == 1 else f"{len(validation.models)} models"
+    return (f'<div class="model-banner{" synthetic" if synthetic else ""}">'
+            f"<strong>{label}:</strong> {_text(text)}</div>")
 
 
 def render_html(validation: Validation) -> str:
@@ -902,6 +1046,8 @@ def render_html(validation: Validation) -> str:
         "<title>osteonode validation report</title>"
         f"<style>{_STYLE}</style></head>"
         '<body data-images-total="" data-images-loaded="">'
+        f'<table class="pages"><thead><tr><td>{_model_banner(validation)}</td></tr></thead>'
+        "<tbody><tr><td>"
         "<header><h1>osteonode validation report</h1>"
         f'<p class="meta">Predictions: {_text(source)} · analysis: {_text(analysis)} · '
         f"{settings.confidence_level:.0%} intervals · bootstrap {settings.n_resamples} resamples, "
@@ -910,9 +1056,55 @@ def render_html(validation: Validation) -> str:
         '<footer class="meta"><p>Every number on this page is also in metrics.json. '
         "Confusion matrices: rows = truth. Intervals: Wilson score for proportions, Fisher z "
         "for Pearson r, stratified bootstrap percentile for AUC.</p></footer>"
+        "</td></tr></tbody></table>"
         f"<script>{_IMAGE_CHECK_SCRIPT}</script>"
         "</body></html>\n"
     )
+
+
+def summary_lines(validation: Validation) -> tuple[str, ...]:
+    """The key figures of a validation, one per line, for a terminal.
+
+    Parameters
+    ----------
+    validation : Validation
+        The statistics, from :func:`analyse`.
+
+    Returns
+    -------
+    tuple of str
+        The model(s), the flow, accuracy and kappa, each ranking's AUC and average precision,
+        and the BMD agreement when there is one.
+    """
+    level = f"{validation.settings.confidence_level:.0%}"
+    flow = validation.flow
+    report = validation.classification
+    accuracy = report.accuracy
+    lines = [
+        "model: " + "; ".join(model.describe() for model in validation.models),
+        (f"{flow['analysed']} of {flow['received']} {validation.unit}s analysed, "
+        f"{flow['excluded']} excluded"),
+        (f"accuracy {_number(accuracy.estimate)} ({level} CI {_number(accuracy.lower)}-"
+        f"{_number(accuracy.upper)}); Cohen's kappa {_number(report.cohen_kappa)}; "
+        f"quadratic-weighted kappa {_number(report.quadratic_weighted_kappa)}"),
+    ]
+    for name, outcome in validation.roc:
+        if outcome.value is None:
+            lines.append(f"{name.replace('_', ' ')}: not computed ({outcome.reason})")
+            continue
+        auc = outcome.value.auc
+        lines.append(f"{outcome.value.name}: AUC {_number(auc.auc)} ({level} CI "
+                     f"{_number(auc.lower)}-{_number(auc.upper)}), average precision "
+                     f"{_number(outcome.value.average_precision)}")
+    if validation.agreement is not None:
+        if validation.agreement.value is None:
+            lines.append(f"BMD agreement: not computed ({validation.agreement.reason})")
+        else:
+            regression = validation.agreement.value.report
+            lines.append(f"BMD: Pearson r {_number(regression.correlation.r)}, RMSE "
+                         f"{_number(regression.rmse)} g/cm2, NRMSE {_number(regression.nrmse)} "
+                         f"(n = {regression.n})")
+    return tuple(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -930,10 +1122,13 @@ class ReportFiles:
         ``metrics.json``.
     html : pathlib.Path
         ``report.html``.
+    summary : tuple of str
+        The key figures (:func:`summary_lines`).
     """
 
     metrics: Path
     html: Path
+    summary: tuple[str, ...] = ()
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -968,7 +1163,8 @@ def write_report(validation: Validation, out_dir: str | Path) -> ReportFiles:
     metrics_text = json.dumps(validation.to_dict(), indent=2, allow_nan=False) + "\n"
     html_text = render_html(validation)
     out.mkdir(parents=True, exist_ok=True)
-    files = ReportFiles(metrics=out / METRICS_FILE, html=out / HTML_FILE)
+    files = ReportFiles(metrics=out / METRICS_FILE, html=out / HTML_FILE,
+                        summary=summary_lines(validation))
     _write_atomically(files.metrics, metrics_text)
     _write_atomically(files.html, html_text)
     log.info("validation_report_written", out=str(out))

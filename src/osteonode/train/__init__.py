@@ -1,8 +1,11 @@
 """Training and fine-tuning of the pipelines' networks on a cohort (DICOM files + ground truth).
 
-Each pipeline has a module here (``lumbar``, ``chest``, ``hip``) with a ``train`` function and the
-:class:`DemoRecipe` that makes the shipped demo weights from synthetic phantoms; :mod:`.loop` is the
-training loop they share.
+Each pipeline has a module here (``lumbar``, ``chest``, ``hip``) with a ``train`` function, a
+``validate`` function (a written model's end-to-end figures on films with truth) and the
+:class:`DemoRecipe` that makes the shipped demo weights from synthetic phantoms. Shared by them:
+:mod:`.loop` (the training loop), :mod:`.augment` (declarative albumentations augmentation),
+:mod:`.distillation` (knowledge-distillation loss) and :mod:`.proxy` (proxy labels from
+unlabelled films).
 """
 
 from __future__ import annotations

@@ -1,293 +1,315 @@
-"""Image augmentations in torch for training batches: blur, sharpen, shear, small rotation.
+"""Declarative image augmentation for every trainer, carried out by albumentations.
 
-Each function takes a batch of images (N, C, H, W), float, and returns a new batch of the same
-shape, dtype and device; parameters are per sample (a scalar applies to every sample). They use
-no random state of their own: :func:`random_choice_augment` draws the parameters from a numpy
-generator, so a training run that seeds its generator repeats exactly.
+An augmentation is written down as data, an :class:`AugmentationSpec` of :class:`Step` values (an
+albumentations transform's name, its probability and its parameters), so that a model card can
+record exactly what the networks saw (:meth:`AugmentationSpec.describe`) and a trainer of any
+pipeline can use it: :meth:`AugmentationSpec.augmenter` returns an :class:`Augmenter`, a callable
+on numpy images that draws its randomness from the trainer's ``numpy.random.Generator``, so a
+seeded run, and a run resumed from a checkpoint that saved that generator, repeat exactly.
 
-:func:`random_choice_augment` is the hip paper's scheme (Jang et al. 2021, METHODS.md section 3):
-every image is shown as the original, blurred, sharpened, sheared or slightly rotated version.
+albumentations is the library whose transform names the chest paper uses (Park et al. 2025,
+METHODS.md section 2); the named specs below are the papers' schemes:
+
+- :data:`CHEST_WEAK`: horizontal flip (the paper's weak augmentation) and a mild random gamma;
+  the paper's "normalise" is the pipeline's own input normalisation, applied after augmentation
+  so that training and inference see the same numbers;
+- :data:`CHEST_STRONG`: the weak steps and the paper's strong list (Blur, MotionBlur, MedianBlur,
+  ShiftScaleRotate, GridDistortion, ElasticTransform, OpticalDistortion, RandomGamma,
+  GridDropout);
+- :data:`HIP_PAPER`: Jang et al. 2021 (METHODS.md section 3), each crop shown as one of original,
+  blurred, sharpened, sheared or slightly rotated.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import albumentations
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 __all__ = [
-    "Augmentation",
-    "AugmentationRanges",
-    "affine",
-    "gaussian_blur",
-    "random_choice_augment",
-    "sharpen",
+    "CHEST_STRONG",
+    "CHEST_WEAK",
+    "HIP_PAPER",
+    "AugmentationSpec",
+    "Augmenter",
+    "Combine",
+    "Step",
+    "TransformName",
 ]
 
-#: Gaussian kernels reach this many sigmas each side (the tail beyond holds < 0.3% of the weight).
-_KERNEL_SIGMAS = 3.0
+#: Seeds handed to albumentations are drawn below this bound (its generators take 32-bit seeds).
+_SEED_BOUND = 2**32
 
 
-def _check_batch(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, not {type(images).__name__}")
-    if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(
-            f"images must be a float (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}"
-        )
+class TransformName(enum.StrEnum):
+    """The albumentations transforms a spec may name (their class names in albumentations)."""
+
+    NO_OP = "NoOp"
+    HORIZONTAL_FLIP = "HorizontalFlip"
+    BLUR = "Blur"
+    MOTION_BLUR = "MotionBlur"
+    MEDIAN_BLUR = "MedianBlur"
+    GAUSSIAN_BLUR = "GaussianBlur"
+    SHARPEN = "Sharpen"
+    AFFINE = "Affine"
+    SHIFT_SCALE_ROTATE = "ShiftScaleRotate"
+    GRID_DISTORTION = "GridDistortion"
+    ELASTIC_TRANSFORM = "ElasticTransform"
+    OPTICAL_DISTORTION = "OpticalDistortion"
+    RANDOM_GAMMA = "RandomGamma"
+    GRID_DROPOUT = "GridDropout"
 
 
-def _per_sample(
-    name: str, value: float | Sequence[float] | torch.Tensor, images: torch.Tensor
-) -> torch.Tensor:
-    values = torch.as_tensor(value, dtype=images.dtype, device=images.device).flatten()
-    if values.numel() == 1:
-        values = values.expand(images.shape[0])
-    if values.numel() != images.shape[0]:
-        raise ValueError(
-            f"{name} needs one value or one per image ({images.shape[0]}), got {values.numel()}"
-        )
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"{name} must be finite")
-    return values
+class Combine(enum.StrEnum):
+    """How the steps of a spec act on one image."""
+
+    #: Every step in turn, each applied with its own probability.
+    EVERY = "every"
+    #: Exactly one step per image, chosen with weights proportional to the probabilities.
+    ONE_OF = "one_of"
 
 
-def gaussian_blur(
-    images: torch.Tensor, sigma: float | Sequence[float] | torch.Tensor
-) -> torch.Tensor:
-    """Blur each image with an isotropic Gaussian of its own ``sigma`` (pixels).
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        (N, C, H, W) float batch.
-    sigma : float or sequence of float
-        Standard deviation in pixels, one value or one per image; 0 leaves an image unchanged.
-
-    Returns
-    -------
-    torch.Tensor
-        Blurred batch; borders are reflected.
-
-    Raises
-    ------
-    TypeError, ValueError
-        If ``images`` is not a float 4-D tensor or a sigma is negative or not finite.
-    """
-    _check_batch(images)
-    sigmas = _per_sample("sigma", sigma, images)
-    if bool((sigmas < 0).any()):
-        raise ValueError("sigma must be >= 0")
-    radius = math.ceil(_KERNEL_SIGMAS * float(sigmas.max())) if sigmas.numel() else 0
-    radius = min(radius, (min(images.shape[-2:]) - 1))
-    if radius == 0:
-        return images.clone()
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    safe = sigmas.clamp_min(1e-6)[:, None]
-    kernels = torch.exp(-0.5 * (offsets[None, :] / safe) ** 2)
-    # A zero sigma gives a delta kernel (only the centre tap survives the tiny width).
-    kernels = kernels / kernels.sum(dim=1, keepdim=True)
-    n, c, h, w = images.shape
-    # Grouped convolution: one group per (image, channel) so each image gets its own kernel.
-    per_channel = kernels.repeat_interleave(c, dim=0)
-    flat = images.reshape(1, n * c, h, w)
-    flat = F.pad(flat, (radius, radius, 0, 0), mode="reflect")
-    flat = F.conv2d(flat, per_channel[:, None, None, :], groups=n * c)
-    flat = F.pad(flat, (0, 0, radius, radius), mode="reflect")
-    flat = F.conv2d(flat, per_channel[:, None, :, None], groups=n * c)
-    return flat.reshape(n, c, h, w)
-
-
-def sharpen(
-    images: torch.Tensor, amount: float | Sequence[float] | torch.Tensor, sigma: float = 1.0
-) -> torch.Tensor:
-    """Unsharp masking: ``x + amount * (x - blur(x, sigma))``.
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        (N, C, H, W) float batch.
-    amount : float or sequence of float
-        Strength, one value or one per image; 0 leaves an image unchanged.
-    sigma : float
-        Width of the blur that defines the detail being amplified, in pixels (> 0).
-
-    Returns
-    -------
-    torch.Tensor
-        Sharpened batch (values may leave the input's range; clip if the model needs it).
-
-    Raises
-    ------
-    TypeError, ValueError
-        If ``images`` is not a float 4-D tensor, an amount is negative or sigma not positive.
-    """
-    _check_batch(images)
-    amounts = _per_sample("amount", amount, images)
-    if bool((amounts < 0).any()):
-        raise ValueError("amount must be >= 0")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
-    detail = images - gaussian_blur(images, sigma)
-    return images + amounts[:, None, None, None] * detail
-
-
-def affine(
-    images: torch.Tensor,
-    *,
-    rotation_deg: float | Sequence[float] | torch.Tensor = 0.0,
-    shear_deg: float | Sequence[float] | torch.Tensor = 0.0,
-) -> torch.Tensor:
-    """Rotate and shear each image about its centre (bilinear; the border is extended).
-
-    The shear is horizontal: a row ``y`` pixels below the centre moves ``y * tan(shear)`` to the
-    right. Rotation is anticlockwise as displayed for a positive angle.
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        (N, C, H, W) float batch.
-    rotation_deg, shear_deg : float or sequence of float
-        Angles in degrees, one value or one per image; shear within (-90, 90).
-
-    Returns
-    -------
-    torch.Tensor
-        Transformed batch.
-
-    Raises
-    ------
-    TypeError, ValueError
-        If ``images`` is not a float 4-D tensor or an angle is out of range.
-    """
-    _check_batch(images)
-    rotation = torch.deg2rad(_per_sample("rotation_deg", rotation_deg, images))
-    shear_values = _per_sample("shear_deg", shear_deg, images)
-    if bool((shear_values.abs() >= 90).any()):
-        raise ValueError("shear_deg must lie within (-90, 90)")
-    shear = torch.tan(torch.deg2rad(shear_values))
-    n, _, h, w = images.shape
-    # Work in pixel units so that rotation stays a rotation on a non-square image.
-    cos, sin = torch.cos(rotation), torch.sin(rotation)
-    zeros, ones = torch.zeros_like(cos), torch.ones_like(cos)
-    rotate = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-    shear_matrix = torch.stack([torch.stack([ones, shear], -1), torch.stack([zeros, ones], -1)], -2)
-    forward = rotate @ shear_matrix
-    inverse = torch.linalg.inv(forward)  # grid_sample maps output positions to input positions
-    to_pixels = torch.diag(
-        torch.tensor([w / 2.0, h / 2.0], dtype=images.dtype, device=images.device)
-    )
-    to_unit = torch.diag(torch.tensor([2.0 / w, 2.0 / h], dtype=images.dtype, device=images.device))
-    theta = torch.cat(
-        [
-            to_unit @ inverse @ to_pixels,
-            torch.zeros(n, 2, 1, dtype=images.dtype, device=images.device),
-        ],
-        dim=2,
-    )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-class Augmentation(enum.StrEnum):
-    """The versions :func:`random_choice_augment` chooses between, as in Jang et al. 2021."""
-
-    ORIGINAL = "original"
-    BLUR = "blur"
-    SHARPEN = "sharpen"
-    SHEAR = "shear"
-    ROTATION = "rotation"
+ParameterValue = bool | int | float | str | tuple[float, ...]
 
 
 @dataclass(frozen=True)
-class AugmentationRanges:
-    """Parameter ranges of :func:`random_choice_augment` (uniform draws).
+class Step:
+    """One albumentations transform with its probability and parameters.
 
     Parameters
     ----------
-    blur_sigma : tuple of float
-        Gaussian sigma in pixels.
-    sharpen_amount : tuple of float
-        Unsharp-mask strength.
-    shear_deg : float
-        Largest absolute shear angle.
-    rotation_deg : float
-        Largest absolute rotation ("small rotation").
+    name : TransformName
+        The transform.
+    probability : float
+        Chance that it is applied to an image (with :attr:`Combine.ONE_OF`, its weight), in [0, 1].
+    parameters : mapping of str to value
+        Keyword arguments of the albumentations transform (numbers, text, or tuples for ranges).
 
     Raises
     ------
+    TypeError
+        A parameter value that is not a number, text or tuple of numbers.
     ValueError
-        If a range is reversed or negative, or an angle is 45 degrees or more.
+        An unknown name, a probability outside [0, 1], or parameters albumentations does not
+        accept (its message is kept).
     """
 
-    blur_sigma: tuple[float, float] = (0.5, 1.5)
-    sharpen_amount: tuple[float, float] = (0.5, 1.5)
-    shear_deg: float = 10.0
-    rotation_deg: float = 10.0
+    name: TransformName
+    probability: float = 0.5
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("blur_sigma", "sharpen_amount"):
-            low, high = getattr(self, name)
-            if not 0 <= low <= high:
-                raise ValueError(f"{name} must be a range 0 <= low <= high, got {(low, high)!r}")
-        for name in ("shear_deg", "rotation_deg"):
-            if not 0 <= getattr(self, name) < 45:
-                raise ValueError(f"{name} must lie in [0, 45), got {getattr(self, name)!r}")
+        try:
+            object.__setattr__(self, "name", TransformName(self.name))
+        except ValueError:
+            known = ", ".join(name.value for name in TransformName)
+            raise ValueError(f"unknown transform {self.name!r}; known: {known}") from None
+        if not (isinstance(self.probability, int | float) and 0.0 <= self.probability <= 1.0):
+            raise ValueError(
+                f"{self.name.value}: probability must lie in [0, 1], got {self.probability!r}"
+            )
+        parameters = {}
+        for key, value in dict(self.parameters).items():
+            if isinstance(value, list):
+                value = tuple(value)
+            if not isinstance(value, bool | int | float | str | tuple) or (
+                isinstance(value, tuple) and not all(isinstance(v, int | float) for v in value)
+            ):
+                raise TypeError(
+                    f"{self.name.value}: parameter {key} must be a number, text or tuple of"
+                    f" numbers, got {value!r}"
+                )
+            parameters[key] = value
+        object.__setattr__(self, "parameters", parameters)
+        self.build()  # albumentations checks the parameters; fail here, not in the first epoch
+
+    def build(self) -> albumentations.BasicTransform:
+        """The albumentations transform of this step.
+
+        Raises
+        ------
+        ValueError
+            The parameters are not valid for the transform.
+        """
+        transform_class = getattr(albumentations, self.name.value)
+        # albumentations warns (rather than raises) about unknown or adjusted arguments; a spec
+        # whose meaning albumentations would quietly change is refused instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            # ShiftScaleRotate, a name the paper uses, still works; albumentations only points
+            # to Affine as its successor.
+            warnings.filterwarnings("ignore", message=".*special case of Affine", category=UserWarning)
+            try:
+                return transform_class(**self.parameters, p=self.probability)
+            except (UserWarning, ValueError, TypeError) as error:
+                raise ValueError(f"{self.name.value}: {error}") from None
+
+    def describe(self) -> str:
+        """``Name(key=value, ..., p=probability)``."""
+        arguments = [f"{key}={_text(value)}" for key, value in sorted(self.parameters.items())]
+        return f"{self.name.value}({', '.join([*arguments, f'p={self.probability:g}'])})"
 
 
-def random_choice_augment(
-    images: torch.Tensor,
-    rng: np.random.Generator,
-    ranges: AugmentationRanges = AugmentationRanges(),
-    choices: Sequence[Augmentation] = tuple(Augmentation),
-) -> torch.Tensor:
-    """Show each image as one version drawn uniformly from ``choices`` (the paper's scheme).
+def _text(value: ParameterValue) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """An augmentation as data: the steps and how they combine.
 
     Parameters
     ----------
-    images : torch.Tensor
-        (N, C, H, W) float batch.
-    rng : numpy.random.Generator
-        Source of the choices and their parameters.
-    ranges : AugmentationRanges
-        Parameter ranges.
-    choices : sequence of Augmentation
-        Versions to choose from; all five by default.
-
-    Returns
-    -------
-    torch.Tensor
-        The augmented batch (a new tensor; the input is not changed).
+    steps : tuple of Step
+        The transforms, in order.
+    combine : Combine
+        Every step in turn, or one step per image.
 
     Raises
     ------
-    TypeError, ValueError
-        If ``images`` is not a float 4-D tensor or ``choices`` is empty.
+    TypeError
+        A step that is not a :class:`Step`.
+    ValueError
+        No steps, or one-of steps whose weights are all zero.
     """
-    _check_batch(images)
-    options = [Augmentation(choice) for choice in choices]
-    if not options:
-        raise ValueError("choices must not be empty")
-    n = images.shape[0]
-    picked = [options[i] for i in rng.integers(len(options), size=n)]
-    blur_sigma = rng.uniform(*ranges.blur_sigma, size=n)
-    amount = rng.uniform(*ranges.sharpen_amount, size=n)
-    shear = rng.uniform(-ranges.shear_deg, ranges.shear_deg, size=n)
-    rotation = rng.uniform(-ranges.rotation_deg, ranges.rotation_deg, size=n)
-    out = images.clone()
-    for kind, apply in (
-        (Augmentation.BLUR, lambda x, k: gaussian_blur(x, blur_sigma[k])),
-        (Augmentation.SHARPEN, lambda x, k: sharpen(x, amount[k])),
-        (Augmentation.SHEAR, lambda x, k: affine(x, shear_deg=shear[k])),
-        (Augmentation.ROTATION, lambda x, k: affine(x, rotation_deg=rotation[k])),
-    ):
-        chosen = np.flatnonzero([p is kind for p in picked])
-        if chosen.size:
-            index = torch.as_tensor(chosen, device=images.device)
-            out[index] = apply(images[index], chosen)
-    return out
+
+    steps: tuple[Step, ...]
+    combine: Combine = Combine.EVERY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "combine", Combine(self.combine))
+        if not self.steps:
+            raise ValueError("an augmentation needs at least one step")
+        for step in self.steps:
+            if not isinstance(step, Step):
+                raise TypeError(f"steps must be Step values, got {type(step).__name__}")
+        if self.combine is Combine.ONE_OF and not any(s.probability > 0 for s in self.steps):
+            raise ValueError("one-of steps need at least one positive weight")
+
+    def __add__(self, other: AugmentationSpec) -> AugmentationSpec:
+        """Both specs' steps in turn (both must combine :attr:`Combine.EVERY`)."""
+        if Combine.ONE_OF in (self.combine, other.combine):
+            raise ValueError("only specs that apply every step can be joined")
+        return AugmentationSpec(self.steps + other.steps)
+
+    def describe(self) -> str:
+        """One line for a model card, e.g. ``every: HorizontalFlip(p=0.5); RandomGamma(...)``."""
+        return f"{self.combine.value}: " + "; ".join(step.describe() for step in self.steps)
+
+    def augmenter(self, value_range: tuple[float, float] = (0.0, 1.0)) -> Augmenter:
+        """A callable that augments images whose values span ``value_range``."""
+        return Augmenter(self, value_range)
+
+
+class Augmenter:
+    """Applies an :class:`AugmentationSpec` to grey images, reproducibly from a numpy generator.
+
+    Parameters
+    ----------
+    spec : AugmentationSpec
+        What to do.
+    value_range : tuple of float
+        The range of the images' values (e.g. (0, 255) for truncated films, (-1, 1) for
+        z-transformed crops). Images are mapped onto [0, 1] for albumentations, whose intensity
+        transforms (gamma, blur of float images) expect that range, and mapped back; values
+        outside the range are clipped to it.
+
+    Raises
+    ------
+    TypeError
+        ``spec`` is not an :class:`AugmentationSpec`.
+    ValueError
+        ``value_range`` is not an increasing pair of finite numbers.
+    """
+
+    def __init__(self, spec: AugmentationSpec, value_range: tuple[float, float] = (0.0, 1.0)):
+        if not isinstance(spec, AugmentationSpec):
+            raise TypeError(f"spec must be an AugmentationSpec, got {type(spec).__name__}")
+        low, high = (float(v) for v in value_range)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"value_range must be an increasing finite pair, got {value_range!r}")
+        self.spec = spec
+        self.value_range = (low, high)
+        transforms = [step.build() for step in spec.steps]
+        if spec.combine is Combine.ONE_OF:
+            transforms = [albumentations.OneOf(transforms, p=1.0)]
+        self._compose = albumentations.Compose(transforms, p=1.0, strict=True)
+
+    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augment one image (H, W) or a batch (N, H, W); returns a new float32 array.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            Grey images, 2-D or a 3-D batch.
+        rng : numpy.random.Generator
+            The trainer's generator; one draw from it seeds albumentations for the whole call.
+
+        Raises
+        ------
+        TypeError
+            ``rng`` is not a numpy Generator.
+        ValueError
+            ``images`` is not 2-D or 3-D.
+        """
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        array = np.asarray(images)
+        if array.ndim not in (2, 3):
+            raise ValueError(f"expected an (H, W) image or (N, H, W) batch, got {array.shape}")
+        low, high = self.value_range
+        unit = np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+        batch = unit[None] if array.ndim == 2 else unit
+        self._compose.set_random_seed(int(rng.integers(_SEED_BOUND)))
+        out = np.stack([self._compose(image=np.ascontiguousarray(image))["image"] for image in batch])
+        out = np.clip(out, 0.0, 1.0) * (high - low) + low
+        return (out[0] if array.ndim == 2 else out).astype(np.float32)
+
+
+def _spec(*steps: Step, combine: Combine = Combine.EVERY) -> AugmentationSpec:
+    return AugmentationSpec(steps, combine)
+
+
+#: OpenCV border modes (albumentations takes OpenCV's numbers): geometric transforms fill the
+#: uncovered border by reflecting the film or repeating its edge, not with black.
+_REFLECT, _REPLICATE = 4, 1
+
+#: The chest paper's weak augmentation (horizontal flip) and a mild gamma for exposure.
+CHEST_WEAK = _spec(
+    Step(TransformName.HORIZONTAL_FLIP, 0.5),
+    Step(TransformName.RANDOM_GAMMA, 0.5, {"gamma_limit": (80.0, 125.0)}),
+)
+#: The chest paper's strong augmentation after the weak one; limits are mild because a film's
+#: bone density is read from its grey levels and fine trabecular texture.
+CHEST_STRONG = CHEST_WEAK + _spec(
+    Step(TransformName.BLUR, 0.1, {"blur_limit": (3, 5)}),
+    Step(TransformName.MOTION_BLUR, 0.1, {"blur_limit": (3, 5)}),
+    Step(TransformName.MEDIAN_BLUR, 0.1, {"blur_limit": (3, 5)}),
+    Step(
+        TransformName.SHIFT_SCALE_ROTATE,
+        0.5,
+        {"shift_limit": 0.05, "scale_limit": 0.1, "rotate_limit": 10.0, "border_mode": _REFLECT},
+    ),
+    Step(TransformName.GRID_DISTORTION, 0.2, {"distort_limit": 0.2, "border_mode": _REFLECT}),
+    Step(TransformName.ELASTIC_TRANSFORM, 0.2, {"alpha": 1.0, "sigma": 50.0, "border_mode": _REFLECT}),
+    Step(TransformName.OPTICAL_DISTORTION, 0.2, {"distort_limit": 0.05, "border_mode": _REFLECT}),
+    Step(TransformName.GRID_DROPOUT, 0.2, {"ratio": 0.3, "fill": 0.0}),
+)
+#: Jang et al. 2021: each crop as one of original, blurred, sharpened, sheared, slightly rotated.
+HIP_PAPER = _spec(
+    Step(TransformName.NO_OP, 1.0),
+    Step(TransformName.GAUSSIAN_BLUR, 1.0, {"sigma_limit": (0.5, 1.5), "blur_limit": 0}),
+    Step(TransformName.SHARPEN, 1.0, {"alpha": (0.2, 0.5), "lightness": (1.0, 1.0)}),
+    Step(TransformName.AFFINE, 1.0, {"shear": (-10.0, 10.0), "border_mode": _REPLICATE}),
+    Step(TransformName.AFFINE, 1.0, {"rotate": (-10.0, 10.0), "border_mode": _REPLICATE}),
+    combine=Combine.ONE_OF,
+)
+

@@ -60,7 +60,7 @@ from osteonode.pipelines.hip import (
 )
 from osteonode.reference import load_reference
 from osteonode.train import DemoRecipe
-from osteonode.train.augment import random_choice_augment
+from osteonode.train.augment import HIP_PAPER
 from osteonode.train.loop import FitOutcome, TrainingSettings, fit, split_indices
 from osteonode.zoo import ModelCard, NetworkEntry, load_model, save_model
 
@@ -358,6 +358,8 @@ class ClassifierTask:
         self.batch_size = batch_size
         self.crop_size = crop_size
         self._validation_inputs = self._windows(validation, None)
+        # z-transformed crops are clipped to [-1, 1]; the augmenter works on that range.
+        self._augment = HIP_PAPER.augmenter(value_range=(-1.0, 1.0))
 
     def _windows(self, indices: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
         """Resample each crop's (jittered) box from its context and z-transform it."""
@@ -396,8 +398,8 @@ class ClassifierTask:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled crops: jittered box, jittered z-transform, one of the paper's augmentations."""
         for batch in _batches(rng.permutation(self.train), self.batch_size):
-            inputs = random_choice_augment(self._windows(batch, rng), rng).clamp_(-1.0, 1.0)
-            yield inputs, self._labels(batch)
+            windows = self._windows(batch, rng)[:, 0].numpy()
+            yield torch.from_numpy(self._augment(windows, rng))[:, None], self._labels(batch)
 
     def validation_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Validation crops at the true box, unaugmented."""
@@ -715,13 +717,15 @@ def _card(
             "z-transform with two sigma, (x - mean) / (2 sigma), clipped to [-1, 1]; per crop for the"
             f" classifier, per film for the localiser; training jitter of the divisor +-{Z_JITTER} sigma"
         ),
-        parameters={
-            **geometry.as_parameters(),
+        parameters=geometry.as_parameters(),
+        metrics=metrics,
+        # How it was trained: the card's record, not algorithm parameters results carry.
+        training={
             "optimiser": "Adam" if settings.weight_decay == 0 else "AdamW",
             "learning_rate": settings.learning_rate,
-            "augmentation": "original, blur, sharpen, shear, small rotation; crop box jitter",
+            "classifier_augmentation": HIP_PAPER.describe(),
+            "crop_box_jitter": BOX_JITTER,
         },
-        metrics=metrics,
         networks=[
             NetworkEntry(
                 role=LOCATOR_ROLE,
