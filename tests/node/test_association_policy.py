@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -195,3 +196,53 @@ def test_association_beyond_the_maximum_is_rejected_as_local_limit_exceeded(
     assert after.returncode == 0, after.stderr
     refusal = node.wait_for_log(lambda event: event.get("event") == "association_refused")
     assert refusal["reason"] == "too_many_associations"
+
+
+def test_idle_connections_neither_lock_out_a_listed_caller_nor_stay_open(
+    node_factory: Callable[..., NodeProcess], tmp_path: Path
+) -> None:
+    node = node_factory(
+        {
+            "association": {
+                "allowed_callers": [{"ae_title": "MODALITY", "host": "127.0.0.1"}],
+                "max_associations": 10,
+                "request_timeout_s": 2.0,
+            }
+        }
+    ).start()
+    image = make_radiograph(tmp_path / "image.dcm")
+    idle = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(11)]
+    try:
+        started = time.monotonic()
+        sent = storescu(node.port, [image], calling_ae="MODALITY")
+        took = time.monotonic() - started
+        for connection in idle:
+            connection.settimeout(10)
+        closed = [connection.recv(1) == b"" for connection in idle]
+    finally:
+        for connection in idle:
+            connection.close()
+
+    assert sent.returncode == 0 and "Received Store Response (Success)" in sent.stderr, sent.stderr
+    assert took < 1.9, f"the sender waited {took:.1f} s behind idle connections"
+    assert all(closed)
+    assert not [e for e in node.log_events() if e.get("event") == "association_refused"]
+
+
+def test_connections_beyond_the_pending_limit_are_closed_at_once(
+    node_factory: Callable[..., NodeProcess],
+) -> None:
+    node = node_factory(
+        {"association": {"max_pending_connections": 3, "request_timeout_s": 30.0}}
+    ).start()
+    waiting = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(3)]
+    time.sleep(0.5)  # the node has picked up the three connections
+    try:
+        with socket.create_connection(("127.0.0.1", node.port)) as excess:
+            excess.settimeout(5)
+            assert excess.recv(1) == b""
+    finally:
+        for connection in waiting:
+            connection.close()
+    refusal = node.wait_for_log(lambda event: event.get("event") == "connection_refused")
+    assert refusal["reason"] == "too_many_pending_connections"
