@@ -76,7 +76,10 @@ def config_check(
         ),
     ] = None,
 ) -> None:
-    """Validate the node configuration and the reference data; report every bad key with the reason."""
+    """Validate the node configuration and the reference data, then check what the node would run
+    into on this machine (TLS files, allow-list hosts, database, models, destinations); report every
+    problem with its key. Exits 2 on any error; warnings alone exit 0."""
+    from osteonode.preflight import Severity, preflight
     from osteonode.reference import check_reference
 
     sections = {"node": check_config(config), "reference": check_reference(reference)}
@@ -87,9 +90,20 @@ def config_check(
                 highlight=False,
                 soft_wrap=True,
             )
-    if any(sections.values()):
+    if sections["node"]:
         raise typer.Exit(code=2)
-    console.print("configuration OK")
+    findings = preflight(load_config(config))
+    for finding in findings:
+        colour = "red" if finding.severity is Severity.ERROR else "yellow"
+        console.print(
+            f"[{colour}]{finding.severity}: {escape(finding.key)}[/{colour}]: {escape(finding.reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if any(sections.values()) or any(finding.severity is Severity.ERROR for finding in findings):
+        raise typer.Exit(code=2)
+    warnings = len(findings)
+    console.print("configuration OK" + (f" ({warnings} warnings)" if warnings else ""))
 
 
 @config_app.command("show")
@@ -156,7 +170,10 @@ def analyze(
         typer.Option("--explain", help="Write the heat-map picture (as sent to PACS) as PNG.", dir_okay=False),
     ] = None,
 ) -> None:
-    """Route one file and run its pipeline here, without the network; print the findings."""
+    """Route one file and run its pipeline here, without the network; print the findings.
+
+    Exits 1 when the file could not be read or analysed (unreadable, undecodable, pipeline
+    unavailable); a film that routing skips is an answer and exits 0."""
     from osteonode.analysis import analyse_file
     from osteonode.reports import render_result
 
@@ -171,6 +188,16 @@ def analyze(
             from PIL import Image
 
             Image.fromarray(render_result(analysis.result, analysis.radiograph)).save(explain)
+    if _unusable(analysis.decision) or analysis.refusal is not None:
+        raise typer.Exit(code=1)
+
+
+def _unusable(decision: object) -> bool:
+    """Whether routing found the file unreadable (as opposed to routing or skipping it)."""
+    from osteonode.config import SkipReason
+    from osteonode.routing import Skip
+
+    return isinstance(decision, Skip) and decision.reason is SkipReason.UNREADABLE
 
 
 def _analysis_dict(analysis: Analysis) -> dict[str, object]:
@@ -335,13 +362,17 @@ def route(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show, for each file, the pipeline it goes to or why it is skipped, and the deciding rule."""
+    """Show, for each file, the pipeline it goes to or why it is skipped, and the deciding rule.
+
+    Exits 1 when any file could not be read (after listing every file)."""
     from osteonode.routing import Route, route_file
 
     settings = _load(config).routing
     rows = []
+    unreadable = False
     for file in files:
         decision = route_file(file, settings)
+        unreadable = unreadable or _unusable(decision)
         if isinstance(decision, Route):
             rows.append({"file": str(file), "pipeline": decision.pipeline.value, "skip": None,
                          "detail": None, "rule": decision.rule})
@@ -350,7 +381,13 @@ def route(
                          "detail": decision.detail, "rule": decision.rule})
     if as_json:
         print(json.dumps(rows, indent=2))
-        return
+    else:
+        _print_routes(rows)
+    if unreadable:
+        raise typer.Exit(code=1)
+
+
+def _print_routes(rows: list[dict[str, str | None]]) -> None:
     table = Table("file", "decision", "rule", "detail")
     for row in rows:
         decision_text = row["pipeline"] or f"[yellow]skip: {row['skip']}[/yellow]"
@@ -406,7 +443,7 @@ def status(
     """Show job counts by state and the latest events, or what happened to one image."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from osteonode.store.db import Database
+    from osteonode.store.db import Database, DatabaseError, DatabaseNotCreated
     from osteonode.store.history import (
         counts_by_state,
         delivery_counts_by_state,
@@ -414,20 +451,31 @@ def status(
         latest_events,
     )
 
-    database = Database(_load(config).database.url)
+    history: InstanceHistory | None = None
+    jobs: dict[str, int] = {}
+    deliveries: dict[str, int] = {}
+    latest: list[EventRecord] = []
     try:
-        with database.session() as session:
-            if instance is not None:
-                history = instance_history(session, instance)
-            else:
-                jobs = counts_by_state(session)
-                deliveries = delivery_counts_by_state(session)
-                latest = latest_events(session, events)
-    except SQLAlchemyError as error:
-        Console(stderr=True).print(f"cannot read the node database: {error}", markup=False)
-        raise typer.Exit(code=2) from None
-    finally:
-        database.dispose()
+        database = Database.open_existing(_load(config).database.url)
+    except DatabaseNotCreated as error:
+        # A fresh install: nothing has happened yet, which is an answer, not an error.
+        database = None
+        Console(stderr=True).print(str(error), markup=False, soft_wrap=True)
+    except DatabaseError as error:
+        raise _database_failure(str(error), as_json) from None
+    if database is not None:
+        try:
+            with database.session() as session:
+                if instance is not None:
+                    history = instance_history(session, instance)
+                else:
+                    jobs = counts_by_state(session)
+                    deliveries = delivery_counts_by_state(session)
+                    latest = latest_events(session, events)
+        except SQLAlchemyError as error:
+            raise _database_failure(f"cannot read the node database: {error}", as_json) from None
+        finally:
+            database.dispose()
     if instance is not None:
         if history is None:
             Console(stderr=True).print(f"no image with SOP Instance UID {instance}", markup=False)
@@ -450,6 +498,15 @@ def status(
         sent.add_row(state, str(count))
     console.print(sent)
     console.print(_events_table(latest, title=f"Latest {len(latest)} events"))
+
+
+def _database_failure(message: str, as_json: bool) -> typer.Exit:
+    """Say why the database cannot be read (as JSON on standard output for scripts); exit 2."""
+    if as_json:
+        print(json.dumps({"error": message}, indent=2))
+    else:
+        Console(stderr=True).print(message, style="red", markup=False, soft_wrap=True)
+    return typer.Exit(code=2)
 
 
 def _events_table(records: list[EventRecord], title: str) -> Table:
@@ -500,9 +557,13 @@ def _print_history(history: InstanceHistory) -> None:
 
 
 def _open_database(config: NodeConfig) -> Database:
-    from osteonode.store.db import Database
+    """The node's existing database, or exit 2 with the reason (nothing is created)."""
+    from osteonode.store.db import Database, DatabaseError
 
-    return Database(config.database.url)
+    try:
+        return Database.open_existing(config.database.url)
+    except DatabaseError as error:
+        raise _database_failure(str(error), as_json=False) from None
 
 
 @deliveries_app.command("list")

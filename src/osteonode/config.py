@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import os
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -485,7 +486,8 @@ def check_config(
 ) -> list[ConfigProblem]:
     """Every problem :func:`load_config` would raise, plus those the machine reveals.
 
-    Beyond the file itself this checks that the spool directory can be created and written.
+    Beyond the file itself this checks that the spool directory can be created and written
+    (creating nothing).
 
     Parameters
     ----------
@@ -620,13 +622,21 @@ def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _machine_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
+    """The spool directory, or the nearest folder above it that exists, must be writable.
+
+    Nothing is created: the node makes the spool directory when it starts.
+    """
     spool = Path(_section(data, "storage").get("spool_dir", StorageSettings().spool_dir))
-    try:
-        spool.mkdir(parents=True, exist_ok=True)
-        probe = spool / ".osteonode-write-check"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        return [ConfigProblem("storage.spool_dir", f"spool directory {spool} is not writable: {reason}")]
-    return []
+    existing = spool.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = f"{existing} is not a directory"
+    else:
+        try:
+            # A probe, not a permission check: root passes os.access on read-only file systems.
+            tempfile.TemporaryFile(dir=existing).close()
+            return []
+        except OSError as error:
+            reason = f"{existing} is not writable: {error.strerror or error}"
+    return [ConfigProblem("storage.spool_dir", f"spool directory {spool} cannot be made: {reason}")]
