@@ -571,7 +571,7 @@ def deliveries_list(
     config: ConfigOption = None,
     state: Annotated[
         list[str] | None,
-        typer.Option("--state", help="Only this state (pending, sending, failed, sent, dead); repeatable."),
+        typer.Option("--state", help="Only this state (pending, sending, failed, unconfirmed, sent, dead, maybe_sent); repeatable."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -616,10 +616,10 @@ def _object_kind(sop_class_uid: str) -> str:
 @deliveries_app.command("retry")
 def deliveries_retry(
     delivery_id: Annotated[int | None, typer.Argument(help="The delivery to send again.", min=1)] = None,
-    all_dead: Annotated[bool, typer.Option("--all-dead", help="Send every dead delivery again.")] = False,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Send every dead (and maybe_sent) delivery again.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Send a dead (or waiting) delivery again now, with a fresh budget of attempts."""
+    """Send a given-up (dead, maybe_sent) or waiting delivery again now, with a fresh budget of attempts."""
     from osteonode.store.deliveries import (
         DeliveryStateError,
         requeue_dead_deliveries,

@@ -227,7 +227,9 @@ def send_file(
                 SendResult.PERMANENT,
                 f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})",
             )
-        return _not_established(association, host, port, called_ae_title, connected=bool(connected))
+        return _not_established(
+            association, host, port, called_ae_title, connected=bool(connected), tls=tls is not None
+        )
     try:
         response = association.send_c_store(dataset)
     except ValueError as error:
@@ -261,7 +263,13 @@ def send_file(
 
 
 def _not_established(
-    association: Association, host: str, port: int, called_ae_title: str, *, connected: bool
+    association: Association,
+    host: str,
+    port: int,
+    called_ae_title: str,
+    *,
+    connected: bool,
+    tls: bool,
 ) -> SendOutcome:
     """The outcome of an association that did not come up."""
     # pynetdicom keeps the peer's A-ASSOCIATE response (accept or reject) on the acceptor.
@@ -273,10 +281,11 @@ def _not_established(
         )
         return SendOutcome(classify_rejection(int(response.result)), detail)
     if not connected:
-        return SendOutcome(
-            SendResult.TRANSIENT,
-            f"no connection to {host}:{port} (refused, unreachable or timed out)",
+        # Over TLS the connection counts as open only after the handshake.
+        failed = "refused, unreachable, timed out or TLS handshake failed" if tls else (
+            "refused, unreachable or timed out"
         )
+        return SendOutcome(SendResult.TRANSIENT, f"no connection to {host}:{port} ({failed})")
     if response is None:
         return SendOutcome(
             SendResult.TRANSIENT,
