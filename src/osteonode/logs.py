@@ -12,7 +12,8 @@ Patient identity never reaches a log line:
 * text written by others (library log records, warnings, exception messages and tracebacks, and
   the ``error`` field that carries an exception's text) has every quoted span replaced, because that
   is where pydicom and Python's ``repr`` put element values: ``Invalid value for VR DA:
-  '19xx0101'`` becomes ``Invalid value for VR DA: [redacted]``;
+  '19xx0101'`` becomes ``Invalid value for VR DA: [redacted]``; quoted file paths and UIDs, which
+  the node writes itself, are kept;
 * pynetdicom's debug output, which can dump whole datasets, is never enabled.
 """
 
@@ -63,9 +64,13 @@ _LIBRARY_TEXT_FIELDS = ("error", "exception", "stack")
 _QUOTED = re.compile(r"b?'(?:[^'\\\n]|\\.)*'" + r'|b?"(?:[^"\\\n]|\\.)*"')
 
 
+#: Quoted spans kept as they are: paths (the node's own files) and UIDs carry no patient identity.
+_NOT_IDENTITY = re.compile(r"b?['\"](?:[^'\"]*/[^'\"]*|[0-9.]+)['\"]")
+
+
 def redact_quoted(text: str) -> str:
-    """``text`` with every quoted span replaced by :data:`REDACTED`."""
-    return _QUOTED.sub(REDACTED, text)
+    """``text`` with every quoted span replaced by :data:`REDACTED`, except paths and UIDs."""
+    return _QUOTED.sub(lambda quoted: quoted[0] if _NOT_IDENTITY.fullmatch(quoted[0]) else REDACTED, text)
 
 
 def redact_patient_identity(

@@ -126,3 +126,12 @@ def test_error_fields_of_node_events_are_redacted_but_identifiers_stay():
     (record,) = _json_lines(stream)
     assert record["sop_instance_uid"] == "1.2.3"
     assert record["error"] == f"ValueError: bad value {REDACTED}"
+
+
+def test_quoted_paths_and_uids_in_error_text_are_kept():
+    from osteonode.logs import redact_quoted
+
+    text = "[Errno 20] Not a directory: '/var/spool/incoming' for '1.2.840.1' of 'DOE^JANE'"
+    assert redact_quoted(text) == (
+        f"[Errno 20] Not a directory: '/var/spool/incoming' for '1.2.840.1' of {REDACTED}"
+    )
