@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import enum
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig, PipelineName, TlsSettings
 from osteonode.dicom.admission import resolve_allow_list
 from osteonode.dicom.tls import TlsError, client_context, server_context
 from osteonode.store.db import Database, DatabaseError, DatabaseNotCreated, normalize_database_url
@@ -76,21 +77,19 @@ def preflight(config: NodeConfig) -> list[Finding]:
 
 
 def _tls(config: NodeConfig) -> list[Finding]:
-    checks = []
+    contexts: list[tuple[Callable[..., object], TlsSettings, str]] = []
     if config.tls.enabled:
-        checks.append(lambda: server_context(config.tls, key="tls"))
+        contexts.append((server_context, config.tls, "tls"))
     for name, destination in config.destinations.items():
         if destination.tls.enabled:
-            checks.append(
-                lambda tls=destination.tls, key=f"destinations.{name}.tls": client_context(tls, key=key)
-            )
+            contexts.append((client_context, destination.tls, f"destinations.{name}.tls"))
     findings = []
-    for check in checks:
+    for build, settings, key in contexts:
         try:
-            check()
+            build(settings, key=key)
         except TlsError as error:
-            key, _, reason = str(error).partition(": ")
-            findings.append(Finding(key, reason, Severity.ERROR))
+            failed_key, _, reason = str(error).partition(": ")
+            findings.append(Finding(failed_key, reason, Severity.ERROR))
     return findings
 
 
@@ -149,7 +148,11 @@ def _models(config: NodeConfig) -> list[Finding]:
         card = found.get(name)
         if isinstance(card, ModelCard):
             continue
-        why = f"model folder {root / name} does not exist" if card is None else f"model {name}: {card}"
+        why = (
+            f"model folder {root / name} does not exist"
+            if card is None
+            else f"model {name}: {card}"
+        )
         findings.append(
             Finding(
                 f"pipelines.{pipeline.value}.model",

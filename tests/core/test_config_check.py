@@ -44,7 +44,9 @@ def test_a_usable_configuration_passes_with_warnings_for_models_not_installed(tm
 
     assert result.exit_code == 0, result.output
     assert "configuration OK (3 warnings)" in result.output
-    assert "pipelines.lumbar.model" in result.output and "wait until it is installed" in result.output
+    assert (
+        "pipelines.lumbar.model" in result.output and "wait until it is installed" in result.output
+    )
 
 
 def test_a_missing_models_folder_is_an_error(tmp_path):
@@ -63,7 +65,9 @@ def test_an_unreachable_database_is_an_error(tmp_path):
 
 
 def test_enabled_pipelines_without_destinations_are_warned_of(tmp_path):
-    config = node_toml(tmp_path, pipelines__chest={"destinations": []}, pipelines__hip={"enabled": False})
+    config = node_toml(
+        tmp_path, pipelines__chest={"destinations": []}, pipelines__hip={"enabled": False}
+    )
     result = check(config)
 
     assert result.exit_code == 0, result.output
@@ -104,7 +108,9 @@ def test_a_sqlite_database_in_a_missing_folder_is_warned_of_and_nothing_is_creat
     status = run("status", "--config", config)
 
     assert checked.exit_code == 0, checked.output
-    assert f"warning: database.url: folder {folder} does not exist" in checked.output.replace("\n", "")
+    assert f"warning: database.url: folder {folder} does not exist" in checked.output.replace(
+        "\n", ""
+    )
     assert status.exit_code == 0
     assert not folder.exists() and not (tmp_path / "not-yet").exists()
 
@@ -125,7 +131,8 @@ def test_status_on_a_fresh_install_says_nothing_happened_yet_also_as_json(tmp_pa
 def test_status_with_an_unreachable_database_fails_with_a_json_reason(tmp_path):
     unreachable = f"postgresql://osteonode@127.0.0.1:{free_port()}/osteonode"
     result = CliRunner().invoke(
-        app, ["status", "--json", "--config", str(node_toml(tmp_path, database={"url": unreachable}))]
+        app,
+        ["status", "--json", "--config", str(node_toml(tmp_path, database={"url": unreachable}))],
     )
 
     assert result.exit_code == 2

@@ -71,7 +71,9 @@ def test_mutual_authentication_admits_only_clients_with_a_trusted_certificate(
     image = make_radiograph(tmp_path / "image.dcm")
 
     anonymous = storescu(node.port, [image], extra=client_options(certificates, None))
-    stranger = storescu(node.port, [image], extra=client_options(certificates, certificates.stranger))
+    stranger = storescu(
+        node.port, [image], extra=client_options(certificates, certificates.stranger)
+    )
     trusted = storescu(node.port, [image], extra=client_options(certificates, certificates.peer))
 
     assert not stored(anonymous) and not stored(stranger)
@@ -98,9 +100,7 @@ def test_a_silent_tls_client_does_not_hold_up_other_senders(
 
 
 @pytest.fixture
-def tls_storescp(
-    tmp_path: Path, certificates: CertificateSet
-) -> Iterator[tuple[int, Path]]:
+def tls_storescp(tmp_path: Path, certificates: CertificateSet) -> Iterator[tuple[int, Path]]:
     """dcmtk storescp speaking TLS with the peer's certificate, requiring a trusted client."""
     received = tmp_path / "received"
     received.mkdir()
@@ -108,11 +108,18 @@ def tls_storescp(
     process = subprocess.Popen(
         [
             require_binary("storescp"),
-            "-aet", "TLSPACS", "-od", str(received),
-            "+tls", str(certificates.peer.private_key), str(certificates.peer.certificate),
-            "+cf", str(certificates.authority), "-rc",
+            "-aet",
+            "TLSPACS",
+            "-od",
+            str(received),
+            "+tls",
+            str(certificates.peer.private_key),
+            str(certificates.peer.certificate),
+            "+cf",
+            str(certificates.authority),
+            "-rc",
             str(port),
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -186,7 +193,9 @@ def test_unusable_tls_files_are_named_in_the_error(
                 private_key=certificates.peer.private_key,
             )
         )
-    with pytest.raises(TlsError, match=r"destinations\.pacs\.tls\.ca_certificates: .* holds no PEM"):
+    with pytest.raises(
+        TlsError, match=r"destinations\.pacs\.tls\.ca_certificates: .* holds no PEM"
+    ):
         client_context(
             TlsSettings(enabled=True, ca_certificates=certificates.node.private_key),
             key="destinations.pacs.tls",

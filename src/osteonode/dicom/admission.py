@@ -228,7 +228,10 @@ def check_association(
             f"called AE title {called!r} is not this node's {node_ae_title.strip()!r}",
         )
     rules = resolve_allow_list(policy) if rules is None else rules
-    rule = next((rule for rule in _by_precedence(rules, calling) if rule.admits(calling, calling_host)), None)
+    rule = next(
+        (rule for rule in _by_precedence(rules, calling) if rule.admits(calling, calling_host)),
+        None,
+    )
     if rule is None:
         if any(candidate.ae_title == calling for candidate in rules):
             return AssociationRefusal(
