@@ -408,10 +408,12 @@ def _run_node(config_path: Path | None, *, scp: bool, workers: bool) -> None:
 
     with stop_on_signals(threading.Event()) as stop_requested:
         from osteonode.logs import configure_logging
-        from osteonode.service import run_node
 
         settings = _load(config_path)
         configure_logging(settings.logging)
+        # Imported after logging is set up, so warnings raised while the libraries load are log events.
+        from osteonode.service import run_node
+
         try:
             run_node(settings, scp=scp, workers=workers, stop_requested=stop_requested)
         except (OSError, RuntimeError, ValueError) as error:
