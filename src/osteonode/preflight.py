@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from osteonode.config import NodeConfig, PipelineName, TlsSettings
+from osteonode.config import NodeConfig, TlsSettings
 from osteonode.dicom.admission import resolve_allow_list
 from osteonode.dicom.tls import TlsError, client_context, server_context
 from osteonode.store.db import Database, DatabaseError, DatabaseNotCreated, normalize_database_url
@@ -140,8 +140,7 @@ def _models(config: NodeConfig) -> list[Finding]:
 
     found = {folder.name: card for folder, card in list_models(root)}
     findings = []
-    for pipeline in PipelineName:
-        settings = config.pipelines.get(pipeline)
+    for pipeline, settings in config.pipelines.items():
         if not settings.enabled:
             continue
         name = settings.model_name(pipeline)
@@ -155,8 +154,8 @@ def _models(config: NodeConfig) -> list[Finding]:
         )
         findings.append(
             Finding(
-                f"pipelines.{pipeline.value}.model",
-                f"{why}: images routed to {pipeline.value} wait until it is installed",
+                f"pipelines.{pipeline}.model",
+                f"{why}: images routed to {pipeline} wait until it is installed",
                 Severity.WARNING,
             )
         )
@@ -182,16 +181,15 @@ def _destinations(config: NodeConfig) -> list[Finding]:
 
 def _results_going_nowhere(config: NodeConfig) -> list[Finding]:
     findings = []
-    for pipeline in PipelineName:
-        settings = config.pipelines.get(pipeline)
+    for pipeline, settings in config.pipelines.items():
         rules_with_destinations = any(
-            rule.pipeline is pipeline and rule.destinations for rule in config.routing.rules
+            pipeline in rule.pipelines and rule.destinations for rule in config.routing.rules
         )
         if settings.enabled and not settings.destinations and not rules_with_destinations:
             findings.append(
                 Finding(
-                    f"pipelines.{pipeline.value}.destinations",
-                    f"empty: results of {pipeline.value} are stored but sent nowhere",
+                    f"pipelines.{pipeline}.destinations",
+                    f"empty: results of {pipeline} are stored but sent nowhere",
                     Severity.WARNING,
                 )
             )
