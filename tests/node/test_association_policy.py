@@ -236,7 +236,6 @@ def test_connections_beyond_the_pending_limit_are_closed_at_once(
         {"association": {"max_pending_connections": 3, "request_timeout_s": 30.0}}
     ).start()
     waiting = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(3)]
-    time.sleep(0.5)  # the node has picked up the three connections
     try:
         with socket.create_connection(("127.0.0.1", node.port)) as excess:
             excess.settimeout(5)

@@ -168,6 +168,13 @@ class _GuardedAssociationServer(ThreadedAssociationServer):
     handshake_timeout_s: float = 5.0
     max_pending: int = 50
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Connections accepted whose association thread has not started yet (a TLS handshake may
+        # be under way); with the started ones still waiting for their request, they are pending.
+        self._starting = 0
+        self._starting_lock = threading.Lock()
+
     def get_request(self) -> tuple[Any, Any]:
         client_socket, address = self.socket.accept()
         if self.ssl_context:
@@ -177,11 +184,14 @@ class _GuardedAssociationServer(ThreadedAssociationServer):
         return client_socket, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        pending = sum(
+        waiting = sum(
             1 for association in self.active_associations if association.requestor.primitive is None
         )
-        if pending < self.max_pending:
-            return True
+        with self._starting_lock:
+            pending = self._starting + waiting
+            if pending < self.max_pending:
+                self._starting += 1
+                return True
         log.warning(
             "connection_refused",
             reason="too_many_pending_connections",
@@ -192,20 +202,28 @@ class _GuardedAssociationServer(ThreadedAssociationServer):
         return False
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            try:
-                request.settimeout(self.handshake_timeout_s)
-                request.do_handshake()
-                request.settimeout(None)
-            except OSError as error:  # ssl.SSLError and socket timeouts are OSErrors
-                log.warning(
-                    "tls_handshake_failed",
-                    calling_host=str(client_address[0]),
-                    error=f"{type(error).__name__}: {error}",
-                )
-                self.shutdown_request(request)
+        try:
+            if isinstance(request, ssl.SSLSocket) and not self._shake_hands(request, client_address):
                 return
-        super().process_request_thread(request, client_address)
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._starting_lock:
+                self._starting -= 1
+
+    def _shake_hands(self, request: ssl.SSLSocket, client_address: Any) -> bool:
+        try:
+            request.settimeout(self.handshake_timeout_s)
+            request.do_handshake()
+            request.settimeout(None)
+        except OSError as error:  # ssl.SSLError and socket timeouts are OSErrors
+            log.warning(
+                "tls_handshake_failed",
+                calling_host=str(client_address[0]),
+                error=f"{type(error).__name__}: {error}",
+            )
+            self.shutdown_request(request)
+            return False
+        return True
 
 
 class StorageSCP:
