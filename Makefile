@@ -10,11 +10,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: system-packages $(VENV)/.installed
 
 # The Debian packages the tests and demo talk to: real DICOM peers (dcmtk, Orthanc), validators
-# (dicom3tools, GDCM tools), a database (PostgreSQL) and a browser for the validation report (Chromium).
+# (dicom3tools, GDCM tools), a database (PostgreSQL), a browser for the validation report (Chromium)
+# and the openssl tool that makes the DICOM TLS tests' throw-away certificates.
 # Installs only what is missing, so a machine that has them all needs no package manager.
 system-packages:
 	@missing=""; \
-	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium pdftotext:poppler-utils; do \
+	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium pdftotext:poppler-utils openssl:openssl; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -76,7 +76,10 @@ def config_check(
         ),
     ] = None,
 ) -> None:
-    """Validate the node configuration and the reference data; report every bad key with the reason."""
+    """Validate the node configuration and the reference data, then check what the node would run
+    into on this machine (TLS files, allow-list hosts, database, models, destinations); report every
+    problem with its key. Exits 2 on any error; warnings alone exit 0."""
+    from osteonode.preflight import Severity, preflight
     from osteonode.reference import check_reference
 
     sections = {"node": check_config(config), "reference": check_reference(reference)}
@@ -87,9 +90,20 @@ def config_check(
                 highlight=False,
                 soft_wrap=True,
             )
-    if any(sections.values()):
+    if sections["node"]:
         raise typer.Exit(code=2)
-    console.print("configuration OK")
+    findings = preflight(load_config(config))
+    for finding in findings:
+        colour = "red" if finding.severity is Severity.ERROR else "yellow"
+        console.print(
+            f"[{colour}]{finding.severity}: {escape(finding.key)}[/{colour}]: {escape(finding.reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if any(sections.values()) or any(finding.severity is Severity.ERROR for finding in findings):
+        raise typer.Exit(code=2)
+    warnings = len(findings)
+    console.print("configuration OK" + (f" ({warnings} warnings)" if warnings else ""))
 
 
 @config_app.command("show")
@@ -160,7 +174,10 @@ def analyze(
         typer.Option(help="Which pipeline runs when the file is routed to several (default: the first)."),
     ] = None,
 ) -> None:
-    """Route one file and run its pipeline here, without the network; print the findings."""
+    """Route one file and run its pipeline here, without the network; print the findings.
+
+    Exits 1 when the file could not be read or analysed (unreadable, undecodable, pipeline
+    unavailable); a film that routing skips is an answer and exits 0."""
     from osteonode.analysis import analyse_file
     from osteonode.reports import render_result
 
@@ -175,6 +192,16 @@ def analyze(
             from PIL import Image
 
             Image.fromarray(render_result(analysis.result, analysis.radiograph)).save(explain)
+    if _unusable(analysis.decision) or analysis.refusal is not None:
+        raise typer.Exit(code=1)
+
+
+def _unusable(decision: object) -> bool:
+    """Whether routing found the file unreadable (as opposed to routing or skipping it)."""
+    from osteonode.config import SkipReason
+    from osteonode.routing import Skip
+
+    return isinstance(decision, Skip) and decision.reason is SkipReason.UNREADABLE
 
 
 def _analysis_dict(analysis: Analysis) -> dict[str, object]:
@@ -381,13 +408,17 @@ def route(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show, for each file, the pipeline it goes to or why it is skipped, and the deciding rule."""
+    """Show, for each file, the pipeline it goes to or why it is skipped, and the deciding rule.
+
+    Exits 1 when any file could not be read (after listing every file)."""
     from osteonode.routing import Route, route_file, to_enabled_pipelines
 
     node_config = _load(config)
     rows = []
+    unreadable = False
     for file in files:
         decision = to_enabled_pipelines(route_file(file, node_config.routing), node_config.pipelines)
+        unreadable = unreadable or _unusable(decision)
         if isinstance(decision, Route):
             rows.append({"file": str(file), "pipelines": list(decision.pipelines), "skip": None,
                          "detail": None, "rule": decision.rule})
@@ -396,7 +427,13 @@ def route(
                          "detail": decision.detail, "rule": decision.rule})
     if as_json:
         print(json.dumps(rows, indent=2))
-        return
+    else:
+        _print_routes(rows)
+    if unreadable:
+        raise typer.Exit(code=1)
+
+
+def _print_routes(rows: list[dict[str, Any]]) -> None:
     table = Table("file", "decision", "rule", "detail")
     for row in rows:
         decision_text = ", ".join(row["pipelines"]) or f"[yellow]skip: {row['skip']}[/yellow]"
@@ -417,10 +454,12 @@ def _run_node(config_path: Path | None, *, scp: bool, workers: bool) -> None:
 
     with stop_on_signals(threading.Event()) as stop_requested:
         from osteonode.logs import configure_logging
-        from osteonode.service import run_node
 
         settings = _load(config_path)
         configure_logging(settings.logging)
+        # Imported after logging is set up, so warnings raised while the libraries load are log events.
+        from osteonode.service import run_node
+
         try:
             run_node(settings, scp=scp, workers=workers, stop_requested=stop_requested)
         except (OSError, RuntimeError, ValueError) as error:
@@ -452,7 +491,7 @@ def status(
     """Show job counts by state and the latest events, or what happened to one image."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from osteonode.store.db import Database
+    from osteonode.store.db import Database, DatabaseError, DatabaseNotCreated
     from osteonode.store.history import (
         counts_by_state,
         delivery_counts_by_state,
@@ -460,20 +499,31 @@ def status(
         latest_events,
     )
 
-    database = Database(_load(config).database.url)
+    history: InstanceHistory | None = None
+    jobs: dict[str, int] = {}
+    deliveries: dict[str, int] = {}
+    latest: list[EventRecord] = []
     try:
-        with database.session() as session:
-            if instance is not None:
-                history = instance_history(session, instance)
-            else:
-                jobs = counts_by_state(session)
-                deliveries = delivery_counts_by_state(session)
-                latest = latest_events(session, events)
-    except SQLAlchemyError as error:
-        Console(stderr=True).print(f"cannot read the node database: {error}", markup=False)
-        raise typer.Exit(code=2) from None
-    finally:
-        database.dispose()
+        database = Database.open_existing(_load(config).database.url)
+    except DatabaseNotCreated as error:
+        # A fresh install: nothing has happened yet, which is an answer, not an error.
+        database = None
+        Console(stderr=True).print(str(error), markup=False, soft_wrap=True)
+    except DatabaseError as error:
+        raise _database_failure(str(error), as_json) from None
+    if database is not None:
+        try:
+            with database.session() as session:
+                if instance is not None:
+                    history = instance_history(session, instance)
+                else:
+                    jobs = counts_by_state(session)
+                    deliveries = delivery_counts_by_state(session)
+                    latest = latest_events(session, events)
+        except SQLAlchemyError as error:
+            raise _database_failure(f"cannot read the node database: {error}", as_json) from None
+        finally:
+            database.dispose()
     if instance is not None:
         if history is None:
             Console(stderr=True).print(f"no image with SOP Instance UID {instance}", markup=False)
@@ -496,6 +546,15 @@ def status(
         sent.add_row(state, str(count))
     console.print(sent)
     console.print(_events_table(latest, title=f"Latest {len(latest)} events"))
+
+
+def _database_failure(message: str, as_json: bool) -> typer.Exit:
+    """Say why the database cannot be read (as JSON on standard output for scripts); exit 2."""
+    if as_json:
+        print(json.dumps({"error": message}, indent=2))
+    else:
+        Console(stderr=True).print(message, style="red", markup=False, soft_wrap=True)
+    return typer.Exit(code=2)
 
 
 def _events_table(records: list[EventRecord], title: str) -> Table:
@@ -546,9 +605,13 @@ def _print_history(history: InstanceHistory) -> None:
 
 
 def _open_database(config: NodeConfig) -> Database:
-    from osteonode.store.db import Database
+    """The node's existing database, or exit 2 with the reason (nothing is created)."""
+    from osteonode.store.db import Database, DatabaseError
 
-    return Database(config.database.url)
+    try:
+        return Database.open_existing(config.database.url)
+    except DatabaseError as error:
+        raise _database_failure(str(error), as_json=False) from None
 
 
 @deliveries_app.command("list")
@@ -556,7 +619,7 @@ def deliveries_list(
     config: ConfigOption = None,
     state: Annotated[
         list[str] | None,
-        typer.Option("--state", help="Only this state (pending, sending, failed, sent, dead); repeatable."),
+        typer.Option("--state", help="Only this state (pending, sending, failed, unconfirmed, sent, dead, maybe_sent); repeatable."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -601,10 +664,10 @@ def _object_kind(sop_class_uid: str) -> str:
 @deliveries_app.command("retry")
 def deliveries_retry(
     delivery_id: Annotated[int | None, typer.Argument(help="The delivery to send again.", min=1)] = None,
-    all_dead: Annotated[bool, typer.Option("--all-dead", help="Send every dead delivery again.")] = False,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Send every dead (and maybe_sent) delivery again.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Send a dead (or waiting) delivery again now, with a fresh budget of attempts."""
+    """Send a given-up (dead, maybe_sent) or waiting delivery again now, with a fresh budget of attempts."""
     from osteonode.store.deliveries import (
         DeliveryStateError,
         requeue_dead_deliveries,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import os
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
+    "ANY_CALLING_AE",
     "AllowedCaller",
     "AssociationPolicy",
     "ConfigError",
@@ -51,6 +53,8 @@ __all__ = [
     "SkipReason",
     "SrStorage",
     "StorageSettings",
+    "TlsSettings",
+    "TlsVersion",
     "WorkerSettings",
     "check_config",
     "default_routing_rules",
@@ -119,24 +123,89 @@ class NodeSettings(_Section):
     )
 
 
+#: An allow-list entry with this calling AE title admits any title (from its ``host``, if given).
+ANY_CALLING_AE = "*"
+
+
 class AllowedCaller(_Section):
-    """One entry of the calling-AE allow-list; ``host`` pins it to a source address."""
+    """One entry of the calling-AE allow-list.
+
+    ``ae_title`` is a calling AE title, or ``*`` for any. ``host`` pins the entry to a source: a host
+    name, an address or a network (``10.1.2.0/24``). ``max_associations`` caps the associations one
+    calling AE title admitted by this entry may hold at once.
+    """
 
     ae_title: AeTitle
-    host: str | None = None
+    host: str | None = Field(default=None, min_length=1)
+    max_associations: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+def _this_machine_only() -> list[AllowedCaller]:
+    # Safe by default: any calling AE title, but only from the loopback addresses; a node that
+    # listens on the hospital network lists its callers.
+    return [
+        AllowedCaller(ae_title=ANY_CALLING_AE, host="127.0.0.0/8"),
+        AllowedCaller(ae_title=ANY_CALLING_AE, host="::1"),
+    ]
 
 
 class AssociationPolicy(_Section):
-    """Who may associate with the node, how many at once, and how long the node waits."""
+    """Who may associate with the node, how many at once, and how long the node waits.
+
+    Only established associations count against ``max_associations`` and the per-caller limits; a
+    connection that has not yet sent its A-ASSOCIATE-RQ is closed after ``request_timeout_s``, and at
+    most ``max_pending_connections`` such connections are held at once.
+    """
 
     require_called_ae: bool = True
     allowed_callers: list[AllowedCaller] = Field(
-        default_factory=list, description="Empty: any calling AE title is accepted."
+        default_factory=_this_machine_only,
+        description="Who may call; default: any calling AE title from this machine only.",
     )
     max_associations: Annotated[int, Field(ge=1, le=1000)] = 10
+    max_associations_per_caller: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="Associations one calling AE title may hold at once; None: no cap."
+    )
+    max_pending_connections: Annotated[int, Field(ge=1, le=10000)] = 50
+    request_timeout_s: PositiveSeconds = Field(
+        default=5.0, description="How long a new connection may take to send its A-ASSOCIATE-RQ."
+    )
     acse_timeout_s: PositiveSeconds = 30.0
     dimse_timeout_s: PositiveSeconds = 60.0
     network_timeout_s: PositiveSeconds = 60.0
+
+
+class TlsVersion(enum.StrEnum):
+    """Oldest TLS version the node negotiates (BCP 195 allows 1.2 and 1.3)."""
+
+    TLS_1_2 = "1.2"
+    TLS_1_3 = "1.3"
+
+
+class TlsSettings(_Section):
+    """DICOM TLS (PS3.15 Annex B) for the node's port (``[tls]``) or one destination's
+    (``[destinations.<name>.tls]``).
+
+    ``certificate`` and ``private_key`` (PEM) are this side's identity: required to receive, and
+    for a destination the client certificate of mutual authentication. ``ca_certificates`` (PEM)
+    are the authorities the peer's certificate must chain to: when receiving, set them to require
+    and verify client certificates (mutual authentication), leave them unset to accept clients
+    without one; when sending, unset means the system's trust store. ``check_hostname``: a
+    destination's certificate must name its ``host``.
+    """
+
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+    check_hostname: bool = True
+    minimum_version: TlsVersion = TlsVersion.TLS_1_2
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> TlsSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key must be given together")
+        return self
 
 
 class StorageSettings(_Section):
@@ -207,6 +276,7 @@ class Destination(_Section):
     timeout_s: PositiveSeconds = Field(
         default=60.0, description="Connection, ACSE, DIMSE and network timeout of one send."
     )
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Destination:
@@ -367,6 +437,7 @@ class NodeConfig(_Section):
 
     node: NodeSettings = Field(default_factory=NodeSettings)
     association: AssociationPolicy = Field(default_factory=AssociationPolicy)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -469,7 +540,8 @@ def check_config(
 ) -> list[ConfigProblem]:
     """Every problem :func:`load_config` would raise, plus those the machine reveals.
 
-    Beyond the file itself this checks that the spool directory can be created and written.
+    Beyond the file itself this checks that the spool directory can be created and written
+    (creating nothing).
 
     Parameters
     ----------
@@ -512,6 +584,11 @@ def _parse(
         config: NodeConfig | None = NodeConfig.model_validate(data)
     except ValidationError as error:
         problems.extend(describe_validation_error(item) for item in error.errors())
+        config = None
+    if config is not None and config.tls.enabled and config.tls.certificate is None:
+        problems.append(
+            ConfigProblem("tls.certificate", "receiving with TLS needs the node's certificate and private_key")
+        )
         config = None
     return config, problems, data
 
@@ -599,13 +676,21 @@ def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _machine_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
+    """The spool directory, or the nearest folder above it that exists, must be writable.
+
+    Nothing is created: the node makes the spool directory when it starts.
+    """
     spool = Path(_section(data, "storage").get("spool_dir", StorageSettings().spool_dir))
-    try:
-        spool.mkdir(parents=True, exist_ok=True)
-        probe = spool / ".osteonode-write-check"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        return [ConfigProblem("storage.spool_dir", f"spool directory {spool} is not writable: {reason}")]
-    return []
+    existing = spool.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = f"{existing} is not a directory"
+    else:
+        try:
+            # A probe, not a permission check: root passes os.access on read-only file systems.
+            tempfile.TemporaryFile(dir=existing).close()
+            return []
+        except OSError as error:
+            reason = f"{existing} is not writable: {error.strerror or error}"
+    return [ConfigProblem("storage.spool_dir", f"spool directory {spool} cannot be made: {reason}")]

@@ -10,7 +10,9 @@ Two halves, used by two kinds of thread:
   C-STORE (:mod:`osteonode.dicom.scu`) and records the outcome: sent; a transient failure retried
   after an exponential back-off with jitter (persisted as ``next_attempt_at``, so it survives a
   restart); or a permanent failure, or the last allowed attempt, dead-lettered with the
-  destination's own status and comment for ``osteonode deliveries retry``.
+  destination's own status and comment for ``osteonode deliveries retry``. A try whose answer was
+  lost after the whole object went is retried as ``unconfirmed`` and, given up, ends ``maybe_sent``
+  rather than ``dead`` (:mod:`osteonode.store.deliveries`).
 
 Where results go: the destinations of the routing rule that routed the image when that rule names
 any (``[[routing.rules]] destinations``), else the pipeline's (``[pipelines.<name>] destinations``).
@@ -30,6 +32,7 @@ from sqlalchemy.orm import Session
 from osteonode import __version__
 from osteonode.config import Destination, NodeConfig, NodeSettings, SrStorage
 from osteonode.dicom.scu import SendOutcome, SendResult, send_file
+from osteonode.dicom.tls import client_context
 from osteonode.imaging.pixels import Radiograph
 from osteonode.pipelines.base import Result
 from osteonode.reports import DeviceInfo, build_secondary_capture, build_structured_report
@@ -189,6 +192,11 @@ class DeliverySender:
         Where the result files are.
     rng
         Source of the back-off jitter.
+
+    Raises
+    ------
+    osteonode.dicom.tls.TlsError
+        If a destination's TLS files are unusable.
     """
 
     def __init__(
@@ -207,6 +215,12 @@ class DeliverySender:
         self._rng = rng if rng is not None else random.Random()
         self._stopping = threading.Event()
         self._busy = {name: threading.Lock() for name in config.destinations}
+        # Built once: a TLS file that cannot be used stops the node at start, not at the first send.
+        self._tls = {
+            name: client_context(destination.tls, key=f"destinations.{name}.tls")
+            for name, destination in config.destinations.items()
+            if destination.tls.enabled
+        }
 
     def stop(self) -> None:
         """Finish the send in progress and stop sending."""
@@ -250,6 +264,7 @@ class DeliverySender:
             called_ae_title=destination.ae_title,
             calling_ae_title=destination.calling_ae_title or self._config.node.ae_title,
             timeout_s=destination.timeout_s,
+            tls=self._tls.get(delivery.destination),
         )
         try:
             with self._database.session() as session:
@@ -269,9 +284,11 @@ class DeliverySender:
             mark_sent(
                 session, delivery, status=outcome.status, detail=outcome.detail or None, now=now
             )
-        elif outcome.result is SendResult.PERMANENT:
+            return
+        unconfirmed = outcome.result is SendResult.UNCONFIRMED
+        if outcome.result is SendResult.PERMANENT:
             mark_dead(
-                session, delivery, status=outcome.status, error=f"permanent: {outcome.detail}"
+                session, delivery, status=outcome.status, error=f"permanent: {outcome.detail}", now=now
             )
         elif delivery.attempts >= destination.max_attempts:
             mark_dead(
@@ -279,9 +296,17 @@ class DeliverySender:
                 delivery,
                 status=outcome.status,
                 error=f"gave up after {delivery.attempts} attempts: {outcome.detail}",
+                unconfirmed=unconfirmed,
+                now=now,
             )
         else:
             delay = retry_delay(destination, delivery.attempts, self._rng)
             mark_retry(
-                session, delivery, retry_at=now + delay, status=outcome.status, error=outcome.detail
+                session,
+                delivery,
+                retry_at=now + delay,
+                status=outcome.status,
+                error=outcome.detail,
+                unconfirmed=unconfirmed,
+                now=now,
             )

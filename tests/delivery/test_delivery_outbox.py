@@ -411,7 +411,7 @@ def test_deliveries_commands_list_retry_and_purge(database, tmp_path):
     assert listed.exit_code == 0, listed.output
     assert f'"id": {dead_id}' in listed.output and '"state": "dead"' in listed.output
     assert bad_state.exit_code == 2
-    assert refused.exit_code == 1 and "only dead or failed" in refused.output
+    assert refused.exit_code == 1 and "is sent; only given-up" in refused.output
     assert retried.exit_code == 0 and "1 deliveries queued again" in retried.output
     assert "removed 0 sent deliveries" in kept.output
     assert "removed 1 sent deliveries and 1 files" in purged.output

@@ -21,6 +21,7 @@ from osteonode.peers import Orthanc, OrthancModality
         (0xB000, SendResult.SENT),  # coercion of data elements: stored, with a warning
         (0xB007, SendResult.SENT),
         (0x0001, SendResult.SENT),
+        (0x0111, SendResult.SENT),  # duplicate SOP instance: the destination holds it already
         (0xA700, SendResult.TRANSIENT),  # out of resources
         (0xA7FF, SendResult.TRANSIENT),
         (0x0110, SendResult.TRANSIENT),  # processing failure

@@ -164,3 +164,15 @@ def test_failure_to_keep_an_image_is_a_failure_status_and_the_node_carries_on(
     assert "incoming" in failure["error"]  # the OSError names the path it could not write
     assert "Received Store Response (Success)" in accepted.stderr
     assert len(node.wait_until_routed(1)) == 1
+
+
+def test_everything_a_node_writes_is_a_json_log_line(node_factory, tmp_path: Path) -> None:
+    node = node_factory().start()
+    image = make_radiograph(tmp_path / "image.dcm")
+    assert storescu(node.port, [image]).returncode == 0
+    node.wait_until_routed(1)
+    assert node.stop() == 0
+
+    lines = [line for line in node.log_path.read_text(encoding="utf-8").splitlines() if line]
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert lines and not not_json, "\n".join(not_json)

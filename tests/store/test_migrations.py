@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from osteonode.store.db import Database
+from osteonode.store.db import Database, _alembic_config
 from osteonode.store.tables import Base
 
 
@@ -30,3 +31,72 @@ def test_upgrade_twice_changes_nothing(database: Database) -> None:
     assert database.current_revision() == revision
     tables = set(inspect(database.engine).get_table_names())
     assert {"instances", "jobs", "events", "results", "deliveries"} <= tables
+
+
+def test_unconfirmed_deliveries_migration_keeps_existing_rows_and_downgrades(
+    database_url: str,
+) -> None:
+    database = Database(database_url)
+    at = "2026-12-01 10:00:00+00:00"
+    try:
+        database.upgrade("0001")
+        with database.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO instances (id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+                    " spool_path, size_bytes, calling_ae, called_ae, received_at, last_received_at,"
+                    " receipt_count) VALUES (1, '1.2.3', '1.2', '1.2.840.10008.1.2.1', 'a.dcm', 1,"
+                    " 'MODALITY', 'OSTEONODE', :at, :at, 1)"
+                ),
+                {"at": at},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, instance_id, state, attempts, max_attempts, created_at,"
+                    " updated_at) VALUES (1, 1, 'done', 1, 3, :at, :at)"
+                ),
+                {"at": at},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO results (id, job_id, instance_id, pipeline, payload, created_at)"
+                    " VALUES (1, 1, 1, 'lumbar', '{}', :at)"
+                ),
+                {"at": at},
+            )
+            for delivery_id, state in ((1, "failed"), (2, "dead")):
+                connection.execute(
+                    text(
+                        "INSERT INTO deliveries (id, result_id, destination, sop_instance_uid,"
+                        " sop_class_uid, spool_path, state, attempts, created_at) VALUES"
+                        " (:id, 1, 'pacs', :uid, '1.2', 'out.dcm', :state, 2, :at)"
+                    ),
+                    {"id": delivery_id, "uid": f"1.2.3.{delivery_id}", "state": state, "at": at},
+                )
+
+        database.upgrade()
+        with database.engine.begin() as connection:
+            rows = connection.execute(
+                text("SELECT state, unconfirmed_at FROM deliveries ORDER BY id")
+            ).all()
+            assert [tuple(row) for row in rows] == [("failed", None), ("dead", None)]
+            connection.execute(
+                text("UPDATE deliveries SET state = 'unconfirmed', unconfirmed_at = :at WHERE id = 1"),
+                {"at": at},
+            )
+            connection.execute(
+                text("UPDATE deliveries SET state = 'maybe_sent', unconfirmed_at = :at WHERE id = 2"),
+                {"at": at},
+            )
+
+        config = _alembic_config()
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+        columns = {column["name"] for column in inspect(database.engine).get_columns("deliveries")}
+        with database.engine.connect() as connection:
+            states = connection.execute(text("SELECT state FROM deliveries ORDER BY id")).scalars().all()
+        assert "unconfirmed_at" not in columns
+        assert states == ["failed", "dead"]
+    finally:
+        database.dispose()

@@ -1,12 +1,8 @@
-"""DICOM networking: the node's receiving service (``scp``) and, later, its sending side (``scu``)."""
+"""DICOM networking: the node's receiving service (``scp``), its admission policy (``admission``),
+its sending side (``scu``) and DICOM TLS (``tls``)."""
 
-from osteonode.dicom.scp import (
-    AssociationRefusal,
-    RefusalReason,
-    StorageSCP,
-    StoreStatus,
-    check_association,
-)
+from osteonode.dicom.admission import AssociationRefusal, RefusalReason, check_association
+from osteonode.dicom.scp import StorageSCP, StoreStatus
 
 __all__ = [
     "AssociationRefusal",

@@ -6,24 +6,28 @@ the database, commits, and only then answers success. Nothing is decoded here; r
 happen later in a worker, so a slow model never slows a modality down and a crash between receipt and
 analysis loses nothing.
 
-The association policy (called AE title, allow-list of callers with optional source address, maximum
-concurrent associations) is checked in one ``EVT_REQUESTED`` handler, the hook pynetdicom provides for
-an acceptor to answer an A-ASSOCIATE-RQ itself. Doing every check there, rather than through the AE's
+The association policy (:mod:`osteonode.dicom.admission`: called AE title, allow-list of callers with
+optional source address or network, total and per-caller limits on established associations) is
+checked in one ``EVT_REQUESTED`` handler, the hook pynetdicom provides for an acceptor to answer an
+A-ASSOCIATE-RQ itself. Doing every check there, rather than through the AE's
 ``require_called_aet``/``require_calling_aet`` switches, lets each refusal carry its reason into the log
-and into an Event row, and lets an allow-list entry be pinned to a source address.
+and into an Event row.
+
+A peer that connects and says nothing must not hold the node: the time allowed for the
+A-ASSOCIATE-RQ (``request_timeout_s``) is short and only the ACSE timeout of admitted associations is
+the configured one; a TLS handshake runs in the connection's own thread under the same short timeout,
+not in the loop that accepts connections; and connections still waiting for their request are capped.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
-import ipaddress
-import socket
+import ssl
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from pydicom.uid import (
@@ -46,7 +50,9 @@ from pynetdicom.events import Event as NetworkEvent
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from osteonode.config import AssociationPolicy, NodeConfig
+from osteonode.config import NodeConfig
+from osteonode.dicom.admission import Admission, AssociationRefusal, RefusalReason
+from osteonode.dicom.tls import server_context
 from osteonode.store.db import Database
 from osteonode.store.queue import Receipt, record_event, record_receipt
 from osteonode.store.spool import Spool
@@ -59,7 +65,6 @@ __all__ = [
     "RefusalReason",
     "StorageSCP",
     "StoreStatus",
-    "check_association",
 ]
 
 log = structlog.get_logger(__name__)
@@ -113,176 +118,6 @@ class StoreStatus(enum.IntEnum):
     PROCESSING_FAILURE = 0xC001
 
 
-class RefusalReason(enum.StrEnum):
-    """Why an association request was rejected; recorded on the ``refused`` Event."""
-
-    CALLED_AE_NOT_RECOGNISED = "called_ae_not_recognised"
-    CALLING_AE_NOT_RECOGNISED = "calling_ae_not_recognised"
-    CALLING_HOST_NOT_ALLOWED = "calling_host_not_allowed"
-    TOO_MANY_ASSOCIATIONS = "too_many_associations"
-
-
-#: A-ASSOCIATE-RJ (result, source, diagnostic) for each reason (PS3.8 Table 9-21).
-_REJECT_PARAMETERS: Mapping[RefusalReason, tuple[int, int, int]] = {
-    # rejected-permanent, DUL service-user, called-AE-title-not-recognized
-    RefusalReason.CALLED_AE_NOT_RECOGNISED: (0x01, 0x01, 0x07),
-    # rejected-permanent, DUL service-user, calling-AE-title-not-recognized
-    RefusalReason.CALLING_AE_NOT_RECOGNISED: (0x01, 0x01, 0x03),
-    # A caller at a source address it is not allowed from is, for DICOM, an unrecognised calling AE.
-    RefusalReason.CALLING_HOST_NOT_ALLOWED: (0x01, 0x01, 0x03),
-    # rejected-transient, DUL service-provider (presentation), local-limit-exceeded
-    RefusalReason.TOO_MANY_ASSOCIATIONS: (0x02, 0x03, 0x02),
-}
-
-
-@dataclass(frozen=True)
-class AssociationRefusal:
-    """The node's decision to reject an association request.
-
-    Parameters
-    ----------
-    reason
-        The coded reason.
-    detail
-        A sentence for the log and the Event row.
-    """
-
-    reason: RefusalReason
-    detail: str
-
-    @property
-    def reject_parameters(self) -> tuple[int, int, int]:
-        """The A-ASSOCIATE-RJ ``(result, source, diagnostic)`` to send."""
-        return _REJECT_PARAMETERS[self.reason]
-
-
-def check_association(
-    policy: AssociationPolicy,
-    *,
-    node_ae_title: str,
-    called_ae_title: str,
-    calling_ae_title: str,
-    calling_host: str,
-    active_associations: int,
-    allowed_addresses: Mapping[str, frozenset[str] | None] | None = None,
-) -> AssociationRefusal | None:
-    """Decide whether the node accepts an association request.
-
-    Parameters
-    ----------
-    policy
-        The configured association policy.
-    node_ae_title
-        The node's own AE title.
-    called_ae_title, calling_ae_title
-        The titles in the A-ASSOCIATE-RQ (surrounding spaces are ignored; titles are case-sensitive
-        as PS3.5 defines them).
-    calling_host
-        The peer's IP address.
-    active_associations
-        Acceptor associations open now, this one included.
-    allowed_addresses
-        The allow-list with host names resolved: calling AE title -> addresses it may call from, or
-        ``None`` for any address. Defaults to the policy's entries taken literally.
-
-    Returns
-    -------
-    AssociationRefusal or None
-        ``None`` when the request is accepted.
-    """
-    called = called_ae_title.strip()
-    calling = calling_ae_title.strip()
-    if policy.require_called_ae and called != node_ae_title.strip():
-        return AssociationRefusal(
-            RefusalReason.CALLED_AE_NOT_RECOGNISED,
-            f"called AE title {called!r} is not this node's {node_ae_title.strip()!r}",
-        )
-    if allowed_addresses is None:
-        allowed_addresses = _literal_allow_list(policy)
-    if allowed_addresses:
-        if calling not in allowed_addresses:
-            return AssociationRefusal(
-                RefusalReason.CALLING_AE_NOT_RECOGNISED,
-                f"calling AE title {calling!r} is not in association.allowed_callers",
-            )
-        addresses = allowed_addresses[calling]
-        if addresses is not None and _normalise_address(calling_host) not in addresses:
-            return AssociationRefusal(
-                RefusalReason.CALLING_HOST_NOT_ALLOWED,
-                f"calling AE title {calling!r} is not allowed from {calling_host}",
-            )
-    if active_associations > policy.max_associations:
-        return AssociationRefusal(
-            RefusalReason.TOO_MANY_ASSOCIATIONS,
-            f"{active_associations - 1} associations already open "
-            f"(association.max_associations = {policy.max_associations})",
-        )
-    return None
-
-
-def resolve_allow_list(policy: AssociationPolicy) -> dict[str, frozenset[str] | None]:
-    """The allow-list with each entry's host resolved to its IP addresses.
-
-    Entries with the same AE title merge; an entry without a host allows that title from anywhere.
-
-    Parameters
-    ----------
-    policy
-        The configured association policy.
-
-    Returns
-    -------
-    dict
-        Calling AE title -> allowed addresses, or ``None`` for any address.
-
-    Raises
-    ------
-    ValueError
-        If a host name cannot be resolved (the node refuses to start with an allow-list it cannot
-        enforce).
-    """
-    allowed: dict[str, frozenset[str] | None] = {}
-    for caller in policy.allowed_callers:
-        title = caller.ae_title.strip()
-        if caller.host is None or title in allowed and allowed[title] is None:
-            allowed[title] = None
-            continue
-        try:
-            infos = socket.getaddrinfo(caller.host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror as error:
-            raise ValueError(
-                f"association.allowed_callers: host {caller.host!r} of {title!r} "
-                f"cannot be resolved: {error.strerror}"
-            ) from error
-        addresses = frozenset(_normalise_address(str(info[4][0])) for info in infos)
-        allowed[title] = addresses | (allowed.get(title) or frozenset())
-    return allowed
-
-
-def _literal_allow_list(policy: AssociationPolicy) -> dict[str, frozenset[str] | None]:
-    allowed: dict[str, frozenset[str] | None] = {}
-    for caller in policy.allowed_callers:
-        title = caller.ae_title.strip()
-        if caller.host is None or title in allowed and allowed[title] is None:
-            allowed[title] = None
-        else:
-            allowed[title] = frozenset({_normalise_address(caller.host)}) | (
-                allowed.get(title) or frozenset()
-            )
-    return allowed
-
-
-def _normalise_address(host: str) -> str:
-    """One spelling per address, so ``::ffff:127.0.0.1`` and ``127.0.0.1`` compare equal."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
 class IngestActivity:
     """When the SCP last began storing an image, so that workers in its process can give way.
 
@@ -318,6 +153,79 @@ class IngestActivity:
             stop.wait(min(quiet_in, deadline - now))
 
 
+class _GuardedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, changed so that a slow or idle peer cannot stall the node.
+
+    * pynetdicom shakes hands with a TLS client in the loop that accepts connections, so one client
+      that connects and stays silent holds up every other; here the handshake runs in the
+      connection's own thread, within ``handshake_timeout_s``.
+    * A connection that has not sent its A-ASSOCIATE-RQ yet is closed at once when
+      ``max_pending`` such connections are open already.
+
+    The two attributes are set by :class:`StorageSCP` before the server starts serving.
+    """
+
+    handshake_timeout_s: float = 5.0
+    max_pending: int = 50
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Connections accepted whose association thread has not started yet (a TLS handshake may
+        # be under way); with the started ones still waiting for their request, they are pending.
+        self._starting = 0
+        self._starting_lock = threading.Lock()
+
+    def get_request(self) -> tuple[Any, Any]:
+        client_socket, address = self.socket.accept()
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        waiting = sum(
+            1 for association in self.active_associations if association.requestor.primitive is None
+        )
+        with self._starting_lock:
+            pending = self._starting + waiting
+            if pending < self.max_pending:
+                self._starting += 1
+                return True
+        log.warning(
+            "connection_refused",
+            reason="too_many_pending_connections",
+            calling_host=str(client_address[0]),
+            detail=f"{pending} connections have not sent an association request yet "
+            f"(association.max_pending_connections = {self.max_pending})",
+        )
+        return False
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            if isinstance(request, ssl.SSLSocket) and not self._shake_hands(request, client_address):
+                return
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._starting_lock:
+                self._starting -= 1
+
+    def _shake_hands(self, request: ssl.SSLSocket, client_address: Any) -> bool:
+        try:
+            request.settimeout(self.handshake_timeout_s)
+            request.do_handshake()
+            request.settimeout(None)
+        except OSError as error:  # ssl.SSLError and socket timeouts are OSErrors
+            log.warning(
+                "tls_handshake_failed",
+                calling_host=str(client_address[0]),
+                error=f"{type(error).__name__}: {error}",
+            )
+            self.shutdown_request(request)
+            return False
+        return True
+
+
 class StorageSCP:
     """The node's DICOM service: Verification and Storage SCP for every storage SOP class.
 
@@ -328,7 +236,7 @@ class StorageSCP:
     Parameters
     ----------
     config
-        The node configuration (``node``, ``association`` and ``storage`` sections are used).
+        The node configuration (``node``, ``association``, ``tls`` and ``storage`` sections).
     database
         Where Instance, Job and Event rows are written.
     spool
@@ -337,7 +245,8 @@ class StorageSCP:
     Raises
     ------
     ValueError
-        If an allow-list host name cannot be resolved.
+        If an allow-list host name cannot be resolved, or the TLS files are unusable
+        (:class:`osteonode.dicom.tls.TlsError`).
     """
 
     def __init__(self, config: NodeConfig, database: Database, spool: Spool) -> None:
@@ -346,7 +255,10 @@ class StorageSCP:
         self._config = config
         self._database = database
         self._spool = spool
-        self._allowed = resolve_allow_list(config.association)
+        self._admission = Admission(
+            config.association, config.node.ae_title, is_open=lambda association: association.is_alive()
+        )
+        self._ssl_context = server_context(config.tls) if config.tls.enabled else None
         self._min_free_bytes = config.storage.min_free_mb * _MEBIBYTE
         self._server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
@@ -361,10 +273,15 @@ class StorageSCP:
         # would reject silently first.
         ae.require_called_aet = False
         ae.require_calling_aet = []
-        # pynetdicom's limit stays one above ours so that our handler, not pynetdicom, answers.
-        ae.maximum_associations = policy.max_associations + 1
+        # pynetdicom counts every connection, waiting or refused, against its limit; ours counts
+        # established associations only. Its limit is kept above anything ours admits plus the
+        # connections waiting for their request and refused ones closing, so that our handler
+        # answers; it remains a backstop on the number of threads.
+        ae.maximum_associations = policy.max_associations + 2 * policy.max_pending_connections
         ae.maximum_pdu_size = 0
-        ae.acse_timeout = policy.acse_timeout_s
+        # Until the A-ASSOCIATE-RQ arrives the ACSE (and ARTIM) timeout is the short request
+        # timeout; _on_requested gives an admitted association the configured ACSE timeout.
+        ae.acse_timeout = policy.request_timeout_s
         ae.dimse_timeout = policy.dimse_timeout_s
         ae.network_timeout = policy.network_timeout_s
         ae.add_supported_context(Verification)
@@ -398,16 +315,34 @@ class StorageSCP:
             if self._server is not None:
                 raise RuntimeError("the storage SCP is already running")
             node = self._config.node
-            self._server = self._ae.start_server(
+            server = self._ae.make_server(
                 (node.host, node.port),
-                block=False,
+                ssl_context=self._ssl_context,
                 evt_handlers=[
                     (evt.EVT_REQUESTED, self._on_requested),
+                    (evt.EVT_CONN_CLOSE, self._on_closed),
                     (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_C_STORE, self._on_store),
                 ],
+                server_class=_GuardedAssociationServer,
             )
-        log.info("scp_listening", ae_title=node.ae_title, host=node.host, port=self.port)
+            assert isinstance(server, _GuardedAssociationServer)
+            server.handshake_timeout_s = self._config.association.request_timeout_s
+            server.max_pending = self._config.association.max_pending_connections
+            # What AE.start_server(block=False) does, with our server class: serve in a daemon
+            # thread and register the server with the AE, whose shutdown() stops it.
+            threading.Thread(
+                target=server.serve_forever, name=f"AcceptorServer@{node.port}", daemon=True
+            ).start()
+            self._ae._servers.append(server)
+            self._server = server
+        log.info(
+            "scp_listening",
+            ae_title=node.ae_title,
+            host=node.host,
+            port=self.port,
+            tls=self._ssl_context is not None,
+        )
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting associations, let open ones finish, then abort what is left.
@@ -442,17 +377,11 @@ class StorageSCP:
         calling_host = str(association.requestor.address)
         calling = str(request.calling_ae_title).strip()
         called = str(request.called_ae_title).strip()
-        active = sum(1 for other in association.ae.active_associations if other.is_acceptor)
-        refusal = check_association(
-            self._config.association,
-            node_ae_title=self._config.node.ae_title,
-            called_ae_title=called,
-            calling_ae_title=calling,
-            calling_host=calling_host,
-            active_associations=active,
-            allowed_addresses=self._allowed,
+        refusal = self._admission.request(
+            association, called_ae_title=called, calling_ae_title=calling, calling_host=calling_host
         )
         if refusal is None:
+            association.acse_timeout = self._config.association.acse_timeout_s
             log.info("association_accepted", calling_ae=calling, calling_host=calling_host)
             return
         association.acse.send_reject(*refusal.reject_parameters)
@@ -475,6 +404,9 @@ class StorageSCP:
         # and the peer has closed (or the ARTIM timer expired); otherwise the reactor closes the
         # socket at once and the peer may see an abort instead of the reason.
         association.kill()
+
+    def _on_closed(self, event: NetworkEvent) -> None:
+        self._admission.end(event.assoc)
 
     def _on_echo(self, event: NetworkEvent) -> int:
         log.info("echo", calling_ae=str(event.assoc.requestor.ae_title).strip())

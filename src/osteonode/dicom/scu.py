@@ -1,9 +1,14 @@
 """The node's sending side: C-STORE one file to a destination and say what became of it.
 
-Every outcome is one of three kinds, because that is all the outbox needs to decide:
+Every outcome is one of four kinds, because that is all the outbox needs to decide:
 
 * ``sent``: the destination answered success or a warning (PS3.4 Table B.2-1: 0x0000, 0x0001,
-  0x0107, 0x0116, 0xBxxx); the object is stored there.
+  0x0107, 0x0116, 0xBxxx), or 0x0111 (duplicate SOP instance: it holds an object with this UID
+  already, and only the node makes objects with the node's UIDs); the object is stored there.
+* ``unconfirmed``: the whole object went (its last data fragment reached the network) but no
+  answer came back: the association was aborted or the answer did not come in time. The
+  destination may have stored it. Sending it again is safe, because the object keeps its UIDs
+  and a PACS recognises an instance it already holds.
 * ``transient``: it may work later, so it is retried with back-off: no connection (refused,
   unreachable, timed out), an association rejected *transient* or aborted, no response in time,
   and the statuses that mean a momentary condition: 0xA7xx (refused: out of resources),
@@ -16,11 +21,14 @@ Every outcome is one of three kinds, because that is all the outbox needs to dec
 
 The outcome keeps the destination's own words: the DIMSE status, its Error Comment, and for a
 rejection the A-ASSOCIATE-RJ result, source and reason.
+
+With a TLS context (:func:`osteonode.dicom.tls.client_context`) the association runs over DICOM TLS.
 """
 
 from __future__ import annotations
 
 import enum
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +38,15 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event as NetworkEvent
 
 __all__ = [
+    "DUPLICATE_SOP_INSTANCE",
     "SendOutcome",
     "SendResult",
     "classify_rejection",
     "classify_store_status",
+    "ends_a_data_set",
     "send_file",
 ]
 
@@ -47,12 +58,18 @@ _REJECTED_TRANSIENT = 0x02
 _TRANSIENT_FAILURES = frozenset({0x0110, 0x0210, 0x0213})
 #: Success-with-warning statuses of the Storage service class besides 0xBxxx.
 _WARNINGS = frozenset({0x0001, 0x0107, 0x0116})
+#: Duplicate SOP instance (PS3.7 Annex C): the destination holds an instance with this UID.
+DUPLICATE_SOP_INSTANCE = 0x0111
+#: P-DATA-TF PDU type, and the message control header of a data set's last fragment (PS3.8 E.2).
+_P_DATA_TF = 0x04
+_LAST_DATA_SET_FRAGMENT = 0x02
 
 
 class SendResult(enum.StrEnum):
     """What became of one C-STORE, as far as retrying is concerned."""
 
     SENT = "sent"
+    UNCONFIRMED = "unconfirmed"
     TRANSIENT = "transient"
     PERMANENT = "permanent"
 
@@ -95,7 +112,11 @@ def classify_store_status(status: int) -> SendResult:
     """
     if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 0xFFFF:
         raise ValueError(f"status must be an int from 0x0000 to 0xFFFF, got {status!r}")
-    if status == 0x0000 or status in _WARNINGS or status & 0xF000 == 0xB000:
+    if (
+        status in (0x0000, DUPLICATE_SOP_INSTANCE)
+        or status in _WARNINGS
+        or status & 0xF000 == 0xB000
+    ):
         return SendResult.SENT
     if status & 0xFF00 == 0xA700 or status in _TRANSIENT_FAILURES:
         return SendResult.TRANSIENT
@@ -105,6 +126,26 @@ def classify_store_status(status: int) -> SendResult:
 def classify_rejection(result: int) -> SendResult:
     """Classify an A-ASSOCIATE-RJ by its result: rejected-transient is retried, the rest is not."""
     return SendResult.TRANSIENT if result == _REJECTED_TRANSIENT else SendResult.PERMANENT
+
+
+def ends_a_data_set(data: bytes) -> bool:
+    """Whether encoded PDU bytes carry the last fragment of a message's data set.
+
+    Parameters
+    ----------
+    data
+        One encoded PDU, as pynetdicom writes it to the socket.
+    """
+    if len(data) < 6 or data[0] != _P_DATA_TF:
+        return False
+    offset = 6
+    while offset + 6 <= len(data):
+        item_length = int.from_bytes(data[offset : offset + 4], "big")
+        # Item: length (4 bytes), presentation context ID (1), message control header (1), data.
+        if data[offset + 5] & 0x03 == _LAST_DATA_SET_FRAGMENT:
+            return True
+        offset += 4 + item_length
+    return False
 
 
 def _proposed_syntaxes(file_syntax: UID) -> list[UID]:
@@ -121,6 +162,7 @@ def send_file(
     called_ae_title: str,
     calling_ae_title: str,
     timeout_s: float = 60.0,
+    tls: ssl.SSLContext | None = None,
 ) -> SendOutcome:
     """C-STORE one DICOM file in its own association and classify the outcome.
 
@@ -136,6 +178,9 @@ def send_file(
         The AE title the node calls from.
     timeout_s
         Connection, ACSE, DIMSE and network timeout.
+    tls
+        Send over DICOM TLS with this client context (the destination's certificate is checked
+        against ``host``).
 
     Returns
     -------
@@ -146,6 +191,8 @@ def send_file(
         raise TypeError(f"path must be a pathlib.Path, got {type(path).__name__}")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    if tls is not None and not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tls must be an ssl.SSLContext or None, got {type(tls).__name__}")
     try:
         dataset = pydicom.dcmread(path)
         sop_class_uid = UID(dataset.SOPClassUID)
@@ -156,11 +203,21 @@ def send_file(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
     ae.add_requested_context(sop_class_uid, _proposed_syntaxes(file_syntax))
     connected: list[bool] = []
+    data_set_sent: list[bool] = []
+
+    def note_data(event: NetworkEvent) -> None:
+        if ends_a_data_set(event.data):
+            data_set_sent.append(True)
+
     association = ae.associate(
         host,
         port,
         ae_title=called_ae_title,
-        evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))],
+        tls_args=None if tls is None else (tls, host),
+        evt_handlers=[
+            (evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
+            (evt.EVT_DATA_SENT, note_data),
+        ],
     )
     if not association.is_established:
         if association.rejected_contexts and not association.accepted_contexts:
@@ -170,7 +227,9 @@ def send_file(
                 SendResult.PERMANENT,
                 f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})",
             )
-        return _not_established(association, host, port, called_ae_title, connected=bool(connected))
+        return _not_established(
+            association, host, port, called_ae_title, connected=bool(connected), tls=tls is not None
+        )
     try:
         response = association.send_c_store(dataset)
     except ValueError as error:
@@ -183,6 +242,12 @@ def send_file(
             association.release()
     if "Status" not in response:
         reason = "association aborted" if association.is_aborted else "no response"
+        if data_set_sent:
+            return SendOutcome(
+                SendResult.UNCONFIRMED,
+                f"{reason} from {called_ae_title} after the whole object was sent: "
+                "it may have been stored",
+            )
         return SendOutcome(
             SendResult.TRANSIENT, f"{reason} from {called_ae_title} within {timeout_s:g} s"
         )
@@ -192,11 +257,19 @@ def send_file(
     result = classify_store_status(status)
     if result is SendResult.SENT and status == 0x0000:
         detail = comment
+    elif status == DUPLICATE_SOP_INSTANCE:
+        detail = f"{called_ae_title} holds this instance already ({detail})"
     return SendOutcome(result, detail, status)
 
 
 def _not_established(
-    association: Association, host: str, port: int, called_ae_title: str, *, connected: bool
+    association: Association,
+    host: str,
+    port: int,
+    called_ae_title: str,
+    *,
+    connected: bool,
+    tls: bool,
 ) -> SendOutcome:
     """The outcome of an association that did not come up."""
     # pynetdicom keeps the peer's A-ASSOCIATE response (accept or reject) on the acceptor.
@@ -208,10 +281,11 @@ def _not_established(
         )
         return SendOutcome(classify_rejection(int(response.result)), detail)
     if not connected:
-        return SendOutcome(
-            SendResult.TRANSIENT,
-            f"no connection to {host}:{port} (refused, unreachable or timed out)",
+        # Over TLS the connection counts as open only after the handshake.
+        failed = "refused, unreachable, timed out or TLS handshake failed" if tls else (
+            "refused, unreachable or timed out"
         )
+        return SendOutcome(SendResult.TRANSIENT, f"no connection to {host}:{port} ({failed})")
     if response is None:
         return SendOutcome(
             SendResult.TRANSIENT,

@@ -35,7 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "DatabaseError", "normalize_database_url"]
+__all__ = ["Database", "DatabaseError", "DatabaseNotCreated", "normalize_database_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +48,10 @@ _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
 
 class DatabaseError(RuntimeError):
     """The database cannot be used as configured."""
+
+
+class DatabaseNotCreated(DatabaseError):
+    """The configured database does not exist yet: the node creates it when it first starts."""
 
 
 def normalize_database_url(url: str | URL) -> URL:
@@ -143,6 +147,9 @@ class Database:
         created if missing.
     echo: bool
         Log every SQL statement (debugging only).
+    create: bool
+        For SQLite, create the file's directory if missing (the node does so when it starts).
+        Commands that only read use :meth:`open_existing`, which creates nothing.
 
     Raises
     ------
@@ -150,11 +157,12 @@ class Database:
         If the URL is not usable (see :func:`normalize_database_url`).
     """
 
-    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+    def __init__(self, url: str | URL, *, echo: bool = False, create: bool = True) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
-            Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(self.url, echo=echo)
             _configure_sqlite(self.engine)
         else:
@@ -162,6 +170,41 @@ class Database:
         # Objects stay readable after commit: a worker claims a job in one short session and
         # reports on it in another one, after the (long) processing in between.
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def open_existing(cls, url: str | URL) -> Database:
+        """Open a database the node has already created, creating nothing (no folder, file or schema).
+
+        Parameters
+        ----------
+        url: str | sqlalchemy.engine.URL
+            Database URL (see :func:`normalize_database_url`).
+
+        Raises
+        ------
+        DatabaseNotCreated
+            If the SQLite file, or the schema, does not exist yet.
+        DatabaseError
+            If the database cannot be reached.
+        """
+        normalized = normalize_database_url(url)
+        if normalized.get_backend_name() == "sqlite" and not Path(normalized.database or "").is_file():
+            raise DatabaseNotCreated(
+                f"no database at {normalized.database} yet: the node creates it when it first starts"
+            )
+        database = cls(normalized, create=False)
+        try:
+            revision = database.current_revision()
+        except Exception as error:  # driver errors differ by back-end; all mean "cannot use it"
+            database.dispose()
+            raise DatabaseError(f"cannot reach database {database!r}: {_first_line(error)}") from error
+        if revision is None:
+            database.dispose()
+            raise DatabaseNotCreated(
+                f"database {database!r} has no osteonode schema yet: the node creates it when it "
+                "first starts"
+            )
+        return database
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -223,6 +266,12 @@ class Database:
     def dispose(self) -> None:
         """Close all pooled connections."""
         self.engine.dispose()
+
+
+def _first_line(error: BaseException) -> str:
+    """A driver error's first line (SQLAlchemy appends the statement and a link to its docs)."""
+    origin = getattr(error, "orig", None) or error
+    return str(origin).strip().splitlines()[0] if str(origin).strip() else type(origin).__name__
 
 
 def _alembic_config() -> Config:

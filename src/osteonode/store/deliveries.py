@@ -8,10 +8,17 @@ before that transaction; a crash in between leaves an unreferenced file, never a
 Delivery life cycle::
 
     pending ──claim──▶ sending ──mark_sent──▶ sent
-       ▲                  │ ├──mark_retry──▶ failed ──(next_attempt_at)──claim──▶ sending ...
-       │                  │ └──mark_dead───▶ dead
+       ▲                  │ ├──mark_retry──▶ failed / unconfirmed ──(next_attempt_at)──claim──▶ ...
+       │                  │ └──mark_dead───▶ dead / maybe_sent
        │                  └──lease expired (sender died)──claim──▶ sending
-       └──────────── requeue (operator: ``osteonode deliveries retry``) ◀── dead / failed
+       └──── requeue (operator: ``osteonode deliveries retry``) ◀── dead / maybe_sent / waiting
+
+An *unconfirmed* try sent the whole object but lost the answer (the association was aborted or
+timed out after the data went), so the destination may hold the object. The delivery records when
+that first happened (``unconfirmed_at``) and waits as ``unconfirmed`` rather than ``failed``; the next
+try sends the same object with the same UIDs, which the destination recognises, and its success
+makes the delivery ``sent``. A delivery that may have arrived is never called ``dead``: given up, it
+ends ``maybe_sent``.
 
 A claim works like a job's lease, without extra columns: the delivery becomes ``sending``,
 ``attempts`` is counted and ``next_attempt_at`` is set to the end of the lease, after which another
@@ -70,7 +77,11 @@ log = structlog.get_logger(__name__)
 #: Longest destination name (the ``destination`` column).
 DESTINATION_NAME_LENGTH = 64
 #: States an operator may send again.
-REQUEUEABLE_STATES: frozenset[DeliveryState] = frozenset({DeliveryState.DEAD, DeliveryState.FAILED})
+REQUEUEABLE_STATES: frozenset[DeliveryState] = frozenset(
+    {DeliveryState.DEAD, DeliveryState.MAYBE_SENT, DeliveryState.FAILED, DeliveryState.UNCONFIRMED}
+)
+#: States of a delivery waiting for its next try.
+_WAITING_STATES = (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.UNCONFIRMED)
 
 
 class DeliveryStateError(ValueError):
@@ -196,7 +207,7 @@ def _due(now: datetime, destination: str) -> ColumnElement[bool]:
         Delivery.destination == destination,
         Delivery.next_attempt_at <= now,
         or_(
-            Delivery.state.in_([DeliveryState.PENDING, DeliveryState.FAILED]),
+            Delivery.state.in_(_WAITING_STATES),
             # A sender that died mid-send: its lease has run out.
             Delivery.state == DeliveryState.SENDING,
         ),
@@ -325,6 +336,13 @@ def mark_sent(
     return current
 
 
+def _note_unconfirmed(delivery: Delivery, unconfirmed: bool, now: datetime) -> None:
+    if not isinstance(unconfirmed, bool):
+        raise TypeError(f"unconfirmed must be a bool, got {type(unconfirmed).__name__}")
+    if unconfirmed and delivery.unconfirmed_at is None:
+        delivery.unconfirmed_at = now
+
+
 def mark_retry(
     session: Session,
     delivery: Delivery,
@@ -332,8 +350,13 @@ def mark_retry(
     retry_at: datetime,
     status: int | None,
     error: str,
+    unconfirmed: bool = False,
+    now: datetime | None = None,
 ) -> Delivery:
-    """Record a transient failure; the delivery is due again at ``retry_at``.
+    """Record a try that did not deliver for sure; the delivery is due again at ``retry_at``.
+
+    It waits as ``unconfirmed`` once any try has lost its answer after sending the whole object
+    (this one, with ``unconfirmed``, or an earlier one), else as ``failed``.
 
     Parameters
     ----------
@@ -347,6 +370,10 @@ def mark_retry(
         The destination's DIMSE status, if it answered with one.
     error: str
         What went wrong, in the destination's words where it gave any.
+    unconfirmed: bool
+        This try sent the whole object and lost the answer.
+    now: datetime.datetime | None
+        Current time (aware); now by default.
 
     Raises
     ------
@@ -355,28 +382,45 @@ def mark_retry(
     """
     _check_status(status)
     retry_at = resolve_now(retry_at)
+    now = resolve_now(now)
     if not isinstance(error, str) or not error:
         raise ValueError("error must be a non-empty str")
     current = _locked_sending(session, delivery)
-    current.state = DeliveryState.FAILED
+    _note_unconfirmed(current, unconfirmed, now)
+    may_have_arrived = current.unconfirmed_at is not None
+    current.state = DeliveryState.UNCONFIRMED if may_have_arrived else DeliveryState.FAILED
     current.next_attempt_at = retry_at
     current.last_status = status
     current.last_error = error[:MAX_ERROR_LENGTH]
     _record(
         session,
-        EventKind.DELIVERY_RETRY,
-        f"attempt {current.attempts} to {current.destination} failed: {error}; next at "
+        EventKind.DELIVERY_UNCONFIRMED if unconfirmed else EventKind.DELIVERY_RETRY,
+        f"attempt {current.attempts} to {current.destination} "
+        f"{'lost its answer' if unconfirmed else 'failed'}: {error}; next at "
         f"{retry_at.isoformat(timespec='seconds')}",
         current,
         status=status,
         error=error,
         retry_at=retry_at,
+        may_have_arrived=may_have_arrived,
     )
     return current
 
 
-def mark_dead(session: Session, delivery: Delivery, *, status: int | None, error: str) -> Delivery:
-    """Dead-letter the delivery: a permanent failure, or the last allowed attempt failed.
+def mark_dead(
+    session: Session,
+    delivery: Delivery,
+    *,
+    status: int | None,
+    error: str,
+    unconfirmed: bool = False,
+    now: datetime | None = None,
+) -> Delivery:
+    """Give the delivery up: a permanent failure, or the last allowed attempt did not deliver.
+
+    It ends ``dead``, or ``maybe_sent`` when any try (this one, with ``unconfirmed``, or an earlier
+    one) lost its answer after sending the whole object: then the destination may hold the object,
+    and a refusal now may be its way of refusing a duplicate.
 
     Parameters
     ----------
@@ -388,6 +432,10 @@ def mark_dead(session: Session, delivery: Delivery, *, status: int | None, error
         The destination's DIMSE status, if it answered with one.
     error: str
         Why it was given up, in the destination's words where it gave any.
+    unconfirmed: bool
+        This try sent the whole object and lost the answer.
+    now: datetime.datetime | None
+        Current time (aware); now by default.
 
     Raises
     ------
@@ -395,17 +443,28 @@ def mark_dead(session: Session, delivery: Delivery, *, status: int | None, error
         If this sender no longer holds the delivery.
     """
     _check_status(status)
+    now = resolve_now(now)
     if not isinstance(error, str) or not error:
         raise ValueError("error must be a non-empty str")
     current = _locked_sending(session, delivery)
-    current.state = DeliveryState.DEAD
+    _note_unconfirmed(current, unconfirmed, now)
     current.next_attempt_at = None
     current.last_status = status
     current.last_error = error[:MAX_ERROR_LENGTH]
+    if current.unconfirmed_at is None:
+        current.state = DeliveryState.DEAD
+        kind, message = EventKind.DELIVERY_DEAD, "dead-lettered"
+    else:
+        current.state = DeliveryState.MAYBE_SENT
+        kind = EventKind.DELIVERY_MAYBE_SENT
+        message = (
+            "given up unconfirmed (a try lost its answer after sending the whole object at "
+            f"{current.unconfirmed_at.isoformat(timespec='seconds')}; the destination may have it)"
+        )
     _record(
         session,
-        EventKind.DELIVERY_DEAD,
-        f"dead-lettered after attempt {current.attempts} to {current.destination}: {error}",
+        kind,
+        f"{message} after attempt {current.attempts} to {current.destination}: {error}",
         current,
         status=status,
         error=error,
@@ -414,7 +473,9 @@ def mark_dead(session: Session, delivery: Delivery, *, status: int | None, error
 
 
 def requeue_delivery(session: Session, delivery_id: int, now: datetime | None = None) -> Delivery:
-    """Send a dead (or waiting) delivery again now, with a fresh budget of attempts.
+    """Send a given-up (or waiting) delivery again now, with a fresh budget of attempts.
+
+    The object keeps its UIDs, so a destination that holds it already (``maybe_sent``) recognises it.
 
     Parameters
     ----------
@@ -445,7 +506,8 @@ def requeue_delivery(session: Session, delivery_id: int, now: datetime | None = 
         raise LookupError(f"no delivery with id {delivery_id}")
     if delivery.state not in REQUEUEABLE_STATES:
         raise DeliveryStateError(
-            f"delivery {delivery_id} is {delivery.state}; only dead or failed deliveries can be retried"
+            f"delivery {delivery_id} is {delivery.state}; only given-up (dead, maybe_sent) or "
+            "waiting (failed, unconfirmed) deliveries can be retried"
         )
     previous = delivery.state
     previous_attempts = delivery.attempts
@@ -464,10 +526,12 @@ def requeue_delivery(session: Session, delivery_id: int, now: datetime | None = 
 
 
 def requeue_dead_deliveries(session: Session, now: datetime | None = None) -> list[Delivery]:
-    """:func:`requeue_delivery` for every dead delivery; returns them."""
+    """:func:`requeue_delivery` for every dead (and every given-up ``maybe_sent``) delivery."""
     now = resolve_now(now)
     ids = session.scalars(
-        select(Delivery.id).where(Delivery.state == DeliveryState.DEAD).order_by(Delivery.id)
+        select(Delivery.id)
+        .where(Delivery.state.in_([DeliveryState.DEAD, DeliveryState.MAYBE_SENT]))
+        .order_by(Delivery.id)
     ).all()
     return [requeue_delivery(session, delivery_id, now) for delivery_id in ids]
 
@@ -569,6 +633,7 @@ class DeliveryListing(_Record):
     last_error: str | None
     created_at: datetime
     sent_at: datetime | None
+    unconfirmed_at: datetime | None
 
 
 def list_deliveries(
@@ -615,6 +680,7 @@ def list_deliveries(
             last_error=delivery.last_error,
             created_at=delivery.created_at,
             sent_at=delivery.sent_at,
+            unconfirmed_at=delivery.unconfirmed_at,
         )
         for delivery, pipeline, source_uid in session.execute(query)
     ]

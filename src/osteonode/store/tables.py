@@ -87,15 +87,22 @@ class DeliveryState(enum.StrEnum):
     """Claimed by a sender; ``next_attempt_at`` is when its lease expires and it is due again."""
     FAILED = "failed"
     """The last try failed; another is due at ``next_attempt_at``."""
+    UNCONFIRMED = "unconfirmed"
+    """A try sent the whole object but its answer was lost (``unconfirmed_at``): the destination
+    may have it. Another try, with the same UIDs so that the destination can recognise the
+    object, is due at ``next_attempt_at``."""
     SENT = "sent"
     """The destination accepted the object."""
     DEAD = "dead"
-    """Given up (permanent failure or too many tries); kept for the operator."""
+    """Given up (permanent failure or too many tries), and no try can have delivered it."""
+    MAYBE_SENT = "maybe_sent"
+    """Given up without a confirmation, after a try that sent the whole object lost its answer:
+    the destination may have stored it; look there before sending it again."""
 
 
 #: Delivery states after which nothing more is sent.
 FINISHED_DELIVERY_STATES: frozenset[DeliveryState] = frozenset(
-    {DeliveryState.SENT, DeliveryState.DEAD}
+    {DeliveryState.SENT, DeliveryState.DEAD, DeliveryState.MAYBE_SENT}
 )
 
 
@@ -117,7 +124,9 @@ class EventKind(enum.StrEnum):
     DELIVERY_QUEUED = "delivery_queued"
     DELIVERY_SENT = "delivery_sent"
     DELIVERY_RETRY = "delivery_retry"
+    DELIVERY_UNCONFIRMED = "delivery_unconfirmed"
     DELIVERY_DEAD = "delivery_dead"
+    DELIVERY_MAYBE_SENT = "delivery_maybe_sent"
     DELIVERY_REQUEUED = "delivery_requeued"
     DELIVERY_PURGED = "delivery_purged"
     PURGED = "purged"
@@ -318,5 +327,7 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    unconfirmed_at: Mapped[datetime | None]
+    """When a try first sent the whole object without getting an answer (it may be there since)."""
 
     result: Mapped[Result] = relationship(back_populates="deliveries")
