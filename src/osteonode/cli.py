@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from osteonode.analysis import Analysis
     from osteonode.store.db import Database
     from osteonode.store.history import EventRecord, InstanceHistory
+    from osteonode.store.workers import WorkerHealth
 
 app = typer.Typer(
     name="osteonode",
@@ -403,7 +404,7 @@ def status(
     events: Annotated[int, typer.Option("--events", min=1, help="How many latest events to show.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """Show job counts by state and the latest events, or what happened to one image."""
+    """Show job counts by state, the workers and the latest events, or what happened to one image."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from osteonode.store.db import Database
@@ -413,8 +414,10 @@ def status(
         instance_history,
         latest_events,
     )
+    from osteonode.store.workers import silent_after, worker_health
 
-    database = Database(_load(config).database.url)
+    settings = _load(config)
+    database = Database(settings.database.url)
     try:
         with database.session() as session:
             if instance is not None:
@@ -422,6 +425,9 @@ def status(
             else:
                 jobs = counts_by_state(session)
                 deliveries = delivery_counts_by_state(session)
+                workers = worker_health(
+                    session, silent_after=silent_after(settings.workers.heartbeat_interval_s)
+                )
                 latest = latest_events(session, events)
     except SQLAlchemyError as error:
         Console(stderr=True).print(f"cannot read the node database: {error}", markup=False)
@@ -439,6 +445,7 @@ def status(
         return
     if as_json:
         print(json.dumps({"jobs": jobs, "deliveries": deliveries,
+                          "workers": [worker.to_dict() for worker in workers],
                           "events": [event.to_dict() for event in latest]}, indent=2))
         return
     counts = Table("jobs", "count", title="Jobs by state")
@@ -449,7 +456,20 @@ def status(
     for state, count in deliveries.items():
         sent.add_row(state, str(count))
     console.print(sent)
+    console.print(_workers_table(workers))
     console.print(_events_table(latest, title=f"Latest {len(latest)} events"))
+
+
+def _workers_table(workers: list[WorkerHealth]) -> Table:
+    table = Table("worker", "state", "since (UTC)", "job", "restarts", "last error", title="Workers seen today")
+    for worker in workers:
+        state = worker.state.value if worker.healthy else f"[bold red]{worker.state.value}[/]"
+        table.add_row(
+            escape(worker.worker_id), state, worker.state_since.strftime("%Y-%m-%d %H:%M:%S"),
+            "" if worker.job_id is None else str(worker.job_id), str(worker.restarts),
+            escape(worker.last_error or ""),
+        )
+    return table
 
 
 def _events_table(records: list[EventRecord], title: str) -> Table:
