@@ -187,10 +187,10 @@ class Worker(threading.Thread):
                 if not worked:
                     self._stopping.wait(self._settings.poll_interval_s)
         except BaseException as error:
-            # Supervision sees the thread dead, reports why and starts a new one.
+            # The thread ends here, not stopped: supervision sees it dead, says why, starts another.
             self._error = f"{type(error).__name__}: {error}"
             log.critical("worker_died", worker=self.worker_id, error=self._error, exc_info=True)
-            raise
+            return
         finally:
             self._decoder.close()
         self._set_state(WorkerState.STOPPED)
