@@ -23,6 +23,7 @@ from osteonode.imaging.pixels import Radiograph
 from osteonode.pipelines.base import Result
 from osteonode.service import Node
 from osteonode.store.db import Database
+from osteonode.store.queue import claim_job, reclaim_expired_leases
 from osteonode.store.spool import Spool
 from osteonode.store.tables import Job, WorkerState, utc_now
 from osteonode.store.workers import WorkerHealth, record_heartbeat, worker_health
@@ -253,3 +254,39 @@ def test_stopped_node_reports_its_workers_stopped(
             session, silent_after=timedelta(seconds=1), now=utc_now() + timedelta(hours=1)
         )
     assert health.state is WorkerState.STOPPED
+
+
+def test_job_whose_worker_fell_silent_fails_with_what_that_worker_last_reported(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
+    owner = "host:4242:worker-0"
+    with database.session() as session:
+        job = claim_job(session, worker_id=owner, lease_seconds=1, pipelines=())
+        job.max_attempts = 1
+        seen = utc_now()
+        record_heartbeat(
+            session,
+            worker_id=owner,
+            host="host",
+            pid=4242,
+            state=WorkerState.BUSY,
+            job_id=job.id,
+            state_since=seen,
+            started_at=seen,
+            restarts=0,
+            last_error=None,
+            now=seen,
+        )
+
+    with database.session() as session:
+        reclaim_expired_leases(session, utc_now() + timedelta(seconds=5))
+    with database.session() as session:
+        failed = session.scalars(select(Job)).one()
+
+    assert str(failed.state) == "failed"
+    assert (
+        f"lease of {owner} expired on attempt 1; its worker last reported busy on job {failed.id} at "
+        in failed.error
+    )

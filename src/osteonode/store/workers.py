@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 from osteonode.store.checks import check_aware, check_text, resolve_now
 from osteonode.store.tables import WorkerHeartbeat, WorkerState
 
-__all__ = ["WorkerHealth", "forget_workers", "record_heartbeat", "silent_after", "worker_health"]
+__all__ = [
+    "WorkerHealth",
+    "forget_workers",
+    "last_report",
+    "record_heartbeat",
+    "silent_after",
+    "worker_health",
+]
 
 #: Missed heartbeats after which a worker's process counts as gone.
 MISSED_HEARTBEATS = 3
@@ -190,3 +197,29 @@ def forget_workers(session: Session, seen_before: datetime) -> int:
     check_aware("seen_before", seen_before)
     result = session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.seen_at < seen_before))
     return int(result.rowcount or 0)
+
+
+def last_report(session: Session, worker_id: str | None) -> str:
+    """What a lease owner last reported, as a phrase for the reason of a job whose lease expired.
+
+    Parameters
+    ----------
+    session
+        Open session.
+    worker_id
+        The job's lease owner.
+
+    Returns
+    -------
+    str
+        E.g. ``its worker last reported busy on job 5 at 2026-12-06 13:05:01 UTC``, with what ended
+        its thread when it died; says so when the owner never sent a heartbeat.
+    """
+    row = session.get(WorkerHeartbeat, worker_id) if worker_id else None
+    if row is None:
+        return "its worker sent no heartbeat (its process ended or runs an older version)"
+    doing = f"{row.state.value} on job {row.job_id}" if row.job_id is not None else row.state.value
+    phrase = f"its worker last reported {doing} at {row.seen_at:%Y-%m-%d %H:%M:%S} UTC"
+    if row.state is WorkerState.DEAD and row.last_error:
+        phrase += f" (its thread ended: {row.last_error})"
+    return phrase
