@@ -33,6 +33,11 @@ def radiograph_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def compressed_file(tmp_path: Path, radiograph_file: Path) -> Path:
+    return encode(radiograph_file, "jpeg_ls_lossless", tmp_path)
+
+
+@pytest.fixture
 def panicking_rle_file(tmp_path: Path, radiograph_file: Path) -> Path:
     """An RLE file whose Columns is one less than encoded: pylibjpeg-rle's Rust code panics on it
     (``pyo3_runtime.PanicException``, a BaseException); pydicom's own RLE decoder copes."""
@@ -76,13 +81,22 @@ def _decode_while_the_decoder_is_blocked(
 def test_isolated_decoding_gives_the_same_pixels_as_decoding_in_process(
     decoder: DecoderProcess, tmp_path: Path, radiograph_file: Path
 ) -> None:
-    for path in (radiograph_file, encode(radiograph_file, "j2k_lossless", tmp_path)):
+    for encoder in ("j2k_lossless", "rle", "jpeg_ls_lossless"):
+        path = encode(radiograph_file, encoder, tmp_path)
         isolated = load_radiograph(path, decoder=decoder)
         in_process = load_radiograph(path)
         np.testing.assert_array_equal(isolated.pixels, in_process.pixels)
-    assert decoder.starts == 1  # one warm child served both
+    assert decoder.starts == 1  # one warm child served all
 
 
+def test_uncompressed_pixel_data_needs_no_decoder_process(
+    decoder: DecoderProcess, radiograph_file: Path
+) -> None:
+    assert load_radiograph(radiograph_file, decoder=decoder).shape == (64, 48)
+    assert decoder.starts == 0
+
+
+@pytest.mark.filterwarnings("ignore:The decoded RLE segment contains non-conformant padding")
 def test_rust_panic_in_a_decoder_is_caught_and_the_next_plugin_decodes_the_file(
     panicking_rle_file: Path,
 ) -> None:
@@ -97,16 +111,16 @@ def test_rust_panic_in_a_decoder_is_caught_and_the_next_plugin_decodes_the_file(
 
 
 def test_rust_panic_in_the_decoder_process_leaves_the_child_running(
-    decoder: DecoderProcess, panicking_rle_file: Path, radiograph_file: Path
+    decoder: DecoderProcess, panicking_rle_file: Path, compressed_file: Path
 ) -> None:
     assert load_radiograph(panicking_rle_file, decoder=decoder).shape == (64, 47)
-    assert load_radiograph(radiograph_file, decoder=decoder).shape == (64, 48)
+    assert load_radiograph(compressed_file, decoder=decoder).shape == (64, 48)
     assert (decoder.starts, decoder.crashes) == (1, 0)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGABRT, signal.SIGSEGV, signal.SIGKILL])
 def test_decoder_process_that_dies_refuses_the_file_as_crashed_and_the_next_file_decodes(
-    decoder: DecoderProcess, tmp_path: Path, radiograph_file: Path, sig: signal.Signals
+    decoder: DecoderProcess, tmp_path: Path, compressed_file: Path, sig: signal.Signals
 ) -> None:
     outcome, pid = _decode_while_the_decoder_is_blocked(decoder, tmp_path)
 
@@ -117,12 +131,12 @@ def test_decoder_process_that_dies_refuses_the_file_as_crashed_and_the_next_file
     assert error.reason is ImageErrorReason.DECODER_CRASHED
     assert sig.name in error.message and "not decoded again" in error.message
     assert decoder.crashes == 1
-    assert load_radiograph(radiograph_file, decoder=decoder).shape == (64, 48)
+    assert load_radiograph(compressed_file, decoder=decoder).shape == (64, 48)
     assert decoder.starts == 2 and decoder.pid != pid
 
 
 def test_decoder_that_hangs_is_stopped_after_the_timeout_and_replaced(
-    tmp_path: Path, radiograph_file: Path
+    tmp_path: Path, compressed_file: Path
 ) -> None:
     decoder = DecoderProcess(timeout_s=1.0)
     try:
@@ -132,7 +146,7 @@ def test_decoder_that_hangs_is_stopped_after_the_timeout_and_replaced(
         error = outcome["error"]
         assert error.reason is ImageErrorReason.DECODER_TIMEOUT
         assert "1 s" in error.message
-        assert load_radiograph(radiograph_file, decoder=decoder).shape == (64, 48)
+        assert load_radiograph(compressed_file, decoder=decoder).shape == (64, 48)
         assert decoder.pid != pid
     finally:
         decoder.close()

@@ -270,9 +270,9 @@ def load_radiograph(
         File and image size limits, checked before decoding; the defaults of ``[limits]`` when
         None.
     decoder : StoredValuesDecoder, optional
-        Decodes the file's pixel data (e.g. a
-        :class:`~osteonode.imaging.isolation.DecoderProcess`); None decodes in this process.
-        Requires `source` to be a path.
+        Decodes the file's compressed pixel data (e.g. a
+        :class:`~osteonode.imaging.isolation.DecoderProcess`); None decodes in this process, as
+        is always done for uncompressed pixel data. Requires `source` to be a path.
 
     Returns
     -------
@@ -309,7 +309,8 @@ def load_radiograph(
             f"the image header cannot be read: {type(exc).__name__}: {exc}",
         ) from exc
     _check_image_size(dataset, limits)
-    if decoder is None:
+    if decoder is None or _is_uncompressed(dataset):
+        # Uncompressed pixel data is read with numpy, no native decoder: nothing to isolate.
         stored, plugin = decode_stored_values(dataset)
     else:
         stored, plugin = decoder.decode(source)  # type: ignore[arg-type]  # a path, checked above
@@ -347,6 +348,14 @@ def load_radiograph(
 #: Values longer than this are read from the file only when used: the pixel data is not read at
 #: all when an isolated decoder decodes it.
 _DEFER_SIZE = "256 KB"
+
+
+def _is_uncompressed(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not syntax or not UID(syntax).is_transfer_syntax:
+        return False
+    return not UID(syntax).is_compressed
 
 
 def _check_file_size(source: str | os.PathLike[str], limits: LimitsSettings) -> None:
