@@ -209,3 +209,14 @@ def test_decoder_needs_a_path_not_a_dataset(decoder: DecoderProcess, radiograph_
 def test_decoder_process_options_are_checked(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DecoderProcess(**options)  # type: ignore[arg-type]
+
+
+def test_rescale_that_overflows_is_refused_as_an_invalid_header(
+    radiograph_file: Path, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(radiograph_file)
+    ds.RescaleSlope, ds.RescaleIntercept = "1e300", "-1e300"
+    error = _refusal(write(ds, tmp_path / "overflow.dcm"))
+
+    assert error.reason is ImageErrorReason.INVALID_HEADER
+    assert "not finite" in error.message

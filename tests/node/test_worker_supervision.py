@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from fixtures.peers import make_radiograph, toml_document
+from fixtures.peers import make_radiograph, require_binary, toml_document
 from sqlalchemy import select
 from test_worker import RowCountingPipeline, receive
 
@@ -166,6 +166,36 @@ def test_file_that_breaks_the_decoder_is_refused_once_with_the_decoder_reason(
         bad, good = session.scalars(select(Job).order_by(Job.id)).all()
         assert (str(bad.state), bad.skip_reason, bad.attempts) == ("skipped", "image_error", 1)
         assert bad.skip_detail.startswith("too_large: the header declares 8192 x 8192")
+        assert str(good.state) == "done"
+
+
+def test_file_that_aborts_the_decoder_is_quarantined_with_the_reason_and_the_worker_goes_on(
+    database: Database, tmp_path: Path
+) -> None:
+    # JPEG-LS near-lossless whose Rows is 100 more than encoded: pylibjpeg refuses it, then GDCM
+    # throws a C++ exception nobody catches, and its process aborts (SIGABRT).
+    spool = Spool(tmp_path / "spool")
+    source = make_radiograph(tmp_path / "spine.dcm")
+    encoded = tmp_path / "spine-jpeg-ls.dcm"
+    subprocess.run([require_binary("dcmcjpls"), "+en", str(source), str(encoded)], check=True)
+    ds = pydicom.dcmread(encoded)
+    ds.Rows = ds.Rows + 100
+    ds.save_as(encoded)
+    receive(database, spool, encoded)
+    receive(database, spool, make_radiograph(tmp_path / "good.dcm"))
+    worker = Worker(
+        NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: RowCountingPipeline()}
+    )
+
+    while worker.process_next():
+        pass
+
+    with database.session() as session:
+        bad, good = session.scalars(select(Job).order_by(Job.id)).all()
+        assert (str(bad.state), bad.skip_reason, bad.attempts) == ("skipped", "image_error", 1)
+        assert bad.skip_detail.startswith(
+            "decoder_crashed: the decoder process was killed by SIGABRT"
+        )
         assert str(good.state) == "done"
 
 

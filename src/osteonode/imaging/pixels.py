@@ -320,6 +320,12 @@ def load_radiograph(
                 f"decoded shape {stored.shape} is not Rows x Columns ({dataset.Rows}, {dataset.Columns})",
             )
     pixels, reflection = _to_attenuation(stored, dataset, photometric)
+    if not np.isfinite(pixels).all():
+        raise ImageError(
+            ImageErrorReason.INVALID_HEADER,
+            "the Modality LUT / Rescale gives values that are not finite numbers "
+            f"(Rescale Slope {dataset.get('RescaleSlope')!r}, Intercept {dataset.get('RescaleIntercept')!r})",
+        )
     spacing, spacing_source = spacing_from_header(dataset)
     radiograph = Radiograph(
         pixels=pixels,
