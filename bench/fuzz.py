@@ -402,6 +402,7 @@ class Case:
 
     path: Path
     sop_instance_uid: str
+    transfer_syntax: str
     description: str
 
 
@@ -446,7 +447,8 @@ def make_case(bases: list[Path], index: int, directory: Path, rng: random.Random
             )  # a stray sequence delimiter, then padding
             stream.write(b"\x00" * int((LIMITS["max_file_mb"] + 1) * 1024 * 1024))
         done.append("padded past limits.max_file_mb")
-    return Case(path, uid, f"{base.stem}: " + "; ".join(done))
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    return Case(path, uid, syntax, f"{base.stem}: " + "; ".join(done))
 
 
 _BASES: dict[Path, Dataset] = {}
@@ -599,16 +601,7 @@ def send_all(node: NodeUnderTest, cases: list[Case], senders: int) -> Sent:
 
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes as they are
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-    syntaxes = sorted(
-        {
-            str(
-                pydicom.dcmread(
-                    case.path, stop_before_pixels=True, force=True
-                ).file_meta.TransferSyntaxUID
-            )
-            for case in cases
-        }
-    )
+    syntaxes = sorted({case.transfer_syntax for case in cases})
     sent = Sent()
     queue = list(reversed(cases))
     queue_lock = threading.Lock()
