@@ -15,7 +15,7 @@ import pytest
 from imaging_dicom import build_dataset, encode, phantom_values, write
 from structlog.testing import capture_logs
 
-from osteonode.config import LimitsSettings
+from osteonode.config import ConfigError, LimitsSettings, load_config
 from osteonode.imaging.isolation import DecoderProcess
 from osteonode.imaging.pixels import ImageError, ImageErrorReason, load_radiograph
 
@@ -220,3 +220,16 @@ def test_rescale_that_overflows_is_refused_as_an_invalid_header(
 
     assert error.reason is ImageErrorReason.INVALID_HEADER
     assert "not finite" in error.message
+
+
+def test_limits_that_admit_nothing_are_refused_when_the_configuration_loads(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text("[limits]\nmax_pixels = 0\ndecoder_memory_mb = 16\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={})
+
+    assert {problem.key for problem in caught.value.problems} == {
+        "limits.max_pixels",
+        "limits.decoder_memory_mb",
+    }
