@@ -12,6 +12,7 @@ Pixel data is never decoded here: :func:`route_file` reads the header and defers
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from os import PathLike
@@ -254,7 +255,8 @@ def route_file(path: str | PathLike[str], settings: RoutingSettings | None = Non
     """
     try:
         ds = pydicom.dcmread(path, defer_size="4 KB", force=False)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as error:
+    # zlib.error: a Deflated Explicit VR Little Endian dataset cut short.
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, zlib.error) as error:
         return Skip(SkipReason.UNREADABLE, f"cannot read the DICOM header: {error}")
     if "SOPClassUID" not in ds:
         return Skip(SkipReason.UNREADABLE, "cannot read the DICOM header: it has no SOP Class UID")

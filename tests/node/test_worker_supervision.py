@@ -199,6 +199,34 @@ def test_file_that_aborts_the_decoder_is_quarantined_with_the_reason_and_the_wor
         assert str(good.state) == "done"
 
 
+def test_truncated_deflated_file_is_skipped_as_unreadable_at_once(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    deflated = tmp_path / "deflated.dcm"
+    subprocess.run(
+        [
+            require_binary("dcmconv"),
+            "+td",
+            str(make_radiograph(tmp_path / "spine.dcm")),
+            str(deflated),
+        ],
+        check=True,
+    )
+    receive(database, spool, deflated)
+    with database.session() as session:
+        stored = spool.path(session.scalars(select(Job)).one().instance.spool_path)
+    stored.write_bytes(stored.read_bytes()[:2000])  # as a sender cut off mid-stream would leave it
+    worker = Worker(NodeConfig(), database, spool, pipelines={})
+
+    worker.process_next()
+
+    with database.session() as session:
+        job = session.scalars(select(Job)).one()
+        assert (str(job.state), job.skip_reason, job.attempts) == ("skipped", "unreadable", 1)
+        assert "decompressing" in job.skip_detail
+
+
 def test_worker_thread_that_dies_is_restarted_and_status_tells_why(
     running_node: Callable[..., Node], database: Database, database_url: str, tmp_path: Path
 ) -> None:
