@@ -152,7 +152,11 @@ class DecoderProcess:
                 if reply[0] == "error":
                     raise ImageError(ImageErrorReason(reply[1]), reply[2])
                 _, dtype, shape, plugin = reply
-                stored = _empty_array(dtype, shape)
+                try:
+                    stored = _empty_array(dtype, shape)
+                except ImageError:
+                    self._discard()  # its bytes are still in the pipe: start the next file afresh
+                    raise
                 remaining = self._timeout_s - (time.monotonic() - started)
                 if stored.nbytes and not connection.poll(max(remaining, 0.001)):
                     self._kill("timeout")
