@@ -60,6 +60,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from osteonode.config import NodeConfig
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 NODE_AE, SENDER_AE = "OSTEONODE", "FUZZER"
@@ -428,9 +430,8 @@ def make_case(bases: list[Path], index: int, directory: Path, rng: random.Random
     path = directory / f"case{index:05d}.dcm"
     try:
         ds.save_as(path, enforce_file_format=True)
-    except (
-        Exception
-    ) as error:  # some mutations cannot be written; send the base with only the new UID
+    # Some mutations cannot be written: send the base with only the new UID.
+    except Exception as error:
         ds = copy.deepcopy(_read_base(base))
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
         ds.save_as(path, enforce_file_format=True)
@@ -479,6 +480,12 @@ class NodeUnderTest:
         self.config = workdir / "node.toml"
         self.log = workdir / "node.log"
         limits = "\n".join(f"{key} = {value}" for key, value in LIMITS.items())
+        # A pipeline whose model is not installed would keep its jobs queued (by design): off here.
+        missing = [
+            f"[pipelines.{name}]\nenabled = false\n"
+            for name, settings in NodeConfig().pipelines.items()
+            if not (models / settings.model_name(name)).is_dir()
+        ]
         self.config.write_text(
             f'[node]\nae_title = "{NODE_AE}"\nhost = "127.0.0.1"\nport = {self.port}\n'
             f'[storage]\nspool_dir = "{workdir / "spool"}"\nmin_free_mb = 64\n'
@@ -486,7 +493,7 @@ class NodeUnderTest:
             f"[workers]\ncount = {workers}\npoll_interval_s = 0.2\nreclaim_interval_s = 5\n"
             f"heartbeat_interval_s = 2\nmax_attempts = 2\nlease_seconds = 300\n"
             f"[limits]\n{limits}\ndecode_timeout_s = 60\n"
-            f'[logging]\nformat = "json"\n[models]\ndir = "{models}"\n',
+            f'[logging]\nformat = "json"\n[models]\ndir = "{models}"\n' + "".join(missing),
             encoding="utf-8",
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -627,9 +634,8 @@ def send_all(node: NodeUnderTest, cases: list[Case], senders: int) -> Sent:
             try:
                 response = association.send_c_store(case.path)
                 status = int(response.Status) if "Status" in response else -1
-            except (
-                Exception
-            ) as error:  # no context, aborted association: the file is not acknowledged
+            # No accepted context, an aborted association: the file is not acknowledged.
+            except Exception as error:
                 status = -1
                 with sent.lock:
                     sent.errors[type(error).__name__] += 1
@@ -657,8 +663,9 @@ class JobFacts:
     reason: str | None
 
 
-def job_facts(database_url: str) -> dict[str, JobFacts]:
-    """Each stored instance's job state and its reason (result, skip reason + detail, error)."""
+def job_facts(database_url: str) -> dict[str, list[JobFacts]]:
+    """Each stored instance's jobs (one per pipeline it was routed to): state and reason (result,
+    skip reason + detail, error)."""
     from sqlalchemy import select
 
     from osteonode.store.db import Database
@@ -668,7 +675,7 @@ def job_facts(database_url: str) -> dict[str, JobFacts]:
     try:
         with database.session() as session:
             results = set(session.scalars(select(Result.job_id)))
-            facts = {}
+            facts: dict[str, list[JobFacts]] = {}
             for instance, job in session.execute(
                 select(Instance, Job).join(Job, Job.instance_id == Instance.id)
             ):
@@ -682,7 +689,9 @@ def job_facts(database_url: str) -> dict[str, JobFacts]:
                     )
                 else:
                     reason = job.error or None
-                facts[instance.sop_instance_uid] = JobFacts(str(job.state), reason)
+                facts.setdefault(instance.sop_instance_uid, []).append(
+                    JobFacts(str(job.state), reason)
+                )
             return facts
     finally:
         database.dispose()
@@ -766,9 +775,8 @@ def main() -> int:
     while True:
         node.ensure_alive()
         facts = job_facts(node.database_url)
-        open_jobs = [
-            uid for uid in acknowledged if uid in facts and facts[uid].state not in FINAL_STATES
-        ]
+        jobs = [job for uid in acknowledged for job in facts.get(uid, [])]
+        open_jobs = [job for job in jobs if job.state not in FINAL_STATES]
         if not open_jobs or time.monotonic() > deadline:
             break
         time.sleep(2)
@@ -779,11 +787,7 @@ def main() -> int:
     memory.stop()
     watcher.join()
     lost = sorted(uid for uid in acknowledged if uid not in facts)
-    without_reason = sorted(
-        uid
-        for uid in acknowledged
-        if uid in facts and facts[uid].state in FINAL_STATES and not facts[uid].reason
-    )
+    without_reason = [job for job in jobs if job.state in FINAL_STATES and not job.reason]
     decoder_lost = log_events(node.log, "decoder_lost")
     figures = {
         "sent": len(sent.statuses),
@@ -807,9 +811,8 @@ def main() -> int:
         "final_jobs_without_reason": len(without_reason),
         "sending_s": round(sending_s, 1),
         "settling_s": round(settle_s, 1),
-        "outcomes": dict(
-            Counter(outcome_label(facts[uid]) for uid in acknowledged if uid in facts).most_common()
-        ),
+        "jobs": len(jobs),
+        "outcomes": dict(Counter(outcome_label(job) for job in jobs).most_common()),
         "send_errors": dict(sent.errors),
         "limits": LIMITS,
     }
@@ -838,7 +841,7 @@ def main() -> int:
     ):
         print(f"  {key:<28}{figures[key]}")
     print(f"  limits: {LIMITS}")
-    print("  outcomes of acknowledged files:")
+    print(f"  outcomes of the {len(jobs)} jobs of acknowledged files (a film may have several):")
     for label, count in figures["outcomes"].items():
         print(f"    {count:>6}  {label}")
     if sent.errors:

@@ -16,9 +16,9 @@ import pydicom
 import pytest
 from fixtures.peers import make_radiograph, require_binary, toml_document
 from sqlalchemy import select
-from test_worker import RowCountingPipeline, receive
+from test_worker import LUMBAR_ONLY, RowCountingPipeline, receive
 
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig
 from osteonode.imaging.pixels import Radiograph
 from osteonode.pipelines.base import Result
 from osteonode.service import Node
@@ -35,7 +35,7 @@ class PanicException(BaseException):
 
 
 class PanickingPipeline:
-    name = PipelineName.LUMBAR
+    name = "lumbar"
 
     def run(self, radiograph: Radiograph) -> Result:
         raise PanicException("index out of bounds: the len is 125952 but the index is 125953")
@@ -72,6 +72,7 @@ def _config(tmp_path: Path, database_url: str, **workers: float) -> NodeConfig:
             "database": {"url": database_url},
             "storage": {"spool_dir": str(tmp_path / "spool"), "min_free_mb": 1},
             "workers": {"count": 1, **settings},
+            "pipelines": {"lumbar_ap": {"enabled": False}},  # a frontal lumbar film has one job
         }
     )
 
@@ -84,7 +85,7 @@ def running_node(
 
     def start(pipeline: object, **workers: float) -> Node:
         config = _config(tmp_path, database_url, **workers)
-        node = Node(config, scp=False, pipelines={PipelineName.LUMBAR: pipeline})  # type: ignore[dict-item]
+        node = Node(config, scp=False, pipelines={"lumbar": pipeline})  # type: ignore[dict-item]
         node.start()
         nodes.append(node)
         return node
@@ -133,7 +134,7 @@ def test_panic_in_a_job_is_recorded_on_the_job_and_the_worker_goes_on(
     spool = Spool(tmp_path / "spool")
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
     worker = Worker(
-        NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: PanickingPipeline()}
+        LUMBAR_ONLY, database, spool, pipelines={"lumbar": PanickingPipeline()}
     )
 
     while worker.process_next():
@@ -156,7 +157,7 @@ def test_file_that_breaks_the_decoder_is_refused_once_with_the_decoder_reason(
     receive(database, spool, image)
     receive(database, spool, make_radiograph(tmp_path / "good.dcm"))
     worker = Worker(
-        NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: RowCountingPipeline()}
+        LUMBAR_ONLY, database, spool, pipelines={"lumbar": RowCountingPipeline()}
     )
 
     while worker.process_next():
@@ -184,7 +185,7 @@ def test_file_that_aborts_the_decoder_is_quarantined_with_the_reason_and_the_wor
     receive(database, spool, encoded)
     receive(database, spool, make_radiograph(tmp_path / "good.dcm"))
     worker = Worker(
-        NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: RowCountingPipeline()}
+        LUMBAR_ONLY, database, spool, pipelines={"lumbar": RowCountingPipeline()}
     )
 
     while worker.process_next():
@@ -217,7 +218,7 @@ def test_truncated_deflated_file_is_skipped_as_unreadable_at_once(
     with database.session() as session:
         stored = spool.path(session.scalars(select(Job)).one().instance.spool_path)
     stored.write_bytes(stored.read_bytes()[:2000])  # as a sender cut off mid-stream would leave it
-    worker = Worker(NodeConfig(), database, spool, pipelines={})
+    worker = Worker(LUMBAR_ONLY, database, spool, pipelines={})
 
     worker.process_next()
 
