@@ -270,7 +270,8 @@ def load_radiograph(
                 ImageErrorReason.DECODER_FAILURE,
                 f"decoded shape {stored.shape} is not Rows x Columns ({dataset.Rows}, {dataset.Columns})",
             )
-    pixels, reflection = _to_attenuation(stored, dataset, photometric)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below, with the reason
+        pixels, reflection = _to_attenuation(stored, dataset, photometric)
     if not np.isfinite(pixels).all():
         raise ImageError(
             ImageErrorReason.INVALID_HEADER,
