@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages serve demo demo-weights test bench clean
+.PHONY: install system-packages serve demo demo-weights test bench fuzz clean
 
 install: system-packages $(VENV)/.installed
 
@@ -52,6 +52,10 @@ test: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pixels.py
+
+# Mutated files against a running node (bench/fuzz.py); prints deaths, losses and peak memory.
+fuzz: install
+	$(BIN)/python bench/fuzz.py --count 2000
 
 clean:
 	rm -rf $(VENV) var demo-out bench-out

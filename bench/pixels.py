@@ -3,7 +3,9 @@
 Prints figures; it is not a test.  Decoding: a synthetic large radiograph (default
 2000 x 2000, 15 bits stored) is written uncompressed, re-encoded with the dcmtk / GDCM
 command-line tools, and each file is loaded with :func:`load_radiograph` (decode,
-Modality LUT, orientation).  Grad-CAM: the chest (ConvNeXt-small) and hip (VGG16
+Modality LUT, orientation), in this process and through a warm
+:class:`~osteonode.imaging.isolation.DecoderProcess` (what the node's workers do: decode in a child
+process, pixels sent back over a pipe), whose extra cost is given in percent.  Grad-CAM: the chest (ConvNeXt-small) and hip (VGG16
 non-local) networks at the model input size; the cost of :func:`grad_cam` is given as
 a multiple of a plain inference forward pass (goal <= 1.3x), beside the cost of a
 Grad-CAM whose backward pass runs through the whole network, for comparison.
@@ -34,6 +36,7 @@ from torch import nn
 
 from osteonode.explain import grad_cam
 from osteonode.imaging import load_radiograph
+from osteonode.imaging.isolation import DecoderProcess
 from osteonode.nets.convnext import convnext_small
 from osteonode.nets.vgg_nonlocal import vgg16_nonlocal
 
@@ -91,9 +94,11 @@ def best_seconds(run: Callable[[], object], repeats: int) -> float:
 
 def bench_decoding(size: int, bits: int, repeats: int) -> None:
     print(f"Decoding, {size} x {size}, {bits} bits stored, best of {repeats} (ms)")
-    print("  load = load_radiograph (read, decode, Modality LUT, float32); then each plugin alone")
-    header = f"  {'transfer syntax':<24}{'MB':>6}{'ratio':>7}{'load':>8}"
+    print("  load = load_radiograph (read, decode, Modality LUT, float32); isolated = the same with")
+    print("  decoding in a warm DecoderProcess (+% = its extra cost); then each plugin alone")
+    header = f"  {'transfer syntax':<24}{'MB':>6}{'ratio':>7}{'load':>8}{'isolated':>10}{'+%':>6}"
     print(header + f"{'pylibjpeg':>11}{'gdcm':>8}")
+    decoder = DecoderProcess(timeout_s=600)
     with tempfile.TemporaryDirectory() as directory:
         values = synthetic_radiograph(size, bits)
         native = write_native(values, bits, Path(directory) / "native.dcm")
@@ -110,8 +115,10 @@ def bench_decoding(size: int, bits: int, repeats: int) -> None:
             if not np.array_equal(load_radiograph(path).pixels, values):
                 raise RuntimeError(f"{name} did not decode to the original pixels")
             load_s = best_seconds(lambda p=path: load_radiograph(p), repeats)
+            isolated_s = best_seconds(lambda p=path: load_radiograph(p, decoder=decoder), repeats)
             row = f"  {name:<24}{path.stat().st_size / 1e6:>6.2f}"
             row += f"{native_size / path.stat().st_size:>7.2f}{load_s * 1e3:>8.0f}"
+            row += f"{isolated_s * 1e3:>10.0f}{(isolated_s / load_s - 1) * 100:>6.0f}"
             dataset = pydicom.dcmread(path)
             plugins = get_decoder(dataset.file_meta.TransferSyntaxUID).available_plugins
             for plugin, width in (("pylibjpeg", 11), ("gdcm", 8)):
@@ -123,6 +130,7 @@ def bench_decoding(size: int, bits: int, repeats: int) -> None:
                 )
                 row += f"{decode_s * 1e3:>{width}.0f}"
             print(row)
+    decoder.close()
 
 
 def full_backward_grad_cam(

@@ -12,8 +12,8 @@ from os import PathLike
 
 import structlog
 
-from osteonode.config import NodeConfig
-from osteonode.imaging.pixels import ImageError, Radiograph, load_radiograph
+from osteonode.config import LimitsSettings, NodeConfig
+from osteonode.imaging.pixels import ImageError, Radiograph, StoredValuesDecoder, load_radiograph
 from osteonode.pipelines.registry import LoadedPipelines, Pipeline, load_pipelines
 from osteonode.pipelines.base import OutsideIntendedUse, Result
 from osteonode.routing import Decision, Route, route_file, to_enabled_pipelines
@@ -49,7 +49,13 @@ class Analysis:
     refusal: Refusal | None = None
 
 
-def run_pipeline(pipeline: Pipeline, source: str | PathLike[str]) -> tuple[Radiograph | None, Result | Refusal]:
+def run_pipeline(
+    pipeline: Pipeline,
+    source: str | PathLike[str],
+    *,
+    limits: LimitsSettings | None = None,
+    decoder: StoredValuesDecoder | None = None,
+) -> tuple[Radiograph | None, Result | Refusal]:
     """Decode ``source`` and run ``pipeline`` on it.
 
     Parameters
@@ -58,6 +64,11 @@ def run_pipeline(pipeline: Pipeline, source: str | PathLike[str]) -> tuple[Radio
         The pipeline the image was routed to.
     source
         The DICOM file.
+    limits
+        File and image size limits checked before decoding (``[limits]`` defaults when None).
+    decoder
+        Where the pixel data is decoded (the worker's isolated decoder process); in this process
+        when None.
 
     Returns
     -------
@@ -66,7 +77,7 @@ def run_pipeline(pipeline: Pipeline, source: str | PathLike[str]) -> tuple[Radio
         an image that cannot be decoded, or a film outside the intended use under the skip policy.
     """
     try:
-        radiograph = load_radiograph(source)
+        radiograph = load_radiograph(source, limits=limits, decoder=decoder)
     except ImageError as error:
         return None, Refusal(RefusalKind.IMAGE_ERROR, str(error))
     try:
@@ -113,7 +124,7 @@ def analyse_file(
         reason = pipelines.unavailable.get(name, "not loaded")
         detail = f"pipeline {name} is unavailable: {reason}"
         return Analysis(decision, refusal=Refusal(RefusalKind.PIPELINE_UNAVAILABLE, detail))
-    radiograph, outcome = run_pipeline(pipeline, path)
+    radiograph, outcome = run_pipeline(pipeline, path, limits=config.limits)
     if isinstance(outcome, Refusal):
         return Analysis(decision, radiograph, refusal=outcome)
     return Analysis(decision, radiograph, result=outcome)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from osteonode.analysis import Analysis
     from osteonode.store.db import Database
     from osteonode.store.history import EventRecord, InstanceHistory
+    from osteonode.store.workers import WorkerHealth
 
 app = typer.Typer(
     name="osteonode",
@@ -488,7 +489,7 @@ def status(
     events: Annotated[int, typer.Option("--events", min=1, help="How many latest events to show.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """Show job counts by state and the latest events, or what happened to one image."""
+    """Show job counts by state, the workers and the latest events, or what happened to one image."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from osteonode.store.db import Database, DatabaseError, DatabaseNotCreated
@@ -498,13 +499,16 @@ def status(
         instance_history,
         latest_events,
     )
+    from osteonode.store.workers import silent_after, worker_health
 
     history: InstanceHistory | None = None
     jobs: dict[str, int] = {}
     deliveries: dict[str, int] = {}
+    workers: list[WorkerHealth] = []
     latest: list[EventRecord] = []
+    settings = _load(config)
     try:
-        database = Database.open_existing(_load(config).database.url)
+        database = Database.open_existing(settings.database.url)
     except DatabaseNotCreated as error:
         # A fresh install: nothing has happened yet, which is an answer, not an error.
         database = None
@@ -519,6 +523,9 @@ def status(
                 else:
                     jobs = counts_by_state(session)
                     deliveries = delivery_counts_by_state(session)
+                    workers = worker_health(
+                        session, silent_after=silent_after(settings.workers.heartbeat_interval_s)
+                    )
                     latest = latest_events(session, events)
         except SQLAlchemyError as error:
             raise _database_failure(f"cannot read the node database: {error}", as_json) from None
@@ -535,6 +542,7 @@ def status(
         return
     if as_json:
         print(json.dumps({"jobs": jobs, "deliveries": deliveries,
+                          "workers": [worker.to_dict() for worker in workers],
                           "events": [event.to_dict() for event in latest]}, indent=2))
         return
     counts = Table("jobs", "count", title="Jobs by state")
@@ -545,6 +553,7 @@ def status(
     for state, count in deliveries.items():
         sent.add_row(state, str(count))
     console.print(sent)
+    console.print(_workers_table(workers))
     console.print(_events_table(latest, title=f"Latest {len(latest)} events"))
 
 
@@ -555,6 +564,18 @@ def _database_failure(message: str, as_json: bool) -> typer.Exit:
     else:
         Console(stderr=True).print(message, style="red", markup=False, soft_wrap=True)
     return typer.Exit(code=2)
+
+
+def _workers_table(workers: list[WorkerHealth]) -> Table:
+    table = Table("worker", "state", "since (UTC)", "job", "restarts", "last error", title="Workers seen today")
+    for worker in workers:
+        state = worker.state.value if worker.healthy else f"[bold red]{worker.state.value}[/]"
+        table.add_row(
+            escape(worker.worker_id), state, worker.state_since.strftime("%Y-%m-%d %H:%M:%S"),
+            "" if worker.job_id is None else str(worker.job_id), str(worker.restarts),
+            escape(worker.last_error or ""),
+        )
+    return table
 
 
 def _events_table(records: list[EventRecord], title: str) -> Table:

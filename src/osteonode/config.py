@@ -41,6 +41,7 @@ __all__ = [
     "DeliverySettings",
     "Destination",
     "IntendedUsePolicy",
+    "LimitsSettings",
     "LoggingSettings",
     "ModelsSettings",
     "NodeConfig",
@@ -238,6 +239,26 @@ class WorkerSettings(_Section):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     poll_interval_s: PositiveSeconds = 1.0
     reclaim_interval_s: PositiveSeconds = 30.0
+    # Supervision (osteonode.supervision): a worker thread that died is restarted; a worker on one
+    # job longer than stuck_after_s is reported stuck; heartbeats make both visible to `status`.
+    heartbeat_interval_s: PositiveSeconds = 10.0
+    stuck_after_s: PositiveSeconds = 300.0
+
+
+class LimitsSettings(_Section):
+    """What an image may declare before the node decodes it, and how long a decode may take.
+
+    The defaults admit every real radiograph: full-field detectors reach about 4300 x 4300 pixels
+    (18.5 million) and stitched long-leg or whole-spine films about 3000 x 9000. Checked from the
+    header, before any decoding: decoding costs about 14 bytes per declared pixel.
+    """
+
+    max_rows: Annotated[int, Field(ge=1, le=65535)] = 16384
+    max_columns: Annotated[int, Field(ge=1, le=65535)] = 16384
+    max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    max_file_mb: Annotated[float, Field(gt=0)] = 512.0
+    decode_timeout_s: PositiveSeconds = 120.0
+    decoder_memory_mb: Annotated[int, Field(ge=256)] = 4096
 
 
 class LoggingSettings(_Section):
@@ -441,6 +462,7 @@ class NodeConfig(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     destinations: dict[str, Destination] = Field(default_factory=dict)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

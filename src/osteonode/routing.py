@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
@@ -168,7 +169,8 @@ def route_file(path: str | PathLike[str], settings: RoutingSettings | None = Non
     """
     try:
         ds = pydicom.dcmread(path, defer_size="4 KB", force=False)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as error:
+    # zlib.error: a Deflated Explicit VR Little Endian dataset cut short.
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, zlib.error) as error:
         return Skip(SkipReason.UNREADABLE, f"cannot read the DICOM header: {error}")
     if "SOPClassUID" not in ds:
         return Skip(SkipReason.UNREADABLE, "cannot read the DICOM header: it has no SOP Class UID")

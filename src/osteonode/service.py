@@ -12,6 +12,10 @@ Shutdown on SIGTERM or SIGINT: the SCP stops accepting associations and lets ope
 worker finishes the job it holds (or gives it back unstarted), each sender finishes the file it is
 sending, the scheduler stops, and the process exits 0. A crash instead (SIGKILL, power loss) loses nothing either: what was acknowledged is in the
 spool and the database, and a job whose worker died is reclaimed when its lease expires.
+
+The workers run under a :class:`~osteonode.supervision.WorkerSupervisor`: a scheduler job restarts
+a worker thread that died, reports one that is stuck, and writes every worker's heartbeat for
+``osteonode status``; :meth:`Node.worker_health` gives the same from memory.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from osteonode.store.queue import reclaim_expired_leases
 from osteonode.store.retention import purge_spool, remove_orphan_files
 from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
+from osteonode.store.workers import WorkerHealth
+from osteonode.supervision import WorkerSupervisor
 from osteonode.worker import Worker
 
 __all__ = ["Node", "run_node"]
@@ -86,10 +92,14 @@ class Node:
         # Models are loaded once per process; the workers share them.
         if pipelines is None:
             pipelines = load_pipelines(config).available if worker_count else {}
-        self.workers = [
-            Worker(config, self.database, self.spool, index=index, pipelines=pipelines, give_way_to=activity)
-            for index in range(worker_count)
-        ]
+        loaded = pipelines
+
+        def make_worker(index: int) -> Worker:
+            return Worker(
+                config, self.database, self.spool, index=index, pipelines=loaded, give_way_to=activity
+            )
+
+        self.supervisor = WorkerSupervisor(config.workers, self.database, make_worker, worker_count)
         self.sender = DeliverySender(config, self.database, self.spool) if worker_count else None
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
@@ -114,15 +124,14 @@ class Node:
         self._warn_of_unknown_destinations()
         self._schedule()
         self._scheduler.start()
-        for worker in self.workers:
-            worker.start()
+        self.supervisor.start()
         if self.scp is not None:
             self.scp.start()
         self._started = True
         log.info(
             "node_started",
             scp=self.scp is not None,
-            workers=len(self.workers),
+            workers=len(self.supervisor.workers),
             database=repr(self.database),
             spool=str(self.spool.root),
         )
@@ -134,22 +143,35 @@ class Node:
         log.info("node_stopping")
         if self.scp is not None:
             self.scp.stop(grace_s)
-        for worker in self.workers:
-            worker.stop()
         if self.sender is not None:
             self.sender.stop()
-        for worker in self.workers:
-            worker.join(grace_s)
-            if worker.is_alive():
-                log.warning("worker_still_running", worker=worker.worker_id)
+        self.supervisor.stop(grace_s)
         self._scheduler.shutdown(wait=True)
         self.database.dispose()
         self._started = False
         log.info("node_stopped")
 
+    @property
+    def workers(self) -> list[Worker]:
+        """The current worker threads (a restarted worker replaces the one that died)."""
+        return self.supervisor.workers
+
+    def worker_health(self) -> list[WorkerHealth]:
+        """Which of this process's workers are idle, busy, stuck or dead, from memory."""
+        return self.supervisor.health()
+
     def _schedule(self) -> None:
         workers = self.config.workers
         storage = self.config.storage
+        if self.supervisor.workers:
+            self._scheduler.add_job(
+                self.supervisor.check,
+                "interval",
+                seconds=workers.heartbeat_interval_s,
+                id="supervise_workers",
+                max_instances=1,
+                coalesce=True,
+            )
         self._scheduler.add_job(
             self.reclaim_leases,
             "interval",

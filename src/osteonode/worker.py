@@ -6,6 +6,13 @@ picks the job up again. Database sessions are kept short: the claim is one trans
 the outcome is a second one: the Result row, a Delivery row per report object and destination, and the
 job marked done, committed together. The same code runs embedded (threads of ``osteonode serve``, SQLite) and scaled out
 (``osteonode worker`` processes sharing a PostgreSQL queue and a spool volume).
+
+No input stops a worker: pixel data is decoded in the worker's own decoder process
+(:class:`~osteonode.imaging.isolation.DecoderProcess`), so a decoder that aborts or panics costs that
+process and the file is refused with the reason; anything a job raises, ``BaseException`` included
+(Rust panics are one), is recorded on the job. A worker thread that ends all the same is restarted
+by :mod:`osteonode.supervision`, which reads :meth:`Worker.activity` to tell idle, busy, stuck and
+dead workers apart.
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import structlog
 
 from osteonode.analysis import Refusal, run_pipeline
 from osteonode.config import NodeConfig
 from osteonode.dicom.scp import IngestActivity
+from osteonode.imaging.isolation import DecoderProcess
 from osteonode.outbox import device_info, result_destinations, write_result_objects
 from osteonode.pipelines.registry import Pipeline
 from osteonode.routing import Route, route_file, to_enabled_pipelines
@@ -35,9 +45,9 @@ from osteonode.store.queue import (
     release_job,
 )
 from osteonode.store.spool import Spool
-from osteonode.store.tables import EventKind, Job, Result, utc_now
+from osteonode.store.tables import EventKind, Job, Result, WorkerState, utc_now
 
-__all__ = ["MAX_GIVE_WAY_S", "Worker", "worker_identity"]
+__all__ = ["MAX_GIVE_WAY_S", "Worker", "WorkerActivity", "worker_identity"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +60,34 @@ MAX_GIVE_WAY_S = 2.0
 def worker_identity(index: int) -> str:
     """A lease owner name that is unique across hosts and processes: ``host:pid:worker-N``."""
     return f"{socket.gethostname()}:{os.getpid()}:worker-{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerActivity:
+    """A snapshot of one worker, taken without stopping it.
+
+    Attributes
+    ----------
+    worker_id
+        The lease owner name, ``host:pid:worker-N``.
+    index
+        N.
+    state
+        Idle, busy, dead or stopped (stuck is decided by supervision from ``seconds``).
+    job_id
+        The job being worked on, if any.
+    seconds
+        How long the worker has been in ``state`` (on this job, or in this wait).
+    error
+        What ended the thread, for a dead worker.
+    """
+
+    worker_id: str
+    index: int
+    state: WorkerState
+    job_id: int | None
+    seconds: float
+    error: str | None
 
 
 class Worker(threading.Thread):
@@ -99,6 +137,36 @@ class Worker(threading.Thread):
         self._pipelines = dict(pipelines)
         self._give_way_to = give_way_to
         self._stopping = threading.Event()
+        self.index = index
+        self._limits = config.limits
+        self._decoder = DecoderProcess(
+            timeout_s=config.limits.decode_timeout_s,
+            memory_limit_mb=config.limits.decoder_memory_mb,
+            name=f"osteonode-decoder-{index}",
+        )
+        # What the worker is doing, read by supervision from another thread (plain attribute
+        # writes: each is atomic, and a snapshot a moment old is good enough).
+        self._state = WorkerState.STARTING
+        self._job_id: int | None = None
+        self._since = time.monotonic()
+        self._error: str | None = None
+
+    def activity(self) -> WorkerActivity:
+        """What this worker is doing now (dead when its thread ended other than by :meth:`stop`)."""
+        state = self._state
+        if self.ident is not None and not self.is_alive() and state is not WorkerState.STOPPED:
+            state = WorkerState.DEAD
+        return WorkerActivity(
+            worker_id=self.worker_id,
+            index=self.index,
+            state=state,
+            job_id=self._job_id,
+            seconds=time.monotonic() - self._since,
+            error=self._error,
+        )
+
+    def _set_state(self, state: WorkerState, job_id: int | None = None) -> None:
+        self._state, self._job_id, self._since = state, job_id, time.monotonic()
 
     def stop(self) -> None:
         """Ask the worker to finish its current job and exit."""
@@ -106,16 +174,26 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         log.info("worker_started", worker=self.worker_id, pipelines=sorted(self._pipelines))
-        while not self._stopping.is_set():
-            if self._give_way_to is not None:
-                self._give_way_to.wait_until_quiet(MAX_GIVE_WAY_S, self._stopping)
-            try:
-                worked = self.process_next()
-            except Exception as error:  # a database outage must not end the thread
-                log.exception("worker_error", worker=self.worker_id, error=str(error))
-                worked = False
-            if not worked:
-                self._stopping.wait(self._settings.poll_interval_s)
+        try:
+            while not self._stopping.is_set():
+                self._set_state(WorkerState.IDLE)
+                if self._give_way_to is not None:
+                    self._give_way_to.wait_until_quiet(MAX_GIVE_WAY_S, self._stopping)
+                try:
+                    worked = self.process_next()
+                except Exception as error:  # a database outage must not end the thread
+                    log.exception("worker_error", worker=self.worker_id, error=str(error))
+                    worked = False
+                if not worked:
+                    self._stopping.wait(self._settings.poll_interval_s)
+        except BaseException as error:
+            # The thread ends here, not stopped: supervision sees it dead, says why, starts another.
+            self._error = f"{type(error).__name__}: {error}"
+            log.critical("worker_died", worker=self.worker_id, error=self._error, exc_info=True)
+            return
+        finally:
+            self._decoder.close()
+        self._set_state(WorkerState.STOPPED)
         log.info("worker_stopped", worker=self.worker_id)
 
     def process_next(self) -> bool:
@@ -140,15 +218,18 @@ class Worker(threading.Thread):
         if self._stopping.is_set():
             self._release(job)
             return True
+        self._set_state(WorkerState.BUSY, job.id)
         try:
             if job.pipeline is None:
                 self._route(job, spool_path)
             else:
                 self._run_pipeline(job, self._pipelines[job.pipeline], spool_path)
-        except Exception as error:  # recorded on the job, retried or failed
+        except BaseException as error:  # recorded on the job, retried or failed; panics included
             log.exception("job_error", job_id=job.id, sop_instance_uid=sop_instance_uid)
             with self._database.session() as session:
                 mark_failed_attempt(session, job, f"{type(error).__name__}: {error}")
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):  # asked to end: the thread ends
+                raise
         return True
 
     def _route(self, job: Job, spool_path: str) -> None:
@@ -183,7 +264,9 @@ class Worker(threading.Thread):
         # Workers of one process share each pipeline's networks; Grad-CAM hooks them while it
         # runs, so one image at a time goes through a given pipeline.
         with _run_lock(pipeline):
-            radiograph, outcome = run_pipeline(pipeline, self._spool.path(spool_path))
+            radiograph, outcome = run_pipeline(
+                pipeline, self._spool.path(spool_path), limits=self._limits, decoder=self._decoder
+            )
         if isinstance(outcome, Refusal):
             with self._database.session() as session:
                 mark_skipped(session, job, outcome.kind.value, outcome.detail)

@@ -5,6 +5,11 @@ Modality LUT applied and oriented so that bone is bright, the pixel spacing and 
 it came from, the header facts (sex, age, view, laterality, body part, manufacturer)
 and the identifying UIDs.  Files the node cannot analyse are refused with an
 :class:`ImageError` whose :class:`ImageErrorReason` is recorded as the job's reason.
+
+The size limits of ``[limits]`` (file size, rows, columns, pixels) are checked from the header
+before anything is decoded.  Decoding itself (:func:`decode_stored_values`, the only step that runs
+native decoder code) can be handed to a :class:`osteonode.imaging.isolation.DecoderProcess`, so that
+a decoder crash costs a child process and not the node.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pydicom
@@ -30,6 +35,7 @@ from pydicom.pixels import (
 )
 from pydicom.uid import UID
 
+from osteonode.config import LimitsSettings
 from osteonode.header import HeaderFacts, read_header
 
 log = structlog.get_logger(__name__)
@@ -56,6 +62,12 @@ class ImageErrorReason(StrEnum):
     INVALID_HEADER = "invalid_header"
     TRUNCATED_PIXEL_DATA = "truncated_pixel_data"
     DECODER_FAILURE = "decoder_failure"
+    TOO_LARGE = "too_large"
+    """The file, or the image its header declares, exceeds the configured ``[limits]``."""
+    DECODER_CRASHED = "decoder_crashed"
+    """The isolated decoder process died on this file; it is not decoded again."""
+    DECODER_TIMEOUT = "decoder_timeout"
+    """The isolated decoder did not finish within ``limits.decode_timeout_s``."""
 
 
 class ImageError(Exception):
@@ -185,13 +197,33 @@ class Radiograph:
         return self.monochrome1_reflection - self.pixels.astype(np.float64)
 
 
-def load_radiograph(source: str | os.PathLike[str] | Dataset) -> Radiograph:
+class StoredValuesDecoder(Protocol):
+    """Decodes the stored values of a DICOM file, e.g. in another process."""
+
+    def decode(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
+        """The stored values (rows x columns) and the name of the plugin that decoded them."""
+        ...
+
+
+def load_radiograph(
+    source: str | os.PathLike[str] | Dataset,
+    *,
+    limits: LimitsSettings | None = None,
+    decoder: StoredValuesDecoder | None = None,
+) -> Radiograph:
     """Decode a single-frame greyscale radiograph.
 
     Parameters
     ----------
     source : str, os.PathLike or pydicom.dataset.Dataset
         Path of a DICOM file, or a dataset (which is not modified).
+    limits : LimitsSettings, optional
+        File and image size limits, checked before decoding; the defaults of ``[limits]`` when
+        None.
+    decoder : StoredValuesDecoder, optional
+        Decodes the file's compressed pixel data (e.g. a
+        :class:`~osteonode.imaging.isolation.DecoderProcess`); None decodes in this process, as
+        is always done for uncompressed pixel data. Requires `source` to be a path.
 
     Returns
     -------
@@ -203,10 +235,20 @@ def load_radiograph(source: str | os.PathLike[str] | Dataset) -> Radiograph:
     ImageError
         When the file is unreadable, has no pixel data, is multi-frame, colour or
         palette colour, has an invalid image header, pixel data shorter than the
-        header says, or when no decoder can decode it.
+        header says, exceeds the limits, or when no decoder can decode it (or the
+        isolated decoder crashed or timed out on it).
     TypeError
         When `source` is neither a path nor a Dataset.
+    ValueError
+        When a `decoder` is given with a Dataset `source`.
     """
+    limits = LimitsSettings() if limits is None else limits
+    if not isinstance(limits, LimitsSettings):
+        raise TypeError(f"limits must be LimitsSettings, not {type(limits).__name__}")
+    if decoder is not None and isinstance(source, Dataset):
+        raise ValueError("an isolated decoder reads the file itself: give a path, not a Dataset")
+    if not isinstance(source, Dataset):
+        _check_file_size(source, limits)
     dataset = _read(source)
     try:
         photometric = _check_greyscale_single_frame(dataset)
@@ -217,8 +259,25 @@ def load_radiograph(source: str | os.PathLike[str] | Dataset) -> Radiograph:
             ImageErrorReason.INVALID_HEADER,
             f"the image header cannot be read: {type(exc).__name__}: {exc}",
         ) from exc
-    stored, decoder = _decode(dataset)
-    pixels, reflection = _to_attenuation(stored, dataset, photometric)
+    _check_image_size(dataset, limits)
+    if decoder is None or _is_uncompressed(dataset):
+        # Uncompressed pixel data is read with numpy, no native decoder: nothing to isolate.
+        stored, plugin = decode_stored_values(dataset)
+    else:
+        stored, plugin = decoder.decode(source)  # type: ignore[arg-type]  # a path, checked above
+        if stored.shape != (dataset.Rows, dataset.Columns):
+            raise ImageError(
+                ImageErrorReason.DECODER_FAILURE,
+                f"decoded shape {stored.shape} is not Rows x Columns ({dataset.Rows}, {dataset.Columns})",
+            )
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below, with the reason
+        pixels, reflection = _to_attenuation(stored, dataset, photometric)
+    if not np.isfinite(pixels).all():
+        raise ImageError(
+            ImageErrorReason.INVALID_HEADER,
+            "the Modality LUT / Rescale gives values that are not finite numbers "
+            f"(Rescale Slope {dataset.get('RescaleSlope')!r}, Intercept {dataset.get('RescaleIntercept')!r})",
+        )
     spacing, spacing_source = spacing_from_header(dataset)
     radiograph = Radiograph(
         pixels=pixels,
@@ -237,20 +296,64 @@ def load_radiograph(source: str | os.PathLike[str] | Dataset) -> Radiograph:
         rows=radiograph.shape[0],
         columns=radiograph.shape[1],
         transfer_syntax=radiograph.transfer_syntax_uid,
-        decoder=decoder,
+        decoder=plugin,
         photometric=photometric.value,
         spacing_source=spacing_source.value,
     )
     return radiograph
 
 
-def _read(source: str | os.PathLike[str] | Dataset) -> Dataset:
-    if isinstance(source, Dataset):
-        return source
+#: Values longer than this are read from the file only when used: the pixel data is not read at
+#: all when an isolated decoder decodes it.
+_DEFER_SIZE = "256 KB"
+
+
+def _is_uncompressed(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not syntax or not UID(syntax).is_transfer_syntax:
+        return False
+    return not UID(syntax).is_compressed
+
+
+def _check_file_size(source: str | os.PathLike[str], limits: LimitsSettings) -> None:
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path or a pydicom Dataset, not {type(source).__name__}")
     try:
-        return pydicom.dcmread(source)
+        size = os.stat(source).st_size
+    except OSError as exc:
+        raise ImageError(
+            ImageErrorReason.UNREADABLE_FILE, f"cannot read {os.fspath(source)!r}: {exc}"
+        ) from exc
+    if size > limits.max_file_mb * 1024 * 1024:
+        raise ImageError(
+            ImageErrorReason.TOO_LARGE,
+            f"the file has {size / 1024 / 1024:.1f} MB; limits.max_file_mb is {limits.max_file_mb:g}",
+        )
+
+
+def _check_image_size(ds: Dataset, limits: LimitsSettings) -> None:
+    """Refuse an image whose declared size exceeds the limits (decoding costs ~14 bytes a pixel)."""
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if rows > limits.max_rows or columns > limits.max_columns:
+        raise ImageError(
+            ImageErrorReason.TOO_LARGE,
+            f"the header declares {rows} x {columns} pixels; limits.max_rows is {limits.max_rows} "
+            f"and limits.max_columns {limits.max_columns}",
+        )
+    if rows * columns > limits.max_pixels:
+        raise ImageError(
+            ImageErrorReason.TOO_LARGE,
+            f"the header declares {rows} x {columns} = {rows * columns} pixels; "
+            f"limits.max_pixels is {limits.max_pixels}",
+        )
+
+
+def _read(source: str | os.PathLike[str] | Dataset) -> Dataset:
+    if isinstance(source, Dataset):
+        return source
+    try:
+        return pydicom.dcmread(source, defer_size=_DEFER_SIZE)
     except Exception as exc:  # pydicom raises many kinds of error on damaged files
         raise ImageError(
             ImageErrorReason.UNREADABLE_FILE, f"cannot read {os.fspath(source)!r} as DICOM: {exc}"
@@ -318,10 +421,26 @@ def _header_int(ds: Dataset, keyword: str, default: int) -> int:
         ) from exc
 
 
-def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
+def decode_stored_values(ds: Dataset) -> tuple[np.ndarray, str]:
     """Decode the stored values, trying pylibjpeg first and GDCM after it.
 
-    Returns the stored values and the name of the plugin that decoded them.
+    This is the one step that runs native decoder code; the worker runs it in a
+    :class:`~osteonode.imaging.isolation.DecoderProcess`.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        A dataset whose header :func:`load_radiograph` has checked.
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        The stored values (Rows x Columns) and the name of the plugin that decoded them.
+
+    Raises
+    ------
+    ImageError
+        ``invalid_header``, ``truncated_pixel_data`` or ``decoder_failure``.
     """
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -354,7 +473,9 @@ def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
     for plugin in plugins:
         try:
             stored = pixel_array(ds, decoding_plugin=plugin)
-        except Exception as exc:  # decoders raise anything; each failure is reported below
+        except BaseException as exc:  # decoders raise anything, Rust panics included
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             failures.append(f"{plugin or 'native'}: {type(exc).__name__}: {exc}")
             log.warning(
                 "pixel_decoder_failed",

@@ -44,6 +44,7 @@ from osteonode.store.tables import (
     JobState,
     utc_now,
 )
+from osteonode.store.workers import last_report
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -519,7 +520,8 @@ def claim_job(
         record_event(
             session,
             EventKind.LEASE_EXPIRED,
-            f"lease of {candidate.lease_owner} expired; job taken over by {worker_id}",
+            f"lease of {candidate.lease_owner} expired ({last_report(session, candidate.lease_owner)}); "
+            f"job taken over by {worker_id}",
             job=job,
             previous_owner=candidate.lease_owner,
         )
@@ -788,12 +790,14 @@ def reclaim_expired_leases(session: Session, now: datetime | None = None) -> int
     ).all()
     for job in expired:
         owner = job.lease_owner
+        report = last_report(session, owner)
         if job.attempts >= job.max_attempts:
-            job.error = f"lease of {owner} expired on attempt {job.attempts}; worker stopped"
+            job.error = f"lease of {owner} expired on attempt {job.attempts}; {report}"
             _finish(job, JobState.FAILED, now)
             kind, message = EventKind.JOB_FAILED, f"failed: {job.error}"
         else:
             _wait_again(job, now)
-            kind, message = EventKind.LEASE_EXPIRED, f"lease of {owner} expired; job back in line"
+            kind = EventKind.LEASE_EXPIRED
+            message = f"lease of {owner} expired ({report}); job back in line"
         record_event(session, kind, message, job=job, previous_owner=owner, attempt=job.attempts)
     return len(expired)

@@ -46,6 +46,8 @@ __all__ = [
     "Result",
     "StrEnumType",
     "UTCDateTime",
+    "WorkerHeartbeat",
+    "WorkerState",
     "utc_now",
 ]
 
@@ -104,6 +106,24 @@ class DeliveryState(enum.StrEnum):
 FINISHED_DELIVERY_STATES: frozenset[DeliveryState] = frozenset(
     {DeliveryState.SENT, DeliveryState.DEAD, DeliveryState.MAYBE_SENT}
 )
+
+
+class WorkerState(enum.StrEnum):
+    """What an analysis worker is doing, as supervision and ``osteonode status`` report it."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    """Waiting for a job."""
+    BUSY = "busy"
+    """Working on a job."""
+    STUCK = "stuck"
+    """On one job (or in one wait) longer than ``workers.stuck_after_s``."""
+    DEAD = "dead"
+    """Its thread ended on an error; supervision starts a new one."""
+    STOPPED = "stopped"
+    """Stopped at shutdown."""
+    GONE = "gone"
+    """Its process stopped sending heartbeats (killed, host down); decided when read."""
 
 
 class EventKind(enum.StrEnum):
@@ -331,3 +351,25 @@ class Delivery(Base):
     """When a try first sent the whole object without getting an answer (it may be there since)."""
 
     result: Mapped[Result] = relationship(back_populates="deliveries")
+
+
+class WorkerHeartbeat(Base):
+    """The last reported state of one analysis worker, written by its process's supervisor."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The lease owner name, ``host:pid:worker-N``."""
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    state: Mapped[WorkerState] = mapped_column(StrEnumType(WorkerState, 16))
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    """The job it works on (no foreign key: a heartbeat must never fail on a purged job)."""
+    state_since: Mapped[datetime]
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"WorkerHeartbeat(worker_id={self.worker_id!r}, state={self.state!r})"
