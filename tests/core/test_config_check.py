@@ -125,7 +125,7 @@ def test_status_on_a_fresh_install_says_nothing_happened_yet_also_as_json(tmp_pa
     assert shown.exit_code == 0 and "the node creates it when it first starts" in shown.output
     assert as_json.exit_code == 0
     document = as_json.stdout[as_json.stdout.index("{") :]
-    assert json.loads(document) == {"jobs": {}, "deliveries": {}, "events": []}
+    assert json.loads(document) == {"jobs": {}, "deliveries": {}, "workers": [], "events": []}
     assert not (tmp_path / "node.db").exists()
 
 
