@@ -29,8 +29,10 @@ needs_dciodvfy = pytest.mark.skipif(
 
 
 @needs_dciodvfy
-def test_every_generated_file_passes_dciodvfy(lumbar_cohort, chest_cohort, hip_cohort) -> None:
-    for record in lumbar_cohort + chest_cohort + hip_cohort:
+def test_every_generated_file_passes_dciodvfy(
+    lumbar_cohort, chest_cohort, hip_cohort, lateral_cohort
+) -> None:
+    for record in lumbar_cohort + chest_cohort + hip_cohort + lateral_cohort:
         assert dciodvfy_errors(record.file) == [], record.row
 
 
