@@ -1,8 +1,9 @@
 """Training and fine-tuning of the pipelines' networks on a cohort (DICOM files + ground truth).
 
 Each pipeline has a module here (``lumbar``, ``chest``, ``hip``) with a ``train`` function and the
-:class:`DemoRecipe` that makes the shipped demo weights from synthetic phantoms; :mod:`.loop` is the
-training loop they share.
+:class:`DemoRecipe` that makes the shipped demo weights from synthetic phantoms; the classifier
+pipelines (``lumbar_ap``, ``lumbar_lateral``) share :mod:`.classifier`, which gives each a trainer
+of the same shape. :mod:`.loop` is the training loop they all share.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from osteonode.config import PipelineName
 from osteonode.train.loop import TrainingSettings
 
 if TYPE_CHECKING:
+    from osteonode.train.classifier import ClassifierTrainer
     from osteonode.zoo import ModelCard
 
 __all__ = ["DemoRecipe", "train_demo", "trainer"]
@@ -43,6 +45,9 @@ class DemoRecipe:
         Training settings.
     name, version
         Model name and version written into the card.
+    part
+        The phantom part of the cohort (:class:`osteonode.phantoms.Part` value); None: the
+        pipeline's own name.
     """
 
     phantoms: int
@@ -52,6 +57,7 @@ class DemoRecipe:
     settings: TrainingSettings
     name: str
     version: str
+    part: str | None = None
 
     def __post_init__(self) -> None:
         if self.phantoms < 2 or self.size < 64:
@@ -60,14 +66,18 @@ class DemoRecipe:
             raise ValueError("hard_fraction must lie in [0, 1)")
 
 
-def trainer(part: PipelineName) -> ModuleType:
-    """The training module of a pipeline (``osteonode.train.<part>``).
+def trainer(part: PipelineName) -> ModuleType | ClassifierTrainer:
+    """The trainer of a pipeline: ``osteonode.train.<part>``, or a classifier pipeline's.
 
     Raises
     ------
     ValueError
         When this version of osteonode has no trainer for ``part``.
     """
+    from osteonode.train.classifier import TRAINERS
+
+    if str(part) in TRAINERS:
+        return TRAINERS[str(part)]
     try:
         return importlib.import_module(f"osteonode.train.{PipelineName(part).value}")
     except ModuleNotFoundError as error:
@@ -88,9 +98,9 @@ def train_demo(
 
     module = trainer(part)
     recipe: DemoRecipe = module.DEMO_RECIPE
-    cohort_dir = workdir / PipelineName(part).value
+    cohort_dir = workdir / str(part)
     cohort = make_cohort(
-        PipelineName(part).value,
+        recipe.part or str(part),
         recipe.phantoms,
         cohort_dir,
         seed=recipe.seed,
