@@ -2,9 +2,9 @@
 
 Prints figures; it is not a test. For each demo model (``models/lumbar-ap-demo``,
 ``models/lumbar-lateral-demo``), phantom cohorts of the model's film kind are drawn from several
-seeds that no demo recipe trains on, and every evaluable film goes through the network exactly as
-the classifier pipeline feeds it (the card's ``classifier_input`` transform and input size, its
-per-channel mean and standard deviation, softmax of the second logit). Per seed and as mean and
+seeds that no demo recipe trains on, and every evaluable film goes through the classifier pipeline
+the node runs (:class:`~osteonode.pipelines.classifier.ClassifierPipeline` built from the card:
+its input and its stage's probability of osteoporosis). Per seed and as mean and
 spread over the seeds it prints the AUC, and the sensitivity and specificity at the card's
 threshold (:func:`osteonode.train.classifier.screening_figures`, the project's metrics), and
 whether the issue's bar, AUC >= 0.85 on every seed, holds. ``--record`` writes the mean figures
@@ -26,11 +26,12 @@ import structlog
 import torch
 
 from osteonode.bone import OSTEOPOROSIS_T_SCORE
+from osteonode.config import PipelineSettings
 from osteonode.imaging import load_radiograph
-from osteonode.imaging.transforms import classifier_input
 from osteonode.phantoms import make_cohort, read_cohort
+from osteonode.pipelines.classifier import ClassifierPipeline
 from osteonode.train.classifier import DEMO_RECIPES, ScreeningFigures, screening_figures
-from osteonode.zoo import LoadedModel, load_model, save_model
+from osteonode.zoo import load_model, save_model
 
 #: Held-out phantom seeds: none is a demo recipe's training seed.
 DEFAULT_SEEDS = (7301, 7302, 7303)
@@ -39,22 +40,15 @@ AUC_BAR = 0.85
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
-def probabilities(model: LoadedModel, files: list[Path]) -> np.ndarray:
-    """Probability of osteoporosis per film, computed as the classifier pipeline computes it."""
-    card = model.card
-    spec = card.classifier
-    (stage,) = spec.stages
-    network = model[stage.network]
-    in_chans = int(network.in_chans)
-    mean = torch.tensor(spec.mean).reshape(1, -1, 1, 1)
-    std = torch.tensor(spec.std).reshape(1, -1, 1, 1)
+def probabilities(pipeline: ClassifierPipeline, files: list[Path]) -> np.ndarray:
+    """Probability of osteoporosis per film, from the classifier pipeline's own input and stage."""
     scores = []
-    with torch.no_grad():
-        for path in files:
-            image = classifier_input(load_radiograph(path).pixels, spec.transform, tuple(card.input_size))
-            x = torch.from_numpy(image)[None, None].expand(1, in_chans, -1, -1)
-            logits = network(((x - mean) / std).to(model.device))
-            scores.append(float(torch.softmax(logits.float(), dim=1)[0, 1]))
+    for path in files:
+        inputs = pipeline.locate(load_radiograph(path))
+        if isinstance(inputs, str):
+            raise SystemExit(f"{path.name} is not evaluable for {pipeline.name}: {inputs}")
+        (output,) = pipeline.measure(inputs)
+        scores.append(output.probability)
     return np.array(scores)
 
 
@@ -64,14 +58,17 @@ def evaluate(pipeline: str, seeds: tuple[int, ...], films: int, workdir: Path) -
     if recipe.seed in seeds:
         raise SystemExit(f"seed {recipe.seed} trained {recipe.name}; choose held-out seeds")
     model = load_model(MODELS_DIR / recipe.name, device="cpu")
-    threshold = model.card.classifier.stages[0].threshold
+    pipeline_under_test = ClassifierPipeline.from_model(model, PipelineSettings(), name=pipeline)
+    (stage,) = pipeline_under_test.stages
+    threshold = stage.threshold
     results = []
     for seed in seeds:
         cohort = make_cohort(recipe.part or pipeline, films, workdir / f"{pipeline}-{seed}",
                              seed=seed, size=recipe.size, workers=2)
         records = [record for record in read_cohort(cohort) if record.evaluable]
         truth = np.array([record.t_score <= OSTEOPOROSIS_T_SCORE for record in records])
-        figures = screening_figures(truth, probabilities(model, [r.file for r in records]), threshold)
+        scores = probabilities(pipeline_under_test, [record.file for record in records])
+        figures = screening_figures(truth, scores, threshold)
         results.append(figures)
         print(f"  {recipe.name:<20} seed {seed}: {figures.films} films ({figures.positives}"
               f" osteoporotic)  AUC {figures.auc:.3f}  sensitivity {figures.sensitivity:.3f}"

@@ -141,13 +141,13 @@ def test_spacing_attributes_agree_with_the_ground_truth(lumbar_cohort, hip_cohor
 
 
 def test_every_file_routes_to_the_pipeline_of_its_part(
-    lumbar_cohort, chest_cohort, hip_cohort
+    lumbar_cohort, chest_cohort, hip_cohort, lateral_cohort
 ) -> None:
-    for record in lumbar_cohort + chest_cohort + hip_cohort:
+    for record in lumbar_cohort + chest_cohort + hip_cohort + lateral_cohort:
         decision = route_file(record.file)
         assert isinstance(decision, Route), (
             record.row["body_part_examined"],
             record.row["study_description"],
             decision,
         )
-        assert decision.pipeline.value == record.row["expected_route"] == record.part.value
+        assert decision.pipelines[0] == record.row["expected_route"] == record.part.value

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from osteonode.config import PipelineName
 from osteonode.train.loop import TrainingSettings
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ class DemoRecipe:
             raise ValueError("hard_fraction must lie in [0, 1)")
 
 
-def trainer(part: PipelineName) -> ModuleType | ClassifierTrainer:
+def trainer(part: str) -> ModuleType | ClassifierTrainer:
     """The trainer of a pipeline: ``osteonode.train.<part>``, or a classifier pipeline's.
 
     Raises
@@ -76,18 +75,18 @@ def trainer(part: PipelineName) -> ModuleType | ClassifierTrainer:
     """
     from osteonode.train.classifier import TRAINERS
 
-    if str(part) in TRAINERS:
-        return TRAINERS[str(part)]
+    if part in TRAINERS:
+        return TRAINERS[part]
     try:
-        return importlib.import_module(f"osteonode.train.{PipelineName(part).value}")
+        return importlib.import_module(f"osteonode.train.{part}")
     except ModuleNotFoundError as error:
-        if error.name != f"osteonode.train.{PipelineName(part).value}":
+        if error.name != f"osteonode.train.{part}":
             raise
         raise ValueError(f"no trainer for the {part} pipeline in this version of osteonode") from None
 
 
 def train_demo(
-    part: PipelineName, *, workdir: Path, models_dir: Path, device: torch.device, show_progress: bool = True
+    part: str, *, workdir: Path, models_dir: Path, device: torch.device, show_progress: bool = True
 ) -> ModelCard:
     """Make the demo weights of ``part`` exactly as its :class:`DemoRecipe` says.
 
@@ -98,9 +97,9 @@ def train_demo(
 
     module = trainer(part)
     recipe: DemoRecipe = module.DEMO_RECIPE
-    cohort_dir = workdir / str(part)
+    cohort_dir = workdir / part
     cohort = make_cohort(
-        recipe.part or str(part),
+        recipe.part or part,
         recipe.phantoms,
         cohort_dir,
         seed=recipe.seed,
