@@ -148,7 +148,7 @@ def test_train_command_trains_a_classifier_pipeline(ap_cohort: Path, tmp_path: P
     out = tmp_path / "cli-model"
     result = subprocess.run(
         [sys.executable, "-m", "osteonode", "train", "lumbar_ap", "--cohort", str(ap_cohort),
-         "--out", str(out), "--epochs", "1", "--batch-size", "8", "--device", "cpu"],
+         "--out", str(out), "--epochs", "2", "--batch-size", "8", "--device", "cpu"],
         capture_output=True, text=True, timeout=600, env=os.environ.copy(), check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
