@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from osteonode.bone import Category
 from osteonode.config import PipelineSettings
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.phantoms import Part, make_cohort, read_cohort
-from osteonode.pipelines.base import Category, FindingSite, Method
+from osteonode.pipelines.base import FindingSite, Method
 from osteonode.pipelines.classifier import ClassifierPipeline
 from osteonode.routing import Route, route_file
 from osteonode.train.classifier import DEMO_RECIPES

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from osteonode.bone import Category
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.imaging.transforms import classifier_input
 from osteonode.phantoms import Part, make_cohort, read_cohort
-from osteonode.pipelines.base import Category, FindingSite, Method
+from osteonode.pipelines.base import FindingSite, Method
 from osteonode.train import trainer
 from osteonode.train.classifier import (
     DEMO_RECIPES,

@@ -41,14 +41,14 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from osteonode.bone import OSTEOPOROSIS_T_SCORE
+from osteonode.bone import OSTEOPOROSIS_T_SCORE, Category
 from osteonode.evaluate.metrics import classification_report, roc_auc
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.imaging.transforms import ClassifierTransform, classifier_input
 from osteonode.nets import build_network, load_pretrained
 from osteonode.phantoms import read_cohort
 from osteonode.phantoms.enum import Part
-from osteonode.pipelines.base import Category, FindingSite, Method
+from osteonode.pipelines.base import FindingSite, Method
 from osteonode.train import DemoRecipe
 from osteonode.train.augment import AugmentationRanges, random_choice_augment
 from osteonode.train.chest import GAMMA_RANGE, LABEL_SOFTNESS, PHANTOM_SOFTWARE
