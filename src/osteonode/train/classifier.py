@@ -105,7 +105,8 @@ class ClassifierConfiguration:
     finding_site
         Where the finding is.
     views
-        View Position values the method reads; a film with another recorded view is refused.
+        Canonical views the method reads (:func:`osteonode.header.canonical_view`: LL and RL are
+        LATERAL); a film with another recorded view is refused.
     min_age_years, population
         The population the method is meant for.
     method
@@ -215,7 +216,7 @@ LUMBAR_AP = ClassifierConfiguration(
 LUMBAR_LATERAL = ClassifierConfiguration(
     architecture="darknet19_demo",
     paper_architecture="darknet19",
-    views=("LATERAL", "LL", "RL"),
+    views=("LATERAL",),
     method="Osteoporosis (T-score <= -2.5) or not from a lateral lumbar spine radiograph, after"
     " Boonrod et al. 2025 (J Bone Miner Metab), DarkNet-19.",
     published="Published (DarkNet-19, lateral films): AUC 0.82, sensitivity 87.5 %,"
@@ -379,7 +380,7 @@ def _read_films(
     )
     for index, record in items:
         radiograph = load_radiograph(record.file)
-        view = str(radiograph.header.get("ViewPosition", "") or "").strip().upper()
+        view = radiograph.facts.view  # canonical, as the classifier pipeline reads it
         if view and configuration.views and view not in configuration.views:
             wrong_view.append(f"{record.file.name} ({view})")
         images[index] = classifier_input(
