@@ -45,6 +45,8 @@ demo-weights: install
 	$(BIN)/osteonode train lumbar --demo
 	$(BIN)/osteonode train chest --demo
 	$(BIN)/osteonode train hip --demo
+	$(BIN)/osteonode train lumbar_ap --demo
+	$(BIN)/osteonode train lumbar_lateral --demo
 
 test: install
 	$(BIN)/pytest -q

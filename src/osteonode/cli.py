@@ -115,7 +115,7 @@ def config_show(config: ConfigOption = None) -> None:
 
 @phantoms_app.command("make")
 def phantoms_make(
-    part: Annotated[str, typer.Option("--part", help="Body part: lumbar, chest or hip.")],
+    part: Annotated[str, typer.Option("--part", help="Body part: lumbar, lumbar_lateral, chest or hip.")],
     n: Annotated[int, typer.Option("--n", help="Number of images.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (created if missing).")],
     seed: Annotated[int, typer.Option("--seed", help="Cohort seed; the same seed gives the same bytes.")] = 0,

@@ -307,6 +307,7 @@ def phantom_part(pipeline: Pipeline) -> str | None:
     lateral = "LATERAL" in pipeline.views
     parts = {
         (FindingSite.LUMBAR_SPINE, False): Part.LUMBAR,
+        (FindingSite.LUMBAR_SPINE, True): Part.LUMBAR_LATERAL,
         (FindingSite.CHEST, False): Part.CHEST,
         (FindingSite.HIP, False): Part.HIP,
     }

@@ -279,7 +279,7 @@ def test_unsupported_missing_and_corrupt_files_are_refused(tmp_path: Path) -> No
 
 def test_only_the_packages_networks_are_accepted(tmp_path: Path) -> None:
     path = save(convnext(seed=1).state_dict(), tmp_path / "w.safetensors")
-    with pytest.raises(TypeError, match="ConvNeXt or a VGGNonLocal"):
+    with pytest.raises(TypeError, match="model must be one of ConvNeXt, VGGNonLocal, ResNet, DarkNet"):
         load_pretrained(torch.nn.Linear(2, 2), path)
 
 

@@ -32,6 +32,11 @@ def hip_cohort(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomRecord]:
 
 
 @pytest.fixture(scope="session")
+def lateral_cohort(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomRecord]:
+    return _cohort(tmp_path_factory, Part.LUMBAR_LATERAL, 10, seed=104, size=448, hard=0.3)
+
+
+@pytest.fixture(scope="session")
 def held_out_lumbar(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomRecord]:
     """Evaluable lumbar phantoms of a seed no other test uses, for the density-signal checks."""
     return _cohort(tmp_path_factory, Part.LUMBAR, 48, seed=9001, size=384, hard=0.0)

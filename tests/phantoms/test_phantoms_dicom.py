@@ -30,8 +30,10 @@ needs_dciodvfy = pytest.mark.skipif(
 
 
 @needs_dciodvfy
-def test_every_generated_file_passes_dciodvfy(lumbar_cohort, chest_cohort, hip_cohort) -> None:
-    for record in lumbar_cohort + chest_cohort + hip_cohort:
+def test_every_generated_file_passes_dciodvfy(
+    lumbar_cohort, chest_cohort, hip_cohort, lateral_cohort
+) -> None:
+    for record in lumbar_cohort + chest_cohort + hip_cohort + lateral_cohort:
         assert dciodvfy_errors(record.file) == [], record.row
 
 
@@ -140,9 +142,9 @@ def test_spacing_attributes_agree_with_the_ground_truth(lumbar_cohort, hip_cohor
 
 
 def test_every_file_routes_to_the_pipeline_of_its_part(
-    lumbar_cohort, chest_cohort, hip_cohort
+    lumbar_cohort, chest_cohort, hip_cohort, lateral_cohort
 ) -> None:
-    for record in lumbar_cohort + chest_cohort + hip_cohort:
+    for record in lumbar_cohort + chest_cohort + hip_cohort + lateral_cohort:
         decision = route_file(record.file)
         assert isinstance(decision, Route), (
             record.row["body_part_examined"],

@@ -2,6 +2,8 @@
 
 Plain torch only (no torchvision, no timm): :mod:`~osteonode.nets.convnext` for the chest
 classifiers, :mod:`~osteonode.nets.vgg_nonlocal` for the hip classifier,
+:mod:`~osteonode.nets.resnet` and :mod:`~osteonode.nets.darknet` for the AP and lateral lumbar
+classifiers,
 :mod:`~osteonode.nets.checkpoints` to load a site's checkpoint in any of the common layouts.
 :func:`build_network` builds a network from the architecture name a model card gives.
 """
@@ -28,7 +30,9 @@ from osteonode.nets.convnext import (
     convnext_small,
     convnext_tiny,
 )
+from osteonode.nets.darknet import DarkNet, DarkNetConfig, darknet19, darknet19_demo
 from osteonode.nets.femur_locator import FemurLocator, femur_locator
+from osteonode.nets.resnet import ResNet, ResNetConfig, resnet18, resnet18_demo
 from osteonode.nets.vertebrae import (
     VertebraCropNet,
     VertebraKeypointNet,
@@ -49,9 +53,13 @@ __all__ = [
     "CheckpointLayout",
     "ConvNeXt",
     "ConvNeXtConfig",
+    "DarkNet",
+    "DarkNetConfig",
     "FemurLocator",
     "LoadReport",
     "NonLocalBlock2d",
+    "ResNet",
+    "ResNetConfig",
     "VGGNonLocal",
     "VGGNonLocalConfig",
     "VertebraCropNet",
@@ -60,13 +68,17 @@ __all__ = [
     "convnext_demo",
     "convnext_small",
     "convnext_tiny",
+    "darknet19",
+    "darknet19_demo",
     "femur_locator",
     "load_pretrained",
     "read_state_dict",
-    "vgg16_nonlocal",
-    "vgg16_nonlocal_demo",
+    "resnet18",
+    "resnet18_demo",
     "vertebra_crop_net",
     "vertebra_keypoint_net",
+    "vgg16_nonlocal",
+    "vgg16_nonlocal_demo",
 ]
 
 #: Architecture names a model card may use, and the constructor each one calls.
@@ -77,6 +89,10 @@ ARCHITECTURES: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyTyp
         "convnext_demo": convnext_demo,
         "vgg16_nonlocal": vgg16_nonlocal,
         "vgg16_nonlocal_demo": vgg16_nonlocal_demo,
+        "resnet18": resnet18,
+        "resnet18_demo": resnet18_demo,
+        "darknet19": darknet19,
+        "darknet19_demo": darknet19_demo,
         "vertebra_keypoint_net": vertebra_keypoint_net,
         "vertebra_crop_net": vertebra_crop_net,
         "femur_locator": femur_locator,

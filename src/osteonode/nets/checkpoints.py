@@ -1,7 +1,8 @@
 """Load a site's pretrained weights into the classification networks, whatever their naming.
 
 A checkpoint may come from this package, from the reference implementation of the network
-(facebookresearch ConvNeXt), from timm or from torchvision. :func:`load_pretrained` reads it
+(facebookresearch ConvNeXt), from timm or from torchvision (ResNet-18 of either: both name its
+tensors ``conv1``, ``bn1``, ``layer1`` ... ``layer4``, ``fc``, as :mod:`osteonode.nets.resnet` does). :func:`load_pretrained` reads it
 without unpickling arbitrary objects, recognises the layout from its key names, renames the keys
 to this package's, and then:
 
@@ -32,6 +33,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from osteonode.nets.convnext import ConvNeXt
+from osteonode.nets.darknet import DarkNet
+from osteonode.nets.resnet import ResNet
 from osteonode.nets.vgg_nonlocal import VGGNonLocal
 
 __all__ = [
@@ -94,7 +97,8 @@ class CheckpointLayout(enum.Enum):
     #: timm: ConvNeXt ``stem.*``, ``stages.i.downsample.*``, ``stages.i.blocks.j.conv_dw``,
     #: ``head.fc``; VGG ``features.*``, ``pre_logits.*``, ``head.fc``.
     TIMM = "timm"
-    #: torchvision: ``features.*`` (ConvNeXt: ``block.k``, ``layer_scale``) and ``classifier.*``.
+    #: torchvision: ``features.*`` (ConvNeXt: ``block.k``, ``layer_scale``) and ``classifier.*``;
+    #: ResNet ``conv1``, ``bn1``, ``layerN.*``, ``fc`` (timm's ResNet too; this package's names).
     TORCHVISION = "torchvision"
 
 
@@ -232,6 +236,19 @@ def _detect_vgg(keys: set[str]) -> CheckpointLayout | None:
     return None
 
 
+def _detect_resnet(keys: set[str]) -> CheckpointLayout | None:
+    # torchvision and timm name ResNet's tensors alike; this package uses the same names.
+    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
+        return CheckpointLayout.TORCHVISION
+    return None
+
+
+def _detect_darknet(keys: set[str]) -> CheckpointLayout | None:
+    if "stages.0.0.conv.weight" in keys:
+        return CheckpointLayout.OSTEONODE
+    return None
+
+
 @dataclass(frozen=True)
 class _Family:
     """How one network family names things, and which layouts map onto it."""
@@ -269,12 +286,34 @@ _VGG_NONLOCAL = _Family(
 )
 
 
+_RESNET = _Family(
+    stem_key="conv1.weight",
+    head_prefix="fc.",
+    detect=_detect_resnet,
+    renamers={CheckpointLayout.TORCHVISION: _identity},
+    native_layout=CheckpointLayout.TORCHVISION,
+)
+# DarkNet-19 has no torchvision or timm counterpart: only this package's own names load.
+_DARKNET = _Family(
+    stem_key="stages.0.0.conv.weight",
+    head_prefix="head.",
+    detect=_detect_darknet,
+    renamers={CheckpointLayout.OSTEONODE: _identity},
+)
+_FAMILIES: tuple[tuple[type[nn.Module], _Family], ...] = (
+    (ConvNeXt, _CONVNEXT),
+    (VGGNonLocal, _VGG_NONLOCAL),
+    (ResNet, _RESNET),
+    (DarkNet, _DARKNET),
+)
+
+
 def _family_of(model: nn.Module) -> _Family:
-    if isinstance(model, ConvNeXt):
-        return _CONVNEXT
-    if isinstance(model, VGGNonLocal):
-        return _VGG_NONLOCAL
-    raise TypeError(f"model must be a ConvNeXt or a VGGNonLocal, got {type(model).__name__}")
+    for network_type, family in _FAMILIES:
+        if isinstance(model, network_type):
+            return family
+    known = ", ".join(network_type.__name__ for network_type, _ in _FAMILIES)
+    raise TypeError(f"model must be one of {known}, got {type(model).__name__}")
 
 
 def _listed(label: str, keys: tuple[str, ...]) -> str:
@@ -394,15 +433,15 @@ def load_pretrained(
     strict_backbone: bool = True,
     require_head: bool = False,
 ) -> LoadReport:
-    """Load a checkpoint into a :class:`ConvNeXt` or :class:`VGGNonLocal`, renaming as needed.
+    """Load a checkpoint into a ConvNeXt, VGGNonLocal, ResNet or DarkNet, renaming as needed.
 
     Parameters
     ----------
-    model : ConvNeXt or VGGNonLocal
+    model : ConvNeXt, VGGNonLocal, ResNet or DarkNet
         The network to fill; changed in place only if the checkpoint fits.
     path : str or os.PathLike
         ``.safetensors``, ``.pth`` or ``.pt`` file in the osteonode, facebookresearch, timm or
-        torchvision layout (:class:`CheckpointLayout`).
+        torchvision layout (:class:`CheckpointLayout`; DarkNet: osteonode only).
     strict_backbone : bool
         Require every non-head model tensor to be in the checkpoint and every checkpoint tensor to
         fit the model (True, the default). With False, missing and unexpected keys are reported

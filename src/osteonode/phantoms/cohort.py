@@ -2,8 +2,8 @@
 
 Coordinates in the table are source pixels of the stored image, x = column, y = row, origin at the
 centre of the top-left pixel; ``spacing_mm`` is the detector pitch (Imager Pixel Spacing, or Pixel
-Spacing on CR files that carry only that). Patient sides: on these frontal films the patient's
-right is on the image left.
+Spacing on CR files that carry only that). Patient sides: on the frontal films the patient's
+right is on the image left; lateral lumbar films show the patient facing the image left.
 
 Columns of ``cohort.csv`` (one row per file):
 
@@ -13,11 +13,12 @@ Columns of ``cohort.csv`` (one row per file):
   ``rows``, ``columns``, and the encoding: ``modality``, ``photometric``, ``bits_stored``,
   ``transfer_syntax``, ``voi``, ``body_part_examined`` (``<absent>`` when not written),
   ``view_position``, ``study_description``; then ``t_score`` and ``category`` (WHO).
-- lumbar and chest: ``bmd_manufacturer`` (the DXA scale of every BMD value,
+- lumbar (frontal and lateral, ``lumbar_lateral``) and chest: ``bmd_manufacturer`` (the DXA scale of every BMD value,
   :data:`~osteonode.phantoms.demographics.BMD_MANUFACTURER`).
 - lumbar: ``bmd_T12`` ... ``bmd_L5`` (g/cm2), ``bmd_l1_l4`` (their L1-L4 mean), ``t_score`` of
   ``bmd_l1_l4`` against :data:`LUMBAR_REFERENCE`, and ``<V>_x1, <V>_y1 ... <V>_x4, <V>_y4`` per
-  vertebra: body corners top-left, top-right, bottom-right, bottom-left.
+  vertebra: body corners top-left, top-right, bottom-right, bottom-left (on a lateral film,
+  anterior on the image left: anterior-superior first).
 - hip: per patient side ``right_``/``left_``: ``neck_bmd``, ``total_hip_bmd``, ``t_score`` (lower
   of neck and total hip), ``category``, ``evaluable``, ``prosthesis``, ``crop_x0, crop_y0, crop_x1,
   crop_y1`` (METHODS.md crop), ``neck_x, neck_y``; ``t_score``/``category`` are the lower side's.
@@ -52,6 +53,7 @@ from osteonode.phantoms.dicom import build_dataset, choose_variant, make_identit
 from osteonode.phantoms.enum import HardCase, Part
 from osteonode.phantoms.hip import draw_hip
 from osteonode.phantoms.lumbar import draw_lumbar
+from osteonode.phantoms.lumbar_lateral import draw_lumbar_lateral
 from osteonode.phantoms.physics import Exposure, burn_annotations, render
 from osteonode.phantoms.raster import Grid
 
@@ -63,14 +65,19 @@ HARD_CASES = {
     Part.LUMBAR: (HardCase.IMPLANT, HardCase.SCOLIOSIS, HardCase.CROPPED),
     Part.CHEST: (HardCase.SCOLIOSIS, HardCase.CROPPED),
     Part.HIP: (HardCase.IMPLANT, HardCase.CROPPED),
+    Part.LUMBAR_LATERAL: (HardCase.IMPLANT, HardCase.CROPPED),
 }
 #: Long side of the field (mm), shape (rows, columns) relative to the long side, tube voltage (kV).
 _FIELD = {
     Part.LUMBAR: ((380.0, 440.0), (1.0, 0.8), (72.0, 92.0)),
     Part.CHEST: ((400.0, 440.0), (1.0, 1.0), (105.0, 125.0)),
     Part.HIP: ((400.0, 440.0), (0.8, 1.0), (70.0, 85.0)),
+    # Lateral lumbar films are collimated narrow, front to back, to the spine and its soft tissue.
+    Part.LUMBAR_LATERAL: ((380.0, 440.0), (1.0, 0.5), (85.0, 100.0)),
 }
-_PART_CODE = {Part.LUMBAR: 1, Part.CHEST: 2, Part.HIP: 3}
+_PART_CODE = {Part.LUMBAR: 1, Part.CHEST: 2, Part.HIP: 3, Part.LUMBAR_LATERAL: 4}
+#: Parts whose table has the lumbar columns (vertebra BMD and body corners).
+LUMBAR_PARTS = (Part.LUMBAR, Part.LUMBAR_LATERAL)
 SIZE_RANGE = (128, 4096)
 DEFAULT_SIZE = 2500
 
@@ -207,8 +214,9 @@ def make_phantom(
     field_range, shape, kvp_range = _FIELD[part]
     long_side_mm = rng.uniform(*field_range)
     grid = Grid(round(size * shape[0]), round(size * shape[1]), long_side_mm / size)
-    if part is Part.LUMBAR:
-        scene, geometry = draw_lumbar(rng, patient, grid, hard_case)
+    if part in LUMBAR_PARTS:
+        draw = draw_lumbar if part is Part.LUMBAR else draw_lumbar_lateral
+        scene, geometry = draw(rng, patient, grid, hard_case)
         evaluable = hard_case is HardCase.NONE
         columns = _lumbar_columns(patient, geometry)
     elif part is Part.HIP:
@@ -315,7 +323,7 @@ def make_cohort(
     Parameters
     ----------
     part:
-        ``lumbar``, ``chest`` or ``hip``.
+        ``lumbar`` (frontal), ``lumbar_lateral``, ``chest`` or ``hip``.
     n:
         Number of images (>= 1).
     out_dir:
@@ -404,7 +412,7 @@ def read_cohort(path: Path | str) -> list[PhantomRecord]:
             part = Part(row["part"])
             bmd = {k: float(v) for k, v in row.items() if "bmd" in k and k != "bmd_manufacturer"}
             corners = {}
-            if part is Part.LUMBAR:
+            if part in LUMBAR_PARTS:
                 corners = {
                     name: np.array(
                         [

@@ -71,6 +71,14 @@ HEADER_TEXTS: dict[Part, tuple[HeaderText, ...]] = {
         HeaderText("", "PA", "CHEST 1 VIEW", "chest pa"),
         HeaderText(None, "PA", "Thorax", "Chest PA erect"),
     ),
+    # Lateral lumbar films: Body Part Examined LSPINE, the view in View Position (LATERAL as
+    # some modalities write it, or DICOM's defined terms LL and RL for left and right lateral).
+    Part.LUMBAR_LATERAL: (
+        HeaderText("LSPINE", "LATERAL", "XR LUMBAR SPINE 2 VIEWS", "L-SPINE LAT"),
+        HeaderText("LSPINE", "LL", "Lumbar spine", "LWS seitlich"),
+        HeaderText("LSPINE", "RL", "XR L-SPINE", "lumbar spine lateral"),
+        HeaderText("LSPINE", "LATERAL", "Lumbar spine lateral", "LAT"),
+    ),
     Part.HIP: (
         HeaderText("HIP", "AP", "XR HIPS BILATERAL", "Pelvis AP"),
         HeaderText("PELVIS", "AP", "Pelvis", "AP"),
@@ -84,9 +92,22 @@ _ANATOMIC_REGION = {
     Part.LUMBAR: ("122496007", "Lumbar spine"),
     Part.CHEST: ("816094009", "Chest"),
     Part.HIP: ("12921003", "Pelvis"),
+    Part.LUMBAR_LATERAL: ("122496007", "Lumbar spine"),
 }
-#: View Code Sequence values (SNOMED CT) by View Position.
-_VIEW_CODES = {"AP": ("399348003", "antero-posterior"), "PA": ("399300004", "postero-anterior")}
+#: View Code Sequence values (SNOMED CT, CID 4010 "DX View") by View Position.
+_VIEW_CODES = {
+    "AP": ("399348003", "antero-posterior"),
+    "PA": ("272479007", "postero-anterior"),
+    "LATERAL": ("399067008", "lateral"),
+    "LL": ("399173006", "left lateral"),
+    "RL": ("399198007", "right lateral"),
+}
+#: Patient Orientation (row direction, column direction) as each part is drawn: frontal films
+#: with the patient's left on the image right, lateral films with the patient facing left.
+_PATIENT_ORIENTATION = {Part.LUMBAR_LATERAL: ("P", "F")}
+_FRONTAL_ORIENTATION = ("L", "F")
+#: The letter of a part in synthetic Patient IDs (lumbar and lumbar_lateral must differ).
+_PATIENT_ID_LETTER = {Part.LUMBAR: "L", Part.CHEST: "C", Part.HIP: "H", Part.LUMBAR_LATERAL: "S"}
 #: Body Part Examined defined terms of unpaired parts (General Series Laterality is then absent).
 _UNPAIRED_BODY_PARTS = frozenset({"LSPINE", "CHEST", "ABDOMEN", "PELVIS"})
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://osteonode.invalid/phantoms")
@@ -178,7 +199,7 @@ def make_identity(seed: int, part: Part, index: int, sex: Sex, age: int) -> Iden
     )
     return Identity(
         patient_name=f"PHANTOM^{part.value.upper()}{index:05d}",
-        patient_id=f"PH{seed % 100000:05d}{part.value[0].upper()}{index:06d}",
+        patient_id=f"PH{seed % 100000:05d}{_PATIENT_ID_LETTER[part]}{index:06d}",
         sex=sex,
         age=age,
         accession=f"A{seed % 10000:04d}{index:07d}",
@@ -308,9 +329,9 @@ def build_dataset(
     ds.ContentDate = date
     ds.ContentTime = time
     ds.InstanceNumber = 1
-    # Drawn in the standard display of frontal films: the patient's left on the image right, feet
-    # down, for AP and PA alike.
-    ds.PatientOrientation = ["L", "F"]
+    # Drawn in the standard display: frontal films (AP and PA alike) with the patient's left on
+    # the image right, lateral films with anterior on the image left; feet down.
+    ds.PatientOrientation = list(_PATIENT_ORIENTATION.get(part, _FRONTAL_ORIENTATION))
     ds.ImageType = ["ORIGINAL", "PRIMARY", ""] if is_dx else ["ORIGINAL", "PRIMARY"]
     ds.BurnedInAnnotation = "YES" if burned_text else "NO"
     ds.LossyImageCompression = "00"

@@ -15,6 +15,8 @@ class Part(str, Enum):
     LUMBAR = "lumbar"
     CHEST = "chest"
     HIP = "hip"
+    #: A lateral lumbar spine film (Boonrod et al. 2025's DarkNet-19 reads these).
+    LUMBAR_LATERAL = "lumbar_lateral"
 
 
 class HardCase(str, Enum):

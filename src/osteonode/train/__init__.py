@@ -2,10 +2,11 @@
 
 Each pipeline has a module here (``lumbar``, ``chest``, ``hip``) with a ``train`` function, a
 ``validate`` function (a written model's end-to-end figures on films with truth) and the
-:class:`DemoRecipe` that makes the shipped demo weights from synthetic phantoms. Shared by them:
-:mod:`.loop` (the training loop), :mod:`.augment` (declarative albumentations augmentation),
-:mod:`.distillation` (knowledge-distillation loss) and :mod:`.proxy` (proxy labels from
-unlabelled films).
+:class:`DemoRecipe` that makes the shipped demo weights from synthetic phantoms; the classifier
+pipelines (``lumbar_ap``, ``lumbar_lateral``) share :mod:`.classifier`, which gives each a trainer
+of the same shape. Shared by them: :mod:`.loop` (the training loop), :mod:`.augment` (declarative
+albumentations augmentation), :mod:`.distillation` (knowledge-distillation loss) and :mod:`.proxy`
+(proxy labels from unlabelled films).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from osteonode.train.loop import TrainingSettings
 
 if TYPE_CHECKING:
+    from osteonode.train.classifier import ClassifierTrainer
     from osteonode.zoo import ModelCard
 
 __all__ = ["DemoRecipe", "train_demo", "trainer"]
@@ -45,6 +47,9 @@ class DemoRecipe:
         Training settings.
     name, version
         Model name and version written into the card.
+    part
+        The phantom part of the cohort (:class:`osteonode.phantoms.Part` value); None: the
+        pipeline's own name.
     """
 
     phantoms: int
@@ -54,6 +59,7 @@ class DemoRecipe:
     settings: TrainingSettings
     name: str
     version: str
+    part: str | None = None
 
     def __post_init__(self) -> None:
         if self.phantoms < 2 or self.size < 64:
@@ -62,14 +68,18 @@ class DemoRecipe:
             raise ValueError("hard_fraction must lie in [0, 1)")
 
 
-def trainer(part: str) -> ModuleType:
-    """The training module of a pipeline (``osteonode.train.<part>``).
+def trainer(part: str) -> ModuleType | ClassifierTrainer:
+    """The trainer of a pipeline: ``osteonode.train.<part>``, or a classifier pipeline's.
 
     Raises
     ------
     ValueError
         When this version of osteonode has no trainer for ``part``.
     """
+    from osteonode.train.classifier import TRAINERS
+
+    if part in TRAINERS:
+        return TRAINERS[part]
     try:
         return importlib.import_module(f"osteonode.train.{part}")
     except ModuleNotFoundError as error:
@@ -92,7 +102,7 @@ def train_demo(
     recipe: DemoRecipe = module.DEMO_RECIPE
     cohort_dir = workdir / part
     cohort = make_cohort(
-        part,
+        recipe.part or part,
         recipe.phantoms,
         cohort_dir,
         seed=recipe.seed,
