@@ -50,8 +50,8 @@ from osteonode.phantoms import read_cohort
 from osteonode.phantoms.enum import Part
 from osteonode.pipelines.base import FindingSite, Method
 from osteonode.train import DemoRecipe
-from osteonode.train.augment import AugmentationRanges, random_choice_augment
-from osteonode.train.chest import GAMMA_RANGE, LABEL_SOFTNESS, PHANTOM_SOFTWARE
+from osteonode.train.augment import CHEST_WEAK, AugmentationSpec, Combine, Step, TransformName
+from osteonode.train.chest import LABEL_SOFTNESS, PHANTOM_SOFTWARE
 from osteonode.train.loop import LearningRateSchedule, TrainingSettings, fit, split_indices
 from osteonode.zoo import ClassifierSpec, ClassifierStage, ModelCard, NetworkEntry, save_model
 
@@ -74,10 +74,21 @@ log = structlog.get_logger(__name__)
 NETWORK_ROLE = "classifier"
 #: The cut-off written into the card and used for the validation figures (the papers' 0.5).
 DEFAULT_THRESHOLD = 0.5
-#: Gentler than the hip paper's ranges: a whole film, not a crop, and the density signal is in
-#: the grey levels, which a strong sharpen or blur would change more than the anatomy does.
-AUGMENTATION = AugmentationRanges(
-    blur_sigma=(0.3, 1.0), sharpen_amount=(0.2, 0.8), shear_deg=5.0, rotation_deg=7.0
+#: Each film flipped or not and its exposure varied (the chest paper's weak augmentation), then one
+#: of original, blurred, sharpened, sheared or slightly rotated: gentler than the hip paper's ranges,
+#: for a whole film whose density signal is in the grey levels a strong blur would change.
+AUGMENTATION = (
+    CHEST_WEAK,
+    AugmentationSpec(
+        (
+            Step(TransformName.NO_OP, 1.0),
+            Step(TransformName.GAUSSIAN_BLUR, 1.0, {"sigma_limit": (0.3, 1.0), "blur_limit": 0}),
+            Step(TransformName.SHARPEN, 1.0, {"alpha": (0.1, 0.3), "lightness": (1.0, 1.0)}),
+            Step(TransformName.AFFINE, 1.0, {"shear": (-5.0, 5.0), "border_mode": 1}),
+            Step(TransformName.AFFINE, 1.0, {"rotate": (-7.0, 7.0), "border_mode": 1}),
+        ),
+        Combine.ONE_OF,
+    ),
 )
 #: Fewest evaluable films a cohort must have, and of each class.
 MIN_FILMS = 10
@@ -418,6 +429,9 @@ class _ClassifierTask:
     batch_size: int
     metric_name: str = "auc"
 
+    def __post_init__(self) -> None:
+        self._augmenters = tuple(spec.augmenter(value_range=(0.0, 1.0)) for spec in AUGMENTATION)
+
     def train_batches(
         self, epoch: int, rng: np.random.Generator
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -445,13 +459,11 @@ class _ClassifierTask:
         return roc_auc(truth, torch.softmax(outputs.float(), dim=1)[:, 1].numpy())
 
     def _augment(self, images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """Flip, one of blur / sharpen / shear / rotation / none, and a gamma, per film."""
-        count = images.shape[0]
-        flip = torch.from_numpy(rng.random(count) < 0.5)
-        gamma = torch.from_numpy(np.exp(rng.uniform(*np.log(GAMMA_RANGE), size=count))).float()
-        images = torch.where(flip[:, None, None], images.flip(-1), images)
-        images = random_choice_augment(images[:, None], rng, AUGMENTATION)[:, 0]
-        return self.configuration.normalise(images.clamp(0.0, 1.0) ** gamma[:, None, None])
+        """:data:`AUGMENTATION` on films in [0, 1], then the network's normalisation."""
+        augmented = images.numpy()
+        for augmenter in self._augmenters:
+            augmented = augmenter(augmented, rng)
+        return self.configuration.normalise(torch.from_numpy(augmented))
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -580,6 +592,7 @@ def train(
             f" / {list(configuration.std)}"
         ),
         metrics=metrics,
+        training={"augmentation": " then ".join(spec.describe() for spec in AUGMENTATION)},
         networks=[
             NetworkEntry(
                 role=NETWORK_ROLE,
