@@ -36,6 +36,7 @@ from osteonode.store.queue import (
 )
 from osteonode.store.spool import Spool
 from osteonode.store.tables import EventKind, Job, Result, utc_now
+from osteonode.store.wakeups import Channel
 
 __all__ = ["MAX_GIVE_WAY_S", "Worker", "worker_identity"]
 
@@ -103,10 +104,14 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         """Ask the worker to finish its current job and exit."""
         self._stopping.set()
+        self._database.wakeups.interrupt()
 
     def run(self) -> None:
         log.info("worker_started", worker=self.worker_id, pipelines=sorted(self._pipelines))
+        wakeups = self._database.wakeups
         while not self._stopping.is_set():
+            # Read before looking, so a job committed while this worker looks still wakes it.
+            seen = wakeups.seen(Channel.JOBS)
             if self._give_way_to is not None:
                 self._give_way_to.wait_until_quiet(MAX_GIVE_WAY_S, self._stopping)
             try:
@@ -114,8 +119,9 @@ class Worker(threading.Thread):
             except Exception as error:  # a database outage must not end the thread
                 log.exception("worker_error", worker=self.worker_id, error=str(error))
                 worked = False
-            if not worked:
-                self._stopping.wait(self._settings.poll_interval_s)
+            if not worked and not self._stopping.is_set():
+                # Woken by the commit of a new job; the period is only a safety net.
+                wakeups.wait(Channel.JOBS, seen, self._settings.poll_interval_s)
         log.info("worker_stopped", worker=self.worker_id)
 
     def process_next(self) -> bool:
