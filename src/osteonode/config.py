@@ -32,6 +32,7 @@ __all__ = [
     "ENV_PREFIX",
     "AllowedCaller",
     "AssociationPolicy",
+    "BFloat16Autocast",
     "ConfigError",
     "ConfigProblem",
     "ChestSettings",
@@ -39,6 +40,7 @@ __all__ = [
     "DeliverySettings",
     "Destination",
     "HipSettings",
+    "InferenceSettings",
     "IntendedUsePolicy",
     "LoggingSettings",
     "LumbarSettings",
@@ -171,6 +173,33 @@ class WorkerSettings(_Section):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     poll_interval_s: PositiveSeconds = 1.0
     reclaim_interval_s: PositiveSeconds = 30.0
+
+
+class BFloat16Autocast(enum.StrEnum):
+    """When the pipelines of ``[inference] bfloat16_pipelines`` run in bfloat16 autocast."""
+
+    AUTO = "auto"
+    """On a CUDA device, or a CPU with native bfloat16 arithmetic (AMX or AVX512-BF16)."""
+    ON = "on"
+    """Always (on a CPU without native bfloat16 this is usually slower)."""
+    OFF = "off"
+    """Never: float32 throughout."""
+
+
+class InferenceSettings(_Section):
+    """``[inference]``: how the models run on this machine."""
+
+    threads_per_worker: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=0,
+        description="Intra-op threads of each worker; 0: the CPU cores shared among the workers,"
+        " so that workers x threads never exceeds the cores.",
+    )
+    bfloat16_autocast: BFloat16Autocast = BFloat16Autocast.AUTO
+    bfloat16_pipelines: list[PipelineName] = Field(
+        default_factory=list,
+        description="Pipelines whose models were verified to give the same results in bfloat16"
+        " (bench/inference.py); none by default: the demo models do not agree within 1e-3.",
+    )
 
 
 class LoggingSettings(_Section):
@@ -357,6 +386,7 @@ class NodeConfig(_Section):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,19 @@ class Node:
 
     def _start_workers(self) -> None:
         """Load the models, then start the workers, the senders and the PostgreSQL listener."""
+        from osteonode.inference import share_cores
         from osteonode.outbox import DeliverySender
         from osteonode.pipelines import load_pipelines
         from osteonode.worker import Worker
+
+        threads = share_cores(self.config.inference, self._worker_count)
+        log.info(
+            "inference_configured",
+            threads_per_worker=threads,
+            workers=self._worker_count,
+            bfloat16_autocast=self.config.inference.bfloat16_autocast.value,
+            bfloat16_pipelines=[name.value for name in self.config.inference.bfloat16_pipelines],
+        )
 
         # Models are loaded once per process; the workers share them.
         pipelines = self._pipelines

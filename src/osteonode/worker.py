@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 
 import structlog
+import torch
 
 from osteonode.analysis import Refusal, run_pipeline
 from osteonode.config import NodeConfig, PipelineName
 from osteonode.dicom.scp import IngestActivity
+from osteonode.inference import inference_context
 from osteonode.outbox import device_info, result_destinations, write_result_objects
 from osteonode.pipelines import Pipeline
 from osteonode.routing import Route, route_file
@@ -37,6 +40,7 @@ from osteonode.store.queue import (
 from osteonode.store.spool import Spool
 from osteonode.store.tables import EventKind, Job, Result, utc_now
 from osteonode.store.wakeups import Channel
+from osteonode.zoo import ModelError, pick_device
 
 __all__ = ["MAX_GIVE_WAY_S", "Worker", "worker_identity"]
 
@@ -99,6 +103,7 @@ class Worker(threading.Thread):
         self._spool = spool
         self._pipelines = dict(pipelines)
         self._give_way_to = give_way_to
+        self._model_device = _model_device(config.models.device)
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -184,8 +189,11 @@ class Worker(threading.Thread):
         """
         # Workers of one process share each pipeline's networks; Grad-CAM hooks them while it
         # runs, so one image at a time goes through a given pipeline.
-        with _run_lock(pipeline):
+        started = time.perf_counter()
+        inference = inference_context(self._config.inference, pipeline.name, self._model_device)
+        with _run_lock(pipeline), inference as bfloat16:
             radiograph, outcome = run_pipeline(pipeline, self._spool.path(spool_path))
+        analysed = time.perf_counter()
         if isinstance(outcome, Refusal):
             with self._database.session() as session:
                 mark_skipped(session, job, outcome.kind.value, outcome.detail)
@@ -207,6 +215,11 @@ class Worker(threading.Thread):
             device=self._device,
             report_not_evaluable=self._config.pipelines.get(pipeline.name).report_not_evaluable,
         )
+        # Where the time went, on the event, so latency can be read from the node's own record.
+        seconds = {
+            "analysis": round(analysed - started, 4),
+            "reports": round(time.perf_counter() - analysed, 4),
+        }
         with self._database.session() as session:
             row = Result(
                 job_id=job.id,
@@ -228,6 +241,8 @@ class Worker(threading.Thread):
                 result_id=row.id,
                 evaluable=outcome.evaluable,
                 destinations=list(names) if objects else [],
+                seconds=seconds,
+                bfloat16=bfloat16,
             )
             add_deliveries(session, row, objects)
             mark_done(session, job)
@@ -235,6 +250,15 @@ class Worker(threading.Thread):
     def _release(self, job: Job) -> None:
         with self._database.session() as session:
             release_job(session, job)
+
+
+def _model_device(preference: str) -> torch.device:
+    """The device the models run on (where bfloat16 autocast applies)."""
+    try:
+        return pick_device(preference)
+    except ModelError:
+        # No GPU for a configured cuda device: no pipeline loads, so nothing runs anywhere.
+        return torch.device("cpu")
 
 
 _RUN_LOCKS: dict[int, threading.Lock] = {}
