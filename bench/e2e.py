@@ -119,8 +119,14 @@ def _echo(port: int, called_ae: str) -> bool:
 def _store(port: int, files: Sequence[Path]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         ["storescu", "-aet", "BENCH", "-aec", "OSTEONODE", "127.0.0.1", str(port), *map(str, files)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+
+
+def _sent(sender: subprocess.Popen[bytes]) -> None:
+    _, error = sender.communicate()
+    if sender.returncode != 0:
+        raise RuntimeError(f"storescu failed: {error.decode(errors='replace')[-2000:]}")
 
 
 def write_config(workdir: Path, port: int, pacs: Pacs, models: Path, parts: Sequence[str]) -> Path:
@@ -175,25 +181,35 @@ def node_phases(database_url: str, sop_instance_uid: str, sent_from: float) -> d
     from osteonode.store.tables import Delivery, Event, Instance, Result
 
     database = Database(database_url)
+    deadline = time.monotonic() + 30
     try:
-        with database.session() as session:
-            instance = session.scalars(
-                select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
-            ).one()
-            events = {
-                str(event.kind): event
-                for event in session.scalars(
-                    select(Event).where(Event.instance_id == instance.id).order_by(Event.id.desc())
+        # The PACS may have the objects a moment before the node has recorded them as sent.
+        while True:
+            with database.session() as session:
+                instance = session.scalars(
+                    select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
+                ).one()
+                events = list(
+                    session.scalars(
+                        select(Event).where(Event.instance_id == instance.id).order_by(Event.id)
+                    )
                 )
-            }
-            sent = session.scalars(
-                select(Delivery.sent_at).join(Result).where(Result.instance_id == instance.id)
-            ).all()
+                sent = session.scalars(
+                    select(Delivery.sent_at).join(Result).where(Result.instance_id == instance.id)
+                ).all()
+            if sent and all(sent):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the node never recorded {sop_instance_uid} as sent")
+            time.sleep(0.05)
     finally:
         database.dispose()
-    received = events["received"].at.timestamp()
-    claimed = min(e.at.timestamp() for k, e in events.items() if k == "job_claimed")
-    stored = events["result_stored"]
+    first = {}
+    for event in events:
+        first.setdefault(str(event.kind), event)
+    received = first["received"].at.timestamp()
+    claimed = first["job_claimed"].at.timestamp()
+    stored = first["result_stored"]
     seconds = stored.details.get("seconds", {})
     analysis, reports = seconds.get("analysis", 0.0), seconds.get("reports", 0.0)
     return {
@@ -202,7 +218,7 @@ def node_phases(database_url: str, sop_instance_uid: str, sent_from: float) -> d
         "analysis": analysis,
         "reports": reports,
         "commit": stored.at.timestamp() - claimed - analysis - reports,
-        "delivery": max(moment.timestamp() for moment in sent if moment) - stored.at.timestamp(),
+        "delivery": max(moment.timestamp() for moment in sent) - stored.at.timestamp(),
     }
 
 
@@ -218,8 +234,7 @@ def measure_latency(
             uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
             wall_started = time.time()
             started = time.perf_counter()
-            if _store(node.port, [path]).wait() != 0:
-                raise RuntimeError(f"storescu could not send {path.name}")
+            _sent(_store(node.port, [path]))
             arrived = pacs.wait_for(before + OBJECTS_PER_FILM)
             phases = node_phases(database_url, uid, wall_started)
             timings.append(FilmTiming(part, arrived - started, phases))
@@ -231,8 +246,8 @@ def measure_throughput(node: Node, pacs: Pacs, films: Sequence[Path]) -> float:
     before = pacs.count()
     started = time.perf_counter()
     senders = [_store(node.port, films[index::THROUGHPUT_SENDERS]) for index in range(THROUGHPUT_SENDERS)]
-    if any(sender.wait() != 0 for sender in senders):
-        raise RuntimeError("storescu could not send the batch")
+    for sender in senders:
+        _sent(sender)
     finished = pacs.wait_for(before + OBJECTS_PER_FILM * len(films), timeout_s=1800)
     return len(films) / (finished - started) * 3600
 
@@ -318,15 +333,24 @@ def main() -> None:
         if shutil.which(tool) is None:
             parser.error(f"{tool} (dcmtk) is not installed")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    import pydicom
+
     from osteonode.phantoms import make_cohort
 
     workdir = arguments.workdir.resolve()
     films: dict[str, list[Path]] = {}
     for part in arguments.parts:
         folder = workdir / "films" / part
-        if not any(folder.glob("*.dcm")):
+        if len(list(folder.glob("*.dcm"))) < arguments.films:
             size = {} if arguments.size is None else {"size": arguments.size}
             make_cohort(part, arguments.films, folder, seed=4242, **size)
+            # As most modalities send, and as dcmtk storescu and storescp take any film:
+            # uncompressed (some phantoms are written compressed).
+            for path in folder.glob("*.dcm"):
+                dataset = pydicom.dcmread(path)
+                if dataset.file_meta.TransferSyntaxUID.is_compressed:
+                    dataset.decompress()
+                    dataset.save_as(path)
         films[part] = sorted(folder.glob("*.dcm"))[: arguments.films]
     node_dir = workdir / "node"
     shutil.rmtree(node_dir, ignore_errors=True)
