@@ -51,6 +51,7 @@ test: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pixels.py
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) var demo-out bench-out

@@ -171,7 +171,11 @@ class WorkerSettings(_Section):
     count: Annotated[int, Field(ge=0, le=64)] = 2
     lease_seconds: PositiveSeconds = 600.0
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
-    poll_interval_s: PositiveSeconds = 1.0
+    poll_interval_s: PositiveSeconds = Field(
+        default=10.0,
+        description="Safety net: how often an idle worker looks for work no commit announced"
+        " (a committed job wakes it at once).",
+    )
     reclaim_interval_s: PositiveSeconds = 30.0
 
 
@@ -250,7 +254,9 @@ class DeliverySettings(_Section):
     """How often the node looks for reports due to be sent, and how long a send may hold one."""
 
     interval_s: PositiveSeconds = Field(
-        default=2.0, description="Period of the scheduler job that sends due deliveries."
+        default=2.0,
+        description="How often each destination's sender looks for due deliveries no commit"
+        " announced (retries whose back-off ran out); a committed delivery wakes it at once.",
     )
     lease_seconds: PositiveSeconds = Field(
         default=300.0, description="A delivery held longer than this by a silent sender is sent again."
