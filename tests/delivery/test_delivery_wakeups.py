@@ -10,7 +10,6 @@ from pathlib import Path
 import pydicom
 from delivery_standin import StandInLumbarPipeline
 from fixtures.peers import free_port, make_radiograph
-from pydicom.dataset import Dataset
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
 from sqlalchemy import select

@@ -153,7 +153,7 @@ class PostgresListener(threading.Thread):
         while not self._stopping.is_set():
             try:
                 self._listen()
-            except Exception as error:  # a database outage must not end the thread
+            except Exception as error:  # noqa: BLE001 - a database outage must not end the thread
                 log.warning("wakeup_listener_failed", error=f"{type(error).__name__}: {error}")
                 self._wakeups.interrupt()
                 self._stopping.wait(self._retry_s)
