@@ -309,12 +309,12 @@ def measure_floor(config_path: Path, films: dict[str, list[Path]]) -> dict[str, 
     """Median seconds of each step per part, in this process, nothing waiting in between."""
     import torch
 
-    from osteonode.config import PipelineName, load_config
+    from osteonode.config import load_config
     from osteonode.dicom.scu import send_files
     from osteonode.imaging import load_radiograph
     from osteonode.inference import inference_context, share_cores
     from osteonode.outbox import device_info, write_result_objects
-    from osteonode.pipelines import load_pipelines
+    from osteonode.pipelines.registry import load_pipelines
     from osteonode.store.spool import Spool
 
     config = load_config(config_path, environ={})
@@ -326,13 +326,13 @@ def measure_floor(config_path: Path, films: dict[str, list[Path]]) -> dict[str, 
     with tempfile.TemporaryDirectory() as scratch:
         spool = Spool(Path(scratch))
         for part, paths in films.items():
-            pipeline = pipelines[PipelineName(part)]
+            pipeline = pipelines[part]
             steps: dict[str, list[float]] = {"decode": [], "forward": [], "encode": [], "send": []}
             for path in paths:
                 moments = [time.perf_counter()]
                 radiograph = load_radiograph(path)
                 moments.append(time.perf_counter())
-                with inference_context(config.inference, PipelineName(part), torch.device("cpu")):
+                with inference_context(config.inference, part, torch.device("cpu")):
                     result = pipeline.run(radiograph)
                 moments.append(time.perf_counter())
                 objects = write_result_objects(

@@ -30,16 +30,11 @@ from typing import Any
 import structlog
 import torch
 
-from osteonode.config import (
-    BFloat16Autocast,
-    InferenceSettings,
-    NodeConfig,
-    PipelineName,
-)
+from osteonode.config import SHIPPED_PIPELINES, BFloat16Autocast, InferenceSettings, NodeConfig
 from osteonode.imaging import load_radiograph
 from osteonode.inference import cpu_has_native_bfloat16, inference_context, share_cores
 from osteonode.phantoms import make_cohort
-from osteonode.pipelines import load_pipelines
+from osteonode.pipelines.registry import load_pipelines
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -76,8 +71,7 @@ def categories(value: Any) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--films", type=int, default=4)
-    parser.add_argument("--parts", nargs="+", choices=[p.value for p in PipelineName],
-                        default=[p.value for p in PipelineName])
+    parser.add_argument("--parts", nargs="+", default=list(SHIPPED_PIPELINES))
     parser.add_argument("--models", type=Path, default=REPOSITORY / "models")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: all cores")
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/inference"))
@@ -86,7 +80,7 @@ def main() -> None:
     settings = InferenceSettings(
         threads_per_worker=arguments.threads,
         bfloat16_autocast=BFloat16Autocast.ON,
-        bfloat16_pipelines=list(PipelineName),
+        bfloat16_pipelines=list(arguments.parts),
     )
     threads = share_cores(settings, 1)
     print(f"{threads} threads; CPU with native bfloat16: {cpu_has_native_bfloat16()}")
@@ -94,7 +88,7 @@ def main() -> None:
     pipelines = load_pipelines(config).available
     device = torch.device("cpu")
     for part in arguments.parts:
-        pipeline = pipelines.get(PipelineName(part))
+        pipeline = pipelines.get(part)
         if pipeline is None:
             print(f"{part:8s} not installed")
             continue
@@ -112,7 +106,7 @@ def main() -> None:
                 )
                 started = time.perf_counter()
                 try:
-                    with inference_context(run_settings, PipelineName(part), device):
+                    with inference_context(run_settings, part, device):
                         results[bfloat16] = pipeline.run(film).to_dict()
                 except (TypeError, RuntimeError) as error:
                     print(f"{part:8s} fails in bfloat16: {type(error).__name__}: {error}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from osteonode.config import BFloat16Autocast, InferenceSettings, PipelineName
+from osteonode.config import BFloat16Autocast, InferenceSettings
 
 __all__ = [
     "cpu_has_native_bfloat16",
@@ -86,9 +86,9 @@ def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
-def uses_bfloat16(settings: InferenceSettings, pipeline: PipelineName, device: torch.device) -> bool:
-    """Whether ``pipeline`` runs in bfloat16 autocast on ``device``."""
-    if PipelineName(pipeline) not in settings.bfloat16_pipelines:
+def uses_bfloat16(settings: InferenceSettings, pipeline: str, device: torch.device) -> bool:
+    """Whether the pipeline called ``pipeline`` runs in bfloat16 autocast on ``device``."""
+    if pipeline not in settings.bfloat16_pipelines:
         return False
     if settings.bfloat16_autocast is BFloat16Autocast.AUTO:
         return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
@@ -97,7 +97,7 @@ def uses_bfloat16(settings: InferenceSettings, pipeline: PipelineName, device: t
 
 @contextlib.contextmanager
 def inference_context(
-    settings: InferenceSettings, pipeline: PipelineName, device: torch.device
+    settings: InferenceSettings, pipeline: str, device: torch.device
 ) -> Iterator[bool]:
     """Run a pipeline inside: bfloat16 autocast where :func:`uses_bfloat16` says so.
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig
 from osteonode.dicom.scp import StorageSCP
 from osteonode.signals import stop_on_signals
 from osteonode.store.db import Database
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     # Workers, senders and pipelines import torch, numpy imaging and the report builders (seconds
     # of start-up); a receiver needs none of them, so they are imported when workers start.
     from osteonode.outbox import DeliverySender
-    from osteonode.pipelines import Pipeline
+    from osteonode.pipelines.registry import Pipeline
     from osteonode.worker import Worker
 
 __all__ = ["Node", "run_node"]
@@ -78,7 +78,7 @@ class Node:
         *,
         scp: bool = True,
         workers: bool = True,
-        pipelines: Mapping[PipelineName, Pipeline] | None = None,
+        pipelines: Mapping[str, Pipeline] | None = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
             raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
@@ -138,7 +138,7 @@ class Node:
         """Load the models, then start the workers, the senders and the PostgreSQL listener."""
         from osteonode.inference import share_cores
         from osteonode.outbox import DeliverySender
-        from osteonode.pipelines import load_pipelines
+        from osteonode.pipelines.registry import load_pipelines
         from osteonode.worker import Worker
 
         threads = share_cores(self.config.inference, self._worker_count)
@@ -147,7 +147,7 @@ class Node:
             threads_per_worker=threads,
             workers=self._worker_count,
             bfloat16_autocast=self.config.inference.bfloat16_autocast.value,
-            bfloat16_pipelines=[name.value for name in self.config.inference.bfloat16_pipelines],
+            bfloat16_pipelines=list(self.config.inference.bfloat16_pipelines),
         )
 
         # Models are loaded once per process; the workers share them.
@@ -259,7 +259,7 @@ def run_node(
     *,
     workers: bool = True,
     scp: bool = True,
-    pipelines: Mapping[PipelineName, Pipeline] | None = None,
+    pipelines: Mapping[str, Pipeline] | None = None,
     stop_requested: threading.Event | None = None,
 ) -> None:
     """Run a node in this process until SIGTERM or SIGINT, then shut it down cleanly.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from osteonode.config import BFloat16Autocast, InferenceSettings, PipelineName
+from osteonode.config import BFloat16Autocast, InferenceSettings
 from osteonode.inference import (
     cpu_has_native_bfloat16,
     inference_context,
@@ -48,32 +48,32 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
 
 def test_bfloat16_is_off_by_default_and_only_for_listed_pipelines() -> None:
     listed = InferenceSettings(
-        bfloat16_autocast=BFloat16Autocast.ON, bfloat16_pipelines=[PipelineName.CHEST]
+        bfloat16_autocast=BFloat16Autocast.ON, bfloat16_pipelines=["chest"]
     )
 
-    assert not uses_bfloat16(InferenceSettings(), PipelineName.CHEST, CPU)
-    assert uses_bfloat16(listed, PipelineName.CHEST, CPU)
-    assert not uses_bfloat16(listed, PipelineName.LUMBAR, CPU)
+    assert not uses_bfloat16(InferenceSettings(), "chest", CPU)
+    assert uses_bfloat16(listed, "chest", CPU)
+    assert not uses_bfloat16(listed, "lumbar", CPU)
     off = listed.model_copy(update={"bfloat16_autocast": BFloat16Autocast.OFF})
-    assert not uses_bfloat16(off, PipelineName.CHEST, CPU)
+    assert not uses_bfloat16(off, "chest", CPU)
 
 
 def test_auto_follows_the_hardware() -> None:
-    auto = InferenceSettings(bfloat16_pipelines=[PipelineName.CHEST])
+    auto = InferenceSettings(bfloat16_pipelines=["chest"])
 
-    assert uses_bfloat16(auto, PipelineName.CHEST, CPU) == cpu_has_native_bfloat16()
+    assert uses_bfloat16(auto, "chest", CPU) == cpu_has_native_bfloat16()
 
 
 def test_a_listed_pipeline_runs_its_convolutions_in_bfloat16() -> None:
     settings = InferenceSettings(
-        bfloat16_autocast=BFloat16Autocast.ON, bfloat16_pipelines=[PipelineName.HIP]
+        bfloat16_autocast=BFloat16Autocast.ON, bfloat16_pipelines=["hip"]
     )
     convolution = torch.nn.Conv2d(1, 2, 3)
     image = torch.rand(1, 1, 8, 8)
 
-    with inference_context(settings, PipelineName.HIP, CPU) as bfloat16:
+    with inference_context(settings, "hip", CPU) as bfloat16:
         listed = convolution(image)
-    with inference_context(settings, PipelineName.LUMBAR, CPU) as not_listed:
+    with inference_context(settings, "lumbar", CPU) as not_listed:
         unlisted = convolution(image)
 
     assert (bfloat16, listed.dtype) == (True, torch.bfloat16)
