@@ -467,16 +467,33 @@ def _to_attenuation(
     the Photometric Interpretation (IDENTITY for MONOCHROME2, INVERSE for MONOCHROME1).
     """
     try:
-        modality = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        modality = _modality_values(stored, ds)
     except Exception as exc:  # a malformed Modality LUT or rescale is a header fault
         raise ImageError(
             ImageErrorReason.INVALID_HEADER,
             f"the Modality LUT / Rescale cannot be applied: {type(exc).__name__}: {exc}",
         ) from exc
     if photometric is PhotometricInterpretation.MONOCHROME2:
-        return modality.astype(np.float32), None
+        return modality, None
     reflection = _modality_range_sum(ds)
-    return (reflection - modality).astype(np.float32), reflection
+    np.subtract(np.float32(reflection), modality, out=modality)
+    return modality, reflection
+
+
+def _modality_values(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """The Modality LUT's output as a new float32 array.
+
+    A linear rescale is computed in float32, in place, rather than through pydicom's float64 copy
+    of the whole film (twice the memory traffic for the same float32 result: stored values up to
+    16 bits are exact in float32); a Modality LUT table goes through pydicom.
+    """
+    if "ModalityLUTSequence" in ds:
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    values = stored.astype(np.float32)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        values *= np.float32(ds.RescaleSlope)
+        values += np.float32(ds.RescaleIntercept)
+    return values
 
 
 def _modality_range_sum(ds: Dataset) -> float:
