@@ -193,11 +193,11 @@ class Worker(threading.Thread):
         """
         # Workers of one process share each pipeline's networks; Grad-CAM hooks them while it
         # runs, so one image at a time goes through a given pipeline.
-        started = time.perf_counter()
         inference = inference_context(self._config.inference, pipeline.name, self._model_device)
         with _run_lock(pipeline), inference as bfloat16:
+            started = time.perf_counter()
             radiograph, outcome = run_pipeline(pipeline, self._spool.path(spool_path))
-        analysed = time.perf_counter()
+            analysed = time.perf_counter()
         if isinstance(outcome, Refusal):
             with self._database.session() as session:
                 mark_skipped(session, job, outcome.kind.value, outcome.detail)
