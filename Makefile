@@ -54,6 +54,7 @@ test: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pixels.py
+	$(BIN)/python bench/e2e.py
 
 # Mutated files against a running node (bench/fuzz.py); prints deaths, losses and peak memory.
 fuzz: install

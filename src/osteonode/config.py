@@ -35,11 +35,13 @@ __all__ = [
     "ANY_CALLING_AE",
     "AllowedCaller",
     "AssociationPolicy",
+    "BFloat16Autocast",
     "ConfigError",
     "ConfigProblem",
     "DatabaseSettings",
     "DeliverySettings",
     "Destination",
+    "InferenceSettings",
     "IntendedUsePolicy",
     "LimitsSettings",
     "LoggingSettings",
@@ -237,7 +239,11 @@ class WorkerSettings(_Section):
     count: Annotated[int, Field(ge=0, le=64)] = 2
     lease_seconds: PositiveSeconds = 600.0
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
-    poll_interval_s: PositiveSeconds = 1.0
+    poll_interval_s: PositiveSeconds = Field(
+        default=10.0,
+        description="Safety net: how often an idle worker looks for work no commit announced"
+        " (a committed job wakes it at once).",
+    )
     reclaim_interval_s: PositiveSeconds = 30.0
     # Supervision (osteonode.supervision): a worker thread that died is restarted; a worker on one
     # job longer than stuck_after_s is reported stuck; heartbeats make both visible to `status`.
@@ -259,6 +265,33 @@ class LimitsSettings(_Section):
     max_file_mb: Annotated[float, Field(gt=0)] = 512.0
     decode_timeout_s: PositiveSeconds = 120.0
     decoder_memory_mb: Annotated[int, Field(ge=256)] = 4096
+
+
+class BFloat16Autocast(enum.StrEnum):
+    """When the pipelines of ``[inference] bfloat16_pipelines`` run in bfloat16 autocast."""
+
+    AUTO = "auto"
+    """On a CUDA device, or a CPU with native bfloat16 arithmetic (AMX or AVX512-BF16)."""
+    ON = "on"
+    """Always (on a CPU without native bfloat16 this is usually slower)."""
+    OFF = "off"
+    """Never: float32 throughout."""
+
+
+class InferenceSettings(_Section):
+    """``[inference]``: how the models run on this machine."""
+
+    threads_per_worker: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=0,
+        description="Intra-op threads of each worker; 0: the CPU cores shared among the workers,"
+        " so that workers x threads never exceeds the cores.",
+    )
+    bfloat16_autocast: BFloat16Autocast = BFloat16Autocast.AUTO
+    bfloat16_pipelines: list[PipelineName] = Field(
+        default_factory=list,
+        description="Pipelines whose models were verified to give the same results in bfloat16"
+        " (bench/inference.py); none by default: the demo models do not agree within 1e-3.",
+    )
 
 
 class LoggingSettings(_Section):
@@ -310,7 +343,9 @@ class DeliverySettings(_Section):
     """How often the node looks for reports due to be sent, and how long a send may hold one."""
 
     interval_s: PositiveSeconds = Field(
-        default=2.0, description="Period of the scheduler job that sends due deliveries."
+        default=2.0,
+        description="How often each destination's sender looks for due deliveries no commit"
+        " announced (retries whose back-off ran out); a committed delivery wakes it at once.",
     )
     lease_seconds: PositiveSeconds = Field(
         default=300.0, description="A delivery held longer than this by a silent sender is sent again."
@@ -469,6 +504,7 @@ class NodeConfig(_Section):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     pipelines: dict[PipelineName, PipelineSettings] = Field(default_factory=dict)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,8 +6,9 @@ Two halves, used by two kinds of thread:
   Comprehensive SR for a destination configured so) and the Secondary Capture of a result, writes
   them durably to the spool, and returns what must be sent where, for the worker to queue as
   Delivery rows in the same transaction as the Result row (:mod:`osteonode.store.deliveries`).
-* :class:`DeliverySender` (scheduler): claims due deliveries of one destination, sends each with
-  C-STORE (:mod:`osteonode.dicom.scu`) and records the outcome: sent; a transient failure retried
+* :class:`DeliverySender` (a thread per destination, woken when a delivery is committed): claims the
+  due deliveries of its destination, sends them with C-STORE in one association
+  (:mod:`osteonode.dicom.scu`) and records each outcome: sent; a transient failure retried
   after an exponential back-off with jitter (persisted as ``next_attempt_at``, so it survives a
   restart); or a permanent failure, or the last allowed attempt, dead-lettered with the
   destination's own status and comment for ``osteonode deliveries retry``. A try whose answer was
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from osteonode import __version__
 from osteonode.config import Destination, NodeConfig, NodeSettings, SrStorage
-from osteonode.dicom.scu import SendOutcome, SendResult, send_file
+from osteonode.dicom.scu import SendOutcome, SendResult, send_files
 from osteonode.dicom.tls import client_context
 from osteonode.imaging.pixels import Radiograph
 from osteonode.pipelines.base import Result
@@ -47,6 +48,7 @@ from osteonode.store.deliveries import (
 from osteonode.store.queue import LeaseLostError
 from osteonode.store.spool import Spool
 from osteonode.store.tables import Delivery, utc_now
+from osteonode.store.wakeups import Channel
 
 __all__ = [
     "DeliverySender",
@@ -180,7 +182,13 @@ def retry_delay(destination: Destination, attempt: int, rng: random.Random) -> t
 
 
 class DeliverySender:
-    """Sends due deliveries, one destination at a time per call.
+    """Sends due deliveries: one thread per destination, woken when a delivery is committed.
+
+    Each destination's thread sends what is due as soon as the commit that queued it wakes the
+    thread (:mod:`osteonode.store.wakeups`), and otherwise every ``delivery.interval_s``, a safety
+    net that also picks up retries whose back-off has run out. The deliveries due together (the SR
+    and Secondary Capture of a result, or a backlog) go in one association, up to
+    ``MAX_OBJECTS_PER_ASSOCIATION``.
 
     Parameters
     ----------
@@ -198,6 +206,10 @@ class DeliverySender:
     osteonode.dicom.tls.TlsError
         If a destination's TLS files are unusable.
     """
+
+    #: Most deliveries one association carries; a backlog is sent in several, so that a send that
+    #: fails does not hold many leases at once.
+    MAX_OBJECTS_PER_ASSOCIATION = 16
 
     def __init__(
         self,
@@ -221,16 +233,51 @@ class DeliverySender:
             for name, destination in config.destinations.items()
             if destination.tls.enabled
         }
+        self._threads = [
+            threading.Thread(
+                target=self._serve, args=(name,), name=f"osteonode-sender-{name}", daemon=True
+            )
+            for name in config.destinations
+        ]
 
-    def stop(self) -> None:
-        """Finish the send in progress and stop sending."""
+    def start(self) -> None:
+        """Start one sending thread per destination."""
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Finish the sends in progress and stop sending.
+
+        Parameters
+        ----------
+        grace_s
+            How long to wait for the threads to finish; None: do not wait.
+        """
         self._stopping.set()
+        self._database.wakeups.interrupt()
+        if grace_s is None:
+            return
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(grace_s)
+
+    def _serve(self, name: str) -> None:
+        wakeups = self._database.wakeups
+        while not self._stopping.is_set():
+            # Read before looking, so a delivery committed while this thread sends still wakes it.
+            seen = wakeups.seen(Channel.DELIVERIES)
+            try:
+                self.send_due(name)
+            except Exception as error:  # a database outage must not end the thread
+                log.exception("sender_error", destination=name, error=str(error))
+            if not self._stopping.is_set():
+                wakeups.wait(Channel.DELIVERIES, seen, self._config.delivery.interval_s)
 
     def send_due(self, name: str) -> int:
         """Send every delivery to destination ``name`` that is due now.
 
         One call per destination runs at a time in this process: a call that finds another still
-        sending to the same destination returns at once (the scheduler calls again next period).
+        sending to the same destination returns at once.
 
         Returns
         -------
@@ -244,33 +291,44 @@ class DeliverySender:
         tried = 0
         try:
             while not self._stopping.is_set():
-                with self._database.session() as session:
-                    delivery = claim_delivery(
-                        session, destination=name, lease_seconds=self._config.delivery.lease_seconds
-                    )
-                if delivery is None:
+                deliveries = self._claim(name)
+                if not deliveries:
                     break
-                self._send(delivery, destination)
-                tried += 1
+                self._send(deliveries, name, destination)
+                tried += len(deliveries)
         finally:
             busy.release()
         return tried
 
-    def _send(self, delivery: Delivery, destination: Destination) -> None:
-        outcome = send_file(
-            self._spool.path(delivery.spool_path),
+    def _claim(self, name: str) -> list[Delivery]:
+        """Claim the deliveries due to ``name`` now, oldest first, in one transaction."""
+        deliveries: list[Delivery] = []
+        with self._database.session() as session:
+            while len(deliveries) < self.MAX_OBJECTS_PER_ASSOCIATION:
+                delivery = claim_delivery(
+                    session, destination=name, lease_seconds=self._config.delivery.lease_seconds
+                )
+                if delivery is None:
+                    break
+                deliveries.append(delivery)
+        return deliveries
+
+    def _send(self, deliveries: Sequence[Delivery], name: str, destination: Destination) -> None:
+        outcomes = send_files(
+            [self._spool.path(delivery.spool_path) for delivery in deliveries],
             host=destination.host,
             port=destination.port,
             called_ae_title=destination.ae_title,
             calling_ae_title=destination.calling_ae_title or self._config.node.ae_title,
             timeout_s=destination.timeout_s,
-            tls=self._tls.get(delivery.destination),
+            tls=self._tls.get(name),
         )
-        try:
-            with self._database.session() as session:
-                self._record(session, delivery, destination, outcome, utc_now())
-        except LeaseLostError as error:
-            log.warning("delivery_lease_lost", delivery_id=delivery.id, error=str(error))
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            try:
+                with self._database.session() as session:
+                    self._record(session, delivery, destination, outcome, utc_now())
+            except LeaseLostError as error:
+                log.warning("delivery_lease_lost", delivery_id=delivery.id, error=str(error))
 
     def _record(
         self,

@@ -4,9 +4,10 @@
 ``osteonode worker`` only works (scale-out workers against PostgreSQL). Each process also runs the
 periodic work (reclaiming expired job leases, the spool retention purge); both are idempotent, so
 several processes sharing a database may run them. A process with workers also sends results: one
-scheduler job per configured destination sends that destination's due deliveries (claimed with a
+thread per configured destination sends that destination's due deliveries (claimed with a
 lease, so several processes may send from one outbox, and one unreachable PACS never holds up
-another).
+another). Workers and senders are woken by the commit that gives them work
+(:mod:`osteonode.store.wakeups`); their periods are only a safety net.
 
 Shutdown on SIGTERM or SIGINT: the SCP stops accepting associations and lets open ones finish, each
 worker finishes the job it holds (or gives it back unstarted), each sender finishes the file it is
@@ -24,14 +25,13 @@ import dataclasses
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from osteonode.config import NodeConfig
 from osteonode.dicom.scp import StorageSCP
-from osteonode.outbox import DeliverySender
-from osteonode.pipelines.registry import Pipeline, load_pipelines
 from osteonode.signals import stop_on_signals
 from osteonode.store.db import Database
 from osteonode.store.deliveries import undelivered_by_destination
@@ -39,9 +39,16 @@ from osteonode.store.queue import reclaim_expired_leases
 from osteonode.store.retention import purge_spool, remove_orphan_files
 from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
+from osteonode.store.wakeups import PostgresListener
 from osteonode.store.workers import WorkerHealth
-from osteonode.supervision import WorkerSupervisor
-from osteonode.worker import Worker
+
+if TYPE_CHECKING:
+    # Workers, senders and pipelines import torch, numpy imaging and the report builders (seconds
+    # of start-up); a receiver needs none of them, so they are imported when workers start.
+    from osteonode.outbox import DeliverySender
+    from osteonode.pipelines.registry import Pipeline
+    from osteonode.supervision import WorkerSupervisor
+    from osteonode.worker import Worker
 
 __all__ = ["Node", "run_node"]
 
@@ -87,25 +94,19 @@ class Node:
         self.database = Database(config.database.url)
         self.spool = Spool(config.storage.spool_dir)
         self.scp = StorageSCP(config, self.database, self.spool) if scp else None
-        activity = self.scp.activity if self.scp is not None else None
-        worker_count = config.workers.count if workers else 0
-        # Models are loaded once per process; the workers share them.
-        if pipelines is None:
-            pipelines = load_pipelines(config).available if worker_count else {}
-        loaded = pipelines
-
-        def make_worker(index: int) -> Worker:
-            return Worker(
-                config, self.database, self.spool, index=index, pipelines=loaded, give_way_to=activity
-            )
-
-        self.supervisor = WorkerSupervisor(config.workers, self.database, make_worker, worker_count)
-        self.sender = DeliverySender(config, self.database, self.spool) if worker_count else None
+        self._worker_count = config.workers.count if workers else 0
+        self._pipelines = pipelines
+        self.supervisor: WorkerSupervisor | None = None
+        self.sender: DeliverySender | None = None
+        self._listener: PostgresListener | None = None
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
 
     def start(self) -> None:
-        """Prepare database and spool, then start scheduler, workers and SCP (in that order).
+        """Prepare database and spool, then start the scheduler, the SCP, and the workers and senders.
+
+        The SCP answers before the models are loaded (which takes seconds); images that arrive
+        meanwhile wait in the queue.
 
         Raises
         ------
@@ -124,17 +125,68 @@ class Node:
         self._warn_of_unknown_destinations()
         self._schedule()
         self._scheduler.start()
-        self.supervisor.start()
+        self._started = True
+        # Receiving first: a sender is answered while the models load; what arrives meanwhile
+        # waits in the queue.
         if self.scp is not None:
             self.scp.start()
-        self._started = True
+        if self._worker_count:
+            self._start_workers()
         log.info(
             "node_started",
             scp=self.scp is not None,
-            workers=len(self.supervisor.workers),
+            workers=len(self.workers),
             database=repr(self.database),
             spool=str(self.spool.root),
         )
+
+    def _start_workers(self) -> None:
+        """Load the models, then start the workers, the senders and the PostgreSQL listener."""
+        from osteonode.inference import share_cores
+        from osteonode.outbox import DeliverySender
+        from osteonode.pipelines.registry import load_pipelines
+        from osteonode.supervision import WorkerSupervisor
+        from osteonode.worker import Worker
+
+        threads = share_cores(self.config.inference, self._worker_count)
+        log.info(
+            "inference_configured",
+            threads_per_worker=threads,
+            workers=self._worker_count,
+            bfloat16_autocast=self.config.inference.bfloat16_autocast.value,
+            bfloat16_pipelines=list(self.config.inference.bfloat16_pipelines),
+        )
+
+        # Models are loaded once per process; the workers share them.
+        pipelines = self._pipelines
+        if pipelines is None:
+            pipelines = load_pipelines(self.config).available
+        activity = self.scp.activity if self.scp is not None else None
+
+        def make_worker(index: int) -> Worker:
+            return Worker(
+                self.config, self.database, self.spool, index=index, pipelines=pipelines,
+                give_way_to=activity,
+            )
+
+        self.supervisor = WorkerSupervisor(
+            self.config.workers, self.database, make_worker, self._worker_count
+        )
+        self.sender = DeliverySender(self.config, self.database, self.spool)
+        # Work committed by other processes (scale-out receivers) wakes this one's waiters too.
+        self._listener = self.database.listener()
+        if self._listener is not None:
+            self._listener.start()
+        self.supervisor.start()
+        self._scheduler.add_job(
+            self.supervisor.check,
+            "interval",
+            seconds=self.config.workers.heartbeat_interval_s,
+            id="supervise_workers",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.sender.start()
 
     def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Stop receiving, let workers finish their jobs, stop the scheduler."""
@@ -145,7 +197,12 @@ class Node:
             self.scp.stop(grace_s)
         if self.sender is not None:
             self.sender.stop()
-        self.supervisor.stop(grace_s)
+        if self._listener is not None:
+            self._listener.stop()
+        if self.supervisor is not None:
+            self.supervisor.stop(grace_s)
+        if self.sender is not None:
+            self.sender.stop(grace_s)
         self._scheduler.shutdown(wait=True)
         self.database.dispose()
         self._started = False
@@ -154,24 +211,15 @@ class Node:
     @property
     def workers(self) -> list[Worker]:
         """The current worker threads (a restarted worker replaces the one that died)."""
-        return self.supervisor.workers
+        return [] if self.supervisor is None else self.supervisor.workers
 
     def worker_health(self) -> list[WorkerHealth]:
         """Which of this process's workers are idle, busy, stuck or dead, from memory."""
-        return self.supervisor.health()
+        return [] if self.supervisor is None else self.supervisor.health()
 
     def _schedule(self) -> None:
         workers = self.config.workers
         storage = self.config.storage
-        if self.supervisor.workers:
-            self._scheduler.add_job(
-                self.supervisor.check,
-                "interval",
-                seconds=workers.heartbeat_interval_s,
-                id="supervise_workers",
-                max_instances=1,
-                coalesce=True,
-            )
         self._scheduler.add_job(
             self.reclaim_leases,
             "interval",
@@ -188,22 +236,6 @@ class Node:
             max_instances=1,
             coalesce=True,
         )
-        if self.sender is None:
-            return
-        for name in self.config.destinations:
-            self._scheduler.add_job(
-                self.sender.send_due,
-                "interval",
-                args=[name],
-                seconds=self.config.delivery.interval_s,
-                id=f"send_to_{name}",
-                # The sender lets one call per destination send; a second returns at once, so a
-                # long backlog does not make the scheduler warn that a run was skipped.
-                max_instances=2,
-                coalesce=True,
-                # Due deliveries left by the previous run are sent at once, not one period later.
-                next_run_time=utc_now(),
-            )
 
     def reclaim_leases(self) -> int:
         """Put jobs whose worker stopped renewing its lease back in the queue."""
@@ -227,7 +259,7 @@ class Node:
     def _warn_of_unknown_destinations(self) -> None:
         # Deliveries queued for a destination since removed from the configuration are never
         # sent; say so at every start rather than let them wait unseen.
-        if self.sender is None:
+        if not self._worker_count:
             return
         with self.database.session() as session:
             waiting = undelivered_by_destination(session)
@@ -274,7 +306,6 @@ def run_node(
         return
     node: Node | None = None
     try:
-        # Loading the models takes a while: a stop asked for meanwhile skips starting at all.
         node = Node(config, scp=scp, workers=workers, pipelines=pipelines)
         if not stop_requested.is_set():
             node.start()

@@ -25,11 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
+import torch
 
 from osteonode.analysis import Refusal, run_pipeline
 from osteonode.config import NodeConfig
 from osteonode.dicom.scp import IngestActivity
 from osteonode.imaging.isolation import DecoderProcess
+from osteonode.inference import inference_context
 from osteonode.outbox import device_info, result_destinations, write_result_objects
 from osteonode.pipelines.registry import Pipeline
 from osteonode.routing import Route, route_file, to_enabled_pipelines
@@ -46,6 +48,8 @@ from osteonode.store.queue import (
 )
 from osteonode.store.spool import Spool
 from osteonode.store.tables import EventKind, Job, Result, WorkerState, utc_now
+from osteonode.store.wakeups import Channel
+from osteonode.zoo import ModelError, pick_device
 
 __all__ = ["MAX_GIVE_WAY_S", "Worker", "WorkerActivity", "worker_identity"]
 
@@ -136,6 +140,7 @@ class Worker(threading.Thread):
         self._spool = spool
         self._pipelines = dict(pipelines)
         self._give_way_to = give_way_to
+        self._model_device = _model_device(config.models.device)
         self._stopping = threading.Event()
         self.index = index
         self._limits = config.limits
@@ -171,12 +176,16 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         """Ask the worker to finish its current job and exit."""
         self._stopping.set()
+        self._database.wakeups.interrupt()
 
     def run(self) -> None:
         log.info("worker_started", worker=self.worker_id, pipelines=sorted(self._pipelines))
+        wakeups = self._database.wakeups
         try:
             while not self._stopping.is_set():
                 self._set_state(WorkerState.IDLE)
+                # Read before looking, so a job committed while this worker looks still wakes it.
+                seen = wakeups.seen(Channel.JOBS)
                 if self._give_way_to is not None:
                     self._give_way_to.wait_until_quiet(MAX_GIVE_WAY_S, self._stopping)
                 try:
@@ -184,8 +193,9 @@ class Worker(threading.Thread):
                 except Exception as error:  # a database outage must not end the thread
                     log.exception("worker_error", worker=self.worker_id, error=str(error))
                     worked = False
-                if not worked:
-                    self._stopping.wait(self._settings.poll_interval_s)
+                if not worked and not self._stopping.is_set():
+                    # Woken by the commit of a new job; the period is only a safety net.
+                    wakeups.wait(Channel.JOBS, seen, self._settings.poll_interval_s)
         except BaseException as error:
             # The thread ends here, not stopped: supervision sees it dead, says why, starts another.
             self._error = f"{type(error).__name__}: {error}"
@@ -263,10 +273,13 @@ class Worker(threading.Thread):
         """
         # Workers of one process share each pipeline's networks; Grad-CAM hooks them while it
         # runs, so one image at a time goes through a given pipeline.
-        with _run_lock(pipeline):
+        inference = inference_context(self._config.inference, pipeline.name, self._model_device)
+        with _run_lock(pipeline), inference as bfloat16:
+            started = time.perf_counter()
             radiograph, outcome = run_pipeline(
                 pipeline, self._spool.path(spool_path), limits=self._limits, decoder=self._decoder
             )
+            analysed = time.perf_counter()
         if isinstance(outcome, Refusal):
             with self._database.session() as session:
                 mark_skipped(session, job, outcome.kind.value, outcome.detail)
@@ -292,6 +305,11 @@ class Worker(threading.Thread):
             device=self._device,
             report_not_evaluable=self._config.pipeline(pipeline.name).report_not_evaluable,
         )
+        # Where the time went, on the event, so latency can be read from the node's own record.
+        seconds = {
+            "analysis": round(analysed - started, 4),
+            "reports": round(time.perf_counter() - analysed, 4),
+        }
         with self._database.session() as session:
             row = Result(
                 job_id=job.id,
@@ -313,6 +331,8 @@ class Worker(threading.Thread):
                 result_id=row.id,
                 evaluable=outcome.evaluable,
                 destinations=list(names) if objects else [],
+                seconds=seconds,
+                bfloat16=bfloat16,
             )
             add_deliveries(session, row, objects)
             mark_done(session, job)
@@ -320,6 +340,15 @@ class Worker(threading.Thread):
     def _release(self, job: Job) -> None:
         with self._database.session() as session:
             release_job(session, job)
+
+
+def _model_device(preference: str) -> torch.device:
+    """The device the models run on (where bfloat16 autocast applies)."""
+    try:
+        return pick_device(preference)
+    except ModelError:
+        # No GPU for a configured cuda device: no pipeline loads, so nothing runs anywhere.
+        return torch.device("cpu")
 
 
 _RUN_LOCKS: dict[int, threading.Lock] = {}

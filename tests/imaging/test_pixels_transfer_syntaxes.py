@@ -102,15 +102,42 @@ def test_dataset_and_path_sources_agree_and_the_dataset_is_left_intact(
     assert from_dataset.header.file_meta.TransferSyntaxUID == dataset.file_meta.TransferSyntaxUID
 
 
-@pytest.mark.parametrize("encoder", ["jpeg_lossless", "jpeg_ls_lossless", "j2k_lossless"])
-def test_gdcm_decodes_the_lossless_encodings_identically(
-    tmp_path: Path, native_12bit: Path, encoder: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("encoder", "plugin"),
+    [
+        ("jpeg_lossless", "gdcm"),
+        ("jpeg_lossless", "pylibjpeg"),
+        ("jpeg_ls_lossless", "pyjpegls"),
+        ("jpeg_ls_lossless", "gdcm"),
+        ("jpeg_ls_lossless", "pylibjpeg"),
+        ("j2k_lossless", "gdcm"),
+        ("j2k_lossless", "pylibjpeg"),
+    ],
+)
+def test_every_decoder_of_a_lossless_encoding_gives_the_same_pixels(
+    tmp_path: Path, native_12bit: Path, encoder: str, plugin: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     compressed = encode(native_12bit, encoder, tmp_path)
-    monkeypatch.setattr(pixels, "PREFERRED_DECODING_PLUGINS", ("gdcm",))
+    monkeypatch.setattr(pixels, "FASTEST_DECODING_PLUGINS", {})
+    monkeypatch.setattr(pixels, "PREFERRED_DECODING_PLUGINS", (plugin,))
 
     with structlog.testing.capture_logs() as events:
-        from_gdcm = load_radiograph(compressed)
+        decoded = load_radiograph(compressed)
 
-    assert [e["decoder"] for e in events if e["event"] == "radiograph_loaded"] == ["gdcm"]
-    np.testing.assert_array_equal(from_gdcm.pixels, load_radiograph(native_12bit).pixels)
+    assert [e["decoder"] for e in events if e["event"] == "radiograph_loaded"] == [plugin]
+    np.testing.assert_array_equal(decoded.pixels, load_radiograph(native_12bit).pixels)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "fastest"),
+    [("jpeg_lossless", "gdcm"), ("jpeg_ls_lossless", "pyjpegls"), ("j2k_lossless", "gdcm")],
+)
+def test_the_fastest_decoder_of_each_encoding_decodes_it(
+    tmp_path: Path, native_12bit: Path, encoder: str, fastest: str
+) -> None:
+    compressed = encode(native_12bit, encoder, tmp_path)
+
+    with structlog.testing.capture_logs() as events:
+        load_radiograph(compressed)
+
+    assert [e["decoder"] for e in events if e["event"] == "radiograph_loaded"] == [fastest]

@@ -246,3 +246,19 @@ def test_workers_give_way_while_images_arrive_but_only_for_a_bounded_time() -> N
     assert 0.15 < quiet_wait < 0.5
     assert bounded_wait < 0.15
     assert stopped_wait < 0.05
+
+
+def test_workers_stop_giving_way_as_soon_as_the_sender_of_the_images_has_closed() -> None:
+    activity = IngestActivity(quiet_s=5.0)
+    stop = threading.Event()
+    association = object()
+    activity.note_store(association)
+    closer = threading.Timer(0.1, activity.note_closed, args=[association])
+
+    started = time.monotonic()
+    closer.start()
+    activity.wait_until_quiet(10.0, stop)
+    waited = time.monotonic() - started
+
+    closer.join()
+    assert waited < 4.0  # not the five-second quiet period

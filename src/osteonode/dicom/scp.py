@@ -119,12 +119,14 @@ class StoreStatus(enum.IntEnum):
 
 
 class IngestActivity:
-    """When the SCP last began storing an image, so that workers in its process can give way.
+    """Whether images are arriving at the SCP, so that workers in its process can give way.
 
     Receiving is what a sender waits for; routing and analysis can wait. Workers sharing the
     process (and its interpreter lock, disk and SQLite write lock) with the SCP hold back while
     images are arriving, but never longer than a bound, so a node that receives all day still
-    analyses.
+    analyses. Receiving counts as idle once every association that stored an image has closed (a
+    sender with one film releases at once, so its film is analysed without delay), or when no
+    C-STORE has begun for ``quiet_s`` (a sender that keeps its association open).
 
     Parameters
     ----------
@@ -137,20 +139,36 @@ class IngestActivity:
             raise ValueError(f"quiet_s must be positive, got {quiet_s}")
         self._quiet_s = quiet_s
         self._last_store = float("-inf")
+        self._last_close = float("-inf")
+        self._storing: set[object] = set()
+        self._changed = threading.Condition()
 
-    def note_store(self) -> None:
-        """Record that a C-STORE is being handled now."""
-        self._last_store = time.monotonic()
+    def note_store(self, association: object | None = None) -> None:
+        """Record that a C-STORE is being handled now, on ``association`` when given."""
+        with self._changed:
+            self._last_store = time.monotonic()
+            if association is not None:
+                self._storing.add(association)
+
+    def note_closed(self, association: object) -> None:
+        """Record that an association ended; once no storing one is left, receiving is idle."""
+        with self._changed:
+            if association in self._storing:
+                self._storing.discard(association)
+                self._last_close = time.monotonic()
+                self._changed.notify_all()
 
     def wait_until_quiet(self, max_wait_s: float, stop: threading.Event) -> None:
-        """Return once receiving has been idle for ``quiet_s``, after ``max_wait_s``, or on ``stop``."""
+        """Return once receiving is idle, after ``max_wait_s``, or (within ``quiet_s``) on ``stop``."""
         deadline = time.monotonic() + max_wait_s
-        while not stop.is_set():
-            now = time.monotonic()
-            quiet_in = self._last_store + self._quiet_s - now
-            if quiet_in <= 0 or now >= deadline:
-                return
-            stop.wait(min(quiet_in, deadline - now))
+        with self._changed:
+            while not stop.is_set():
+                now = time.monotonic()
+                quiet_in = self._last_store + self._quiet_s - now
+                all_closed = not self._storing and self._last_close >= self._last_store
+                if quiet_in <= 0 or all_closed or now >= deadline:
+                    return
+                self._changed.wait(min(quiet_in, deadline - now))
 
 
 class _GuardedAssociationServer(ThreadedAssociationServer):
@@ -323,6 +341,7 @@ class StorageSCP:
                     (evt.EVT_CONN_CLOSE, self._on_closed),
                     (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_CONN_CLOSE, self._on_closed),
                 ],
                 server_class=_GuardedAssociationServer,
             )
@@ -407,6 +426,7 @@ class StorageSCP:
 
     def _on_closed(self, event: NetworkEvent) -> None:
         self._admission.end(event.assoc)
+        self.activity.note_closed(event.assoc)
 
     def _on_echo(self, event: NetworkEvent) -> int:
         log.info("echo", calling_ae=str(event.assoc.requestor.ae_title).strip())
@@ -427,7 +447,7 @@ class StorageSCP:
             return status
 
     def _store(self, event: NetworkEvent) -> int:
-        self.activity.note_store()
+        self.activity.note_store(event.assoc)
         received_at = datetime.now(UTC)
         request = event.request
         association = event.assoc

@@ -1,4 +1,4 @@
-"""The node's sending side: C-STORE one file to a destination and say what became of it.
+"""The node's sending side: C-STORE files to a destination and say what became of each.
 
 Every outcome is one of four kinds, because that is all the outbox needs to decide:
 
@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import enum
 import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import structlog
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
@@ -48,6 +50,7 @@ __all__ = [
     "classify_store_status",
     "ends_a_data_set",
     "send_file",
+    "send_files",
 ]
 
 log = structlog.get_logger(__name__)
@@ -166,10 +169,41 @@ def send_file(
 ) -> SendOutcome:
     """C-STORE one DICOM file in its own association and classify the outcome.
 
+    :func:`send_files` with one file; the parameters are the same.
+    """
+    if not isinstance(path, Path):
+        raise TypeError(f"path must be a pathlib.Path, got {type(path).__name__}")
+    (outcome,) = send_files(
+        [path],
+        host=host,
+        port=port,
+        called_ae_title=called_ae_title,
+        calling_ae_title=calling_ae_title,
+        timeout_s=timeout_s,
+        tls=tls,
+    )
+    return outcome
+
+
+def send_files(
+    paths: Sequence[Path],
+    *,
+    host: str,
+    port: int,
+    called_ae_title: str,
+    calling_ae_title: str,
+    timeout_s: float = 60.0,
+    tls: ssl.SSLContext | None = None,
+) -> list[SendOutcome]:
+    """C-STORE DICOM files in one association and classify each outcome.
+
+    One association for all the objects of a result saves an association set-up per object (a
+    TCP handshake, A-ASSOCIATE and A-RELEASE round trips, and the peer's per-association work).
+
     Parameters
     ----------
-    path
-        The Part 10 file to send.
+    paths
+        The Part 10 files to send, in order.
     host, port
         The destination's address.
     called_ae_title
@@ -184,30 +218,71 @@ def send_file(
 
     Returns
     -------
-    SendOutcome
-        Never raises for a network or peer failure; those are outcomes.
+    list of SendOutcome
+        One per file, in order. Never raises for a network or peer failure; those are outcomes: a
+        file that cannot be read or whose SOP class the peer refuses fails alone, an association
+        that does not come up or breaks fails every file it did not store, and an object whose
+        whole data set went before the answer was lost is ``UNCONFIRMED``.
     """
-    if not isinstance(path, Path):
-        raise TypeError(f"path must be a pathlib.Path, got {type(path).__name__}")
+    if isinstance(paths, (str, Path)) or not all(isinstance(path, Path) for path in paths):
+        raise TypeError("paths must be a sequence of pathlib.Path")
+    if not paths:
+        raise ValueError("paths must name at least one file")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     if tls is not None and not isinstance(tls, ssl.SSLContext):
         raise TypeError(f"tls must be an ssl.SSLContext or None, got {type(tls).__name__}")
-    try:
-        dataset = pydicom.dcmread(path)
-        sop_class_uid = UID(dataset.SOPClassUID)
-        file_syntax = UID(dataset.file_meta.TransferSyntaxUID)
-    except (OSError, InvalidDicomError, AttributeError) as error:
-        return SendOutcome(SendResult.PERMANENT, f"cannot read {path.name}: {error}")
+    outcomes: list[SendOutcome | None] = [None] * len(paths)
+    datasets: dict[int, Dataset] = {}
+    for index, path in enumerate(paths):
+        try:
+            dataset = pydicom.dcmread(path)
+            UID(dataset.SOPClassUID)
+            UID(dataset.file_meta.TransferSyntaxUID)
+        except (OSError, InvalidDicomError, AttributeError) as error:
+            outcomes[index] = SendOutcome(SendResult.PERMANENT, f"cannot read {path.name}: {error}")
+        else:
+            datasets[index] = dataset
+    if datasets:
+        _send_datasets(
+            datasets,
+            outcomes,
+            host=host,
+            port=port,
+            called_ae_title=called_ae_title,
+            calling_ae_title=calling_ae_title,
+            timeout_s=timeout_s,
+            tls=tls,
+        )
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _send_datasets(
+    datasets: Mapping[int, Dataset],
+    outcomes: list[SendOutcome | None],
+    *,
+    host: str,
+    port: int,
+    called_ae_title: str,
+    calling_ae_title: str,
+    timeout_s: float,
+    tls: ssl.SSLContext | None,
+) -> None:
+    """Send ``datasets`` in one association, filling ``outcomes`` at their indices."""
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
-    ae.add_requested_context(sop_class_uid, _proposed_syntaxes(file_syntax))
+    contexts = {
+        (UID(dataset.SOPClassUID), UID(dataset.file_meta.TransferSyntaxUID))
+        for dataset in datasets.values()
+    }
+    for sop_class_uid, file_syntax in sorted(contexts):
+        ae.add_requested_context(sop_class_uid, _proposed_syntaxes(file_syntax))
     connected: list[bool] = []
-    data_set_sent: list[bool] = []
+    data_sets_sent: list[bool] = []
 
     def note_data(event: NetworkEvent) -> None:
         if ends_a_data_set(event.data):
-            data_set_sent.append(True)
+            data_sets_sent.append(True)
 
     association = ae.associate(
         host,
@@ -222,14 +297,52 @@ def send_file(
     if not association.is_established:
         if association.rejected_contexts and not association.accepted_contexts:
             # The peer accepted the association but none of its presentation contexts, so
-            # pynetdicom aborted it: the peer does not take this kind of object at all.
-            return SendOutcome(
-                SendResult.PERMANENT,
-                f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})",
+            # pynetdicom aborted it: the peer does not take these kinds of object at all.
+            failures = {index: _refused_class(dataset, called_ae_title) for index, dataset in datasets.items()}
+        else:
+            failure = _not_established(
+                association, host, port, called_ae_title, connected=bool(connected), tls=tls is not None
             )
-        return _not_established(
-            association, host, port, called_ae_title, connected=bool(connected), tls=tls is not None
+            failures = dict.fromkeys(datasets, failure)
+        for index, outcome in failures.items():
+            outcomes[index] = outcome
+        return
+    try:
+        for index, dataset in datasets.items():
+            outcomes[index] = _store(association, dataset, called_ae_title, timeout_s, data_sets_sent)
+    finally:
+        if association.is_established:
+            association.release()
+
+
+def _refused_class(dataset: Dataset, called_ae_title: str) -> SendOutcome:
+    sop_class_uid = UID(dataset.SOPClassUID)
+    return SendOutcome(
+        SendResult.PERMANENT,
+        f"{called_ae_title} accepts no SOP class {sop_class_uid} ({sop_class_uid.name})",
+    )
+
+
+def _store(
+    association: Association,
+    dataset: Dataset,
+    called_ae_title: str,
+    timeout_s: float,
+    data_sets_sent: list[bool],
+) -> SendOutcome:
+    """C-STORE one data set in an open association and classify the outcome.
+
+    ``data_sets_sent`` grows by one each time a whole data set has gone to the peer (the
+    association's data-sent handler), which tells a lost answer from an unsent object.
+    """
+    if not association.is_established:
+        return SendOutcome(
+            SendResult.TRANSIENT, f"association with {called_ae_title} ended before this object was sent"
         )
+    sop_class_uid = UID(dataset.SOPClassUID)
+    if not any(context.abstract_syntax == sop_class_uid for context in association.accepted_contexts):
+        return _refused_class(dataset, called_ae_title)
+    sent_before = len(data_sets_sent)
     try:
         response = association.send_c_store(dataset)
     except ValueError as error:
@@ -237,12 +350,9 @@ def send_file(
         return SendOutcome(
             SendResult.PERMANENT, f"{called_ae_title} cannot take this object: {error}"
         )
-    finally:
-        if association.is_established:
-            association.release()
     if "Status" not in response:
         reason = "association aborted" if association.is_aborted else "no response"
-        if data_set_sent:
+        if len(data_sets_sent) > sent_before:
             return SendOutcome(
                 SendResult.UNCONFIRMED,
                 f"{reason} from {called_ae_title} after the whole object was sent: "

@@ -35,6 +35,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from osteonode.store.wakeups import PostgresListener, Wakeups, take_committed_wakeups
+
 __all__ = ["Database", "DatabaseError", "DatabaseNotCreated", "normalize_database_url"]
 
 log = structlog.get_logger(__name__)
@@ -170,6 +172,29 @@ class Database:
         # Objects stay readable after commit: a worker claims a job in one short session and
         # reports on it in another one, after the (long) processing in between.
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: The workers and senders of this process waiting for work (see osteonode.store.wakeups).
+        self.wakeups = Wakeups()
+        event.listen(self._sessions, "after_commit", self._wake_committed)
+        event.listen(self._sessions, "after_rollback", take_committed_wakeups)
+
+    def _wake_committed(self, session: Session) -> None:
+        for channel in take_committed_wakeups(session):
+            self.wakeups.wake(channel)
+
+    def listener(self) -> PostgresListener | None:
+        """A thread that wakes this process's waiters for work other processes commit.
+
+        Returns
+        -------
+        PostgresListener | None
+            The listener, not started; None on SQLite, where the node is one process.
+        """
+        if self.is_sqlite:
+            return None
+        import psycopg
+
+        conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return PostgresListener(lambda: psycopg.connect(conninfo), self.wakeups)
 
     @classmethod
     def open_existing(cls, url: str | URL) -> Database:

@@ -54,6 +54,7 @@ from osteonode.store.tables import (
     Job,
     Result,
 )
+from osteonode.store.wakeups import Channel, wake_after_commit
 
 __all__ = [
     "DeliveryListing",
@@ -196,6 +197,7 @@ def add_deliveries(
     ]
     session.add_all(deliveries)
     session.flush()
+    wake_after_commit(session, Channel.DELIVERIES)
     for delivery in deliveries:
         _record(session, EventKind.DELIVERY_QUEUED, f"queued for {delivery.destination}", delivery)
     return deliveries
@@ -514,6 +516,7 @@ def requeue_delivery(session: Session, delivery_id: int, now: datetime | None = 
     delivery.state = DeliveryState.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = now
+    wake_after_commit(session, Channel.DELIVERIES)
     _record(
         session,
         EventKind.DELIVERY_REQUEUED,

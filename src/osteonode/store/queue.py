@@ -45,6 +45,7 @@ from osteonode.store.tables import (
     utc_now,
 )
 from osteonode.store.workers import last_report
+from osteonode.store.wakeups import Channel, wake_after_commit
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -382,6 +383,7 @@ def _record_new(
     )
     session.add(job)
     session.flush()
+    wake_after_commit(session, Channel.JOBS)
     record_event(
         session,
         EventKind.RECEIVED,
@@ -557,8 +559,9 @@ def _locked_running_job(session: Session, job: Job) -> Job:
     return current
 
 
-def _wait_again(job: Job, now: datetime) -> None:
+def _wait_again(session: Session, job: Job, now: datetime) -> None:
     """Put a running job back in line: ``queued`` if routed, else ``pending``; lease dropped."""
+    wake_after_commit(session, Channel.JOBS)
     job.state = JobState.PENDING if job.pipeline is None else JobState.QUEUED
     job.lease_owner = None
     job.lease_expires_at = None
@@ -620,7 +623,7 @@ def mark_routed(
     if keep_lease:
         current.updated_at = now
     else:
-        _wait_again(current, now)
+        _wait_again(session, current, now)
         current.attempts = 0
     record_event(
         session, EventKind.ROUTED, f"routed to {pipeline} by rule {rule}", job=current,
@@ -640,6 +643,7 @@ def mark_routed(
         )
         session.add(sibling)
         session.flush()
+        wake_after_commit(session, Channel.JOBS)
         record_event(
             session, EventKind.ROUTED, f"routed to {other} by rule {rule}", job=sibling,
             pipeline=other, rule=rule,
@@ -735,7 +739,7 @@ def mark_failed_attempt(session: Session, job: Job, error: str) -> Job:
         _finish(current, JobState.FAILED, now)
         kind, message = EventKind.JOB_FAILED, f"failed after {current.attempts} attempts"
     else:
-        _wait_again(current, now)
+        _wait_again(session, current, now)
         kind, message = EventKind.JOB_ATTEMPT_FAILED, f"attempt {current.attempts} failed"
     last_line = (current.error.strip().splitlines() or ["(no message)"])[-1]
     record_event(
@@ -755,7 +759,7 @@ def release_job(session: Session, job: Job) -> Job:
     """
     current = _locked_running_job(session, job)
     owner = current.lease_owner
-    _wait_again(current, utc_now())
+    _wait_again(session, current, utc_now())
     current.attempts = max(current.attempts - 1, 0)
     record_event(
         session, EventKind.JOB_RELEASED, f"released by {owner}", job=current, worker_id=owner
@@ -796,7 +800,7 @@ def reclaim_expired_leases(session: Session, now: datetime | None = None) -> int
             _finish(job, JobState.FAILED, now)
             kind, message = EventKind.JOB_FAILED, f"failed: {job.error}"
         else:
-            _wait_again(job, now)
+            _wait_again(session, job, now)
             kind = EventKind.LEASE_EXPIRED
             message = f"lease of {owner} expired ({report}); job back in line"
         record_event(session, kind, message, job=job, previous_owner=owner, attempt=job.attempts)
