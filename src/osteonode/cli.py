@@ -468,10 +468,11 @@ def _print_history(history: InstanceHistory) -> None:
     """Print an ``InstanceHistory``: the instance, its jobs, results, deliveries and events."""
     record = history.instance
     if record is not None:
-        facts = Table(show_header=False, title=f"Image {history.sop_instance_uid}")
+        # Plain lines, not a table: a table narrower than a UID would wrap it mid-number.
+        console.print(f"[bold]Image {history.sop_instance_uid}[/bold]", highlight=False)
         for key, value in record.to_dict().items():
-            facts.add_row(key, escape("" if value is None else str(value)))
-        console.print(facts)
+            console.print(f"  {key}: {escape('' if value is None else str(value))}", highlight=False,
+                          soft_wrap=True)
     jobs = Table("job", "state", "pipeline", "rule", "skip reason", "attempts", "error", title="Jobs")
     for job in history.jobs:
         jobs.add_row(
