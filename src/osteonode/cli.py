@@ -329,6 +329,36 @@ def demo(
         raise typer.Exit(code=1) from None
 
 
+@app.command("echo")
+def echo(
+    destination: Annotated[str, typer.Argument(help="A destination name from [destinations].")],
+    config: ConfigOption = None,
+) -> None:
+    """Check a destination: C-ECHO it with the AE titles, address and timeout reports are sent with."""
+    from osteonode.dicom.scu import echo as send_echo
+
+    settings = _load(config)
+    target = settings.destinations.get(destination)
+    if target is None:
+        known = ", ".join(sorted(settings.destinations)) or "none are configured"
+        Console(stderr=True).print(
+            f"no destination {destination!r} under [destinations] ({known})", style="red", markup=False
+        )
+        raise typer.Exit(code=2)
+    calling = target.calling_ae_title or settings.node.ae_title
+    outcome = send_echo(
+        host=target.host, port=target.port, called_ae_title=target.ae_title,
+        calling_ae_title=calling, timeout_s=target.timeout_s,
+    )
+    where = f"{destination} ({target.ae_title} at {target.host}:{target.port}, calling AE {calling})"
+    if not outcome.is_sent:
+        Console(stderr=True).print(
+            f"{where}: C-ECHO failed ({outcome.result.value}): {outcome.detail}", markup=False, soft_wrap=True
+        )
+        raise typer.Exit(code=1)
+    console.print(f"{escape(where)}: C-ECHO succeeded", highlight=False, soft_wrap=True)
+
+
 @app.command("route")
 def route(
     files: Annotated[list[Path], typer.Argument(help="DICOM files to route.", exists=False)],

@@ -30,12 +30,14 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
 
 __all__ = [
     "SendOutcome",
     "SendResult",
     "classify_rejection",
     "classify_store_status",
+    "echo",
     "send_file",
 ]
 
@@ -193,6 +195,53 @@ def send_file(
     if result is SendResult.SENT and status == 0x0000:
         detail = comment
     return SendOutcome(result, detail, status)
+
+
+def echo(
+    *,
+    host: str,
+    port: int,
+    called_ae_title: str,
+    calling_ae_title: str,
+    timeout_s: float = 60.0,
+) -> SendOutcome:
+    """C-ECHO a destination the way reports are sent to it: same AE titles, address and timeouts.
+
+    Parameters
+    ----------
+    host, port, called_ae_title, calling_ae_title, timeout_s
+        As for :func:`send_file`.
+
+    Returns
+    -------
+    SendOutcome
+        ``sent`` when the destination answered the C-ECHO with success; otherwise why not, classified
+        as :func:`send_file` classifies the same failure.
+    """
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
+    ae.add_requested_context(Verification)
+    connected: list[bool] = []
+    association = ae.associate(
+        host,
+        port,
+        ae_title=called_ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))],
+    )
+    if not association.is_established:
+        return _not_established(association, host, port, called_ae_title, connected=bool(connected))
+    try:
+        response = association.send_c_echo()
+    finally:
+        association.release()
+    if "Status" not in response:
+        return SendOutcome(SendResult.TRANSIENT, f"no C-ECHO response from {called_ae_title} within {timeout_s:g} s")
+    status = int(response.Status)
+    if status != 0x0000:
+        return SendOutcome(SendResult.PERMANENT, f"C-ECHO answered status 0x{status:04X}", status)
+    return SendOutcome(SendResult.SENT, "", status)
 
 
 def _not_established(
