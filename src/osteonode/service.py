@@ -35,6 +35,7 @@ from osteonode.store.queue import reclaim_expired_leases
 from osteonode.store.retention import purge_spool, remove_orphan_files
 from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
+from osteonode.web import AdminServer, ProcessParts
 from osteonode.worker import Worker
 
 __all__ = ["Node", "run_node"]
@@ -84,13 +85,25 @@ class Node:
         activity = self.scp.activity if self.scp is not None else None
         worker_count = config.workers.count if workers else 0
         # Models are loaded once per process; the workers share them.
-        if pipelines is None:
-            pipelines = load_pipelines(config).available if worker_count else {}
+        unavailable: Mapping[PipelineName, str] = {}
+        if pipelines is None and worker_count:
+            loaded = load_pipelines(config)
+            pipelines, unavailable = loaded.available, loaded.unavailable
+        pipelines = pipelines or {}
         self.workers = [
             Worker(config, self.database, self.spool, index=index, pipelines=pipelines, give_way_to=activity)
             for index in range(worker_count)
         ]
         self.sender = DeliverySender(config, self.database, self.spool) if worker_count else None
+        parts = ProcessParts(
+            receives=scp,
+            workers=self.workers,
+            pipelines=(
+                {**{str(name): None for name in pipelines}, **{str(name): why for name, why in unavailable.items()}}
+                if worker_count else {}
+            ),
+        )
+        self.http = AdminServer(config, self.database, self.spool, parts) if config.http.enabled else None
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
 
@@ -118,6 +131,7 @@ class Node:
             worker.start()
         if self.scp is not None:
             self.scp.start()
+        self._start_http()
         self._started = True
         log.info(
             "node_started",
@@ -132,6 +146,8 @@ class Node:
         if not self._started:
             return
         log.info("node_stopping")
+        if self.http is not None:
+            self.http.stop()
         if self.scp is not None:
             self.scp.stop(grace_s)
         for worker in self.workers:
@@ -212,6 +228,18 @@ class Node:
         unknown = {name: count for name, count in waiting.items() if name not in self.config.destinations}
         if unknown:
             log.warning("deliveries_for_unknown_destinations", waiting=unknown)
+
+    def _start_http(self) -> None:
+        # Health, metrics and the admin page help operators; a port already taken (another node
+        # process on this host) must not stop images from being received and analysed.
+        if self.http is None:
+            return
+        try:
+            self.http.start()
+        except OSError as error:
+            log.error("http_unavailable", host=self.config.http.host, port=self.config.http.port,
+                      error=f"{type(error).__name__}: {error}")
+            self.http = None
 
     def _remove_stray_files(self) -> None:
         # Temporary files are what a crash left mid-write: never acknowledged, so never needed.
