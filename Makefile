@@ -11,10 +11,12 @@ install: system-packages $(VENV)/.installed
 
 # The Debian packages the tests and demo talk to: real DICOM peers (dcmtk, Orthanc), validators
 # (dicom3tools, GDCM tools), a database (PostgreSQL) and a browser for the validation report (Chromium).
+# The deploy/ tests check the systemd unit (systemd-analyze) and the compose file (docker-compose).
 # Installs only what is missing, so a machine that has them all needs no package manager.
 system-packages:
 	@missing=""; \
-	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium; do \
+	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium \
+		systemd-analyze:systemd docker-compose:docker-compose; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

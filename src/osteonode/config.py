@@ -370,6 +370,12 @@ class HttpSettings(_Section):
     )
     max_upload_mb: Annotated[int, Field(ge=1, le=4096)] = 256
 
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, token: object) -> object:
+        # A compose file or unit passes an unset variable as "": that means no token, not a bad one.
+        return None if token == "" else token
+
     @field_validator("admin_token")
     @classmethod
     def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
