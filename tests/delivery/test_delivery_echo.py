@@ -14,26 +14,45 @@ from osteonode.peers import Orthanc, OrthancModality
 pytestmark = pytest.mark.orthanc
 
 
-def _echo(tmp_path: Path, destination: str, destinations: dict[str, dict[str, object]]) -> subprocess.CompletedProcess[str]:
+def _echo(
+    tmp_path: Path, destination: str, destinations: dict[str, dict[str, object]]
+) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "node.toml"
     config.write_text(
-        toml_document({f"destinations.{name}": keys for name, keys in destinations.items()}), "utf-8"
+        toml_document({f"destinations.{name}": keys for name, keys in destinations.items()}),
+        "utf-8",
     )
     return subprocess.run(
         [sys.executable, "-m", "osteonode", "echo", destination, "--config", str(config)],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
     )
 
 
-def test_echo_succeeds_for_a_pacs_that_knows_the_node_and_says_why_not_otherwise(tmp_path: Path) -> None:
+def test_echo_succeeds_for_a_pacs_that_knows_the_node_and_says_why_not_otherwise(
+    tmp_path: Path,
+) -> None:
     require_binary("Orthanc")
     known = OrthancModality("node", "OSTEONODE", "127.0.0.1", 104)
     with Orthanc(tmp_path / "orthanc", modalities=[known], accept_unknown_callers=False) as orthanc:
-        pacs = {"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port, "timeout_s": 10}
+        pacs = {
+            "ae_title": orthanc.ae_title,
+            "host": "127.0.0.1",
+            "port": orthanc.dicom_port,
+            "timeout_s": 10,
+        }
         destinations = {
             "pacs": pacs,
             "pacs_as_stranger": {**pacs, "calling_ae_title": "STRANGER"},
-            "nobody": {"ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port(), "timeout_s": 5},
+            "nobody": {
+                "ae_title": "NOBODY",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "timeout_s": 5,
+            },
         }
         answered = _echo(tmp_path, "pacs", destinations)
         refused = _echo(tmp_path, "pacs_as_stranger", destinations)
@@ -47,4 +66,7 @@ def test_echo_succeeds_for_a_pacs_that_knows_the_node_and_says_why_not_otherwise
     assert unreachable.returncode == 1
     assert "no connection to 127.0.0.1" in unreachable.stderr
     assert unknown.returncode == 2
-    assert "no destination 'archive'" in unknown.stderr and "nobody, pacs, pacs_as_stranger" in unknown.stderr
+    assert (
+        "no destination 'archive'" in unknown.stderr
+        and "nobody, pacs, pacs_as_stranger" in unknown.stderr
+    )

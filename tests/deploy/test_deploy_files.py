@@ -36,7 +36,9 @@ def compose() -> dict[str, Any]:
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:
     values = {
-        key: re.sub(r"\$\{POSTGRES_PASSWORD:\?[^}]*\}", "secret", value).replace("${OSTEONODE_ADMIN_TOKEN:-}", "")
+        key: re.sub(r"\$\{POSTGRES_PASSWORD:\?[^}]*\}", "secret", value).replace(
+            "${OSTEONODE_ADMIN_TOKEN:-}", ""
+        )
         for key, value in service["environment"].items()
     }
     return values
@@ -48,16 +50,27 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     installed = Path(sys.executable).parent / "osteonode"
     unit = (DEPLOY / "systemd" / "osteonode@.service").read_text("utf-8")
     assert "ExecStart=/opt/osteonode/venv/bin/osteonode $OSTEONODE_ROLE" in unit
-    (tmp_path / "osteonode@.service").write_text(unit.replace("/opt/osteonode/venv/bin/osteonode", str(installed)))
+    (tmp_path / "osteonode@.service").write_text(
+        unit.replace("/opt/osteonode/venv/bin/osteonode", str(installed))
+    )
 
     verified = subprocess.run(
         [analyze, "verify", str(tmp_path / "osteonode@node.service")],
-        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
     )
 
     assert verified.returncode == 0, verified.stderr
     assert "osteonode" not in verified.stderr, verified.stderr
-    for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=\n", "User=osteonode"):
+    for hardening in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=\n",
+        "User=osteonode",
+    ):
         assert hardening in unit
 
 
@@ -68,27 +81,49 @@ def test_shipped_environment_file_names_a_role_the_cli_has() -> None:
 
 def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
     docker_compose = require_binary("docker-compose")
-    environment = dict(os.environ, POSTGRES_PASSWORD="secret", OSTEONODE_ADMIN_TOKEN="0123456789abcdef")
+    environment = dict(
+        os.environ, POSTGRES_PASSWORD="secret", OSTEONODE_ADMIN_TOKEN="0123456789abcdef"
+    )
     checked = subprocess.run(
-        [docker_compose, "--project-name", "osteonode", "--file", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
-        capture_output=True, text=True, timeout=120, check=False, env=environment,
+        [
+            docker_compose,
+            "--project-name",
+            "osteonode",
+            "--file",
+            str(DEPLOY / "compose.yaml"),
+            "config",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environment,
     )
     assert checked.returncode == 0, checked.stderr
 
     unset = {key: value for key, value in environment.items() if key != "POSTGRES_PASSWORD"}
     refused = subprocess.run(
         [docker_compose, "--file", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
-        capture_output=True, text=True, timeout=120, check=False, env=unset,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=unset,
     )
     assert refused.returncode != 0 and "set POSTGRES_PASSWORD" in refused.stderr
 
 
-def test_compose_runs_two_receivers_and_two_workers_on_one_database_and_one_spool(compose: dict[str, Any]) -> None:
+def test_compose_runs_two_receivers_and_two_workers_on_one_database_and_one_spool(
+    compose: dict[str, Any],
+) -> None:
     services = compose["services"]
     commands = {name: services[name]["command"] for name in NODE_SERVICES}
     assert commands == {
-        "receiver-a": ["serve", "--no-workers"], "receiver-b": ["serve", "--no-workers"],
-        "worker-a": ["worker"], "worker-b": ["worker"],
+        "receiver-a": ["serve", "--no-workers"],
+        "receiver-b": ["serve", "--no-workers"],
+        "worker-a": ["worker"],
+        "worker-b": ["worker"],
     }
     for name in NODE_SERVICES:
         service = services[name]
@@ -99,11 +134,15 @@ def test_compose_runs_two_receivers_and_two_workers_on_one_database_and_one_spoo
     postgres = services["postgres"]["environment"]
     assert (postgres["POSTGRES_DB"], postgres["POSTGRES_USER"]) == ("osteonode", "osteonode")
     # Each process's HTTP port reaches only the host's loopback.
-    published = [port for name in NODE_SERVICES for port in services[name]["ports"] if port.endswith(":8480")]
+    published = [
+        port for name in NODE_SERVICES for port in services[name]["ports"] if port.endswith(":8480")
+    ]
     assert len(published) == 4 and all(port.startswith("127.0.0.1:") for port in published)
 
 
-def test_container_configuration_loads_and_sends_to_the_compose_orthanc(compose: dict[str, Any], tmp_path: Path) -> None:
+def test_container_configuration_loads_and_sends_to_the_compose_orthanc(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
     environment = _environment(compose["services"]["worker-a"])
     config = load_config(DEPLOY / "node.toml", environ=environment)
     orthanc = json.loads((DEPLOY / "orthanc" / "orthanc.json").read_text("utf-8"))
@@ -113,14 +152,23 @@ def test_container_configuration_loads_and_sends_to_the_compose_orthanc(compose:
     assert config.database.url.startswith("postgresql+psycopg://")
     assert config.http.admin_token is None  # an unset variable means no token, not a bad one
     pacs = config.destinations["pacs"]
-    assert (pacs.ae_title, pacs.host, pacs.port) == (orthanc["DicomAet"], "orthanc", orthanc["DicomPort"])
+    assert (pacs.ae_title, pacs.host, pacs.port) == (
+        orthanc["DicomAet"],
+        "orthanc",
+        orthanc["DicomPort"],
+    )
     for pipeline in ("lumbar", "chest", "hip"):
         assert config.pipelines.get(pipeline).destinations == ["pacs"]
-    assert f"{orthanc['DicomPort']}:{orthanc['DicomPort']}" in compose["services"]["orthanc"]["ports"]
+    assert (
+        f"{orthanc['DicomPort']}:{orthanc['DicomPort']}" in compose["services"]["orthanc"]["ports"]
+    )
     # Orthanc forwards to the receivers by service name, AE title and container port.
     receivers = {name: entry for name, entry in orthanc["DicomModalities"].items()}
     assert sorted(entry[1] for entry in receivers.values()) == ["receiver-a", "receiver-b"]
-    assert all(entry[0] == config.node.ae_title and entry[2] == config.node.port for entry in receivers.values())
+    assert all(
+        entry[0] == config.node.ae_title and entry[2] == config.node.port
+        for entry in receivers.values()
+    )
     script = (DEPLOY / "orthanc" / "forward.lua").read_text("utf-8")
     lua_receivers = re.search(r"RECEIVERS = \{([^}]*)\}", script).group(1)
     assert sorted(re.findall(r"'([^']+)'", lua_receivers)) == sorted(receivers)

@@ -19,7 +19,9 @@ def test_conformance_statement_lists_every_sop_class_and_transfer_syntax_the_nod
     statement = (REPOSITORY / "docs" / "conformance-statement.md").read_text("utf-8")
     listed = set(re.findall(r"`([0-9.]+)`", statement))
 
-    missing_classes = {context.abstract_syntax for context in AllStoragePresentationContexts} - listed
+    missing_classes = {
+        context.abstract_syntax for context in AllStoragePresentationContexts
+    } - listed
     missing_syntaxes = {str(syntax) for syntax in ACCEPTED_TRANSFER_SYNTAXES} - listed
 
     assert not missing_classes and not missing_syntaxes
@@ -37,7 +39,11 @@ def test_every_relative_link_in_the_documents_resolves() -> None:
 
 def test_code_fences_are_closed_so_the_documents_render() -> None:
     for document in DOCUMENTS:
-        fences = [line.strip() for line in document.read_text("utf-8").splitlines() if line.lstrip().startswith("```")]
+        fences = [
+            line.strip()
+            for line in document.read_text("utf-8").splitlines()
+            if line.lstrip().startswith("```")
+        ]
         assert len(fences) % 2 == 0, document.name
         # A fence line holds the fence and at most a language name: text after a closing fence
         # ("``` The node stops ...") leaves the block open and swallows the rest of the page.

@@ -43,13 +43,18 @@ class Process:
         self.dicom_port, self.http_port = free_port(), free_port()
         self.log_path = workdir / f"{name}.log"
         environment = dict(
-            os.environ, PYTHONUNBUFFERED="1",
-            OSTEONODE_NODE__PORT=str(self.dicom_port), OSTEONODE_HTTP__PORT=str(self.http_port),
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            OSTEONODE_NODE__PORT=str(self.dicom_port),
+            OSTEONODE_HTTP__PORT=str(self.http_port),
         )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "osteonode", *arguments, "--config", str(config)],
-                cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=environment,
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
             )
 
     def logged(self, event: str) -> bool:
@@ -61,7 +66,9 @@ class Process:
         return False
 
     def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as answer:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.http_port}{path}", timeout=30
+        ) as answer:
             return answer.read().decode()
 
     def stop(self) -> int:
@@ -89,17 +96,24 @@ def _wait(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_two_receivers_and_two_workers_analyse_every_image_once(tmp_path: Path, postgres_url: str) -> None:
+def test_two_receivers_and_two_workers_analyse_every_image_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
     config = tmp_path / "node.toml"
-    config.write_text(toml_document({
-        "node": {"ae_title": NODE_AE, "host": "127.0.0.1"},
-        "storage": {"spool_dir": tmp_path / "spool", "min_free_mb": 1},
-        "database": {"url": postgres_url},
-        "workers": {"count": 1, "poll_interval_s": 0.2, "reclaim_interval_s": 2.0},
-        "logging": {"format": "json"},
-        "models": {"dir": REPOSITORY / "models"},
-        "http": {"host": "127.0.0.1"},
-    }), "utf-8")
+    config.write_text(
+        toml_document(
+            {
+                "node": {"ae_title": NODE_AE, "host": "127.0.0.1"},
+                "storage": {"spool_dir": tmp_path / "spool", "min_free_mb": 1},
+                "database": {"url": postgres_url},
+                "workers": {"count": 1, "poll_interval_s": 0.2, "reclaim_interval_s": 2.0},
+                "logging": {"format": "json"},
+                "models": {"dir": REPOSITORY / "models"},
+                "http": {"host": "127.0.0.1"},
+            }
+        ),
+        "utf-8",
+    )
     cohort = make_cohort("lumbar", IMAGES, tmp_path / "phantoms", seed=11, size=SAMPLE_SIZE)
     films = sorted(cohort.parent.glob("*.dcm"))
     processes = [
@@ -110,14 +124,25 @@ def test_two_receivers_and_two_workers_analyse_every_image_once(tmp_path: Path, 
     ]
     receivers, workers = processes[:2], processes[2:]
     try:
-        _wait(lambda: all(p.logged("scp_listening") for p in receivers), START_TIMEOUT_S, "receivers listening")
+        _wait(
+            lambda: all(p.logged("scp_listening") for p in receivers),
+            START_TIMEOUT_S,
+            "receivers listening",
+        )
         for index, receiver in enumerate(receivers):
             # pynetdicom sends each phantom in its own transfer syntax (some are RLE).
-            assert pynetdicom_store(receiver.dicom_port, films[index::2]) == [0x0000] * (IMAGES // 2)
-        _wait(lambda: all(p.logged("worker_started") for p in workers), START_TIMEOUT_S, "workers started")
+            assert pynetdicom_store(receiver.dicom_port, films[index::2]) == [0x0000] * (
+                IMAGES // 2
+            )
+        _wait(
+            lambda: all(p.logged("worker_started") for p in workers),
+            START_TIMEOUT_S,
+            "workers started",
+        )
 
         database = Database(postgres_url)
         try:
+
             def finished() -> bool:
                 with database.session() as session:
                     states = list(session.scalars(select(Job.state)))
@@ -127,7 +152,9 @@ def test_two_receivers_and_two_workers_analyse_every_image_once(tmp_path: Path, 
             with database.session() as session:
                 instances = list(session.scalars(select(Instance)))
                 results_per_instance = Counter(session.scalars(select(Result.instance_id)))
-                stored = list(session.scalars(select(Event).where(Event.kind == EventKind.RESULT_STORED)))
+                stored = list(
+                    session.scalars(select(Event).where(Event.kind == EventKind.RESULT_STORED))
+                )
         finally:
             database.dispose()
         metrics = {

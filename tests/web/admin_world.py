@@ -42,7 +42,9 @@ class AdminWorld:
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         """POST a body; returns (status, body) whatever the status."""
-        request = urllib.request.Request(self.base_url + path, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(
+            self.base_url + path, data=body, headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
                 return answer.status, answer.read()
@@ -59,31 +61,38 @@ class AdminWorld:
             database.dispose()
 
     def deliveries(self) -> list[Delivery]:
-        return self.query(lambda session: list(session.scalars(select(Delivery).order_by(Delivery.id))))
+        return self.query(
+            lambda session: list(session.scalars(select(Delivery).order_by(Delivery.id)))
+        )
 
 
 def write_node_config(tmp_path: Path, *, admin_token: str | None = ADMIN_TOKEN) -> Path:
-    """The node's configuration: loopback ports, one dead-end destination, the repository's models."""
+    """The node's configuration: loopback ports, a dead-end destination, the repository's models."""
     http: dict[str, Any] = {"host": "127.0.0.1", "port": free_port()}
     if admin_token is not None:
         http["admin_token"] = admin_token
     config = tmp_path / "node.toml"
     config.write_text(
-        toml_document({
-            "node": {"ae_title": NODE_AE, "host": "127.0.0.1", "port": free_port()},
-            "storage": {"spool_dir": tmp_path / "spool", "min_free_mb": 1},
-            "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
-            "workers": {"count": 1, "poll_interval_s": 0.1},
-            "delivery": {"interval_s": 0.2},
-            "logging": {"format": "json"},
-            "http": http,
-            "models": {"dir": REPOSITORY / "models"},
-            "destinations.pacs": {
-                "ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port(),
-                "max_attempts": 1, "timeout_s": 2.0,
-            },
-            "pipelines.lumbar": {"destinations": ["pacs"]},
-        }),
+        toml_document(
+            {
+                "node": {"ae_title": NODE_AE, "host": "127.0.0.1", "port": free_port()},
+                "storage": {"spool_dir": tmp_path / "spool", "min_free_mb": 1},
+                "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+                "workers": {"count": 1, "poll_interval_s": 0.1},
+                "delivery": {"interval_s": 0.2},
+                "logging": {"format": "json"},
+                "http": http,
+                "models": {"dir": REPOSITORY / "models"},
+                "destinations.pacs": {
+                    "ae_title": "NOBODY",
+                    "host": "127.0.0.1",
+                    "port": free_port(),
+                    "max_attempts": 1,
+                    "timeout_s": 2.0,
+                },
+                "pipelines.lumbar": {"destinations": ["pacs"]},
+            }
+        ),
         encoding="utf-8",
     )
     return config

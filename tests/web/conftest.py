@@ -1,4 +1,4 @@
-"""A node run in this process with its HTTP port, after it has received, analysed and failed to send.
+"""A node run in this process with its HTTP port, having received, analysed and failed to send.
 
 The node runs the stand-in lumbar pipeline of the delivery tests (answers from the header, no model
 weights), so the page has results with Secondary Captures to show. Its only destination is a port
@@ -39,7 +39,9 @@ def admin_world(tmp_path: Path) -> Iterator[AdminWorld]:
         lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL", seed=3)
         assert storescu(config.node.port, [spine, not_evaluable, lateral]).returncode == 0
         assert node.http is not None
-        world = AdminWorld(node, config, f"http://127.0.0.1:{node.http.port}", spine, not_evaluable, lateral)
+        world = AdminWorld(
+            node, config, f"http://127.0.0.1:{node.http.port}", spine, not_evaluable, lateral
+        )
         deadline = time.monotonic() + 60
         while True:
             deliveries = world.deliveries()

@@ -29,7 +29,8 @@ def browser_page() -> Iterator:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         try:
             yield browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -54,7 +55,9 @@ def test_admin_page_shows_results_with_their_secondary_capture_thumbnails(
     page.goto(admin_world.base_url + "/", wait_until="load")
 
     thumbnails = page.locator("#results img")
-    widths = page.eval_on_selector_all("#results img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+    widths = page.eval_on_selector_all(
+        "#results img", "images => images.map(i => i.complete ? i.naturalWidth : 0)"
+    )
     screenshot = _keep(page, tmp_path, "admin-page.png")
 
     assert thumbnails.count() == 2
@@ -65,7 +68,10 @@ def test_admin_page_shows_results_with_their_secondary_capture_thumbnails(
     assert page.locator("#dead-letters tr[data-delivery-id]").count() == 4
     assert "not evaluable: vertebrae L1-L4 not found" in page.locator("#results").inner_text()
     lumbar_model = page.locator('#models tr[data-model="lumbar-demo"]')
-    assert "lumbar" in lumbar_model.inner_text() and "not for diagnostic use" in lumbar_model.inner_text()
+    assert (
+        "lumbar" in lumbar_model.inner_text()
+        and "not for diagnostic use" in lumbar_model.inner_text()
+    )
     assert "lateral-view" in page.locator("#routing").inner_text()
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +91,9 @@ def test_retry_button_sends_a_dead_letter_again_with_the_admin_token(
 
     assert page.locator("#notice").inner_text() == f"delivery {delivery_id} queued again"
     requeued = admin_world.query(
-        lambda session: list(session.scalars(select(Event).where(Event.kind == EventKind.DELIVERY_REQUEUED)))
+        lambda session: list(
+            session.scalars(select(Event).where(Event.kind == EventKind.DELIVERY_REQUEUED))
+        )
     )
     assert [event.details.get("delivery_id") for event in requeued] == [delivery_id]
 

@@ -31,11 +31,13 @@ def _get_json(url: str) -> tuple[int, dict]:
 
 @pytest.fixture
 def serve_alone(tmp_path: Path) -> Iterator:
-    """Start an AdminServer on its own (no SCP, no workers) for a configuration and process parts."""
+    """Start an AdminServer alone (no SCP, no workers) for a configuration and process parts."""
     started: list[tuple[AdminServer, Database]] = []
 
     def start(config: NodeConfig, parts: ProcessParts) -> str:
-        config = config.model_copy(update={"http": config.http.model_copy(update={"port": free_port()})})
+        config = config.model_copy(
+            update={"http": config.http.model_copy(update={"port": free_port()})}
+        )
         database = Database(config.database.url)
         database.upgrade()
         spool = Spool(config.storage.spool_dir)
@@ -62,14 +64,24 @@ def test_health_passes_on_a_working_node_and_names_each_check(admin_world: Admin
     assert checks["pipeline:lumbar"]["detail"] == "loaded"
 
 
-def test_health_warns_of_an_unloaded_pipeline_and_a_dead_worker_fails_it(tmp_path: Path, serve_alone) -> None:
+def test_health_warns_of_an_unloaded_pipeline_and_a_dead_worker_fails_it(
+    tmp_path: Path, serve_alone
+) -> None:
     config = load_config(write_node_config(tmp_path), environ={})
     dead_worker = threading.Thread(target=lambda: None)
     dead_worker.start()
     dead_worker.join()
-    waiting_url = serve_alone(config, ProcessParts(receives=False, workers=[], pipelines={
-        "lumbar": None, "chest": "model folder models/chest-site not found",
-    }))
+    waiting_url = serve_alone(
+        config,
+        ProcessParts(
+            receives=False,
+            workers=[],
+            pipelines={
+                "lumbar": None,
+                "chest": "model folder models/chest-site not found",
+            },
+        ),
+    )
     stopped_url = serve_alone(config, ProcessParts(receives=False, workers=[dead_worker]))
 
     waiting_status, waiting = _get_json(waiting_url + "/health")
@@ -77,13 +89,18 @@ def test_health_warns_of_an_unloaded_pipeline_and_a_dead_worker_fails_it(tmp_pat
 
     assert (waiting_status, waiting["status"]) == (200, "warn")
     chest = next(check for check in waiting["checks"] if check["name"] == "pipeline:chest")
-    assert chest["detail"] == "not loaded: model folder models/chest-site not found; images for it stay queued"
+    assert (
+        chest["detail"]
+        == "not loaded: model folder models/chest-site not found; images for it stay queued"
+    )
     assert (stopped_status, stopped["status"]) == (503, "fail")
     workers = next(check for check in stopped["checks"] if check["name"] == "workers")
     assert workers["detail"] == "1 of 1 worker threads have stopped"
 
 
-def test_health_fails_when_the_disk_is_below_the_minimum_that_receiving_needs(tmp_path: Path, serve_alone) -> None:
+def test_health_fails_when_the_disk_is_below_the_minimum_that_receiving_needs(
+    tmp_path: Path, serve_alone
+) -> None:
     config = load_config(
         write_node_config(tmp_path), environ={"OSTEONODE_STORAGE__MIN_FREE_MB": str(1 << 30)}
     )
@@ -102,19 +119,27 @@ def _multipart(fields: dict[str, str], file: Path) -> tuple[bytes, str]:
     ]
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file.name}"\r\n'
-        "Content-Type: application/dicom\r\n\r\n".encode() + file.read_bytes() + b"\r\n"
+        "Content-Type: application/dicom\r\n\r\n".encode()
+        + file.read_bytes()
+        + b"\r\n"
     )
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def test_retry_and_route_tester_need_the_admin_token(admin_world: AdminWorld, tmp_path: Path) -> None:
+def test_retry_and_route_tester_need_the_admin_token(
+    admin_world: AdminWorld, tmp_path: Path
+) -> None:
     dead = admin_world.deliveries()[0].id
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     no_token = admin_world.post(f"/deliveries/{dead}/retry", b"", form)
     wrong = admin_world.post(f"/deliveries/{dead}/retry", b"token=not-the-token", form)
     body, content_type = _multipart({}, admin_world.lateral)
     route_unauthorised = admin_world.post("/route", body, {"Content-Type": content_type})
-    route = admin_world.post("/route", body, {"Content-Type": content_type, "Authorization": f"Bearer {ADMIN_TOKEN}"})
+    route = admin_world.post(
+        "/route", body, {"Content-Type": content_type, "Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
     retried = admin_world.post(f"/deliveries/{dead}/retry", f"token={ADMIN_TOKEN}".encode(), form)
 
     assert no_token == (401, b"wrong or missing admin token\n")
@@ -131,7 +156,9 @@ def test_actions_are_refused_without_a_configured_token(tmp_path: Path, serve_al
     url = serve_alone(config, ProcessParts(receives=True))
     film = make_radiograph(tmp_path / "film.dcm")
     body, content_type = _multipart({"token": "anything-at-all-here"}, film)
-    request = urllib.request.Request(url + "/route", data=body, headers={"Content-Type": content_type}, method="POST")
+    request = urllib.request.Request(
+        url + "/route", data=body, headers={"Content-Type": content_type}, method="POST"
+    )
 
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)

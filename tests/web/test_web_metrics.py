@@ -1,4 +1,4 @@
-"""``/metrics`` parses with the Prometheus client's parser and counts what happened to each image."""
+"""``/metrics`` parses with prometheus_client's parser and counts what happened to the images."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_metrics_count_received_routed_skipped_analysed_and_dead_images(admin_world: AdminWorld) -> None:
+def test_metrics_count_received_routed_skipped_analysed_and_dead_images(
+    admin_world: AdminWorld,
+) -> None:
     status, content_type, body = admin_world.get("/metrics")
 
     assert status == 200
@@ -32,12 +34,22 @@ def test_metrics_count_received_routed_skipped_analysed_and_dead_images(admin_wo
         assert samples[("osteonode_queue_depth", (("state", state),))] == 0
     for phase, count in (("queue", 2), ("analysis", 2), ("delivery", 0)):
         assert samples[("osteonode_phase_duration_seconds_count", (("phase", phase),))] == count
-        assert samples[("osteonode_phase_duration_seconds_bucket", (("le", "+Inf"), ("phase", phase)))] == count
+        assert (
+            samples[("osteonode_phase_duration_seconds_bucket", (("le", "+Inf"), ("phase", phase)))]
+            == count
+        )
         # A film is routed and analysed within seconds here.
         if count:
-            assert samples[("osteonode_phase_duration_seconds_bucket", (("le", "60.0"), ("phase", phase)))] == count
+            assert (
+                samples[
+                    ("osteonode_phase_duration_seconds_bucket", (("le", "60.0"), ("phase", phase)))
+                ]
+                == count
+            )
     assert len(LATENCY_BUCKETS_S) + 1 == sum(
-        1 for name, labels in samples if name == "osteonode_phase_duration_seconds_bucket" and ("phase", "queue") in labels
+        1
+        for name, labels in samples
+        if name == "osteonode_phase_duration_seconds_bucket" and ("phase", "queue") in labels
     )
     assert samples[("osteonode_process_workers_alive", ())] == 1
     assert samples[("osteonode_process_pipeline_loaded", (("pipeline", "lumbar"),))] == 1

@@ -587,7 +587,9 @@ def _header_identity(encoded: bytes) -> tuple[str | None, str | None, str | None
         header = pydicom.dcmread(
             io.BytesIO(encoded), stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)
         )
-        study, series, modality = (str(header.get(keyword, "") or "").strip() for keyword in _IDENTITY_TAGS)
+        study, series, modality = (
+            str(header.get(keyword, "") or "").strip() for keyword in _IDENTITY_TAGS
+        )
     except Exception as error:  # noqa: BLE001 - a bad header must not cost the sender its image
         log.debug("store_header_unread", error=f"{type(error).__name__}: {error}")
         return None, None, None

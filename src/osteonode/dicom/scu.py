@@ -215,8 +215,8 @@ def echo(
     Returns
     -------
     SendOutcome
-        ``sent`` when the destination answered the C-ECHO with success; otherwise why not, classified
-        as :func:`send_file` classifies the same failure.
+        ``sent`` when the destination answered the C-ECHO with success; otherwise why not,
+        classified as :func:`send_file` classifies the same failure.
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -237,7 +237,9 @@ def echo(
     finally:
         association.release()
     if "Status" not in response:
-        return SendOutcome(SendResult.TRANSIENT, f"no C-ECHO response from {called_ae_title} within {timeout_s:g} s")
+        return SendOutcome(
+            SendResult.TRANSIENT, f"no C-ECHO response from {called_ae_title} within {timeout_s:g} s"
+        )
     status = int(response.Status)
     if status != 0x0000:
         return SendOutcome(SendResult.PERMANENT, f"C-ECHO answered status 0x{status:04X}", status)

@@ -82,7 +82,8 @@ def admin_view(session: Session, config: NodeConfig, now: datetime) -> AdminView
     ).all()
     captures = _capture_deliveries(session, [result.id for result, _ in rows])
     recent = [
-        RecentResult(ResultRecord.from_row(result), uid, captures.get(result.id)) for result, uid in rows
+        RecentResult(ResultRecord.from_row(result), uid, captures.get(result.id))
+        for result, uid in rows
     ]
     return AdminView(
         generated_at=now,
@@ -103,7 +104,10 @@ def _capture_deliveries(session: Session, result_ids: list[int]) -> dict[int, in
     found: dict[int, int] = {}
     for result_id, delivery_id in session.execute(
         select(Delivery.result_id, Delivery.id)
-        .where(Delivery.result_id.in_(result_ids), Delivery.sop_class_uid == SecondaryCaptureImageStorage)
+        .where(
+            Delivery.result_id.in_(result_ids),
+            Delivery.sop_class_uid == SecondaryCaptureImageStorage,
+        )
         .order_by(Delivery.id)
     ):
         found.setdefault(result_id, delivery_id)

@@ -85,7 +85,11 @@ class Health:
     @property
     def status(self) -> CheckStatus:
         """The worst status of any check."""
-        return max((check.status for check in self.checks), key=_SEVERITY.__getitem__, default=CheckStatus.PASS)
+        return max(
+            (check.status for check in self.checks),
+            key=_SEVERITY.__getitem__,
+            default=CheckStatus.PASS,
+        )
 
     @property
     def http_status(self) -> int:
@@ -97,7 +101,9 @@ class Health:
         return {"status": self.status.value, "checks": [check.to_dict() for check in self.checks]}
 
 
-def check_health(config: NodeConfig, database: Database, spool: Spool, parts: ProcessParts) -> Health:
+def check_health(
+    config: NodeConfig, database: Database, spool: Spool, parts: ProcessParts
+) -> Health:
     """Run every check now.
 
     Parameters
@@ -122,7 +128,11 @@ def _database(database: Database) -> Check:
         with database.session() as session:
             session.execute(text("SELECT 1"))
     except Exception as error:  # noqa: BLE001 - any failure to reach it is the answer
-        return Check("database", CheckStatus.FAIL, f"cannot query {database!r}: {type(error).__name__}: {error}")
+        return Check(
+            "database",
+            CheckStatus.FAIL,
+            f"cannot query {database!r}: {type(error).__name__}: {error}",
+        )
     return Check("database", CheckStatus.PASS, f"{database!r} answers")
 
 
@@ -131,7 +141,9 @@ def _spool(spool: Spool) -> Check:
     if not root.is_dir():
         return Check("spool", CheckStatus.FAIL, f"spool directory {root} does not exist")
     if not os.access(root, os.W_OK | os.X_OK):
-        return Check("spool", CheckStatus.FAIL, f"spool directory {root} is not writable by this process")
+        return Check(
+            "spool", CheckStatus.FAIL, f"spool directory {root} is not writable by this process"
+        )
     return Check("spool", CheckStatus.PASS, f"{root} is writable")
 
 
@@ -139,15 +151,23 @@ def _disk(config: NodeConfig, spool: Spool) -> Check:
     try:
         free_mb = spool.free_bytes() // _MEBIBYTE
     except OSError as error:
-        return Check("disk", CheckStatus.FAIL, f"cannot read the free space of {spool.root}: {error}")
+        return Check(
+            "disk", CheckStatus.FAIL, f"cannot read the free space of {spool.root}: {error}"
+        )
     minimum = config.storage.min_free_mb
     if free_mb < minimum:
         return Check(
-            "disk", CheckStatus.FAIL,
-            f"{free_mb} MiB free, below storage.min_free_mb = {minimum}: images are refused (0xA700)",
+            "disk",
+            CheckStatus.FAIL,
+            f"{free_mb} MiB free, below storage.min_free_mb = {minimum}: "
+            "images are refused (0xA700)",
         )
     if free_mb < 2 * minimum:
-        return Check("disk", CheckStatus.WARN, f"{free_mb} MiB free, less than twice storage.min_free_mb = {minimum}")
+        return Check(
+            "disk",
+            CheckStatus.WARN,
+            f"{free_mb} MiB free, less than twice storage.min_free_mb = {minimum}",
+        )
     return Check("disk", CheckStatus.PASS, f"{free_mb} MiB free (minimum {minimum})")
 
 
@@ -157,7 +177,9 @@ def _workers(parts: ProcessParts) -> Check:
     alive = sum(1 for worker in parts.workers if worker.is_alive())
     total = len(parts.workers)
     if alive < total:
-        return Check("workers", CheckStatus.FAIL, f"{total - alive} of {total} worker threads have stopped")
+        return Check(
+            "workers", CheckStatus.FAIL, f"{total - alive} of {total} worker threads have stopped"
+        )
     return Check("workers", CheckStatus.PASS, f"{alive} worker threads alive")
 
 
@@ -168,7 +190,11 @@ def _pipelines(parts: ProcessParts) -> list[Check]:
             checks.append(Check(f"pipeline:{name}", CheckStatus.PASS, "loaded"))
         else:
             checks.append(
-                Check(f"pipeline:{name}", CheckStatus.WARN, f"not loaded: {reason}; images for it stay queued")
+                Check(
+                    f"pipeline:{name}",
+                    CheckStatus.WARN,
+                    f"not loaded: {reason}; images for it stay queued",
+                )
             )
     return checks
 
@@ -186,4 +212,8 @@ def _queue(database: Database) -> Check:
         return Check("queue", CheckStatus.WARN, f"cannot read the queue: {type(error).__name__}")
     if not waiting:
         return Check("queue", CheckStatus.PASS, "no images waiting")
-    return Check("queue", CheckStatus.PASS, f"{waiting} images waiting, the oldest since {oldest:%Y-%m-%d %H:%M:%S} UTC")
+    return Check(
+        "queue",
+        CheckStatus.PASS,
+        f"{waiting} images waiting, the oldest since {oldest:%Y-%m-%d %H:%M:%S} UTC",
+    )

@@ -21,7 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
@@ -42,7 +47,22 @@ from osteonode.web.health import ProcessParts
 __all__ = ["LATENCY_BUCKETS_S", "NodeCollector", "metrics_registry"]
 
 #: Histogram bucket bounds in seconds: from a fast route to a day-long delivery back-off.
-LATENCY_BUCKETS_S: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    21600,
+    86400,
+)
 
 
 class NodeCollector(Collector):
@@ -72,18 +92,22 @@ class NodeCollector(Collector):
 
 
 def metrics_registry(database: Database, parts: ProcessParts) -> CollectorRegistry:
-    """A registry holding only the node's collector (no process or platform metrics of the exporter)."""
+    """A registry holding only the node's collector (no process or platform metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(database, parts))
     return registry
 
 
 def _count_events(session: Session, kind: EventKind) -> int:
-    return int(session.scalar(select(func.count()).select_from(Event).where(Event.kind == kind)) or 0)
+    return int(
+        session.scalar(select(func.count()).select_from(Event).where(Event.kind == kind)) or 0
+    )
 
 
 def _event_counters(session: Session) -> Iterator[Metric]:
-    received = CounterMetricFamily("osteonode_images_received", "Images received and stored (C-STORE success).")
+    received = CounterMetricFamily(
+        "osteonode_images_received", "Images received and stored (C-STORE success)."
+    )
     received.add_metric([], _count_events(session, EventKind.RECEIVED))
     yield received
     duplicates = CounterMetricFamily(
@@ -99,23 +123,35 @@ def _event_counters(session: Session) -> Iterator[Metric]:
 
 
 def _job_metrics(session: Session) -> Iterator[Metric]:
-    routed = CounterMetricFamily("osteonode_images_routed", "Images routed to a pipeline.", labels=["pipeline"])
+    routed = CounterMetricFamily(
+        "osteonode_images_routed", "Images routed to a pipeline.", labels=["pipeline"]
+    )
     for pipeline, count in session.execute(
         select(Job.pipeline, func.count()).where(Job.pipeline.is_not(None)).group_by(Job.pipeline)
     ):
         routed.add_metric([pipeline], count)
     yield routed
     skipped = CounterMetricFamily(
-        "osteonode_images_skipped", "Images not analysed, by the recorded reason.", labels=["reason"]
+        "osteonode_images_skipped",
+        "Images not analysed, by the recorded reason.",
+        labels=["reason"],
     )
     for reason, count in session.execute(
-        select(Job.skip_reason, func.count()).where(Job.state == JobState.SKIPPED).group_by(Job.skip_reason)
+        select(Job.skip_reason, func.count())
+        .where(Job.state == JobState.SKIPPED)
+        .group_by(Job.skip_reason)
     ):
         skipped.add_metric([reason or "unknown"], count)
     yield skipped
     failed = CounterMetricFamily("osteonode_jobs_failed", "Jobs that failed every allowed attempt.")
     failed.add_metric(
-        [], int(session.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.FAILED)) or 0)
+        [],
+        int(
+            session.scalar(
+                select(func.count()).select_from(Job).where(Job.state == JobState.FAILED)
+            )
+            or 0
+        ),
     )
     yield failed
     by_state = dict.fromkeys((JobState.PENDING, JobState.QUEUED, JobState.RUNNING), 0)
@@ -137,19 +173,25 @@ def _analysed(session: Session) -> Metric:
     analysed = CounterMetricFamily(
         "osteonode_images_analysed", "Pipeline results stored, per pipeline.", labels=["pipeline"]
     )
-    for pipeline, count in session.execute(select(Result.pipeline, func.count()).group_by(Result.pipeline)):
+    for pipeline, count in session.execute(
+        select(Result.pipeline, func.count()).group_by(Result.pipeline)
+    ):
         analysed.add_metric([pipeline], count)
     return analysed
 
 
 def _deliveries(session: Session) -> Metric:
     gauge = GaugeMetricFamily(
-        "osteonode_deliveries", "Report objects by destination and state.", labels=["destination", "state"]
+        "osteonode_deliveries",
+        "Report objects by destination and state.",
+        labels=["destination", "state"],
     )
     counts = {
         (destination, DeliveryState(state)): count
         for destination, state, count in session.execute(
-            select(Delivery.destination, Delivery.state, func.count()).group_by(Delivery.destination, Delivery.state)
+            select(Delivery.destination, Delivery.state, func.count()).group_by(
+                Delivery.destination, Delivery.state
+            )
         )
     }
     for destination in sorted({destination for destination, _ in counts}):
@@ -197,19 +239,28 @@ def _durations(pairs: Iterable[Sequence[datetime | None]]) -> list[float]:
     ]
 
 
-def _histogram(values: Sequence[float], bounds: Sequence[float]) -> tuple[list[tuple[str, float]], float]:
+def _histogram(
+    values: Sequence[float], bounds: Sequence[float]
+) -> tuple[list[tuple[str, float]], float]:
     """Cumulative bucket counts (``le`` bounds, then ``+Inf``) and the sum of the values."""
-    buckets = [(repr(float(bound)), float(sum(1 for value in values if value <= bound))) for bound in bounds]
+    buckets = [
+        (repr(float(bound)), float(sum(1 for value in values if value <= bound)))
+        for bound in bounds
+    ]
     buckets.append(("+Inf", float(len(values))))
     return buckets, float(sum(values))
 
 
 def _process_gauges(parts: ProcessParts) -> Iterator[Metric]:
-    workers = GaugeMetricFamily("osteonode_process_workers_alive", "Worker threads alive in this process.")
+    workers = GaugeMetricFamily(
+        "osteonode_process_workers_alive", "Worker threads alive in this process."
+    )
     workers.add_metric([], sum(1 for worker in parts.workers if worker.is_alive()))
     yield workers
     loaded = GaugeMetricFamily(
-        "osteonode_process_pipeline_loaded", "1 when this process loaded the pipeline's model.", labels=["pipeline"]
+        "osteonode_process_pipeline_loaded",
+        "1 when this process loaded the pipeline's model.",
+        labels=["pipeline"],
     )
     for name, reason in sorted(parts.pipelines.items()):
         loaded.add_metric([name], 1.0 if reason is None else 0.0)

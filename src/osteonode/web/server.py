@@ -71,7 +71,7 @@ _METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_FORM_BYTES = 64 * 1024
 
 
-class _Refusal(Exception):
+class _RequestError(Exception):
     """A request answered with an error status and a sentence for the operator."""
 
     def __init__(self, status: HTTPStatus, message: str) -> None:
@@ -95,7 +95,9 @@ class AdminServer:
         What runs in this process, for ``/health`` and the per-process metrics.
     """
 
-    def __init__(self, config: NodeConfig, database: Database, spool: Spool, parts: ProcessParts) -> None:
+    def __init__(
+        self, config: NodeConfig, database: Database, spool: Spool, parts: ProcessParts
+    ) -> None:
         if not isinstance(config, NodeConfig):
             raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
         if not isinstance(parts, ProcessParts):
@@ -135,9 +137,16 @@ class AdminServer:
         server = ThreadingHTTPServer((http.host, http.port), _handler_class(self))
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="osteonode-http", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="osteonode-http", daemon=True
+        )
         self._thread.start()
-        log.info("http_listening", host=http.host, port=self.port, admin_actions=http.admin_token is not None)
+        log.info(
+            "http_listening",
+            host=http.host,
+            port=self.port,
+            admin_actions=http.admin_token is not None,
+        )
 
     def stop(self) -> None:
         """Stop serving and close the port."""
@@ -159,8 +168,12 @@ class AdminServer:
     def metrics(self) -> tuple[HTTPStatus, str, bytes]:
         return HTTPStatus.OK, _METRICS_CONTENT_TYPE, generate_latest(self.registry)
 
-    def page(self, notice: str | None = None, route_answer: dict[str, Any] | None = None,
-             status: HTTPStatus = HTTPStatus.OK) -> tuple[HTTPStatus, str, bytes]:
+    def page(
+        self,
+        notice: str | None = None,
+        route_answer: dict[str, Any] | None = None,
+        status: HTTPStatus = HTTPStatus.OK,
+    ) -> tuple[HTTPStatus, str, bytes]:
         with self.database.session() as session:
             view = admin_view(session, self.config, utc_now())
         health = check_health(self.config, self.database, self.spool, self.parts)
@@ -179,11 +192,13 @@ class AdminServer:
         with self.database.session() as session:
             relative = capture_delivery(session, delivery_id)
         if relative is None:
-            raise _Refusal(HTTPStatus.NOT_FOUND, f"no Secondary Capture delivery {delivery_id}")
+            raise _RequestError(
+                HTTPStatus.NOT_FOUND, f"no Secondary Capture delivery {delivery_id}"
+            )
         try:
             png = thumbnail_png(self.spool.path(relative))
         except ThumbnailError as error:
-            raise _Refusal(HTTPStatus.NOT_FOUND, str(error)) from None
+            raise _RequestError(HTTPStatus.NOT_FOUND, str(error)) from None
         return HTTPStatus.OK, "image/png", png
 
     def retry(self, delivery_id: int) -> tuple[HTTPStatus, str, bytes]:
@@ -203,22 +218,27 @@ class AdminServer:
         if isinstance(decision, Route):
             answer = {"file": name, "pipeline": decision.pipeline.value, "rule": decision.rule}
         else:
-            answer = {"file": name, "skip": decision.reason.value, "detail": decision.detail,
-                      "rule": decision.rule or "(node check)"}
+            answer = {
+                "file": name,
+                "skip": decision.reason.value,
+                "detail": decision.detail,
+                "rule": decision.rule or "(node check)",
+            }
         return self.page(route_answer=answer)
 
     def authorise(self, presented: str | None) -> None:
         """Refuse unless ``presented`` is the configured admin token."""
         token = self.config.http.admin_token
         if token is None:
-            raise _Refusal(
+            raise _RequestError(
                 HTTPStatus.FORBIDDEN,
-                "this action is disabled: set [http] admin_token (or OSTEONODE_HTTP__ADMIN_TOKEN) to enable it",
+                "this action is disabled: set [http] admin_token"
+                " (or OSTEONODE_HTTP__ADMIN_TOKEN) to enable it",
             )
         if presented is None or not hmac.compare_digest(
             presented.encode("utf-8"), token.get_secret_value().encode("utf-8")
         ):
-            raise _Refusal(HTTPStatus.UNAUTHORIZED, "wrong or missing admin token")
+            raise _RequestError(HTTPStatus.UNAUTHORIZED, "wrong or missing admin token")
 
 
 def _handler_class(server: AdminServer) -> type[BaseHTTPRequestHandler]:
@@ -266,12 +286,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> tuple[HTTPStatus, str, bytes]:
         content_type = self.headers.get("Content-Type", "")
         if not content_type.startswith("multipart/form-data"):
-            raise _Refusal(HTTPStatus.BAD_REQUEST, "upload the file as multipart/form-data (field 'file')")
+            raise _RequestError(
+                HTTPStatus.BAD_REQUEST, "upload the file as multipart/form-data (field 'file')"
+            )
         body = self._body(self.admin.config.http.max_upload_mb * _MEBIBYTE)
         fields, files = _multipart(content_type, body)
         self.admin.authorise(self._bearer() or fields.get("token"))
         if "file" not in files:
-            raise _Refusal(HTTPStatus.BAD_REQUEST, "no file uploaded (field 'file')")
+            raise _RequestError(HTTPStatus.BAD_REQUEST, "no file uploaded (field 'file')")
         name, content = files["file"]
         return self.admin.route_upload(name, content)
 
@@ -283,23 +305,35 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            raise _Refusal(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required") from None
+            raise _RequestError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required") from None
         if length < 0 or length > limit:
-            raise _Refusal(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {limit // _MEBIBYTE or 1} MiB"
+            raise _RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body over {limit // _MEBIBYTE or 1} MiB",
             )
         return self.rfile.read(length)
 
     def _answer(self, make: Callable[[], tuple[HTTPStatus, str, bytes]]) -> None:
         try:
             status, content_type, body = make()
-        except _Refusal as refusal:
-            log.warning("http_request_refused", path=self.path, status=int(refusal.status), reason=refusal.message)
+        except _RequestError as refused:
+            log.warning(
+                "http_request_refused",
+                path=self.path,
+                status=int(refused.status),
+                reason=refused.message,
+            )
             # The connection may still hold an unread body: do not keep it alive.
             self.close_connection = True
-            status, content_type, body = refusal.status, "text/plain; charset=utf-8", f"{refusal.message}\n".encode()
+            status, content_type, body = (
+                refused.status,
+                "text/plain; charset=utf-8",
+                f"{refused.message}\n".encode(),
+            )
         except Exception as error:  # noqa: BLE001 - an error page, never a dead server thread
-            log.exception("http_request_failed", path=self.path, error=f"{type(error).__name__}: {error}")
+            log.exception(
+                "http_request_failed", path=self.path, error=f"{type(error).__name__}: {error}"
+            )
             status, content_type = HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8"
             body = f"internal error: {type(error).__name__}; see the node's log\n".encode()
         self._send(status, content_type, body)
@@ -310,7 +344,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'")
+        self.send_header(
+            "Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'"
+        )
         self.end_headers()
         self.wfile.write(body)
 
@@ -319,13 +355,15 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http_request", client=self.client_address[0], line=format % args)
 
 
-def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+def _multipart(
+    content_type: str, body: bytes
+) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
     """Text fields and files of a multipart/form-data body (``email`` parses the MIME parts)."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1") + body
     )
     if not message.is_multipart():
-        raise _Refusal(HTTPStatus.BAD_REQUEST, "the multipart body cannot be read")
+        raise _RequestError(HTTPStatus.BAD_REQUEST, "the multipart body cannot be read")
     fields: dict[str, str] = {}
     files: dict[str, tuple[str, bytes]] = {}
     for part in message.iter_parts():

@@ -40,9 +40,13 @@ def thumbnail_png(path: Path, size: int = THUMBNAIL_SIZE) -> bytes:
         dataset = pydicom.dcmread(path)
         pixels = dataset.pixel_array
     except FileNotFoundError:
-        raise ThumbnailError(f"{path.name} is no longer in the spool (purged after its retention)") from None
+        raise ThumbnailError(
+            f"{path.name} is no longer in the spool (purged after its retention)"
+        ) from None
     except Exception as error:  # noqa: BLE001 - an unreadable file is an answer, not a crash
-        raise ThumbnailError(f"{path.name} cannot be read: {type(error).__name__}: {error}") from None
+        raise ThumbnailError(
+            f"{path.name} cannot be read: {type(error).__name__}: {error}"
+        ) from None
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
         raise ThumbnailError(f"{path.name} is not an 8-bit single-frame picture")
     picture = Image.fromarray(pixels, mode="RGB" if pixels.ndim == 3 else "L")
