@@ -176,4 +176,7 @@ def test_two_receivers_and_two_workers_analyse_every_image_once(
     # A receiver, which analyses nothing itself, counts what the workers did.
     assert metrics[("osteonode_images_received_total", ())] == IMAGES
     assert metrics[("osteonode_images_analysed_total", (("pipeline", "lumbar"),))] == IMAGES
-    assert health["status"] == "pass"
+    # Only the missing destination is worth a warning: this node sends its results nowhere.
+    assert {check["name"] for check in health["checks"] if check["status"] != "pass"} == {
+        "destinations"
+    }

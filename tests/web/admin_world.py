@@ -91,6 +91,8 @@ def write_node_config(tmp_path: Path, *, admin_token: str | None = ADMIN_TOKEN) 
                     "timeout_s": 2.0,
                 },
                 "pipelines.lumbar": {"destinations": ["pacs"]},
+                "pipelines.chest": {"destinations": ["pacs"]},
+                "pipelines.hip": {"destinations": ["pacs"]},
             }
         ),
         encoding="utf-8",

@@ -4,6 +4,8 @@ actions that change state need the admin token."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -168,3 +170,38 @@ def test_actions_are_refused_without_a_configured_token(tmp_path: Path, serve_al
     assert refused.value.code == 403
     assert "set [http] admin_token" in refused.value.read().decode()
     assert 'action="/route"' not in html and "Set [http] admin_token to upload files here" in html
+
+
+def test_health_warns_when_a_pipelines_results_are_sent_nowhere(
+    tmp_path: Path, serve_alone
+) -> None:
+    config = load_config(
+        write_node_config(tmp_path), environ={"OSTEONODE_PIPELINES__HIP__DESTINATIONS": "[]"}
+    )
+    status, health = _get_json(serve_alone(config, ProcessParts(receives=True)) + "/health")
+
+    assert (status, health["status"]) == (200, "warn")
+    destinations = next(check for check in health["checks"] if check["name"] == "destinations")
+    assert destinations["detail"].startswith("results of hip are stored but sent nowhere")
+
+
+def test_config_show_never_prints_the_admin_token(tmp_path: Path) -> None:
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "osteonode",
+            "config",
+            "show",
+            "--config",
+            str(write_node_config(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert ADMIN_TOKEN not in shown.stdout
+    assert json.loads(shown.stdout)["http"]["admin_token"] == "**********"

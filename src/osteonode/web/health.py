@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from osteonode.config import NodeConfig
+from osteonode.config import NodeConfig, PipelineName
 from osteonode.store.db import Database
 from osteonode.store.spool import Spool
 from osteonode.store.tables import Job, JobState
@@ -119,6 +119,7 @@ def check_health(
     """
     checks = [_database(database), _spool(spool), _disk(config, spool), _workers(parts)]
     checks.extend(_pipelines(parts))
+    checks.append(_destinations(config))
     checks.append(_queue(database))
     return Health(tuple(checks))
 
@@ -197,6 +198,24 @@ def _pipelines(parts: ProcessParts) -> list[Check]:
                 )
             )
     return checks
+
+
+def _destinations(config: NodeConfig) -> Check:
+    # A new site's first surprise: results are made and stored, but no pipeline names a PACS.
+    unsent = []
+    for name in PipelineName:
+        settings = config.pipelines.get(name)
+        by_rule = any(rule.pipeline == name and rule.destinations for rule in config.routing.rules)
+        if settings.enabled and not settings.destinations and not by_rule:
+            unsent.append(name.value)
+    if unsent:
+        return Check(
+            "destinations",
+            CheckStatus.WARN,
+            f"results of {', '.join(unsent)} are stored but sent nowhere: name a destination in"
+            " [pipelines.<name>] destinations (docs/operator-guide.md, section 4)",
+        )
+    return Check("destinations", CheckStatus.PASS, "every enabled pipeline sends its results")
 
 
 def _queue(database: Database) -> Check:
