@@ -49,7 +49,7 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify checks that ExecStart exists: point it at this checkout's osteonode.
     installed = Path(sys.executable).parent / "osteonode"
     unit = (DEPLOY / "systemd" / "osteonode@.service").read_text("utf-8")
-    assert "ExecStart=/opt/osteonode/venv/bin/osteonode $OSTEONODE_ROLE" in unit
+    assert "ExecStart=/opt/osteonode/venv/bin/osteonode $NODE_COMMAND" in unit
     (tmp_path / "osteonode@.service").write_text(
         unit.replace("/opt/osteonode/venv/bin/osteonode", str(installed))
     )
@@ -74,9 +74,20 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         assert hardening in unit
 
 
-def test_shipped_environment_file_names_a_role_the_cli_has() -> None:
-    environment = (DEPLOY / "systemd" / "node.env").read_text("utf-8")
-    assert re.search(r"^OSTEONODE_ROLE=serve$", environment, re.MULTILINE)
+def test_shipped_environment_file_names_a_command_and_leaves_the_configuration_loadable() -> None:
+    text = (DEPLOY / "systemd" / "node.env").read_text("utf-8")
+    environment = dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    unit = (DEPLOY / "systemd" / "osteonode@.service").read_text("utf-8")
+    environment["OSTEONODE_CONFIG"] = re.search(
+        r"^Environment=OSTEONODE_CONFIG=(\S+)$", unit, re.M
+    ).group(1)
+
+    assert environment["NODE_COMMAND"] == "serve"
+    # The node reads every OSTEONODE_* variable as a key override: the unit's own must not be one.
+    shipped = REPOSITORY / "node_config" / "node.toml"
+    assert load_config(shipped, environ=environment).node.ae_title == "OSTEONODE"
 
 
 def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
