@@ -176,6 +176,9 @@ def test_two_receivers_and_two_workers_analyse_every_image_once(
     # A receiver, which analyses nothing itself, counts what the workers did.
     assert metrics[("osteonode_images_received_total", ())] == IMAGES
     assert metrics[("osteonode_images_analysed_total", (("pipeline", "lumbar"),))] == IMAGES
+    # Phase durations come from PostgreSQL's timestamps: every analysis took some time.
+    assert metrics[("osteonode_phase_duration_seconds_count", (("phase", "analysis"),))] == IMAGES
+    assert metrics[("osteonode_phase_duration_seconds_sum", (("phase", "analysis"),))] > 0
     # Only the missing destination is worth a warning: this node sends its results nowhere.
     assert {check["name"] for check in health["checks"] if check["status"] != "pass"} == {
         "destinations"

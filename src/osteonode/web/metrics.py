@@ -18,8 +18,7 @@ Latency is measured per phase from the rows' times:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -28,7 +27,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Subquery, case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from osteonode.store.db import Database
@@ -202,23 +201,23 @@ def _deliveries(session: Session) -> Metric:
 
 def _latency(session: Session) -> Metric:
     routed = aliased(Event)
-    queue = session.execute(
-        select(Instance.received_at, func.min(routed.at))
+    queue = (
+        select(Instance.received_at.label("start"), func.min(routed.at).label("end"))
         .join(routed, routed.instance_id == Instance.id)
         .where(routed.kind == EventKind.ROUTED)
         .group_by(Instance.id, Instance.received_at)
-    ).all()
-    analysis = session.execute(
-        select(func.max(routed.at), Result.created_at)
+    )
+    analysis = (
+        select(func.max(routed.at).label("start"), Result.created_at.label("end"))
         .join(routed, routed.job_id == Result.job_id)
         .where(routed.kind == EventKind.ROUTED)
         .group_by(Result.id, Result.created_at)
-    ).all()
-    delivery = session.execute(
-        select(Result.created_at, Delivery.sent_at)
+    )
+    delivery = (
+        select(Result.created_at.label("start"), Delivery.sent_at.label("end"))
         .join(Delivery, Delivery.result_id == Result.id)
         .where(Delivery.sent_at.is_not(None))
-    ).all()
+    )
     family = HistogramMetricFamily(
         "osteonode_phase_duration_seconds",
         "Time each image spent in each phase: queue (receipt to routing), analysis (routing to"
@@ -226,29 +225,35 @@ def _latency(session: Session) -> Metric:
         labels=["phase"],
     )
     for phase, pairs in (("queue", queue), ("analysis", analysis), ("delivery", delivery)):
-        buckets, total = _histogram(_durations(pairs), LATENCY_BUCKETS_S)
+        buckets, total = _histogram(session, pairs.subquery(), LATENCY_BUCKETS_S)
         family.add_metric([phase], buckets, total)
     return family
 
 
-def _durations(pairs: Iterable[Sequence[datetime | None]]) -> list[float]:
-    return [
-        max(0.0, (end - start).total_seconds())
-        for start, end in pairs
-        if start is not None and end is not None
-    ]
-
-
 def _histogram(
-    values: Sequence[float], bounds: Sequence[float]
+    session: Session, pairs: Subquery, bounds: Sequence[float]
 ) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative bucket counts (``le`` bounds, then ``+Inf``) and the sum of the values."""
-    buckets = [
-        (repr(float(bound)), float(sum(1 for value in values if value <= bound)))
-        for bound in bounds
-    ]
-    buckets.append(("+Inf", float(len(values))))
-    return buckets, float(sum(values))
+    """Cumulative bucket counts (``le`` bounds, then ``+Inf``) and the sum of the durations
+    ``end - start`` of the rows of ``pairs``, counted by the database in one pass."""
+    seconds = _seconds_between(session, pairs.c.start, pairs.c.end)
+    row = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(seconds), 0.0),
+            *(func.coalesce(func.sum(case((seconds <= bound, 1), else_=0)), 0) for bound in bounds),
+        ).select_from(pairs)
+    ).one()
+    count, total, *cumulative = row
+    buckets = [(repr(float(bound)), float(n)) for bound, n in zip(bounds, cumulative, strict=True)]
+    buckets.append(("+Inf", float(count)))
+    return buckets, float(total)
+
+
+def _seconds_between(session: Session, start: ColumnElement, end: ColumnElement) -> ColumnElement:
+    """``end - start`` in seconds, as SQL: SQLite keeps times as text, PostgreSQL as timestamps."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)
 
 
 def _process_gauges(parts: ProcessParts) -> Iterator[Metric]:
