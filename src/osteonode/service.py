@@ -96,7 +96,7 @@ class Node:
         ]
         self.sender = DeliverySender(config, self.database, self.spool) if worker_count else None
         parts = ProcessParts(
-            receives=scp,
+            scp=self.scp,
             workers=self.workers,
             pipelines=(
                 {**{str(name): None for name in pipelines}, **{str(name): why for name, why in unavailable.items()}}

@@ -61,7 +61,13 @@ def test_health_passes_on_a_working_node_and_names_each_check(admin_world: Admin
     assert status == 200
     assert health["status"] == "pass"
     checks = {check["name"]: check for check in health["checks"]}
-    assert {"database", "spool", "disk", "workers", "pipeline:lumbar", "queue"} <= set(checks)
+    assert {"database", "spool", "disk", "dicom", "workers", "pipeline:lumbar", "queue"} <= set(
+        checks
+    )
+    assert (
+        checks["dicom"]["detail"]
+        == f"accepting associations on port {admin_world.config.node.port}"
+    )
     assert checks["workers"]["detail"] == "1 worker threads alive"
     assert checks["pipeline:lumbar"]["detail"] == "loaded"
 
@@ -76,15 +82,13 @@ def test_health_warns_of_an_unloaded_pipeline_and_a_dead_worker_fails_it(
     waiting_url = serve_alone(
         config,
         ProcessParts(
-            receives=False,
-            workers=[],
             pipelines={
                 "lumbar": None,
                 "chest": "model folder models/chest-site not found",
             },
         ),
     )
-    stopped_url = serve_alone(config, ProcessParts(receives=False, workers=[dead_worker]))
+    stopped_url = serve_alone(config, ProcessParts(workers=[dead_worker]))
 
     waiting_status, waiting = _get_json(waiting_url + "/health")
     stopped_status, stopped = _get_json(stopped_url + "/health")
@@ -106,7 +110,7 @@ def test_health_fails_when_the_disk_is_below_the_minimum_that_receiving_needs(
     config = load_config(
         write_node_config(tmp_path), environ={"OSTEONODE_STORAGE__MIN_FREE_MB": str(1 << 30)}
     )
-    status, health = _get_json(serve_alone(config, ProcessParts(receives=True)) + "/health")
+    status, health = _get_json(serve_alone(config, ProcessParts()) + "/health")
 
     assert (status, health["status"]) == (503, "fail")
     disk = next(check for check in health["checks"] if check["name"] == "disk")
@@ -155,7 +159,7 @@ def test_retry_and_route_tester_need_the_admin_token(
 
 def test_actions_are_refused_without_a_configured_token(tmp_path: Path, serve_alone) -> None:
     config = load_config(write_node_config(tmp_path, admin_token=None), environ={})
-    url = serve_alone(config, ProcessParts(receives=True))
+    url = serve_alone(config, ProcessParts())
     film = make_radiograph(tmp_path / "film.dcm")
     body, content_type = _multipart({"token": "anything-at-all-here"}, film)
     request = urllib.request.Request(
@@ -178,7 +182,7 @@ def test_health_warns_when_a_pipelines_results_are_sent_nowhere(
     config = load_config(
         write_node_config(tmp_path), environ={"OSTEONODE_PIPELINES__HIP__DESTINATIONS": "[]"}
     )
-    status, health = _get_json(serve_alone(config, ProcessParts(receives=True)) + "/health")
+    status, health = _get_json(serve_alone(config, ProcessParts()) + "/health")
 
     assert (status, health["status"]) == (200, "warn")
     destinations = next(check for check in health["checks"] if check["name"] == "destinations")

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from osteonode.config import NodeConfig, PipelineName
+from osteonode.dicom.scp import StorageSCP
 from osteonode.store.db import Database
 from osteonode.store.spool import Spool
 from osteonode.store.tables import Job, JobState
@@ -49,8 +50,8 @@ class ProcessParts:
 
     Parameters
     ----------
-    receives
-        The storage SCP runs here.
+    scp
+        The storage SCP of this process; None in a process that only works.
     workers
         The worker threads of this process (empty for a receive-only process).
     pipelines
@@ -58,7 +59,7 @@ class ProcessParts:
         process without workers.
     """
 
-    receives: bool
+    scp: StorageSCP | None = None
     workers: Sequence[threading.Thread] = ()
     pipelines: Mapping[str, str | None] = field(default_factory=dict)
 
@@ -117,7 +118,13 @@ def check_health(
     parts
         What runs in this process.
     """
-    checks = [_database(database), _spool(spool), _disk(config, spool), _workers(parts)]
+    checks = [
+        _database(database),
+        _spool(spool),
+        _disk(config, spool),
+        _dicom(parts),
+        _workers(parts),
+    ]
     checks.extend(_pipelines(parts))
     checks.append(_destinations(config))
     checks.append(_queue(database))
@@ -170,6 +177,14 @@ def _disk(config: NodeConfig, spool: Spool) -> Check:
             f"{free_mb} MiB free, less than twice storage.min_free_mb = {minimum}",
         )
     return Check("disk", CheckStatus.PASS, f"{free_mb} MiB free (minimum {minimum})")
+
+
+def _dicom(parts: ProcessParts) -> Check:
+    if parts.scp is None:
+        return Check("dicom", CheckStatus.PASS, "no storage SCP in this process (work only)")
+    if not parts.scp.is_running:
+        return Check("dicom", CheckStatus.FAIL, "the storage SCP is not accepting associations")
+    return Check("dicom", CheckStatus.PASS, f"accepting associations on port {parts.scp.port}")
 
 
 def _workers(parts: ProcessParts) -> Check:
