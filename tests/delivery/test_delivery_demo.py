@@ -26,6 +26,7 @@ def test_demo_sends_samples_through_orthanc_and_shows_what_came_back(tmp_path):
     assert "starting Orthanc as the PACS" in output and "which forwards them to the node" in output
     assert sum(counts.values()) == 12 and counts["pending"] == counts["running"] == 0
     assert "sent to the PACS" in output
+    assert "the node's admin page (queue, results, models, routing): http://127.0.0.1:" in output
     for part in ("lumbar", "chest", "hip"):
         assert f"{part}/{part}_00000.dcm" in output
     if counts["done"]:  # a shipped model analysed some samples: their reports are in Orthanc
