@@ -233,8 +233,10 @@ def _latency(session: Session) -> Metric:
 def _histogram(
     session: Session, pairs: Subquery, bounds: Sequence[float]
 ) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative bucket counts (``le`` bounds, then ``+Inf``) and the sum of the durations
-    ``end - start`` of the rows of ``pairs``, counted by the database in one pass."""
+    """Cumulative bucket counts (``le`` bounds, then ``+Inf``) and the sum of the durations.
+
+    The durations are ``end - start`` of the rows of ``pairs``, counted by the database in one pass.
+    """
     seconds = _seconds_between(session, pairs.c.start, pairs.c.end)
     row = session.execute(
         select(

@@ -161,11 +161,13 @@ class AdminServer:
     # Answers, one per route; each returns (status, content type, body).
 
     def health(self) -> tuple[HTTPStatus, str, bytes]:
+        """``/health``: every check as JSON; 503 when one fails."""
         health = check_health(self.config, self.database, self.spool, self.parts)
         body = json.dumps({**health.to_dict(), "version": __version__}, indent=2).encode()
         return HTTPStatus(health.http_status), "application/json", body
 
     def metrics(self) -> tuple[HTTPStatus, str, bytes]:
+        """``/metrics``: the node's figures in the Prometheus text format."""
         return HTTPStatus.OK, _METRICS_CONTENT_TYPE, generate_latest(self.registry)
 
     def page(
@@ -174,6 +176,7 @@ class AdminServer:
         route_answer: dict[str, Any] | None = None,
         status: HTTPStatus = HTTPStatus.OK,
     ) -> tuple[HTTPStatus, str, bytes]:
+        """The admin page, with an optional notice and routing-tester answer."""
         with self.database.session() as session:
             view = admin_view(session, self.config, utc_now())
         health = check_health(self.config, self.database, self.spool, self.parts)
@@ -189,6 +192,7 @@ class AdminServer:
         return status, "text/html; charset=utf-8", html.encode()
 
     def thumbnail(self, delivery_id: int) -> tuple[HTTPStatus, str, bytes]:
+        """A PNG of the Secondary Capture of a delivery; 404 when there is none or it is purged."""
         with self.database.session() as session:
             relative = capture_delivery(session, delivery_id)
         if relative is None:
@@ -202,6 +206,7 @@ class AdminServer:
         return HTTPStatus.OK, "image/png", png
 
     def retry(self, delivery_id: int) -> tuple[HTTPStatus, str, bytes]:
+        """Queue a dead delivery again (the caller has checked the token); the page says so."""
         try:
             with self.database.session() as session:
                 requeue_delivery(session, delivery_id)
@@ -211,6 +216,7 @@ class AdminServer:
         return self.page(notice=f"delivery {delivery_id} queued again")
 
     def route_upload(self, name: str, content: bytes) -> tuple[HTTPStatus, str, bytes]:
+        """Route an uploaded file with the node's rules; the page shows the decision."""
         with tempfile.TemporaryDirectory(prefix="osteonode-route-") as directory:
             path = Path(directory) / "upload.dcm"
             path.write_bytes(content)
