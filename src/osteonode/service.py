@@ -36,6 +36,7 @@ from osteonode.store.retention import purge_spool, remove_orphan_files
 from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
 from osteonode.web import AdminServer, ProcessParts
+from osteonode.web.health import pipelines_sending_nowhere
 from osteonode.worker import Worker
 
 __all__ = ["Node", "run_node"]
@@ -125,6 +126,7 @@ class Node:
         self.spool.ensure_writable()
         self._remove_stray_files()
         self._warn_of_unknown_destinations()
+        self._warn_of_results_sent_nowhere()
         self._schedule()
         self._scheduler.start()
         for worker in self.workers:
@@ -217,6 +219,16 @@ class Node:
             orphans = remove_orphan_files(session, self.spool)
         if orphans:
             log.info("orphan_spool_files_removed", files=orphans)
+
+    def _warn_of_results_sent_nowhere(self) -> None:
+        # A process that makes results says at start when some go to no destination at all.
+        unsent = pipelines_sending_nowhere(self.config) if self.workers else []
+        if unsent:
+            log.warning(
+                "results_sent_nowhere",
+                pipelines=unsent,
+                hint="name a destination in [pipelines.<name>] destinations",
+            )
 
     def _warn_of_unknown_destinations(self) -> None:
         # Deliveries queued for a destination since removed from the configuration are never

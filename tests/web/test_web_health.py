@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from admin_world import ADMIN_TOKEN, AdminWorld, write_node_config
-from fixtures.peers import free_port, make_radiograph
+from fixtures.peers import NodeProcess, free_port, make_radiograph
 
 from osteonode.config import NodeConfig, load_config
 from osteonode.store.db import Database
@@ -209,3 +209,10 @@ def test_config_show_never_prints_the_admin_token(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert ADMIN_TOKEN not in shown.stdout
     assert json.loads(shown.stdout)["http"]["admin_token"] == "**********"
+
+
+def test_serve_warns_at_start_when_results_are_sent_nowhere(node: NodeProcess) -> None:
+    [warning] = node.wait_for_events("results_sent_nowhere")
+
+    assert warning["level"] == "warning"
+    assert warning["pipelines"] == ["lumbar", "chest", "hip"]

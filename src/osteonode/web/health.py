@@ -28,7 +28,14 @@ from osteonode.store.db import Database
 from osteonode.store.spool import Spool
 from osteonode.store.tables import Job, JobState
 
-__all__ = ["Check", "CheckStatus", "Health", "ProcessParts", "check_health"]
+__all__ = [
+    "Check",
+    "CheckStatus",
+    "Health",
+    "ProcessParts",
+    "check_health",
+    "pipelines_sending_nowhere",
+]
 
 _MEBIBYTE = 1024 * 1024
 
@@ -215,14 +222,22 @@ def _pipelines(parts: ProcessParts) -> list[Check]:
     return checks
 
 
-def _destinations(config: NodeConfig) -> Check:
-    # A new site's first surprise: results are made and stored, but no pipeline names a PACS.
+def pipelines_sending_nowhere(config: NodeConfig) -> list[str]:
+    """Enabled pipelines whose results no destination receives (neither theirs nor a rule's).
+
+    A new site's first surprise: results are made and stored, but no pipeline names a PACS.
+    """
     unsent = []
     for name in PipelineName:
         settings = config.pipelines.get(name)
         by_rule = any(rule.pipeline == name and rule.destinations for rule in config.routing.rules)
         if settings.enabled and not settings.destinations and not by_rule:
             unsent.append(name.value)
+    return unsent
+
+
+def _destinations(config: NodeConfig) -> Check:
+    unsent = pipelines_sending_nowhere(config)
     if unsent:
         return Check(
             "destinations",
