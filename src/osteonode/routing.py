@@ -11,17 +11,27 @@ Pixel data is never decoded here: :func:`route_file` reads the header and defers
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from osteonode.config import PipelineName, RoutingRule, RoutingSettings, SkipReason
+from osteonode.config import PipelineSettings, RoutingRule, RoutingSettings, SkipReason
 
-__all__ = ["Decision", "HeaderFacts", "Route", "Skip", "header_facts", "route_dataset", "route_file"]
+__all__ = [
+    "Decision",
+    "HeaderFacts",
+    "Route",
+    "Skip",
+    "header_facts",
+    "route_dataset",
+    "route_file",
+    "to_enabled_pipelines",
+]
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GREYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
@@ -60,11 +70,15 @@ _VIEW_MEANINGS = (
 
 @dataclass(frozen=True)
 class Route:
-    """The image goes to ``pipeline``; ``rule`` names the rule that decided."""
+    """The image goes to each of ``pipelines``; ``rule`` names the rule that decided."""
 
-    pipeline: PipelineName
+    pipelines: tuple[str, ...]
     rule: str
     destinations: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pipelines or not all(isinstance(name, str) and name for name in self.pipelines):
+            raise ValueError(f"a route needs one or more pipeline names, got {self.pipelines!r}")
 
 
 @dataclass(frozen=True)
@@ -227,9 +241,8 @@ def route_dataset(ds: pydicom.Dataset, settings: RoutingSettings | None = None) 
             continue
         if rule.skip is not None:
             return Skip(rule.skip, f"skipped by rule {rule.name!r}", rule.name)
-        assert rule.pipeline is not None  # a rule names a pipeline or a skip (config validation)
         destinations = tuple(rule.destinations) if rule.destinations is not None else None
-        return Route(rule.pipeline, rule.name, destinations)
+        return Route(tuple(rule.pipelines), rule.name, destinations)
     return Skip(
         SkipReason.UNKNOWN_BODY_PART,
         f"no routing rule matched (body part {facts.body_part or '(empty)'!r},"
@@ -259,3 +272,34 @@ def route_file(path: str | PathLike[str], settings: RoutingSettings | None = Non
     if "SOPClassUID" not in ds:
         return Skip(SkipReason.UNREADABLE, "cannot read the DICOM header: it has no SOP Class UID")
     return route_dataset(ds, settings)
+
+
+def to_enabled_pipelines(decision: Decision, pipelines: Mapping[str, PipelineSettings]) -> Decision:
+    """The decision with the pipelines the configuration disables taken out of its route.
+
+    Parameters
+    ----------
+    decision
+        What the rules decided.
+    pipelines
+        ``[pipelines.*]`` of the node configuration.
+
+    Returns
+    -------
+    Route or Skip
+        The route to the enabled pipelines; a ``pipeline_disabled`` skip when the rule's pipelines
+        are all disabled (or not configured); a skip unchanged.
+    """
+    if not isinstance(decision, Route):
+        return decision
+    enabled = tuple(
+        name for name in decision.pipelines if name in pipelines and pipelines[name].enabled
+    )
+    if not enabled:
+        return Skip(
+            SkipReason.PIPELINE_DISABLED,
+            f"rule {decision.rule!r} routes to {', '.join(decision.pipelines)}, disabled in the"
+            " configuration",
+            decision.rule,
+        )
+    return dataclasses.replace(decision, pipelines=enabled)

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 
 from osteonode.bone import WhoCategory
-from osteonode.config import ChestSettings
+from osteonode.config import PipelineSettings
 from osteonode.evaluate.metrics import KappaWeighting, cohen_kappa, roc_auc
 from osteonode.imaging.pixels import PhotometricInterpretation, load_radiograph
 from osteonode.phantoms import make_cohort, read_cohort
@@ -34,7 +34,7 @@ ORDER = [WhoCategory.NORMAL.value, WhoCategory.LOW_BONE_MASS.value, WhoCategory.
 
 @pytest.fixture(scope="module")
 def pipeline() -> ChestPipeline:
-    return ChestPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), ChestSettings())
+    return ChestPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), PipelineSettings())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from osteonode.bone import WhoCategory
-from osteonode.config import ChestSettings, IntendedUsePolicy
+from osteonode.config import PipelineSettings, IntendedUsePolicy
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.pipelines.base import Category, OutsideIntendedUse
 from osteonode.pipelines.chest import InferencePrecision, Stage, final_category
@@ -57,7 +57,7 @@ def test_configured_thresholds_decide_and_are_recorded(
     make_pipeline, chest_dataset: Dataset
 ) -> None:
     # Stage 1 at 0.018 is osteoporosis under a threshold of 0.01.
-    settings = ChestSettings(stage1_threshold=0.01, stage2_threshold=0.3)
+    settings = PipelineSettings(thresholds={"stage1": 0.01, "stage2": 0.3})
     pipeline = make_pipeline(
         logits={Stage.OSTEOPOROSIS: LOW, Stage.LOW_BONE_MASS: LOW}, settings=settings
     )
@@ -117,7 +117,7 @@ def test_film_outside_intended_use_is_analysed_with_a_note(
     assert result.evaluable
     assert any(note.startswith(expected) for note in result.notes), result.notes
 
-    skipping = make_pipeline(settings=ChestSettings(outside_intended_use=IntendedUsePolicy.SKIP))
+    skipping = make_pipeline(settings=PipelineSettings(outside_intended_use=IntendedUsePolicy.SKIP))
     with pytest.raises(OutsideIntendedUse, match=expected):
         skipping.run(load_radiograph(chest_dataset))
 
@@ -125,7 +125,7 @@ def test_film_outside_intended_use_is_analysed_with_a_note(
 def test_film_inside_intended_use_has_no_intended_use_note(
     make_pipeline, chest_dataset: Dataset
 ) -> None:
-    skipping = make_pipeline(settings=ChestSettings(outside_intended_use=IntendedUsePolicy.SKIP))
+    skipping = make_pipeline(settings=PipelineSettings(outside_intended_use=IntendedUsePolicy.SKIP))
     result = skipping.run(load_radiograph(chest_dataset))
     assert result.evaluable
     assert not any("intended" in note for note in result.notes)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from osteonode.config import ChestSettings
+from osteonode.config import PipelineSettings
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.nets import CheckpointError
 from osteonode.phantoms import make_cohort
@@ -53,7 +53,7 @@ def test_training_writes_a_model_the_pipeline_runs(cohort: Path, tmp_path: Path)
         out / "checkpoints" / "stage2.pt"
     ).is_file()
 
-    pipeline = ChestPipeline.from_model(load_model(out, device="cpu"), ChestSettings())
+    pipeline = ChestPipeline.from_model(load_model(out, device="cpu"), PipelineSettings())
     assert pipeline.preprocessing == TINY.preprocessing
     first = min(cohort.parent.glob("*.dcm"))
     assert pipeline.run(load_radiograph(first)).evaluable

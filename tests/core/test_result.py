@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from osteonode.bone import Laterality, WhoCategory
-from osteonode.config import PipelineName
 from osteonode.pipelines.base import (
     Category,
     Finding,
@@ -26,7 +25,8 @@ DEMO = ModelIdentity("hip-demo", "0.1.0", "vgg16_nonlocal_demo", synthetic=True,
 
 def hip_result(**changes) -> Result:
     values = dict(
-        pipeline=PipelineName.HIP,
+        pipeline="hip",
+        site=FindingSite.HIP,
         source=SOURCE,
         model=DEMO,
         evaluable=True,

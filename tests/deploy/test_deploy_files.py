@@ -21,7 +21,7 @@ import pytest
 import yaml
 from fixtures.peers import require_binary
 
-from osteonode.config import load_config
+from osteonode.config import SHIPPED_PIPELINES, load_config
 from osteonode.peers.orthanc import _NODE_OUTPUT_CLASS_PREFIXES
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -168,8 +168,9 @@ def test_container_configuration_loads_and_sends_to_the_compose_orthanc(
         "orthanc",
         orthanc["DicomPort"],
     )
-    for pipeline in ("lumbar", "chest", "hip"):
-        assert config.pipelines.get(pipeline).destinations == ["pacs"]
+    assert {name: settings.destinations for name, settings in config.pipelines.items()} == {
+        name: ["pacs"] for name in SHIPPED_PIPELINES
+    }
     assert (
         f"{orthanc['DicomPort']}:{orthanc['DicomPort']}" in compose["services"]["orthanc"]["ports"]
     )

@@ -148,4 +148,4 @@ def test_every_file_routes_to_the_pipeline_of_its_part(
             record.row["study_description"],
             decision,
         )
-        assert decision.pipeline.value == record.row["expected_route"] == record.part.value
+        assert decision.pipelines[0] == record.row["expected_route"] == record.part.value

@@ -93,6 +93,9 @@ def write_node_config(tmp_path: Path, *, admin_token: str | None = ADMIN_TOKEN) 
                 "pipelines.lumbar": {"destinations": ["pacs"]},
                 "pipelines.chest": {"destinations": ["pacs"]},
                 "pipelines.hip": {"destinations": ["pacs"]},
+                # Frontal lumbar films go to `lumbar` alone, which the stand-in runs.
+                "pipelines.lumbar_ap": {"enabled": False},
+                "pipelines.lumbar_lateral": {"enabled": False},
             }
         ),
         encoding="utf-8",

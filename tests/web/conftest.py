@@ -18,17 +18,17 @@ from admin_world import AdminWorld, write_node_config
 from delivery.delivery_standin import NOT_EVALUABLE_COMMENT, StandInLumbarPipeline
 from fixtures.peers import make_radiograph, storescu
 
-from osteonode.config import PipelineName, load_config
+from osteonode.config import load_config
 from osteonode.service import Node
 from osteonode.store.tables import DeliveryState
 
 
 @pytest.fixture
 def admin_world(tmp_path: Path) -> Iterator[AdminWorld]:
-    """A node that received a spine film, a not-evaluable one and a lateral view, analysed the
+    """A node that received a spine film, a not-evaluable one and a lateral chest, analysed the
     first two, and dead-lettered their four report objects."""
     config = load_config(write_node_config(tmp_path), environ={})
-    node = Node(config, pipelines={PipelineName.LUMBAR: StandInLumbarPipeline()})
+    node = Node(config, pipelines={"lumbar": StandInLumbarPipeline()})
     node.start()
     try:
         spine = make_radiograph(tmp_path / "spine.dcm", seed=1)
@@ -36,7 +36,9 @@ def admin_world(tmp_path: Path) -> Iterator[AdminWorld]:
         film = pydicom.dcmread(not_evaluable)
         film.ImageComments = NOT_EVALUABLE_COMMENT
         film.save_as(not_evaluable)
-        lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL", seed=3)
+        lateral = make_radiograph(
+            tmp_path / "lateral.dcm", body_part="CHEST", view="LATERAL", seed=3
+        )
         assert storescu(config.node.port, [spine, not_evaluable, lateral]).returncode == 0
         assert node.http is not None
         world = AdminWorld(

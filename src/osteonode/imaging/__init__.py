@@ -1,4 +1,5 @@
-"""Decoding, preprocessing and display of radiographs."""
+"""Decoding and display of radiographs (the papers' preprocessing, which needs torch, is in
+:mod:`~osteonode.imaging.transforms`)."""
 
 from osteonode.imaging.pixels import (
     HeaderFacts,
@@ -13,12 +14,6 @@ from osteonode.imaging.pixels import (
     load_radiograph,
 )
 from osteonode.imaging.overlay import heat_colours, heatmap_overlay
-from osteonode.imaging.transforms import (
-    ScaleMap,
-    grayscale_truncation,
-    resize_with_scale,
-    ztransform_2sigma,
-)
 
 __all__ = [
     "HeaderFacts",
@@ -27,14 +22,10 @@ __all__ = [
     "PatientSex",
     "PhotometricInterpretation",
     "Radiograph",
-    "ScaleMap",
     "SourceUids",
     "SpacingSource",
     "display_window",
-    "grayscale_truncation",
     "heat_colours",
     "heatmap_overlay",
     "load_radiograph",
-    "resize_with_scale",
-    "ztransform_2sigma",
 ]

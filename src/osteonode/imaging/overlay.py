@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from osteonode.imaging.transforms import resize_with_scale
-
 #: Control points (heat, (R, G, B)) of the heat colour map: a rainbow-like ramp from
 #: dark blue through cyan, green and yellow to dark red, so warm colours mean high
 #: heat; lightness rises to yellow and falls to red, as in turbo-like maps.
@@ -123,8 +121,12 @@ def _checked(
         raise ValueError(f"heatmap must be a non-empty 2-D array, got shape {heat.shape}")
     if not np.all(np.isfinite(heat)) or heat.min() < -1e-6 or heat.max() > 1 + 1e-6:
         raise ValueError("heatmap values must be finite and within [0, 1]")
-    if heat.shape != grey.shape:
-        heat, _ = resize_with_scale(heat, (grey.shape[0], grey.shape[1]))
+    if heat.shape != grey.shape:  # display only: Pillow's bilinear resize, no torch on the report side
+        heat = np.asarray(
+            Image.fromarray(heat.astype(np.float32), mode="F").resize(
+                (grey.shape[1], grey.shape[0]), Image.Resampling.BILINEAR
+            )
+        )
     if isinstance(banner_lines, str) or not all(isinstance(line, str) for line in banner_lines):
         raise TypeError("banner_lines must be a sequence of strings")
     return grey, np.clip(heat, 0.0, 1.0), list(banner_lines)

@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 
 from osteonode.bone import Laterality, WhoCategory
-from osteonode.config import PipelineName
+from osteonode.imaging.pixels import Radiograph
 
 __all__ = [
     "Category",
     "Finding",
     "FindingSite",
+    "Method",
+    "Truth",
     "ModelIdentity",
     "OutsideIntendedUse",
     "Region",
@@ -99,6 +101,38 @@ def _check_category(owner: str, category: Category | None) -> None:
             f"{owner}.category must be a Category or None, got {category!r}"
             " (Category.from_who converts a WhoCategory)"
         )
+
+
+class Method(enum.StrEnum):
+    """The pipeline implementations a model card can ask for (its ``pipeline`` key).
+
+    A node pipeline (``[pipelines.<name>]``) runs whatever its model folder's card names, so the
+    configured name is free and several pipelines can use one implementation.
+    """
+
+    LUMBAR = "lumbar"
+    """Vertebra detection and BMD regression of a frontal lumbar film (T-score, WHO category)."""
+    CHEST = "chest"
+    """Two-stage ConvNeXt of a PA chest film."""
+    HIP = "hip"
+    """Femur localiser and VGG16 non-local classifier per hip."""
+    CLASSIFIER = "classifier"
+    """A card-driven classifier of the whole film: preprocessing, stages and cut-offs in the card."""
+
+
+class Truth(enum.StrEnum):
+    """What a method's answers are compared with when a site validates it on its own cohort."""
+
+    FILM = "film"
+    """One answer per film: the cohort's ``category`` or ``t_score``."""
+    PER_SIDE = "per_side"
+    """One answer per side (a hip): ``right_``/``left_`` ``category`` or ``t_score``."""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The cohort columns of which at least one gives this truth."""
+        prefixes = ("",) if self is Truth.FILM else ("right_", "left_")
+        return tuple(f"{prefix}{name}" for prefix in prefixes for name in ("category", "t_score"))
 
 
 class FindingSite(enum.StrEnum):
@@ -207,6 +241,20 @@ class SourceImage:
     rows: int
     columns: int
 
+    @classmethod
+    def from_radiograph(cls, radiograph: Radiograph) -> SourceImage:
+        """The identity and size of a decoded film (an empty string for a UID its header lacks)."""
+        uids = radiograph.uids
+        rows, columns = radiograph.shape
+        return cls(
+            sop_class_uid=uids.sop_class_uid or "",
+            sop_instance_uid=uids.sop_instance_uid or "",
+            study_instance_uid=uids.study_instance_uid or "",
+            series_instance_uid=uids.series_instance_uid or "",
+            rows=rows,
+            columns=columns,
+        )
+
     def __post_init__(self) -> None:
         for attribute in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
             if not getattr(self, attribute):
@@ -294,11 +342,13 @@ class Result:
     Parameters
     ----------
     pipeline
-        The pipeline that produced it.
+        The name of the configured pipeline that produced it (``[pipelines.<name>]``).
     source
         The analysed image.
     model
         The model behind it.
+    site
+        Where the film's answer is: the lumbar spine, the chest, the hips (keyword only).
     evaluable
         False when the film as a whole could not be assessed; ``reason`` says why.
     reason
@@ -316,10 +366,11 @@ class Result:
         Grad-CAM map, float32 in [0, 1], shaped like the source image; None when not computed.
     """
 
-    pipeline: PipelineName
+    pipeline: str
     source: SourceImage
     model: ModelIdentity
     evaluable: bool
+    site: FindingSite = field(kw_only=True)
     reason: str | None = None
     category: Category | None = None
     t_score: float | None = None
@@ -328,8 +379,10 @@ class Result:
     heatmap: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pipeline, PipelineName):
-            raise TypeError("Result.pipeline must be a PipelineName")
+        if not isinstance(self.pipeline, str) or not self.pipeline:
+            raise TypeError("Result.pipeline must be the configured pipeline's name")
+        if not isinstance(self.site, FindingSite):
+            raise TypeError(f"Result.site must be a FindingSite, got {self.site!r}")
         _check_category("Result", self.category)
         if self.evaluable and self.category is None:
             raise ValueError("an evaluable result needs a category")
@@ -364,7 +417,9 @@ class Result:
         model = dict(data["model"])
         model["parameters"] = tuple(tuple(pair) for pair in model.get("parameters", ()))
         return cls(
-            pipeline=PipelineName(data["pipeline"]),
+            pipeline=str(data["pipeline"]),
+            # Results stored by osteonode 0.1 name no site; their pipelines were named after it.
+            site=FindingSite(data.get("site") or _SITES_OF_0_1[data["pipeline"]]),
             source=SourceImage(**data["source"]),
             model=ModelIdentity(**model),
             evaluable=data["evaluable"],
@@ -375,6 +430,9 @@ class Result:
             notes=tuple(data.get("notes", ())),
             heatmap=heatmap,
         )
+
+
+_SITES_OF_0_1 = {"lumbar": FindingSite.LUMBAR_SPINE, "chest": FindingSite.CHEST, "hip": FindingSite.HIP}
 
 
 def _optional(kind: type[enum.Enum], value: Any) -> Any:

@@ -50,7 +50,7 @@ from osteonode.bone import (
     who_applicability,
     who_category,
 )
-from osteonode.config import IntendedUsePolicy, LumbarSettings, PipelineName
+from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.explain import grad_cam
 from osteonode.imaging.pixels import Radiograph
 from osteonode.nets.vertebrae import CROP_SIZE, VertebraCropNet, VertebraKeypointNet
@@ -58,12 +58,15 @@ from osteonode.pipelines.base import (
     Category,
     Finding,
     FindingSite,
+    Method,
     OutsideIntendedUse,
     Region,
     Result,
     SourceImage,
+    Truth,
 )
 from osteonode.reference import ReferenceData
+from osteonode.zoo import LoadedModel, ModelError
 
 __all__ = [
     "BODIES",
@@ -460,29 +463,38 @@ class LumbarPipeline:
 
     Parameters
     ----------
-    detector, refiner, regressor
-        The model's networks (roles ``detector``, ``refiner``, ``regressor``).
-    identity_model
-        The loaded model (its card names the calibration and the confidence limit).
+    model
+        The loaded model: networks ``detector``, ``refiner``, ``regressor``; its card names the
+        calibration and the confidence limit.
     settings
-        ``[pipelines.lumbar]``.
+        ``[pipelines.<name>]``.
     reference
         T-score references and cross-calibrations.
+    name
+        The configured pipeline's name, written on every result.
     """
 
-    name: ClassVar[PipelineName] = PipelineName.LUMBAR
+    truth: ClassVar[Truth] = Truth.FILM
 
-    def __init__(self, model: object, settings: LumbarSettings, reference: ReferenceData) -> None:
-        from osteonode.zoo import LoadedModel, ModelError
-
+    def __init__(
+        self,
+        model: LoadedModel,
+        settings: PipelineSettings,
+        reference: ReferenceData,
+        name: str = Method.LUMBAR.value,
+    ) -> None:
         if not isinstance(model, LoadedModel):
             raise TypeError(f"model must be a LoadedModel, got {type(model).__name__}")
-        if not isinstance(settings, LumbarSettings):
-            raise TypeError(f"settings must be LumbarSettings, got {type(settings).__name__}")
+        if not isinstance(settings, PipelineSettings):
+            raise TypeError(f"settings must be PipelineSettings, got {type(settings).__name__}")
+        if settings.thresholds:
+            raise ModelError(
+                "the lumbar BMD method decides by T-score (WHO categories), it takes no thresholds"
+            )
         if not isinstance(reference, ReferenceData):
             raise TypeError(f"reference must be ReferenceData, got {type(reference).__name__}")
         card = model.card
-        if card.pipeline is not PipelineName.LUMBAR:
+        if card.pipeline is not Method.LUMBAR:
             raise ModelError(f"model {card.name!r} is for the {card.pipeline} pipeline, not lumbar")
         if card.calibration is None:
             raise ModelError(
@@ -509,11 +521,19 @@ class LumbarPipeline:
         self.site_manufacturer = reference.lumbar.site_manufacturer
         self.calibration = reference.lumbar_calibration(self.model_calibration)
         self.identity = card.identity()
+        self.name = name
 
     @classmethod
-    def from_model(cls, model: object, settings: LumbarSettings, reference: ReferenceData) -> Self:
+    def from_model(
+        cls,
+        model: LoadedModel,
+        settings: PipelineSettings,
+        reference: ReferenceData,
+        *,
+        name: str = Method.LUMBAR.value,
+    ) -> Self:
         """Build the pipeline from its loaded model, settings and reference data."""
-        return cls(model, settings, reference)
+        return cls(model, settings, reference, name)
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -549,6 +569,7 @@ class LumbarPipeline:
             )
             return Result(
                 pipeline=self.name,
+                site=FindingSite.LUMBAR_SPINE,
                 source=source,
                 model=self.identity,
                 evaluable=False,
@@ -869,6 +890,7 @@ class LumbarPipeline:
         if not summary.evaluable:
             return Result(
                 pipeline=self.name,
+                site=FindingSite.LUMBAR_SPINE,
                 source=source,
                 model=self.identity,
                 evaluable=False,
@@ -897,6 +919,7 @@ class LumbarPipeline:
         )
         return Result(
             pipeline=self.name,
+            site=FindingSite.LUMBAR_SPINE,
             source=source,
             model=self.identity,
             evaluable=True,

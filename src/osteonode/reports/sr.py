@@ -31,8 +31,8 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.sr.coding import Code
 
-from osteonode.config import PipelineName, SrStorage
-from osteonode.pipelines.base import Finding, FindingSite, Region, Result
+from osteonode.config import SrStorage
+from osteonode.pipelines.base import Finding, Region, Result
 from osteonode.reports import codes
 from osteonode.reports.device import MANUFACTURER, MODEL_NAME, DeviceInfo
 from osteonode.reports.text import series_description
@@ -74,14 +74,6 @@ _TYPE_2_FROM_EVIDENCE = (
     "StudyTime",
     "ReferringPhysicianName",
 )
-#: The finding site of the film as a whole, by pipeline.
-_FILM_SITES = {
-    PipelineName.LUMBAR: FindingSite.LUMBAR_SPINE,
-    PipelineName.CHEST: FindingSite.CHEST,
-    PipelineName.HIP: FindingSite.HIP,
-}
-
-
 class ReportError(ValueError):
     """A result and a source image that cannot make a report together."""
 
@@ -365,7 +357,7 @@ def _overall_group(result: Result) -> hd.sr.MeasurementsAndQualitativeEvaluation
     """The film's answer, so a reader finds it first whatever the pipeline."""
     if any(finding.name == OVERALL_TRACKING_IDENTIFIER for finding in result.findings):
         raise ReportError(f"a finding may not be named {OVERALL_TRACKING_IDENTIFIER!r}")
-    film_site = _FILM_SITES[result.pipeline]
+    film_site = result.site
     answer = (
         (codes.CLASSIFICATION, codes.INDETERMINATE)
         if result.category is None

@@ -33,13 +33,13 @@ from rich.progress import track
 from torch import nn
 
 from osteonode.bone import NORMAL_T_SCORE, OSTEOPOROSIS_T_SCORE, WhoCategory
-from osteonode.config import PipelineName
 from osteonode.evaluate.metrics import KappaWeighting, cohen_kappa, roc_auc
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.nets import build_network, load_pretrained
 from osteonode.phantoms import read_cohort
 from osteonode.phantoms.chest import CHEST_QUALITY_EXPONENT
 from osteonode.phantoms.enum import Category, Part
+from osteonode.pipelines.base import Method
 from osteonode.pipelines.chest import ChestPreprocessing, Stage, final_category
 from osteonode.train import DemoRecipe
 from osteonode.train.loop import LearningRateSchedule, TrainingSettings, fit, split_indices
@@ -362,7 +362,7 @@ def train(
     card = ModelCard(
         name=name,
         version=version,
-        pipeline=PipelineName.CHEST,
+        pipeline=Method.CHEST,
         description=_description(configuration, films.synthetic),
         intended_use=(
             "Opportunistic screening for low bone mass on PA chest radiographs of adults aged 50 and"

@@ -15,7 +15,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from osteonode.config import NodeConfig, PipelineName, RoutingRule
+from osteonode.config import NodeConfig, RoutingRule
 from osteonode.store.deliveries import DeliveryListing, list_deliveries
 from osteonode.store.history import ResultRecord, counts_by_state, delivery_counts_by_state
 from osteonode.store.tables import Delivery, DeliveryState, Instance, Result
@@ -127,10 +127,9 @@ def _models(config: NodeConfig) -> list[ModelEntry]:
     from osteonode.zoo import ModelCard, list_models
 
     users: dict[str, list[str]] = {}
-    for name in PipelineName:
-        settings = config.pipelines.get(name)
+    for name, settings in config.pipelines.items():
         if settings.enabled:
-            users.setdefault(settings.model_name(name), []).append(name.value)
+            users.setdefault(settings.model_name(name), []).append(name)
     return [
         ModelEntry(
             folder=folder.name,

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig
 from osteonode.dicom.scp import StorageSCP
 from osteonode.store.db import Database
 from osteonode.store.spool import Spool
@@ -228,11 +228,10 @@ def pipelines_sending_nowhere(config: NodeConfig) -> list[str]:
     A new site's first surprise: results are made and stored, but no pipeline names a PACS.
     """
     unsent = []
-    for name in PipelineName:
-        settings = config.pipelines.get(name)
-        by_rule = any(rule.pipeline == name and rule.destinations for rule in config.routing.rules)
+    for name, settings in config.pipelines.items():
+        by_rule = any(name in rule.pipelines and rule.destinations for rule in config.routing.rules)
         if settings.enabled and not settings.destinations and not by_rule:
-            unsent.append(name.value)
+            unsent.append(name)
     return unsent
 
 

@@ -48,7 +48,7 @@ from prometheus_client import generate_latest
 
 from osteonode import __version__
 from osteonode.config import NodeConfig
-from osteonode.routing import Route, route_file
+from osteonode.routing import Route, route_file, to_enabled_pipelines
 from osteonode.store.db import Database
 from osteonode.store.deliveries import DeliveryStateError, requeue_delivery
 from osteonode.store.spool import Spool
@@ -220,9 +220,15 @@ class AdminServer:
         with tempfile.TemporaryDirectory(prefix="osteonode-route-") as directory:
             path = Path(directory) / "upload.dcm"
             path.write_bytes(content)
-            decision = route_file(path, self.config.routing)
+            decision = to_enabled_pipelines(
+                route_file(path, self.config.routing), self.config.pipelines
+            )
         if isinstance(decision, Route):
-            answer = {"file": name, "pipeline": decision.pipeline.value, "rule": decision.rule}
+            answer = {
+                "file": name,
+                "pipelines": ", ".join(decision.pipelines),
+                "rule": decision.rule,
+            }
         else:
             answer = {
                 "file": name,
