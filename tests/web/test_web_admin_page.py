@@ -73,6 +73,9 @@ def test_admin_page_shows_results_with_their_secondary_capture_thumbnails(
         and "not for diagnostic use" in lumbar_model.inner_text()
     )
     assert "lateral-view" in page.locator("#routing").inner_text()
+    lumbar = page.locator('#pipelines tr[data-pipeline="lumbar"]').inner_text()
+    assert lumbar.split("\t") == ["lumbar", "yes", "lumbar-demo", "pacs", "loaded"]
+    assert page.locator('#pipelines tr[data-pipeline="lumbar_ap"] td').nth(1).inner_text() == "no"
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -188,6 +188,8 @@ class AdminServer:
             actions_enabled=self.config.http.admin_token is not None,
             notice=notice,
             route_answer=route_answer,
+            pipelines=self.config.pipelines,
+            loaded=self.parts.pipelines,
         )
         return status, "text/html; charset=utf-8", html.encode()
 
