@@ -687,7 +687,7 @@ def validate(
     config: ConfigOption = None,
 ) -> None:
     """Run a pipeline over a cohort (or read a predictions file) and write metrics.json and report.html."""
-    from osteonode.bone import WhoCategory
+    from osteonode.bone import WHO_CATEGORIES, Category
     from osteonode.evaluate.predictions import PredictionsError
     from osteonode.evaluate.report import ValidationSettings, validate_predictions_file
 
@@ -706,10 +706,10 @@ def validate(
             raise _validate_error(str(error)) from None
     elif pipeline is not None:
         raise _validate_error("--pipeline goes with --cohort; a predictions file is already the pipeline's output")
-    if positive is not None and positive not in {category.value for category in WhoCategory}:
+    if positive is not None and positive not in {category.value for category in WHO_CATEGORIES}:
         raise _validate_error(f"--positive {positive!r} is not one of normal, low_bone_mass, osteoporosis")
     settings = ValidationSettings(
-        positive=None if positive is None else WhoCategory(positive), n_resamples=bootstrap, seed=seed
+        positive=None if positive is None else Category(positive), n_resamples=bootstrap, seed=seed
     )
     try:
         files = validate_predictions_file(predictions, out, settings)

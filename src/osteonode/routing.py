@@ -21,51 +21,18 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from osteonode.config import PipelineSettings, RoutingRule, RoutingSettings, SkipReason
+from osteonode.header import HeaderFacts, normalise, read_header
 
 __all__ = [
     "Decision",
-    "HeaderFacts",
     "Route",
     "Skip",
-    "header_facts",
     "route_dataset",
     "route_file",
     "to_enabled_pipelines",
 ]
 
-_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GREYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
-_DESCRIPTION_KEYWORDS = (
-    "StudyDescription",
-    "SeriesDescription",
-    "ProtocolName",
-    "RequestedProcedureDescription",
-    "PerformedProcedureStepDescription",
-)
-
-# View Position (0018,5101) defined terms, and the looser values vendors write, by projection.
-_VIEW_POSITIONS = {
-    "AP": "AP",
-    "PA": "PA",
-    "LL": "LATERAL",
-    "RL": "LATERAL",
-    "LAT": "LATERAL",
-    "LATERAL": "LATERAL",
-    "LLO": "OBLIQUE",
-    "RLO": "OBLIQUE",
-    "OBL": "OBLIQUE",
-    "OBLIQUE": "OBLIQUE",
-}
-# Words of View Code Sequence code meanings (CID 4010/4012), in the order they are tested.
-_VIEW_MEANINGS = (
-    ("ANTEROPOSTERIOR", "AP"),
-    ("ANTERIORPOSTERIOR", "AP"),
-    ("POSTEROANTERIOR", "PA"),
-    ("POSTERIORANTERIOR", "PA"),
-    ("OBLIQUE", "OBLIQUE"),
-    ("LATERAL", "LATERAL"),
-    ("LATERO", "LATERAL"),
-)
 
 
 @dataclass(frozen=True)
@@ -93,79 +60,13 @@ class Skip:
 Decision = Route | Skip
 
 
-@dataclass(frozen=True)
-class HeaderFacts:
-    """The header values routing looks at, already normalised for comparison."""
-
-    modality: str
-    sop_class_uid: str
-    body_part: str
-    view: str
-    laterality: str
-    descriptions: tuple[str, ...]
-    has_pixel_data: bool
-    frames: int
-    samples_per_pixel: int
-    photometric: str
-
-
-def _normalise(value: object) -> str:
-    return re.sub(r"[\s_\-]+", "", str(value or "")).upper()
-
-
 def _words(text: str) -> list[str]:
     return re.findall(r"[A-Z0-9]+", text.upper())
 
 
-def _view(ds: pydicom.Dataset) -> str:
-    position = _normalise(ds.get("ViewPosition", ""))
-    if position:
-        return _VIEW_POSITIONS.get(position, position)
-    for item in ds.get("ViewCodeSequence", []):
-        meaning = _normalise(item.get("CodeMeaning", ""))
-        for word, view in _VIEW_MEANINGS:
-            if word in meaning:
-                return view
-    return ""
-
-
-def _int(ds: pydicom.Dataset, keyword: str, default: int) -> int:
-    try:
-        return int(ds.get(keyword, default) or default)
-    except (TypeError, ValueError):
-        return default
-
-
-def header_facts(ds: pydicom.Dataset) -> HeaderFacts:
-    """Read the routing-relevant attributes of a dataset (no pixel decoding).
-
-    Parameters
-    ----------
-    ds
-        The dataset; large values may be deferred.
-
-    Returns
-    -------
-    HeaderFacts
-    """
-    laterality = ds.get("ImageLaterality", "") or ds.get("Laterality", "")
-    return HeaderFacts(
-        modality=_normalise(ds.get("Modality", "")),
-        sop_class_uid=str(ds.get("SOPClassUID", "")),
-        body_part=_normalise(ds.get("BodyPartExamined", "")),
-        view=_view(ds),
-        laterality=_normalise(laterality),
-        descriptions=tuple(str(ds.get(keyword, "") or "") for keyword in _DESCRIPTION_KEYWORDS),
-        has_pixel_data=any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS),
-        frames=_int(ds, "NumberOfFrames", 1),
-        samples_per_pixel=_int(ds, "SamplesPerPixel", 1),
-        photometric=_normalise(ds.get("PhotometricInterpretation", "")),
-    )
-
-
 def _accepts(values: Iterable[str], actual: str) -> bool:
     """Whether a criterion list accepts ``actual`` (an empty list accepts anything)."""
-    wanted = {_normalise(value) for value in values}
+    wanted = {normalise(value) for value in values}
     return not wanted or actual in wanted
 
 
@@ -174,7 +75,7 @@ def _mentions(descriptions: Iterable[str], keyword: str) -> bool:
 
     ``LSPINE`` thus matches "L-SPINE AP", "L spine" and "LSPINE" but not "XLSPINE".
     """
-    target = _normalise(re.sub(r"[^A-Za-z0-9]+", "", keyword))
+    target = normalise(re.sub(r"[^A-Za-z0-9]+", "", keyword))
     for description in descriptions:
         words = _words(description)
         for start in range(len(words)):
@@ -232,7 +133,7 @@ def route_dataset(ds: pydicom.Dataset, settings: RoutingSettings | None = None) 
         The pipeline and deciding rule, or the reason the image is not analysed.
     """
     settings = RoutingSettings() if settings is None else settings
-    facts = header_facts(ds)
+    facts = read_header(ds)
     refusal = _unanalysable(facts, settings.accepted_modalities)
     if refusal is not None:
         return refusal

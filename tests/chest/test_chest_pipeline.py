@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from osteonode.bone import WhoCategory
+from osteonode.bone import Category
 from osteonode.config import PipelineSettings, IntendedUsePolicy
 from osteonode.imaging.pixels import load_radiograph
-from osteonode.pipelines.base import Category, OutsideIntendedUse
+from osteonode.pipelines.base import OutsideIntendedUse
 from osteonode.pipelines.chest import InferencePrecision, Stage, final_category
 
 HIGH, LOW = 4.0, -4.0  # logits: probability 0.982 and 0.018
@@ -151,8 +151,8 @@ def test_flat_centre_is_not_evaluable(make_pipeline, chest_dataset: Dataset) -> 
 
 
 def test_final_category_follows_the_two_stage_rule() -> None:
-    assert final_category(0.5, None, 0.5, 0.5) is WhoCategory.OSTEOPOROSIS
-    assert final_category(0.49, 0.5, 0.5, 0.5) is WhoCategory.LOW_BONE_MASS
-    assert final_category(0.49, 0.49, 0.5, 0.5) is WhoCategory.NORMAL
+    assert final_category(0.5, None, 0.5, 0.5) is Category.OSTEOPOROSIS
+    assert final_category(0.49, 0.5, 0.5, 0.5) is Category.LOW_BONE_MASS
+    assert final_category(0.49, 0.49, 0.5, 0.5) is Category.NORMAL
     with pytest.raises(ValueError, match="stage 2"):
         final_category(0.1, None, 0.5, 0.5)

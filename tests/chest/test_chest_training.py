@@ -112,18 +112,18 @@ def test_cohort_of_another_part_is_refused(tmp_path: Path) -> None:
 
 
 def test_stage_targets_are_soft_near_the_cut_off_and_hard_far_from_it() -> None:
-    from osteonode.bone import WhoCategory
+    from osteonode.bone import Category
     from osteonode.train.chest import _Films
 
     t_scores = torch.tensor([-4.0, -2.5, -1.8, -1.0, 0.5])
     films = _Films(
         images=torch.zeros(5, 8, 8),
         categories=(
-            WhoCategory.OSTEOPOROSIS,
-            WhoCategory.OSTEOPOROSIS,
-            WhoCategory.LOW_BONE_MASS,
-            WhoCategory.NORMAL,
-            WhoCategory.NORMAL,
+            Category.OSTEOPOROSIS,
+            Category.OSTEOPOROSIS,
+            Category.LOW_BONE_MASS,
+            Category.NORMAL,
+            Category.NORMAL,
         ),
         t_scores=t_scores,
         synthetic=True,

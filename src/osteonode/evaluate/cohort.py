@@ -52,7 +52,7 @@ from osteonode.bone import (
     DxaManufacturer,
     Laterality,
     Sex,
-    WhoCategory,
+    Category,
     who_category,
 )
 from osteonode.config import NodeConfig
@@ -64,7 +64,7 @@ from osteonode.evaluate.predictions import (
     Status,
     write_predictions,
 )
-from osteonode.pipelines.base import Category, Result, Truth
+from osteonode.pipelines.base import Result, Truth
 from osteonode.reference import MissingReferenceError, ReferenceData, load_reference
 
 __all__ = [
@@ -237,7 +237,7 @@ def on_site_calibration(row: CohortRow, reference: ReferenceData) -> CohortRow:
 def _binary(category: str | None) -> str | None:
     if category is None:
         return None
-    return WhoCategory.OSTEOPOROSIS.value if category == WhoCategory.OSTEOPOROSIS else NOT_OSTEOPOROSIS
+    return Category.OSTEOPOROSIS.value if category == Category.OSTEOPOROSIS else NOT_OSTEOPOROSIS
 
 
 def _excluded(row: CohortRow, reason: str, side: Laterality | None = None) -> Prediction:
@@ -267,7 +267,7 @@ def predictions_from_result(row: CohortRow, result: Result) -> list[Prediction]:
                     id=row.id, sex=row.sex, age=row.age, site=result.site.value, side=side,
                     truth_category=_binary(row.side_truth.get(side)),
                     predicted_category=(
-                        WhoCategory.OSTEOPOROSIS.value if finding.osteoporosis_present else NOT_OSTEOPOROSIS
+                        Category.OSTEOPOROSIS.value if finding.osteoporosis_present else NOT_OSTEOPOROSIS
                     ),
                     score=finding.probability,
                 )

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from osteonode.bone import Laterality, WhoCategory
+from osteonode.bone import Category, Laterality
 from osteonode.imaging.pixels import Radiograph
 
 __all__ = [
@@ -55,51 +55,10 @@ class OutsideIntendedUse(Exception):
         self.reason = reason
 
 
-class Category(enum.StrEnum):
-    """The answer of a result or a finding: a WHO category, or a two-class method's "no".
-
-    The WHO categories (:class:`osteonode.bone.WhoCategory`) come from a T-score or a three-class
-    method; a two-class method (the hip classifier: osteoporosis or not) cannot tell normal from
-    low bone mass, and its negative answer is :attr:`NOT_OSTEOPOROSIS`, which is none of the
-    three. The WHO members share WhoCategory's values, so stored results read back unchanged.
-    """
-
-    NORMAL = WhoCategory.NORMAL.value
-    LOW_BONE_MASS = WhoCategory.LOW_BONE_MASS.value
-    """Osteopenia: -2.5 < T < -1.0."""
-    OSTEOPOROSIS = WhoCategory.OSTEOPOROSIS.value
-    NOT_OSTEOPOROSIS = "not_osteoporosis"
-    """A two-class method's negative answer: normal or low bone mass, not told apart."""
-
-    @classmethod
-    def from_who(cls, category: WhoCategory) -> Category:
-        """The answer that states a WHO category.
-
-        Raises
-        ------
-        TypeError
-            When `category` is not a WhoCategory.
-        """
-        if not isinstance(category, WhoCategory):
-            raise TypeError(f"expected a WhoCategory, got {category!r}")
-        return cls(category.value)
-
-    @property
-    def who(self) -> WhoCategory | None:
-        """The WHO category this answer states, or None for :attr:`NOT_OSTEOPOROSIS`."""
-        return None if self is Category.NOT_OSTEOPOROSIS else WhoCategory(self.value)
-
-    @property
-    def osteoporosis(self) -> bool:
-        """Whether the answer is osteoporosis."""
-        return self is Category.OSTEOPOROSIS
-
-
 def _check_category(owner: str, category: Category | None) -> None:
     if category is not None and not isinstance(category, Category):
         raise TypeError(
             f"{owner}.category must be a Category or None, got {category!r}"
-            " (Category.from_who converts a WhoCategory)"
         )
 
 

@@ -39,7 +39,7 @@ import structlog
 import torch
 from torch import nn
 
-from osteonode.bone import Sex, WhoCategory, who_applicability
+from osteonode.bone import Category, who_applicability
 from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
 from osteonode.imaging.transforms import (
@@ -49,7 +49,6 @@ from osteonode.imaging.transforms import (
     resize_with_scale,
 )
 from osteonode.pipelines.base import (
-    Category,
     Finding,
     FindingSite,
     Method,
@@ -79,8 +78,8 @@ log = structlog.get_logger(__name__)
 
 #: The paper's intended population: patients aged 50 or over.
 INTENDED_MIN_AGE_YEARS = 50
-#: View Position values of lateral films, which the method cannot read.
-LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LAT", "LATERAL"})
+#: Views the method cannot read: lateral films and the decubitus positions (header views).
+LATERAL_VIEWS = frozenset({"LATERAL", "LLD", "RLD"})
 #: Index of the finding's class in each stage's two logits (0 = absent, 1 = present).
 POSITIVE_CLASS = 1
 #: Each stage's cut-off unless ``[pipelines.<name>].thresholds`` sets it (the paper's 0.5).
@@ -271,7 +270,7 @@ def final_category(
     stage2_probability: float | None,
     stage1_threshold: float,
     stage2_threshold: float,
-) -> WhoCategory:
+) -> Category:
     """The two-stage decision: osteoporosis at or above stage 1's threshold, else stage 2 decides.
 
     Parameters
@@ -289,11 +288,11 @@ def final_category(
         Stage 2's probability is missing where it decides.
     """
     if stage1_probability >= stage1_threshold:
-        return WhoCategory.OSTEOPOROSIS
+        return Category.OSTEOPOROSIS
     if stage2_probability is None:
         raise ValueError("stage 2 decides below stage 1's threshold and needs its probability")
     return (
-        WhoCategory.LOW_BONE_MASS if stage2_probability >= stage2_threshold else WhoCategory.NORMAL
+        Category.LOW_BONE_MASS if stage2_probability >= stage2_threshold else Category.NORMAL
     )
 
 
@@ -496,7 +495,7 @@ class ChestPipeline:
         torch.Tensor or str
             (1, channels, size, size) on the pipeline's device, or the not-evaluable reason.
         """
-        view = radiograph.facts.view_position
+        view = radiograph.facts.view
         if view in LATERAL_VIEWS:
             return f"lateral view ({view}); the method reads PA chest films"
         if min(radiograph.shape) < 32:
@@ -521,7 +520,7 @@ class ChestPipeline:
         threshold1 = self.thresholds[Stage.OSTEOPOROSIS]
         threshold2 = self.thresholds[Stage.LOW_BONE_MASS]
         second = by_stage.get(Stage.LOW_BONE_MASS)
-        category = Category.from_who(
+        category = (
             final_category(
                 first.probability,
                 None if second is None else second.probability,
@@ -604,12 +603,12 @@ def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
             f"patient aged {age}: the chest method is intended for ages {INTENDED_MIN_AGE_YEARS} and"
             " over, and WHO T-score categories apply from 50 (or after menopause)"
         )
-    if facts.view_position == "AP":
+    if facts.view == "AP":
         issues.append("AP chest film: the chest method is intended for PA films")
     notes = []
-    if facts.view_position is None:
+    if not facts.view:
         notes.append("view position not recorded: the film was taken to be PA")
-    sex = Sex.from_dicom(None if facts.patient_sex is None else facts.patient_sex.value)
+    sex = facts.patient_sex
     # The age notes of who_applicability repeat the issues above; keep its notes on sex only.
     notes += who_applicability(INTENDED_MIN_AGE_YEARS, sex)
     return issues, notes

@@ -31,7 +31,7 @@ import structlog
 import torch
 from torch import nn
 
-from osteonode.bone import Sex, who_applicability
+from osteonode.bone import who_applicability
 from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
 from osteonode.imaging.transforms import classifier_input, resize_with_scale
@@ -243,8 +243,8 @@ class ClassifierPipeline:
         torch.Tensor or str
             (1, channels, rows, columns) on the pipeline's device, or the not-evaluable reason.
         """
-        view = radiograph.facts.view_position
-        if self.spec.views and view is not None and view.upper() not in self.spec.views:
+        view = radiograph.facts.view
+        if self.spec.views and view and view not in self.spec.views:
             return f"{view} view; this method reads {'/'.join(self.spec.views)} films"
         if min(radiograph.shape) < MIN_SIDE:
             return f"image of {radiograph.shape[0]} x {radiograph.shape[1]} pixels is too small"
@@ -317,8 +317,7 @@ class ClassifierPipeline:
             elif age < minimum:
                 issues.append(f"patient aged {age}: the method is intended for ages {minimum} and over")
         notes = []
-        if self.spec.views and facts.view_position is None:
+        if self.spec.views and not facts.view:
             notes.append(f"view position not recorded: the film was taken to be {self.spec.views[0]}")
-        sex = Sex.from_dicom(None if facts.patient_sex is None else facts.patient_sex.value)
-        notes += who_applicability(minimum or 50, sex)
+        notes += who_applicability(minimum or 50, facts.patient_sex)
         return issues, notes

@@ -270,9 +270,7 @@ def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
         ``notes`` for the result; ``outside`` the reasons the patient is known to be outside
         the intended population (what the skip policy acts on).
     """
-    sex = Sex.from_dicom(
-        None if radiograph.facts.patient_sex is None else radiograph.facts.patient_sex.value
-    )
+    sex = radiograph.facts.patient_sex
     age = radiograph.facts.patient_age_years
     population = f"the hip method is intended for women aged {INTENDED_MIN_AGE_YEARS} or over"
     outside: list[str] = []

@@ -55,7 +55,6 @@ from osteonode.explain import grad_cam
 from osteonode.imaging.pixels import Radiograph
 from osteonode.nets.vertebrae import CROP_SIZE, VertebraCropNet, VertebraKeypointNet
 from osteonode.pipelines.base import (
-    Category,
     Finding,
     FindingSite,
     Method,
@@ -555,7 +554,7 @@ class LumbarPipeline:
         with torch.no_grad():
             detection = self.locate(film)
         problems, film_problems = self.decide(film, detection)
-        source = self._source(radiograph)
+        source = SourceImage.from_radiograph(radiograph)
         failing = [body for body in REQUIRED_FOR_FILM if body in problems]
         if film_problems or failing:
             reasons = list(film_problems) + [f"{body}: {problems[body]}" for body in failing]
@@ -866,7 +865,7 @@ class LumbarPipeline:
                     reason=excluded.get(body),
                     bmd_g_cm2=round(measure.bmd, 3),
                     t_score=reported_t_score(measure.t_score),
-                    category=Category.from_who(who_category(measure.t_score)),
+                    category=(who_category(measure.t_score)),
                     region=region,
                 )
             )
@@ -899,7 +898,7 @@ class LumbarPipeline:
                 notes=notes,
             )
         assert summary.category is not None  # an evaluable summary always has one
-        category = Category.from_who(summary.category)
+        category = (summary.category)
         centres = [
             tuple(float(v) for v in film.to_source(detection.corners[v.value].mean(0)) + 0.5)
             for v in summary.included
@@ -951,22 +950,8 @@ class LumbarPipeline:
         except ValueError:
             return None
 
-    def _source(self, radiograph: Radiograph) -> SourceImage:
-        uids = radiograph.uids
-        rows, columns = radiograph.shape
-        return SourceImage(
-            sop_class_uid=uids.sop_class_uid or "",
-            sop_instance_uid=uids.sop_instance_uid or "",
-            study_instance_uid=uids.study_instance_uid or "",
-            series_instance_uid=uids.series_instance_uid or "",
-            rows=rows,
-            columns=columns,
-        )
-
     def _reference_sex(self, radiograph: Radiograph) -> tuple[Sex, str | None]:
-        sex = Sex.from_dicom(
-            radiograph.facts.patient_sex.value if radiograph.facts.patient_sex else None
-        )
+        sex = radiograph.facts.patient_sex
         if sex in (Sex.FEMALE, Sex.MALE):
             return sex, None
         described = "unknown" if sex is Sex.UNKNOWN else "recorded as other"
@@ -975,11 +960,8 @@ class LumbarPipeline:
     def _intended_use_notes(self, radiograph: Radiograph) -> tuple[str, ...]:
         facts = radiograph.facts
         outside = []
-        view = (facts.view_position or "").upper()
-        if view in LATERAL_VIEWS:
-            outside.append(
-                f"view position {view} is lateral; the method is for frontal (AP/PA) lumbar films"
-            )
+        if facts.view == "LATERAL":
+            outside.append("the view is lateral; the method is for frontal (AP/PA) lumbar films")
         if facts.patient_age_years is not None and facts.patient_age_years < 50:
             outside.append(
                 f"patient aged {facts.patient_age_years}; the WHO categories apply to postmenopausal women"
@@ -987,7 +969,7 @@ class LumbarPipeline:
             )
         if outside and self.settings.outside_intended_use is IntendedUsePolicy.SKIP:
             raise OutsideIntendedUse("; ".join(outside))
-        sex = Sex.from_dicom(facts.patient_sex.value if facts.patient_sex else None)
+        sex = facts.patient_sex
         applicability = [
             n
             for n in who_applicability(facts.patient_age_years, sex)
@@ -1000,8 +982,6 @@ class LumbarPipeline:
         )
 
 
-#: View Position values of lateral films, which the method does not analyse.
-LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"})
 
 
 def endplate_angle(corners: np.ndarray) -> float:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from osteonode.bone import WhoCategory, who_category
+from osteonode.bone import Category, who_category
 from osteonode.config import PipelineSettings
 from osteonode.evaluate.metrics import roc_auc
 from osteonode.imaging import load_radiograph
@@ -153,7 +153,7 @@ def side_state(truth: SideTruth) -> SideState:
 
 def is_osteoporotic(truth: SideTruth) -> bool:
     """The classifier's label: the side's T-score is osteoporosis by the WHO rule."""
-    return who_category(truth.t_score) is WhoCategory.OSTEOPOROSIS
+    return who_category(truth.t_score) is Category.OSTEOPOROSIS
 
 
 @dataclass
