@@ -23,10 +23,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from osteonode.peers import Orthanc, OrthancError, OrthancModality, free_port
+from osteonode.pipelines.base import FindingSite
+
+if TYPE_CHECKING:
+    from osteonode.pipelines.registry import Pipeline
 
 __all__ = ["DemoError", "DemoNode", "run_demo"]
 
@@ -281,18 +286,36 @@ def validate_demo_models(out_dir: Path, config: Path, show: Callable[[str], None
     settings = load_config(config)
     loaded = load_pipelines(settings)
     reports: dict[str, Path] = {}
-    for pipeline in loaded.available:
-        folder = out_dir / pipeline.value
-        show(f"validating the {pipeline.value} model on {VALIDATION_PHANTOMS} held-out phantoms ...")
-        cohort = make_cohort(pipeline.value, VALIDATION_PHANTOMS, folder / "cohort", seed=VALIDATION_SEED,
+    for pipeline, implementation in loaded.available.items():
+        part = phantom_part(implementation)
+        if part is None:
+            show(f"no validation of {pipeline}: osteonode makes no phantoms of its films")
+            continue
+        folder = out_dir / pipeline
+        show(f"validating the {pipeline} model on {VALIDATION_PHANTOMS} held-out phantoms ...")
+        cohort = make_cohort(part, VALIDATION_PHANTOMS, folder / "cohort", seed=VALIDATION_SEED,
                              size=SAMPLE_SIZE)
         predictions = run_cohort(cohort, pipeline, folder, settings, workers=1, show_progress=False)
         files = validate_predictions_file(predictions, folder, ValidationSettings(n_resamples=200))
-        reports[pipeline.value] = files.html
+        reports[pipeline] = files.html
         show(f"  report: {files.html}")
     for pipeline, reason in loaded.unavailable.items():
-        show(f"no validation of {pipeline.value}: {reason}")
+        show(f"no validation of {pipeline}: {reason}")
     return reports
+
+
+def phantom_part(pipeline: Pipeline) -> str | None:
+    """The phantoms that show the films a pipeline reads (None when osteonode makes none)."""
+    from osteonode.phantoms import Part
+
+    lateral = "LATERAL" in pipeline.views
+    parts = {
+        (FindingSite.LUMBAR_SPINE, False): Part.LUMBAR,
+        (FindingSite.CHEST, False): Part.CHEST,
+        (FindingSite.HIP, False): Part.HIP,
+    }
+    part = parts.get((pipeline.site, lateral))
+    return None if part is None else part.value
 
 
 def show_study_addresses(pacs: Orthanc, rows: Sequence[SummaryRow], show: Callable[[str], None]) -> None:

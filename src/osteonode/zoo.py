@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from osteonode.config import describe_validation_error
+from osteonode.header import canonical_view
 from osteonode.imaging.transforms import ClassifierTransform
 from osteonode.nets import ARCHITECTURES, build_network
 from osteonode.pipelines.base import Category, FindingSite, Method, ModelIdentity
@@ -110,8 +111,13 @@ class ClassifierSpec(_Strict):
     stages: list[ClassifierStage] = Field(min_length=1)
     views: list[str] = Field(
         default_factory=list,
-        description="View Position values the method reads (empty: any); a film with another"
-        " recorded view is not evaluable.",
+        description="Views the method reads (empty: any); a film with another recorded view is not"
+        " evaluable. View Position values; LL and RL are LATERAL.",
+    )
+    preferred_views: list[str] = Field(
+        default_factory=list,
+        description="The views the method was made for, among ``views``: a film of another readable"
+        " view is outside the intended use (analysed with a note, or skipped by policy).",
     )
     min_age_years: int | None = Field(default=None, ge=0, le=150)
     population: str = Field(default="", description="Who the method is for, in the reader's words.")
@@ -123,13 +129,16 @@ class ClassifierSpec(_Strict):
             raise ValueError(f"std values must be positive, got {std}")
         return std
 
-    @field_validator("views")
+    @field_validator("views", "preferred_views")
     @classmethod
-    def _upper_views(cls, views: list[str]) -> list[str]:
-        return [view.strip().upper() for view in views]
+    def _canonical_views(cls, views: list[str]) -> list[str]:
+        return list(dict.fromkeys(canonical_view(view) for view in views))
 
     @model_validator(mode="after")
     def _stages_end_in_an_answer(self) -> ClassifierSpec:
+        unreadable = set(self.preferred_views) - set(self.views) if self.views else set()
+        if unreadable:
+            raise ValueError(f"preferred_views {sorted(unreadable)} are not among the views it reads")
         *leading, last = self.stages
         if last.negative is None:
             raise ValueError("the last stage needs a 'negative' answer")

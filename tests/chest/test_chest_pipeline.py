@@ -102,7 +102,7 @@ def test_bfloat16_autocast_gives_nearly_the_same_probabilities(
     [
         ({"PatientAge": "042Y"}, "patient aged 42"),
         ({"PatientAge": None, "PatientBirthDate": None}, "patient age unknown"),
-        ({"ViewPosition": "AP"}, "AP chest film"),
+        ({"ViewPosition": "AP"}, "AP film: the method is intended for PA films"),
     ],
 )
 def test_film_outside_intended_use_is_analysed_with_a_note(

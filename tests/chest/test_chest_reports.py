@@ -60,7 +60,7 @@ def test_evaluable_chest_result_passes_dciodvfy_as_sr_and_sc(
     assert "Stage 1: osteoporosis" in text and "Stage 2: low bone mass" in text
     assert "stage1_threshold: 0.5" in text
     if stage1_logit > 0:
-        assert "not run: stage 1 found osteoporosis" in text
+        assert "not run: Stage 1: osteoporosis decided" in text
 
 
 def test_not_evaluable_chest_result_passes_dciodvfy(

@@ -146,6 +146,7 @@ def delivery_world(tmp_path: Path) -> Iterator[Callable[..., DeliveryWorld]]:
                 **(destination or {}),
             },
             "pipelines.lumbar": {"destinations": ["pacs"]},
+            "pipelines.lumbar_ap": {"enabled": False},  # the stand-in is the lumbar pipeline alone
         }
         for section, keys in (settings or {}).items():
             sections.setdefault(section, {}).update(keys)

@@ -65,13 +65,18 @@ def test_every_transfer_syntax_is_acknowledged_stored_byte_identical_and_routed(
         assert (job.state, job.pipeline) == ("queued", "lumbar"), item.name
 
 
-def test_lateral_view_is_skipped_with_its_reason(node: NodeProcess, tmp_path: Path) -> None:
-    lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL")
+def test_a_lateral_lumbar_film_goes_to_the_lateral_pipeline_and_other_laterals_are_skipped(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    lumbar = make_radiograph(tmp_path / "lumbar-lateral.dcm", view="LATERAL")
+    lateral = make_radiograph(tmp_path / "hip-lateral.dcm", view="LATERAL", body_part="HIP")
 
-    sent = storescu(node.port, [lateral])
+    sent = storescu(node.port, [lumbar, lateral])
 
     assert sent.returncode == 0, sent.stderr
-    jobs = node.wait_until_routed(1)
+    jobs = node.wait_until_routed(2)
+    routed = jobs[pydicom.dcmread(lumbar).SOPInstanceUID]
+    assert (routed.state, routed.pipeline) == ("queued", "lumbar_lateral")
     job = jobs[pydicom.dcmread(lateral).SOPInstanceUID]
     assert (job.state, job.skip_reason) == ("skipped", "lateral_view")
     assert ("skipped", {"reason": "lateral_view", "detail": "skipped by rule 'lateral-view'",

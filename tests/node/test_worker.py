@@ -86,7 +86,7 @@ def receive(database: Database, spool: Spool, image: Path) -> str:
 
 def job_states(database: Database) -> list[tuple[str, str | None, str | None]]:
     with database.session() as session:
-        return [(str(job.state), job.pipeline, job.error) for job in session.scalars(select(Job))]
+        return [(str(job.state), job.pipeline, job.error) for job in session.scalars(select(Job).order_by(Job.id))]
 
 
 def test_routed_job_waits_queued_when_its_pipeline_is_not_installed(

@@ -17,7 +17,7 @@ import pytest
 from admin_world import ADMIN_TOKEN, AdminWorld, write_node_config
 from fixtures.peers import NodeProcess, free_port, make_radiograph
 
-from osteonode.config import SHIPPED_PIPELINES, NodeConfig, load_config
+from osteonode.config import NodeConfig, load_config
 from osteonode.store.db import Database
 from osteonode.store.spool import Spool
 from osteonode.web import AdminServer, ProcessParts
@@ -215,4 +215,9 @@ def test_serve_warns_at_start_when_results_are_sent_nowhere(node: NodeProcess) -
     [warning] = node.wait_for_events("results_sent_nowhere")
 
     assert warning["level"] == "warning"
-    assert warning["pipelines"] == list(SHIPPED_PIPELINES)
+    enabled = [
+        name
+        for name, settings in load_config(node.config_path).pipelines.items()
+        if settings.enabled
+    ]
+    assert warning["pipelines"] == enabled and "lumbar" in enabled

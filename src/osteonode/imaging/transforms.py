@@ -272,14 +272,23 @@ def classifier_input(
     Raises
     ------
     ValueError
-        For an unknown transform, a non-square size for grayscale truncation, or a bad image.
+        For an unknown transform, a non-square size for grayscale truncation, a bad image, or a
+        film the transform cannot read (the message says why: no contrast in the central half for
+        grayscale truncation, a flat film for the z-transform).
     """
     transform = ClassifierTransform(transform)
     target = _target_shape(size)
+    image = _check_image(pixels)
     if transform is ClassifierTransform.GRAYSCALE_TRUNCATION:
         if target[0] != target[1]:
             raise ValueError(f"grayscale truncation makes a square input, got size {target}")
+        rows, columns = central_half_bounds(image.shape)
+        centre = image[rows, columns]
+        if float(centre.max()) <= float(centre.min()):
+            raise ValueError("no contrast in the central half of the image (grayscale truncation impossible)")
         truncated = grayscale_truncation(pixels, size=target[0])
         return (truncated / TRUNCATION_OUTPUT_MAX).astype(np.float32)
-    resized, _ = resize_with_scale(pixels, target)
+    if float(image.max()) <= float(image.min()):
+        raise ValueError("the image has no contrast")
+    resized, _ = resize_with_scale(image, target)
     return ztransform_2sigma(resized)

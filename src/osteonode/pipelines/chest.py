@@ -5,83 +5,60 @@ stage 1 calls not osteoporotic, classifies low bone mass vs normal. Each stage i
 ConvNeXt with softmax confidence; the final answer is one of osteoporosis, low bone mass, normal,
 with both stage probabilities.
 
-Shape: locate -> measure -> decide -> explain.
-
-- locate: the paper's grayscale truncation of the whole film (clip to the range of the central
-  50% box, rescale to 0-255, resize to the model card's ``input_size``), then the model card's
-  ``normalisation``; a film whose central box has no contrast, or a lateral film, is not evaluable.
-- measure: stage 1 always, stage 2 when stage 1 is below its threshold. Each stage runs once, with
-  Grad-CAM of its finding's class (osteoporosis, low bone mass) at the network's last stage taken
-  in the same forward pass, so a stage costs one forward pass and a backward pass through the head.
-- decide: thresholds from ``[pipelines.chest]``; two findings ("Stage 1: osteoporosis",
-  "Stage 2: low bone mass"), the second saying so when it did not run.
-- explain: each stage's map resized back onto the full film. ``Result.heatmap`` is the map of the
-  stage that gave the answer (stage 1 for osteoporosis, else stage 2); :meth:`ChestPipeline.analyse`
-  returns every stage's map.
+The pipeline is the card-driven classifier (:class:`~osteonode.pipelines.classifier.ClassifierPipeline`)
+with the paper's description (:func:`chest_spec`): grayscale truncation (clip to the range of the
+central 50% box, rescale, resize to the card's ``input_size``) then the card's ``normalisation``;
+stage 1 then, below its threshold, stage 2, each with Grad-CAM of its finding's class in the same
+forward pass; findings "Stage 1: osteoporosis" and "Stage 2: low bone mass"; thresholds from
+``[pipelines.<name>].thresholds`` (``stage1``, ``stage2``). This module keeps what the chest model
+folder and its trainer share: the stages, the card's normalisation and the decision rule.
 
 Intended use: PA films of patients aged 50 or over. An AP film, a patient under 50 or an unknown age
 is analysed with a note, or skipped (:class:`~osteonode.pipelines.base.OutsideIntendedUse`) under
-the ``skip`` policy.
+the ``skip`` policy; a lateral or decubitus film is not evaluable.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import Self
 
 import numpy as np
-import structlog
 import torch
 from torch import nn
 
-from osteonode.bone import Category, who_applicability
-from osteonode.config import IntendedUsePolicy, PipelineSettings
-from osteonode.imaging.pixels import Radiograph
+from osteonode.bone import Category
+from osteonode.config import PipelineSettings
 from osteonode.imaging.transforms import (
     TRUNCATION_OUTPUT_MAX,
-    central_half_bounds,
+    ClassifierTransform,
     grayscale_truncation,
-    resize_with_scale,
 )
 from osteonode.pipelines.base import (
-    Finding,
     FindingSite,
     Method,
     ModelIdentity,
-    OutsideIntendedUse,
-    Result,
-    SourceImage,
-    Truth,
 )
-from osteonode.pipelines.inference import probability_and_cam
+from osteonode.pipelines.classifier import ClassifierPipeline
+from osteonode.pipelines.inference import InferencePrecision
 from osteonode.reference import ReferenceData
-from osteonode.zoo import LoadedModel, ModelCard, ModelError
+from osteonode.zoo import ClassifierSpec, ClassifierStage, LoadedModel, ModelCard, ModelError
 
 __all__ = [
     "INTENDED_MIN_AGE_YEARS",
-    "ChestAnalysis",
     "ChestPipeline",
     "ChestPreprocessing",
     "InferencePrecision",
     "Stage",
-    "StageOutput",
+    "chest_spec",
     "final_category",
-    "intended_use",
 ]
-
-log = structlog.get_logger(__name__)
 
 #: The paper's intended population: patients aged 50 or over.
 INTENDED_MIN_AGE_YEARS = 50
-#: Views the method cannot read: lateral films and the decubitus positions (header views).
-LATERAL_VIEWS = frozenset({"LATERAL", "LLD", "RLD"})
-#: Index of the finding's class in each stage's two logits (0 = absent, 1 = present).
-POSITIVE_CLASS = 1
 #: Each stage's cut-off unless ``[pipelines.<name>].thresholds`` sets it (the paper's 0.5).
 DEFAULT_THRESHOLD = 0.5
 
@@ -102,13 +79,6 @@ _FINDING_NAMES = {
     Stage.OSTEOPOROSIS: "Stage 1: osteoporosis",
     Stage.LOW_BONE_MASS: "Stage 2: low bone mass",
 }
-
-
-class InferencePrecision(enum.StrEnum):
-    """Arithmetic of the forward pass: float32, or bfloat16 autocast (weights stay float32)."""
-
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
 
 
 # --- preprocessing --------------------------------------------------------------------------
@@ -224,44 +194,6 @@ class ChestPreprocessing:
         return self.normalise(torch.from_numpy(self.truncate(pixels))[None])
 
 
-# --- results --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StageOutput:
-    """What one stage measured.
-
-    Attributes
-    ----------
-    stage
-        Which stage.
-    probability
-        Softmax probability of the stage's finding (osteoporosis, low bone mass).
-    cam
-        Grad-CAM of the finding's class at the network input's size, float32 in [0, 1].
-    """
-
-    stage: Stage
-    probability: float
-    cam: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class ChestAnalysis:
-    """A chest result and every stage's heat-map on the source image.
-
-    Attributes
-    ----------
-    result
-        The film's result (its heat-map is the deciding stage's).
-    heatmaps
-        Stage -> Grad-CAM map at the source image's size, for each stage that ran.
-    """
-
-    result: Result
-    heatmaps: Mapping[Stage, np.ndarray]
-
-
 # --- the pipeline ---------------------------------------------------------------------------
 
 
@@ -296,8 +228,37 @@ def final_category(
     )
 
 
-class ChestPipeline:
-    """Two-stage ConvNeXt screening of PA chest films.
+def chest_spec(preprocessing: ChestPreprocessing) -> ClassifierSpec:
+    """The chest method as the card-driven classifier runs it, with the card's normalisation."""
+    return ClassifierSpec(
+        finding_site=FindingSite.CHEST,
+        transform=ClassifierTransform.GRAYSCALE_TRUNCATION,
+        mean=list(preprocessing.mean),
+        std=list(preprocessing.std),
+        stages=[
+            ClassifierStage(
+                network=Stage.OSTEOPOROSIS.value,
+                finding=Stage.OSTEOPOROSIS.finding_name,
+                positive=Category.OSTEOPOROSIS,
+                threshold=DEFAULT_THRESHOLD,
+            ),
+            ClassifierStage(
+                network=Stage.LOW_BONE_MASS.value,
+                finding=Stage.LOW_BONE_MASS.finding_name,
+                positive=Category.LOW_BONE_MASS,
+                negative=Category.NORMAL,
+                threshold=DEFAULT_THRESHOLD,
+            ),
+        ],
+        views=["PA", "AP"],
+        preferred_views=["PA"],
+        min_age_years=INTENDED_MIN_AGE_YEARS,
+        population="adults aged 50 or over",
+    )
+
+
+class ChestPipeline(ClassifierPipeline):
+    """Two-stage ConvNeXt screening of PA chest films: the card-driven classifier of :func:`chest_spec`.
 
     Parameters
     ----------
@@ -306,21 +267,22 @@ class ChestPipeline:
     preprocessing
         Input size and normalisation, from the model card.
     settings
-        Stage thresholds and the intended-use policy.
+        ``[pipelines.<name>]``: ``thresholds`` may set ``stage1`` and ``stage2``.
     identity
         The model card's identity; the thresholds are added to its parameters.
     device
         Where the networks are.
     precision
         float32, or bfloat16 autocast.
+    name
+        The configured pipeline's name, written on every result.
 
     Raises
     ------
     TypeError, ValueError
-        A network missing or without a Grad-CAM layer, or an argument of the wrong type.
+        A network missing or without a Grad-CAM layer, a threshold for no stage, or an argument of
+        the wrong type.
     """
-
-    truth: ClassVar[Truth] = Truth.FILM
 
     def __init__(
         self,
@@ -335,38 +297,19 @@ class ChestPipeline:
     ) -> None:
         if set(networks) != set(Stage):
             raise ValueError(f"the chest pipeline needs networks {[s.value for s in Stage]}")
-        for stage, network in networks.items():
-            if not isinstance(network, nn.Module) or not isinstance(
-                getattr(network, "gradcam_layer", None), nn.Module
-            ):
-                raise TypeError(
-                    f"network {stage.value} must be a torch module with a gradcam_layer"
-                )
         if not isinstance(preprocessing, ChestPreprocessing):
             raise TypeError("preprocessing must be a ChestPreprocessing")
-        if not isinstance(settings, PipelineSettings):
-            raise TypeError("settings must be PipelineSettings")
-        unknown = set(settings.thresholds) - {stage.value for stage in Stage}
-        if unknown:
-            raise ValueError(
-                f"unknown chest thresholds {sorted(unknown)}; the stages are 'stage1' and 'stage2'"
-            )
-        self.name = name
-        self.networks = dict(networks)
-        self.preprocessing = preprocessing
-        self.settings = settings
-        self.thresholds = {
-            stage: settings.thresholds.get(stage.value, DEFAULT_THRESHOLD) for stage in Stage
-        }
-        self.identity = dataclasses.replace(
-            identity,
-            parameters=(
-                *identity.parameters,
-                *((f"{stage.value}_threshold", f"{self.thresholds[stage]:g}") for stage in Stage),
-            ),
+        super().__init__(
+            networks={Stage(stage).value: network for stage, network in networks.items()},
+            spec=chest_spec(preprocessing),
+            input_size=(preprocessing.size, preprocessing.size),
+            settings=settings,
+            identity=identity,
+            device=device,
+            name=name,
+            precision=precision,
         )
-        self.device = torch.device(device)
-        self.precision = InferencePrecision(precision)
+        self.preprocessing = preprocessing
 
     @classmethod
     def from_model(
@@ -375,8 +318,8 @@ class ChestPipeline:
         settings: PipelineSettings,
         reference: ReferenceData | None = None,
         *,
-        precision: InferencePrecision = InferencePrecision.FLOAT32,
         name: str = Method.CHEST.value,
+        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> Self:
         """Build the pipeline from a loaded chest model folder.
 
@@ -388,10 +331,10 @@ class ChestPipeline:
             ``[pipelines.<name>]``: ``thresholds`` may set ``stage1`` and ``stage2``.
         reference
             Unused: the chest classifier gives categories, not T-scores.
-        precision
-            float32 or bfloat16 autocast.
         name
             The configured pipeline's name, written on every result.
+        precision
+            float32 or bfloat16 autocast.
 
         Raises
         ------
@@ -404,7 +347,7 @@ class ChestPipeline:
                 f"model {card.name!r} is a {card.pipeline.value} model, not a chest model"
             )
         networks = {stage: model[stage.value] for stage in Stage}
-        channels = {int(network.config.in_chans) for network in networks.values()}
+        channels = {int(network.in_chans) for network in networks.values()}
         if len(channels) != 1:
             raise ModelError(f"model {card.name!r}: the two stages take different input channels")
         preprocessing = ChestPreprocessing.from_card(card, channels.pop())
@@ -418,197 +361,5 @@ class ChestPipeline:
                 precision=precision,
                 name=name,
             )
-        except ValueError as error:
+        except (TypeError, ValueError) as error:
             raise ModelError(f"model {card.name!r}: {error}") from None
-
-    # -- run --------------------------------------------------------------------------------
-
-    def run(self, radiograph: Radiograph) -> Result:
-        """Analyse one chest film.
-
-        Raises
-        ------
-        OutsideIntendedUse
-            The film is outside the intended use and the policy is ``skip``.
-        """
-        return self.analyse(radiograph).result
-
-    def analyse(self, radiograph: Radiograph) -> ChestAnalysis:
-        """Analyse one chest film and keep every stage's heat-map.
-
-        Raises
-        ------
-        OutsideIntendedUse
-            The film is outside the intended use and the policy is ``skip``.
-        """
-        issues, notes = intended_use(radiograph)
-        if issues and self.settings.outside_intended_use is IntendedUsePolicy.SKIP:
-            raise OutsideIntendedUse("; ".join(issues))
-        notes = (*issues, *notes)
-        source = SourceImage.from_radiograph(radiograph)
-        located = self.locate(radiograph)
-        if isinstance(located, str):
-            log.info(
-                "chest_not_evaluable", sop_instance_uid=source.sop_instance_uid, reason=located
-            )
-            result = Result(
-                pipeline=self.name,
-                site=FindingSite.CHEST,
-                source=source,
-                model=self.identity,
-                evaluable=False,
-                reason=located,
-                notes=notes,
-            )
-            return ChestAnalysis(result=result, heatmaps={})
-        outputs = self.measure(located)
-        category, findings = self.decide(outputs)
-        heatmaps = self.explain(outputs, radiograph.shape)
-        deciding = outputs[-1].stage
-        log.info(
-            "chest_analysed",
-            sop_instance_uid=source.sop_instance_uid,
-            category=category.value,
-            **{
-                f"{output.stage.value}_probability": round(output.probability, 4)
-                for output in outputs
-            },
-        )
-        result = Result(
-            pipeline=self.name,
-            site=FindingSite.CHEST,
-            source=source,
-            model=self.identity,
-            evaluable=True,
-            category=category,
-            findings=findings,
-            notes=notes,
-            heatmap=heatmaps[deciding],
-        )
-        return ChestAnalysis(result=result, heatmaps=heatmaps)
-
-    def locate(self, radiograph: Radiograph) -> torch.Tensor | str:
-        """The network input of the whole film, or why the film cannot be read.
-
-        Returns
-        -------
-        torch.Tensor or str
-            (1, channels, size, size) on the pipeline's device, or the not-evaluable reason.
-        """
-        view = radiograph.facts.view
-        if view in LATERAL_VIEWS:
-            return f"lateral view ({view}); the method reads PA chest films"
-        if min(radiograph.shape) < 32:
-            return f"image of {radiograph.shape[0]} x {radiograph.shape[1]} pixels is too small"
-        rows, columns = central_half_bounds(radiograph.shape)
-        centre = radiograph.pixels[rows, columns]
-        if float(centre.max()) <= float(centre.min()):
-            return "no contrast in the central half of the image (grayscale truncation impossible)"
-        return self.preprocessing.prepare(radiograph.pixels).to(self.device)
-
-    def measure(self, inputs: torch.Tensor) -> tuple[StageOutput, ...]:
-        """Stage 1, then stage 2 when stage 1 is below its threshold."""
-        outputs = [self.run_stage(Stage.OSTEOPOROSIS, inputs)]
-        if outputs[0].probability < self.thresholds[Stage.OSTEOPOROSIS]:
-            outputs.append(self.run_stage(Stage.LOW_BONE_MASS, inputs))
-        return tuple(outputs)
-
-    def decide(self, outputs: tuple[StageOutput, ...]) -> tuple[Category, tuple[Finding, ...]]:
-        """The film's WHO category and the two stage findings."""
-        by_stage = {output.stage: output for output in outputs}
-        first = by_stage[Stage.OSTEOPOROSIS]
-        threshold1 = self.thresholds[Stage.OSTEOPOROSIS]
-        threshold2 = self.thresholds[Stage.LOW_BONE_MASS]
-        second = by_stage.get(Stage.LOW_BONE_MASS)
-        category = (
-            final_category(
-                first.probability,
-                None if second is None else second.probability,
-                threshold1,
-                threshold2,
-            )
-        )
-        stage1 = Finding(
-            Stage.OSTEOPOROSIS.finding_name,
-            FindingSite.CHEST,
-            probability=first.probability,
-            threshold=threshold1,
-            osteoporosis_present=category.osteoporosis,
-        )
-        if second is None:
-            stage2 = Finding(
-                Stage.LOW_BONE_MASS.finding_name,
-                FindingSite.CHEST,
-                threshold=threshold2,
-                included=False,
-                reason="not run: stage 1 found osteoporosis",
-            )
-        else:
-            stage2 = Finding(
-                Stage.LOW_BONE_MASS.finding_name,
-                FindingSite.CHEST,
-                probability=second.probability,
-                threshold=threshold2,
-                category=category,
-            )
-        return category, (stage1, stage2)
-
-    def explain(
-        self, outputs: tuple[StageOutput, ...], source_shape: tuple[int, int]
-    ) -> dict[Stage, np.ndarray]:
-        """Each stage's Grad-CAM resized from the network input onto the whole film."""
-        heatmaps = {}
-        for output in outputs:
-            resized, _ = resize_with_scale(output.cam, source_shape)
-            heatmaps[output.stage] = np.clip(resized, 0.0, 1.0).astype(np.float32)
-        return heatmaps
-
-    def run_stage(self, stage: Stage, inputs: torch.Tensor) -> StageOutput:
-        """One stage's probability and Grad-CAM on a network input from :meth:`locate`."""
-        with self._autocast():
-            probability, cam = probability_and_cam(self.networks[stage], inputs, POSITIVE_CLASS)
-        return StageOutput(stage=stage, probability=probability, cam=cam)
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.precision is InferencePrecision.FLOAT32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-
-def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
-    """Why a film is outside the method's intended use, and other notes for the reader.
-
-    Parameters
-    ----------
-    radiograph
-        The decoded film (its header facts).
-
-    Returns
-    -------
-    (issues, notes)
-        ``issues``: patient under 50, age unknown, AP instead of PA (the policy decides whether the
-        film is analysed); ``notes``: WHO applicability notes on sex, and an unrecorded view.
-    """
-    facts = radiograph.facts
-    issues = []
-    age = facts.patient_age_years
-    if age is None:
-        issues.append(
-            f"patient age unknown: the chest method is intended for ages {INTENDED_MIN_AGE_YEARS} and over"
-        )
-    elif age < INTENDED_MIN_AGE_YEARS:
-        issues.append(
-            f"patient aged {age}: the chest method is intended for ages {INTENDED_MIN_AGE_YEARS} and"
-            " over, and WHO T-score categories apply from 50 (or after menopause)"
-        )
-    if facts.view == "AP":
-        issues.append("AP chest film: the chest method is intended for PA films")
-    notes = []
-    if not facts.view:
-        notes.append("view position not recorded: the film was taken to be PA")
-    sex = facts.patient_sex
-    # The age notes of who_applicability repeat the issues above; keep its notes on sex only.
-    notes += who_applicability(INTENDED_MIN_AGE_YEARS, sex)
-    return issues, notes

@@ -9,14 +9,19 @@ lateral lumbar films) with a model folder and a routing rule.
 
 Shape: locate -> measure -> decide -> explain.
 
-- locate: the film outside the card's views, too small or without contrast is not evaluable;
-  otherwise the card's transform at its ``input_size``, then ``(x - mean) / std`` per channel.
+- locate: a film of a view the card does not read, too small, or that the transform cannot read
+  (no contrast) is not evaluable; otherwise the card's transform at its ``input_size``, then
+  ``(x - mean) / std`` per channel.
 - measure: the stages in order; each gives the softmax probability of its *positive* answer and the
   Grad-CAM of that class in the same forward pass. A stage at or above its threshold decides; below
   it, the next stage runs (the last stage's ``negative`` answer otherwise).
 - decide: one finding per stage (a stage that did not run says so).
-- explain: the deciding stage's Grad-CAM of its positive class (the evidence of low bone density),
-  resized onto the film.
+- explain: each stage's Grad-CAM of its positive class (the evidence of low bone density),
+  resized onto the film; the result carries the deciding stage's.
+
+Intended use: the card's ``preferred_views`` and ``min_age_years``; a film outside them is analysed
+with a note, or skipped (:class:`~osteonode.pipelines.base.OutsideIntendedUse`) under the ``skip``
+policy.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from torch import nn
 from osteonode.bone import who_applicability
 from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
-from osteonode.imaging.transforms import classifier_input, resize_with_scale
+from osteonode.imaging.transforms import ClassifierTransform, classifier_input, resize_with_scale
 from osteonode.pipelines.base import (
     Category,
     Finding,
@@ -45,11 +50,11 @@ from osteonode.pipelines.base import (
     SourceImage,
     Truth,
 )
-from osteonode.pipelines.inference import probability_and_cam
+from osteonode.pipelines.inference import InferencePrecision, autocast, probability_and_cam
 from osteonode.reference import ReferenceData
 from osteonode.zoo import ClassifierSpec, ClassifierStage, LoadedModel, ModelError
 
-__all__ = ["ClassifierPipeline", "StageOutput"]
+__all__ = ["ClassifierAnalysis", "ClassifierPipeline", "StageOutput"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +71,14 @@ class StageOutput:
     stage: ClassifierStage
     probability: float
     cam: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class ClassifierAnalysis:
+    """A result and the heat-map of every stage that ran, on the source image, by network role."""
+
+    result: Result
+    heatmaps: Mapping[str, np.ndarray]
 
 
 class ClassifierPipeline:
@@ -88,6 +101,8 @@ class ClassifierPipeline:
         Where the networks are.
     name
         The configured pipeline's name, written on every result.
+    precision
+        float32, or bfloat16 autocast.
 
     Raises
     ------
@@ -110,6 +125,7 @@ class ClassifierPipeline:
         identity: ModelIdentity,
         device: torch.device,
         name: str,
+        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> None:
         if not isinstance(spec, ClassifierSpec):
             raise TypeError(f"spec must be a ClassifierSpec, not {type(spec).__name__}")
@@ -134,6 +150,8 @@ class ClassifierPipeline:
         for values, what in ((spec.mean, "mean"), (spec.std, "std")):
             if len(values) not in (1, self.channels):
                 raise ValueError(f"{what} needs 1 or {self.channels} values, got {values}")
+        if spec.transform is ClassifierTransform.GRAYSCALE_TRUNCATION and input_size[0] != input_size[1]:
+            raise ValueError(f"grayscale truncation makes a square input, not {tuple(input_size)}")
         unknown = set(settings.thresholds) - set(roles)
         if unknown:
             raise ValueError(f"thresholds {sorted(unknown)} name no stage; the stages are {roles}")
@@ -154,6 +172,9 @@ class ClassifierPipeline:
         )
         self.device = torch.device(device)
         self.name = name
+        self.site = spec.finding_site
+        self.views = tuple(spec.views)
+        self.precision = InferencePrecision(precision)
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
 
@@ -165,6 +186,7 @@ class ClassifierPipeline:
         reference: ReferenceData | None = None,
         *,
         name: str,
+        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> Self:
         """Build the pipeline from a loaded classifier model folder.
 
@@ -187,6 +209,7 @@ class ClassifierPipeline:
                 identity=card.identity(),
                 device=model.device,
                 name=name,
+                precision=precision,
             )
         except (TypeError, ValueError) as error:
             raise ModelError(f"model {card.name!r}: {error}") from None
@@ -195,6 +218,16 @@ class ClassifierPipeline:
 
     def run(self, radiograph: Radiograph) -> Result:
         """Analyse one film.
+
+        Raises
+        ------
+        OutsideIntendedUse
+            The film is outside the intended use and the policy is ``skip``.
+        """
+        return self.analyse(radiograph).result
+
+    def analyse(self, radiograph: Radiograph) -> ClassifierAnalysis:
+        """Analyse one film and keep every stage's heat-map.
 
         Raises
         ------
@@ -210,12 +243,14 @@ class ClassifierPipeline:
         if isinstance(located, str):
             log.info("classifier_not_evaluable", pipeline=self.name,
                      sop_instance_uid=source.sop_instance_uid, reason=located)
-            return Result(
+            result = Result(
                 pipeline=self.name, site=self.spec.finding_site, source=source,
                 model=self.identity, evaluable=False, reason=located, notes=notes,
             )
+            return ClassifierAnalysis(result=result, heatmaps={})
         outputs = self.measure(located)
         category, findings = self.decide(outputs)
+        heatmaps = {o.stage.network: self.explain(o, radiograph.shape) for o in outputs}
         log.info(
             "classifier_analysed",
             pipeline=self.name,
@@ -223,7 +258,7 @@ class ClassifierPipeline:
             category=category.value,
             **{f"{o.stage.network}_probability": round(o.probability, 4) for o in outputs},
         )
-        return Result(
+        result = Result(
             pipeline=self.name,
             site=self.spec.finding_site,
             source=source,
@@ -232,8 +267,9 @@ class ClassifierPipeline:
             category=category,
             findings=findings,
             notes=notes,
-            heatmap=self.explain(outputs[-1], radiograph.shape),
+            heatmap=heatmaps[outputs[-1].stage.network],
         )
+        return ClassifierAnalysis(result=result, heatmaps=heatmaps)
 
     def locate(self, radiograph: Radiograph) -> torch.Tensor | str:
         """The network input of the whole film, or why the film cannot be read.
@@ -245,25 +281,33 @@ class ClassifierPipeline:
         """
         view = radiograph.facts.view
         if self.spec.views and view and view not in self.spec.views:
-            return f"{view} view; this method reads {'/'.join(self.spec.views)} films"
+            named = view.lower() if view in ("LATERAL", "OBLIQUE") else view
+            return f"{named} view; this method reads {'/'.join(self.spec.views)} films"
         if min(radiograph.shape) < MIN_SIDE:
             return f"image of {radiograph.shape[0]} x {radiograph.shape[1]} pixels is too small"
-        pixels = radiograph.pixels
-        if float(pixels.max()) <= float(pixels.min()):
-            return "the image has no contrast"
-        image = torch.from_numpy(classifier_input(pixels, self.spec.transform, self.input_size))
-        inputs = (image[None].expand(self.channels, -1, -1) - self._mean) / self._std
+        try:
+            image = classifier_input(radiograph.pixels, self.spec.transform, self.input_size)
+        except ValueError as error:  # the film cannot be read this way (no contrast): say why
+            return str(error)
+        inputs = (torch.from_numpy(image)[None].expand(self.channels, -1, -1) - self._mean) / self._std
         return inputs[None].to(self.device)
 
     def measure(self, inputs: torch.Tensor) -> tuple[StageOutput, ...]:
         """The stages in order, until one reaches its threshold."""
         outputs = []
         for stage in self.stages:
-            probability, cam = probability_and_cam(self.networks[stage.network], inputs, POSITIVE_CLASS)
-            outputs.append(StageOutput(stage=stage, probability=probability, cam=cam))
-            if probability >= stage.threshold:
+            outputs.append(self.run_stage(stage, inputs))
+            if outputs[-1].probability >= stage.threshold:
                 break
         return tuple(outputs)
+
+    def run_stage(self, stage: ClassifierStage | str, inputs: torch.Tensor) -> StageOutput:
+        """One stage (or its network's role) on a network input from :meth:`locate`."""
+        if isinstance(stage, str):
+            stage = next(s for s in self.stages if s.network == stage)
+        with autocast(self.precision, self.device):
+            probability, cam = probability_and_cam(self.networks[stage.network], inputs, POSITIVE_CLASS)
+        return StageOutput(stage=stage, probability=probability, cam=cam)
 
     def decide(self, outputs: Sequence[StageOutput]) -> tuple[Category, tuple[Finding, ...]]:
         """The film's answer and one finding per stage."""
@@ -277,7 +321,7 @@ class ClassifierPipeline:
             if index >= len(outputs):
                 findings.append(Finding(
                     stage.finding, site, threshold=stage.threshold, included=False,
-                    reason=f"not run: {deciding.stage.finding.lower()} was found",
+                    reason=f"not run: {deciding.stage.finding} decided",
                 ))
                 continue
             output = outputs[index]
@@ -304,11 +348,15 @@ class ClassifierPipeline:
         Returns
         -------
         (issues, notes)
-            ``issues``: a patient under the card's minimum age or of unknown age (the policy decides
-            whether the film is analysed); ``notes``: an unrecorded view and WHO applicability.
+            ``issues``: a view other than the preferred ones, a patient under the card's minimum
+            age or of unknown age (the policy decides whether the film is analysed); ``notes``: an
+            unrecorded view and WHO applicability.
         """
         facts = radiograph.facts
+        preferred = self.spec.preferred_views
         issues = []
+        if preferred and facts.view and facts.view not in preferred:
+            issues.append(f"{facts.view} film: the method is intended for {'/'.join(preferred)} films")
         minimum = self.spec.min_age_years
         if minimum is not None:
             age = facts.patient_age_years
@@ -317,7 +365,9 @@ class ClassifierPipeline:
             elif age < minimum:
                 issues.append(f"patient aged {age}: the method is intended for ages {minimum} and over")
         notes = []
-        if self.spec.views and not facts.view:
-            notes.append(f"view position not recorded: the film was taken to be {self.spec.views[0]}")
-        notes += who_applicability(minimum or 50, facts.patient_sex)
+        expected = preferred or self.spec.views
+        if expected and not facts.view:
+            notes.append(f"view position not recorded: the film was taken to be {expected[0]}")
+        # The age notes of who_applicability repeat the issues above; keep its notes on sex only.
+        notes += who_applicability(max(minimum or 0, 50), facts.patient_sex)
         return issues, notes

@@ -384,6 +384,8 @@ class HipPipeline:
     """
 
     truth: ClassVar[Truth] = Truth.PER_SIDE
+    site: ClassVar[FindingSite] = FindingSite.HIP
+    views: ClassVar[tuple[str, ...]] = ("AP", "PA")
 
     def __init__(
         self,

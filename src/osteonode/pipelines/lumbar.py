@@ -474,6 +474,8 @@ class LumbarPipeline:
     """
 
     truth: ClassVar[Truth] = Truth.FILM
+    site: ClassVar[FindingSite] = FindingSite.LUMBAR_SPINE
+    views: ClassVar[tuple[str, ...]] = ("AP", "PA")
 
     def __init__(
         self,

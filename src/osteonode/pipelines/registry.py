@@ -18,7 +18,7 @@ import structlog
 
 from osteonode.config import NodeConfig, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
-from osteonode.pipelines.base import Method, Result, Truth
+from osteonode.pipelines.base import FindingSite, Method, Result, Truth
 from osteonode.pipelines.chest import ChestPipeline
 from osteonode.pipelines.classifier import ClassifierPipeline
 from osteonode.pipelines.hip import HipPipeline
@@ -39,6 +39,10 @@ class Pipeline(Protocol):
     """The configured pipeline's name (``[pipelines.<name>]``), written on every result."""
     truth: ClassVar[Truth]
     """What a validation cohort must give to judge this method's answers."""
+    site: FindingSite
+    """Where the method's answer is (the lumbar spine, the chest, the hips)."""
+    views: tuple[str, ...]
+    """The views it reads (canonical, see :func:`osteonode.header.canonical_view`); () for any."""
 
     @classmethod
     def from_model(
