@@ -10,12 +10,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: system-packages $(VENV)/.installed
 
 # The Debian packages the tests and demo talk to: real DICOM peers (dcmtk, Orthanc), validators
-# (dicom3tools, GDCM tools), a database (PostgreSQL), a browser for the validation report (Chromium)
-# and the openssl tool that makes the DICOM TLS tests' throw-away certificates.
+# (dicom3tools, GDCM tools), a database (PostgreSQL), a browser for the validation report (Chromium),
+# the openssl tool that makes the DICOM TLS tests' throw-away certificates, and the tools the deploy/
+# tests check the systemd unit (systemd-analyze) and the compose file (docker-compose) with.
 # Installs only what is missing, so a machine that has them all needs no package manager.
 system-packages:
 	@missing=""; \
-	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium pdftotext:poppler-utils openssl:openssl; do \
+	for tool in storescu:dcmtk dciodvfy:dicom3tools gdcmconv:libgdcm-tools Orthanc:orthanc chromium:chromium \
+		pdftotext:poppler-utils openssl:openssl systemd-analyze:systemd docker-compose:docker-compose; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

@@ -403,6 +403,47 @@ def demo(
         raise typer.Exit(code=1) from None
 
 
+@app.command("echo")
+def echo(
+    destination: Annotated[str, typer.Argument(help="A destination name from [destinations].")],
+    config: ConfigOption = None,
+) -> None:
+    """Check a destination: C-ECHO it with the AE titles, address, timeout and TLS reports are sent with."""
+    from osteonode.dicom.scu import echo as send_echo
+    from osteonode.dicom.tls import TlsError, client_context
+
+    settings = _load(config)
+    target = settings.destinations.get(destination)
+    if target is None:
+        known = ", ".join(sorted(settings.destinations)) or "none are configured"
+        Console(stderr=True).print(
+            f"no destination {destination!r} under [destinations] ({known})", style="red", markup=False
+        )
+        raise typer.Exit(code=2)
+    calling = target.calling_ae_title or settings.node.ae_title
+    try:
+        tls = (
+            client_context(target.tls, key=f"destinations.{destination}.tls")
+            if target.tls.enabled
+            else None
+        )
+    except TlsError as error:
+        Console(stderr=True).print(str(error), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    outcome = send_echo(
+        host=target.host, port=target.port, called_ae_title=target.ae_title,
+        calling_ae_title=calling, timeout_s=target.timeout_s, tls=tls,
+    )
+    where = f"{destination} ({target.ae_title} at {target.host}:{target.port}, calling AE {calling}"
+    where += ", TLS)" if tls is not None else ")"
+    if not outcome.is_sent:
+        Console(stderr=True).print(
+            f"{where}: C-ECHO failed ({outcome.result.value}): {outcome.detail}", markup=False, soft_wrap=True
+        )
+        raise typer.Exit(code=1)
+    console.print(f"{escape(where)}: C-ECHO succeeded", highlight=False, soft_wrap=True)
+
+
 @app.command("route")
 def route(
     files: Annotated[list[Path], typer.Argument(help="DICOM files to route.", exists=False)],
@@ -594,10 +635,11 @@ def _print_history(history: InstanceHistory) -> None:
     """Print an ``InstanceHistory``: the instance, its jobs, results, deliveries and events."""
     record = history.instance
     if record is not None:
-        facts = Table(show_header=False, title=f"Image {history.sop_instance_uid}")
+        # Plain lines, not a table: a table narrower than a UID would wrap it mid-number.
+        console.print(f"[bold]Image {history.sop_instance_uid}[/bold]", highlight=False)
         for key, value in record.to_dict().items():
-            facts.add_row(key, escape("" if value is None else str(value)))
-        console.print(facts)
+            console.print(f"  {key}: {escape('' if value is None else str(value))}", highlight=False,
+                          soft_wrap=True)
     jobs = Table("job", "state", "pipeline", "rule", "skip reason", "attempts", "error", title="Jobs")
     for job in history.jobs:
         jobs.add_row(

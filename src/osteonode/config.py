@@ -27,7 +27,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -42,6 +50,7 @@ __all__ = [
     "DeliverySettings",
     "Destination",
     "InferenceSettings",
+    "HttpSettings",
     "IntendedUsePolicy",
     "LimitsSettings",
     "LoggingSettings",
@@ -488,6 +497,38 @@ class ModelsSettings(_Section):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
 
+class HttpSettings(_Section):
+    """The node's HTTP port: ``/health``, ``/metrics`` and the admin page.
+
+    It binds to loopback by default: put a TLS reverse proxy in front to reach it from elsewhere.
+    Actions that change state (retrying a dead delivery) and the routing file tester need
+    ``admin_token``; without one they are refused and the page is read-only.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 8480
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Secret for state-changing requests; set it from the environment"
+        " (OSTEONODE_HTTP__ADMIN_TOKEN) rather than in the file. `config show` masks it.",
+    )
+    max_upload_mb: Annotated[int, Field(ge=1, le=4096)] = 256
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, token: object) -> object:
+        # A compose file or unit passes an unset variable as "": that means no token, not a bad one.
+        return None if token == "" else token
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("admin_token must be at least 16 characters (e.g. `openssl rand -hex 16`)")
+        return token
+
+
 class NodeConfig(_Section):
     """The whole node configuration, as read from ``node.toml`` over the embedded defaults."""
 
@@ -505,6 +546,7 @@ class NodeConfig(_Section):
     pipelines: dict[PipelineName, PipelineSettings] = Field(default_factory=dict)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -76,9 +76,9 @@ class DemoNode:
         )
 
 
-def write_demo_config(workdir: Path, port: int, models_dir: Path, pacs: Orthanc) -> Path:
-    """A node.toml that keeps the demo's state under ``workdir``, uses the shipped models and sends
-    every pipeline's reports to the demo's Orthanc."""
+def write_demo_config(workdir: Path, port: int, models_dir: Path, pacs: Orthanc, http_port: int) -> Path:
+    """A node.toml that keeps the demo's state under ``workdir``, uses the shipped models, sends
+    every pipeline's reports to the demo's Orthanc and serves its admin page on ``http_port``."""
     lines = [
         "# Written by `osteonode demo`: the embedded defaults, with state under demo-out/ and",
         "# reports sent to the demo's Orthanc.",
@@ -100,6 +100,8 @@ def write_demo_config(workdir: Path, port: int, models_dir: Path, pacs: Orthanc)
         'host = "127.0.0.1"',
         f"port = {pacs.dicom_port}",
         "backoff_initial_s = 2.0",
+        "[http]",
+        f"port = {http_port}",
     ]
     for pipeline in ("lumbar", "chest", "hip"):
         lines += [f"[pipelines.{pipeline}]", 'destinations = ["pacs"]']
@@ -231,7 +233,8 @@ def run_demo(
     pacs = Orthanc(
         workdir / "orthanc", forward_to=OrthancModality("osteonode", NODE_AE_TITLE, "127.0.0.1", port)
     )
-    config = write_demo_config(workdir, port, models_dir.resolve(), pacs)
+    http_port = free_port()
+    config = write_demo_config(workdir, port, models_dir.resolve(), pacs, http_port)
     show(f"starting Orthanc as the PACS: DICOM 127.0.0.1:{pacs.dicom_port} (AE {pacs.ae_title}),"
          f" web {pacs.explorer_url()} ...")
     try:
@@ -249,6 +252,7 @@ def run_demo(
             rows = summarise(config, files)
             show(format_summary(rows))
             show_study_addresses(pacs, rows, show)
+            show(f"the node's admin page (queue, results, models, routing): http://127.0.0.1:{http_port}/")
             show(f"configuration used: {config}; everything about one image:")
             show(f"  .venv/bin/osteonode status --config {config} --instance {rows[0].sop_instance_uid}")
             validate_demo_models(workdir / "validation", config, show)

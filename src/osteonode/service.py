@@ -41,6 +41,8 @@ from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
 from osteonode.store.wakeups import PostgresListener
 from osteonode.store.workers import WorkerHealth
+from osteonode.web import AdminServer, ProcessParts
+from osteonode.web.health import pipelines_sending_nowhere
 
 if TYPE_CHECKING:
     # Workers, senders and pipelines import torch, numpy imaging and the report builders (seconds
@@ -99,6 +101,12 @@ class Node:
         self.supervisor: WorkerSupervisor | None = None
         self.sender: DeliverySender | None = None
         self._listener: PostgresListener | None = None
+        # Each pipeline this process loaded (None) or why not, filled when the workers start.
+        self._pipeline_states: dict[str, str | None] = {}
+        parts = ProcessParts(
+            scp=self.scp, workers=lambda: self.workers, pipelines=self._pipeline_states
+        )
+        self.http = AdminServer(config, self.database, self.spool, parts) if config.http.enabled else None
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
 
@@ -123,6 +131,7 @@ class Node:
         self.spool.ensure_writable()
         self._remove_stray_files()
         self._warn_of_unknown_destinations()
+        self._warn_of_results_sent_nowhere()
         self._schedule()
         self._scheduler.start()
         self._started = True
@@ -130,6 +139,7 @@ class Node:
         # waits in the queue.
         if self.scp is not None:
             self.scp.start()
+        self._start_http()
         if self._worker_count:
             self._start_workers()
         log.info(
@@ -160,7 +170,10 @@ class Node:
         # Models are loaded once per process; the workers share them.
         pipelines = self._pipelines
         if pipelines is None:
-            pipelines = load_pipelines(self.config).available
+            loaded = load_pipelines(self.config)
+            pipelines = loaded.available
+            self._pipeline_states.update(loaded.unavailable)
+        self._pipeline_states.update(dict.fromkeys(pipelines))
         activity = self.scp.activity if self.scp is not None else None
 
         def make_worker(index: int) -> Worker:
@@ -193,6 +206,8 @@ class Node:
         if not self._started:
             return
         log.info("node_stopping")
+        if self.http is not None:
+            self.http.stop()
         if self.scp is not None:
             self.scp.stop(grace_s)
         if self.sender is not None:
@@ -256,6 +271,16 @@ class Node:
         if orphans:
             log.info("orphan_spool_files_removed", files=orphans)
 
+    def _warn_of_results_sent_nowhere(self) -> None:
+        # A process that makes results says at start when some go to no destination at all.
+        unsent = pipelines_sending_nowhere(self.config) if self._worker_count else []
+        if unsent:
+            log.warning(
+                "results_sent_nowhere",
+                pipelines=unsent,
+                hint="name a destination in [pipelines.<name>] destinations",
+            )
+
     def _warn_of_unknown_destinations(self) -> None:
         # Deliveries queued for a destination since removed from the configuration are never
         # sent; say so at every start rather than let them wait unseen.
@@ -266,6 +291,18 @@ class Node:
         unknown = {name: count for name, count in waiting.items() if name not in self.config.destinations}
         if unknown:
             log.warning("deliveries_for_unknown_destinations", waiting=unknown)
+
+    def _start_http(self) -> None:
+        # Health, metrics and the admin page help operators; a port already taken (another node
+        # process on this host) must not stop images from being received and analysed.
+        if self.http is None:
+            return
+        try:
+            self.http.start()
+        except OSError as error:
+            log.error("http_unavailable", host=self.config.http.host, port=self.config.http.port,
+                      error=f"{type(error).__name__}: {error}")
+            self.http = None
 
     def _remove_stray_files(self) -> None:
         # Temporary files are what a crash left mid-write: never acknowledged, so never needed.

@@ -27,6 +27,7 @@ def test_demo_sends_samples_through_orthanc_and_shows_what_came_back(tmp_path):
     # 16 sample films (4 per phantom part); a frontal lumbar film is a job for each lumbar method.
     assert sum(counts.values()) >= 16 and counts["pending"] == counts["running"] == 0
     assert "sent to the PACS" in output
+    assert "the node's admin page (queue, results, models, routing): http://127.0.0.1:" in output
     for part in ("lumbar", "chest", "hip", "lumbar_lateral"):
         assert f"{part}/{part}_00000.dcm" in output
     if counts["done"]:  # a shipped model analysed some samples: their reports are in Orthanc

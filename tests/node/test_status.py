@@ -13,7 +13,7 @@ def test_status_counts_jobs_by_state_and_tells_each_image_history(
     node: NodeProcess, tmp_path: Path
 ) -> None:
     spines = [make_radiograph(tmp_path / f"spine{index}.dcm", seed=index) for index in range(2)]
-    lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL")
+    lateral = make_radiograph(tmp_path / "lateral.dcm", body_part="CHEST", view="LATERAL")
     assert storescu(node.port, [*spines, lateral]).returncode == 0
     assert storescu(node.port, [spines[0]], calling_ae="PACS").returncode == 0
     node.wait_until_routed(3)
@@ -34,6 +34,12 @@ def test_status_counts_jobs_by_state_and_tells_each_image_history(
     assert history.returncode == 0, history.stderr
     image = json.loads(history.stdout)
     assert image["instance"]["calling_ae"] == "MODALITY"
+    header = pydicom.dcmread(spines[0], stop_before_pixels=True)
+    assert (
+        image["instance"]["study_instance_uid"],
+        image["instance"]["series_instance_uid"],
+        image["instance"]["modality"],
+    ) == (header.StudyInstanceUID, header.SeriesInstanceUID, "DX")
     assert image["instance"]["receipt_count"] == 2
     assert [(job["state"], job["pipeline"], job["route_rule"]) for job in image["jobs"]] == [
         ("queued", "lumbar", "lumbar-spine")
@@ -44,11 +50,24 @@ def test_status_counts_jobs_by_state_and_tells_each_image_history(
     assert (skipped["state"], skipped["skip_reason"]) == ("skipped", "lateral_view")
 
 
-def test_status_prints_tables_and_says_when_an_image_is_unknown(node: NodeProcess) -> None:
+def test_status_prints_tables_and_says_when_an_image_is_unknown(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    film = make_radiograph(tmp_path / "film.dcm", modality="CR")
+    assert storescu(node.port, [film]).returncode == 0
+    header = pydicom.dcmread(film, stop_before_pixels=True)
     tables = node.cli("status")
+    one_image = node.cli("status", "--instance", header.SOPInstanceUID)
     unknown = node.cli("status", "--instance", "1.2.3.4.5")
 
     assert tables.returncode == 0, tables.stderr
+    assert one_image.returncode == 0, one_image.stderr
+    for shown in (
+        f"study_instance_uid: {header.StudyInstanceUID}",
+        f"series_instance_uid: {header.SeriesInstanceUID}",
+        "modality: CR",
+    ):
+        assert shown in one_image.stdout
     assert "Jobs by state" in tables.stdout and "Latest" in tables.stdout
     assert unknown.returncode == 1
     assert "no image with SOP Instance UID 1.2.3.4.5" in unknown.stderr

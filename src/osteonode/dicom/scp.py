@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import enum
 import errno
+import io
+import ipaddress
+import socket
 import ssl
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pydicom
 import structlog
 from pydicom.uid import (
     UID,
@@ -485,6 +489,7 @@ class StorageSCP:
             )
             return StoreStatus.OUT_OF_RESOURCES
         spool_path = self._spool.store_incoming(sop_instance_uid, encoded)
+        study_uid, series_uid, modality = _header_identity(encoded)
         receipt = Receipt(
             sop_instance_uid=sop_instance_uid,
             sop_class_uid=sop_class_uid,
@@ -495,6 +500,9 @@ class StorageSCP:
             calling_host=calling_host,
             called_ae=str(association.acceptor.ae_title).strip(),
             received_at=received_at,
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            modality=modality,
         )
         try:
             with self._database.session() as session:
@@ -517,3 +525,30 @@ class StorageSCP:
                 record_event(session, EventKind.REFUSED, message, **details)
         except Exception as error:  # noqa: BLE001 - refusing must not depend on the database
             log.error("refusal_not_recorded", error=f"{type(error).__name__}: {error}")
+
+
+#: The header attributes kept on the Instance row, so ``status`` can show them without the file.
+_IDENTITY_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "Modality")
+
+
+def _header_identity(encoded: bytes) -> tuple[str | None, str | None, str | None]:
+    """Study and Series Instance UID and Modality from a received file's header, where usable.
+
+    Only these three elements are parsed (never the pixels). A missing, malformed or over-long value
+    is kept as None: the image is stored all the same, and routing later gives the reason.
+    """
+    try:
+        header = pydicom.dcmread(
+            io.BytesIO(encoded), stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)
+        )
+        study, series, modality = (
+            str(header.get(keyword, "") or "").strip() for keyword in _IDENTITY_TAGS
+        )
+    except Exception as error:  # noqa: BLE001 - a bad header must not cost the sender its image
+        log.debug("store_header_unread", error=f"{type(error).__name__}: {error}")
+        return None, None, None
+    return (
+        study if UID(study).is_valid else None,
+        series if UID(series).is_valid else None,
+        modality if 0 < len(modality) <= 16 else None,
+    )

@@ -41,6 +41,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event as NetworkEvent
+from pynetdicom.sop_class import Verification
 
 __all__ = [
     "DUPLICATE_SOP_INSTANCE",
@@ -48,6 +49,7 @@ __all__ = [
     "SendResult",
     "classify_rejection",
     "classify_store_status",
+    "echo",
     "ends_a_data_set",
     "send_file",
     "send_files",
@@ -370,6 +372,61 @@ def _store(
     elif status == DUPLICATE_SOP_INSTANCE:
         detail = f"{called_ae_title} holds this instance already ({detail})"
     return SendOutcome(result, detail, status)
+
+
+def echo(
+    *,
+    host: str,
+    port: int,
+    called_ae_title: str,
+    calling_ae_title: str,
+    timeout_s: float = 60.0,
+    tls: ssl.SSLContext | None = None,
+) -> SendOutcome:
+    """C-ECHO a destination the way reports are sent to it: same AE titles, address, timeouts, TLS.
+
+    Parameters
+    ----------
+    host, port, called_ae_title, calling_ae_title, timeout_s, tls
+        As for :func:`send_file`.
+
+    Returns
+    -------
+    SendOutcome
+        ``sent`` when the destination answered the C-ECHO with success; otherwise why not,
+        classified as :func:`send_file` classifies the same failure.
+    """
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    if tls is not None and not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tls must be an ssl.SSLContext or None, got {type(tls).__name__}")
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
+    ae.add_requested_context(Verification)
+    connected: list[bool] = []
+    association = ae.associate(
+        host,
+        port,
+        ae_title=called_ae_title,
+        tls_args=None if tls is None else (tls, host),
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))],
+    )
+    if not association.is_established:
+        return _not_established(
+            association, host, port, called_ae_title, connected=bool(connected), tls=tls is not None
+        )
+    try:
+        response = association.send_c_echo()
+    finally:
+        association.release()
+    if "Status" not in response:
+        return SendOutcome(
+            SendResult.TRANSIENT, f"no C-ECHO response from {called_ae_title} within {timeout_s:g} s"
+        )
+    status = int(response.Status)
+    if status != 0x0000:
+        return SendOutcome(SendResult.PERMANENT, f"C-ECHO answered status 0x{status:04X}", status)
+    return SendOutcome(SendResult.SENT, "", status)
 
 
 def _not_established(
