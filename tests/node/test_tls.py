@@ -9,9 +9,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.peers import NodeProcess, free_port, make_radiograph, require_binary, storescu
+from typer.testing import CliRunner
+from fixtures.peers import (
+    NodeProcess,
+    free_port,
+    make_radiograph,
+    require_binary,
+    storescu,
+    toml_document,
+)
 from fixtures.tls import CertificateSet, Identity, make_test_certificates
 
+from osteonode.cli import app
 from osteonode.config import TlsSettings
 from osteonode.dicom.scu import SendResult, send_file
 from osteonode.dicom.tls import TlsError, client_context, server_context
@@ -200,3 +209,28 @@ def test_unusable_tls_files_are_named_in_the_error(
             TlsSettings(enabled=True, ca_certificates=certificates.node.private_key),
             key="destinations.pacs.tls",
         )
+
+
+def test_echo_checks_a_tls_destination_with_its_certificates(
+    tls_storescp: tuple[int, Path], certificates: CertificateSet, tmp_path: Path
+) -> None:
+    port, _ = tls_storescp
+    destination = {
+        "ae_title": "TLSPACS", "host": "localhost", "port": port, "timeout_s": 10,
+        "tls": {"enabled": True, "ca_certificates": str(certificates.authority)},
+    }
+    anonymous = tmp_path / "anonymous.toml"
+    anonymous.write_text(toml_document({"destinations.pacs": destination}), "utf-8")
+    mutual = tmp_path / "mutual.toml"
+    mutual.write_text(toml_document({"destinations.pacs": {**destination, "tls": {
+        **destination["tls"],
+        "certificate": str(certificates.node.certificate),
+        "private_key": str(certificates.node.private_key),
+    }}}), "utf-8")
+
+    refused = CliRunner().invoke(app, ["echo", "pacs", "--config", str(anonymous)])
+    answered = CliRunner().invoke(app, ["echo", "pacs", "--config", str(mutual)])
+
+    assert refused.exit_code == 1 and "C-ECHO failed" in refused.output
+    assert answered.exit_code == 0, answered.output
+    assert "TLS)" in answered.output and "C-ECHO succeeded" in answered.output

@@ -24,8 +24,6 @@ from __future__ import annotations
 import enum
 import errno
 import io
-import ipaddress
-import socket
 import ssl
 import threading
 import time
