@@ -55,7 +55,10 @@ def test_hip_banner_without_osteoporosis_says_not_osteoporosis_and_no_who_catego
 
 def test_not_evaluable_banner_and_summary_give_the_reason(cases: dict[str, Case]) -> None:
     result = cases["not_evaluable"].result
-    assert banner_lines(result)[0] == "Not evaluable: fewer than two of L1-L4 could be measured"
+    lines = banner_lines(result)
+    # Said once, large, then why: never "not evaluable: not evaluable: ...".
+    assert lines[:2] == ["Not evaluable", "Reason: fewer than two of L1-L4 could be measured"]
+    assert "\n".join(lines).lower().count("not evaluable") == 2  # the film, and L2's own line
     assert "Result: Not evaluable: fewer than two of L1-L4 could be measured" in summary_text(
         result
     )

@@ -12,7 +12,7 @@ from osteonode.imaging.pixels import (
     display_window,
     load_radiograph,
 )
-from osteonode.imaging.overlay import heat_colours, heatmap_overlay
+from osteonode.imaging.overlay import blend_heatmap, compose_capture, heat_colours
 from osteonode.imaging.transforms import (
     ScaleMap,
     grayscale_truncation,
@@ -32,8 +32,9 @@ __all__ = [
     "SpacingSource",
     "display_window",
     "grayscale_truncation",
+    "blend_heatmap",
+    "compose_capture",
     "heat_colours",
-    "heatmap_overlay",
     "load_radiograph",
     "resize_with_scale",
     "ztransform_2sigma",

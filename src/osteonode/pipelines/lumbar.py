@@ -552,7 +552,7 @@ class LumbarPipeline:
                 source=source,
                 model=self.identity,
                 evaluable=False,
-                reason=f"not evaluable: {reason}",
+                reason=reason,
                 findings=findings,
                 notes=notes,
             )
@@ -872,7 +872,7 @@ class LumbarPipeline:
                 source=source,
                 model=self.identity,
                 evaluable=False,
-                reason=f"not evaluable: {summary.reason}",
+                reason=summary.reason,
                 findings=tuple(findings),
                 notes=notes,
             )
