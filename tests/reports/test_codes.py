@@ -44,6 +44,10 @@ def test_the_codes_outside_the_dictionary_are_few_and_named() -> None:
         "312894000",
         "g/cm2",
         "{T-score}",
+        "24972-2",
+        "30745-4",
+        "24762-7",
+        "C0034375",
     }
 
 
