@@ -99,6 +99,11 @@ _FINDING_NAMES = {
     Stage.OSTEOPOROSIS: "Stage 1: osteoporosis",
     Stage.LOW_BONE_MASS: "Stage 2: low bone mass",
 }
+#: What the film's heat-map shows when a stage decides: the Grad-CAM of that stage's finding.
+HEATMAP_MEANINGS = {
+    Stage.OSTEOPOROSIS: "evidence of osteoporosis (Grad-CAM of stage 1)",
+    Stage.LOW_BONE_MASS: "evidence of low bone mass (Grad-CAM of stage 2)",
+}
 
 
 class InferencePrecision(enum.StrEnum):
@@ -466,6 +471,7 @@ class ChestPipeline:
             findings=findings,
             notes=notes,
             heatmap=heatmaps[deciding],
+            heatmap_meaning=HEATMAP_MEANINGS[deciding],
         )
         return ChestAnalysis(result=result, heatmaps=heatmaps)
 
