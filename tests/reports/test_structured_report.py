@@ -170,9 +170,13 @@ def test_chest_round_trip_gives_back_probabilities_and_decisions(
     assert _evaluation(stage1, codes.OSTEOPOROSIS) == codes.ABSENT
     assert _value(stage2, codes.CERTAINTY_OF_FINDING) == pytest.approx(72.0)
     assert _evaluation(stage2, codes.CLASSIFICATION) == codes.OSTEOPENIA
-    assert [image.referenced_sop_instance_uid for image in stage1.source_images] == [
+    # A classifier of the whole film is outlined as the whole film (320 x 256) on its source.
+    np.testing.assert_allclose(
+        stage1.roi.value, [[0, 0], [256, 0], [256, 320], [0, 320], [0, 0]]
+    )
+    assert stage1.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
         cases["chest"].result.source.sop_instance_uid
-    ]
+    )
     assert (
         _evaluation(groups[OVERALL_TRACKING_IDENTIFIER], codes.CLASSIFICATION) == codes.OSTEOPENIA
     )
@@ -273,6 +277,20 @@ def _containers(item: Dataset) -> list[Dataset]:
     for child in item.get("ContentSequence", []):
         found += _containers(child)
     return found
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_measurement_group_has_a_region_on_the_source_image(
+    cases: dict[str, Case], reports: dict, name: str
+) -> None:
+    # OHIF assumes every TID 1500 group has a SCOORD and stops showing the report otherwise.
+    content = hd.sr.srread(reports[(name, SrStorage.COMPREHENSIVE_3D)]).content
+    assert not content.get_image_measurement_groups()
+    groups = content.get_planar_roi_measurement_groups()
+    assert len(groups) == 1 + len(cases[name].result.findings)
+    for group in groups:
+        (reference,) = group.roi.ContentSequence[0].ReferencedSOPSequence
+        assert reference.ReferencedSOPInstanceUID == cases[name].source.SOPInstanceUID
 
 
 def test_every_container_is_separate(reports: dict) -> None:

@@ -7,10 +7,10 @@ Layout of the document (PS3.16 template numbers in brackets)::
       procedure reported: XR of the film's body region (LOINC), from the findings' sites
       Image Library [1600]: the source radiograph
       Imaging Measurements
-        Measurement Group "Overall result" [1501]: body region, classification (or, for a
+        Measurement Group "Overall result" [1410, outlined as the whole film]: body region, classification (or, for a
             two-class method's "not osteoporosis", osteoporosis absent), film T-score,
             not-evaluable reason, intended-use notes
-        one Measurement Group per Finding [1410 with an outline, else 1501]:
+        one Measurement Group per Finding [1410; the whole film when it has no outline]:
             tracking identifier and UID, algorithm [4019: name, version, calibration and the
             decision threshold], finding site (+ laterality), BMD (0.001 g/cm2) and T-score (0.1)
             with method "Estimated", probability as Certainty of Finding (0.1 %),
@@ -282,11 +282,13 @@ def _algorithm(result: Result, finding: Finding | None) -> hd.sr.AlgorithmIdenti
     )
 
 
-def _source_image(result: Result) -> hd.sr.SourceImageForMeasurementGroup:
-    return hd.sr.SourceImageForMeasurementGroup(
-        referenced_sop_class_uid=result.source.sop_class_uid,
-        referenced_sop_instance_uid=result.source.sop_instance_uid,
-    )
+def _whole_film(result: Result) -> Region:
+    """The outline of the whole source image: the region of a finding about the film as such.
+
+    Every measurement group carries a region (TID 1410), because viewers that draw TID 1500
+    regions (OHIF) assume each group has one and fail on a group without.
+    """
+    return Region.box(0.0, 0.0, float(result.source.columns), float(result.source.rows))
 
 
 def _image_region(result: Result, region: Region) -> hd.sr.ImageRegion:
@@ -371,46 +373,32 @@ def _comments(finding: Finding) -> list[str]:
 
 def _finding_group(
     result: Result, finding: Finding
-) -> (
-    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-    | hd.sr.MeasurementsAndQualitativeEvaluations
-):
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     site = hd.sr.FindingSite(
         anatomic_location=codes.finding_site_code(finding.site),
         laterality=None
         if finding.laterality is None
         else codes.laterality_code(finding.laterality),
     )
-    common = {
-        "tracking_identifier": hd.sr.TrackingIdentifier(
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid(result.source.sop_instance_uid, result.model, finding.name),
             identifier=finding.name,
         ),
-        "algorithm_id": _algorithm(result, finding),
-        "finding_sites": [site],
-        "measurements": _measurements(finding) or None,
-        "qualitative_evaluations": _evaluations(finding) or None,
-    }
-    group: (
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-        | hd.sr.MeasurementsAndQualitativeEvaluations
+        referenced_region=_image_region(result, finding.region or _whole_film(result)),
+        algorithm_id=_algorithm(result, finding),
+        finding_sites=[site],
+        measurements=_measurements(finding) or None,
+        qualitative_evaluations=_evaluations(finding) or None,
     )
-    if finding.region is not None:
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=_image_region(result, finding.region), **common
-        )
-    else:
-        group = hd.sr.MeasurementsAndQualitativeEvaluations(
-            source_images=[_source_image(result)], **common
-        )
     _append_comments(group, _comments(finding))
     return group
 
 
 def _overall_group(
     result: Result, region: FindingSite | None
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """The film's answer, so a reader finds it first whatever the pipeline."""
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """The film's answer, outlined as the whole film, so a reader finds it first."""
     if any(finding.name == OVERALL_TRACKING_IDENTIFIER for finding in result.findings):
         raise ReportError(f"a finding may not be named {OVERALL_TRACKING_IDENTIFIER!r}")
     answer = (
@@ -423,20 +411,20 @@ def _overall_group(
         if region is None:
             raise ReportError("a film T-score needs findings that name the film's body region")
         measurements = [_t_score(region, result.t_score)]
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid(
                 result.source.sop_instance_uid, result.model, OVERALL_TRACKING_IDENTIFIER
             ),
             identifier=OVERALL_TRACKING_IDENTIFIER,
         ),
+        referenced_region=_image_region(result, _whole_film(result)),
         algorithm_id=_algorithm(result, None),
         finding_sites=None
         if region is None
         else [hd.sr.FindingSite(anatomic_location=codes.finding_site_code(region))],
         measurements=measurements,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(*answer)],
-        source_images=[_source_image(result)],
     )
     comments = [] if result.evaluable else [f"Not evaluable: {result.reason}"]
     _append_comments(group, comments + list(result.notes))
