@@ -149,7 +149,7 @@ def banner_lines(result: Result) -> list[str]:
     lines = ["Not evaluable", f"Reason: {result.reason}"] if not result.evaluable else [
         _headline(result)
     ]
-    lines += _wrap((finding_text(finding) for finding in result.findings), BANNER_WRAP)
+    lines += _wrap((_banner_finding(finding, result) for finding in result.findings), BANNER_WRAP)
     if result.evaluable and result.heatmap is None:
         # No colour on the film must not read as "no evidence".
         lines.append("No heat-map computed")
@@ -160,6 +160,13 @@ def banner_lines(result: Result) -> list[str]:
     if result.disclaimer:
         lines.append(result.disclaimer)
     return lines
+
+
+def _banner_finding(finding: Finding, result: Result) -> str:
+    """A finding's banner text; a site refused for the film's own reason does not repeat it."""
+    if not finding.evaluable and not result.evaluable and finding.reason == result.reason:
+        return f"{finding.name} not evaluable"
+    return finding_text(finding)
 
 
 def _meaning(result: Result) -> str:
