@@ -3,14 +3,17 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+OHIF_VERSION := 3.13.2
+OHIF_DIST := var/ohif/package/dist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages serve demo demo-weights test bench clean
 
-install: system-packages $(VENV)/.installed
+install: system-packages $(VENV)/.installed $(OHIF_DIST)/index.html
 
 # The Debian packages the tests and demo talk to: real DICOM peers (dcmtk, Orthanc), validators
-# (dicom3tools, GDCM tools), a database (PostgreSQL) and a browser for the validation report (Chromium).
+# (dicom3tools, GDCM tools), a database (PostgreSQL), a browser for the validation report and the
+# viewer tests (Chromium), Orthanc's DICOMweb plugin (for OHIF) and npm (to fetch OHIF).
 # Installs only what is missing, so a machine that has them all needs no package manager.
 system-packages:
 	@missing=""; \
@@ -18,11 +21,22 @@ system-packages:
 		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
 	done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# The OHIF viewer, built (the @ohif/app package ships dist/), for the viewer tests and the demo's
+# study links; `npm pack` fetches the package alone, without the development dependencies that
+# `npm install` would resolve for it.
+$(OHIF_DIST)/index.html:
+	mkdir -p var/ohif
+	cd var/ohif && npm pack --silent @ohif/app@$(OHIF_VERSION) && tar xzf ohif-app-$(OHIF_VERSION).tgz
+	rm -f var/ohif/ohif-app-$(OHIF_VERSION).tgz
+	touch $@
 
 # torch is installed first, pinned, so that nothing later pulls a CUDA build from the registry.
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +65,7 @@ test: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pixels.py
+	$(BIN)/python bench/capture.py
 
 clean:
 	rm -rf $(VENV) var demo-out bench-out
