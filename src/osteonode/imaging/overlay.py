@@ -258,10 +258,10 @@ def compose_capture(
         + len(body) * layout.line_height
         + (len(caption) * layout.line_height + bar_height + layout.pad // 2 if caption else 0)
     )
-    canvas = Image.new("RGB", (layout.width, rows + margin), MARGIN_BACKGROUND)
-    canvas.paste(Image.fromarray(film, mode="RGB"), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    top = rows + layout.pad
+    # Only the margin is drawn with PIL; the film is copied once, as an array.
+    panel = Image.new("RGB", (layout.width, margin), MARGIN_BACKGROUND)
+    draw = ImageDraw.Draw(panel)
+    top = layout.pad
     for line in headline:
         draw.text((layout.pad, top), line, fill=TEXT_COLOUR, font=layout.headline_font)
         top += layout.headline_height
@@ -273,8 +273,12 @@ def compose_capture(
         for line in caption:
             draw.text((layout.pad, top), line, fill=TEXT_COLOUR, font=layout.font)
             top += layout.line_height
-        _draw_colour_bar(canvas, draw, layout, top, bar_height)
-    return np.asarray(canvas, dtype=np.uint8)
+        _draw_colour_bar(panel, draw, layout, top, bar_height)
+    canvas = np.empty((rows + margin, layout.width, 3), dtype=np.uint8)
+    canvas[:rows, columns:] = MARGIN_BACKGROUND
+    canvas[:rows, :columns] = film
+    canvas[rows:] = np.asarray(panel, dtype=np.uint8)
+    return canvas
 
 
 def _draw_colour_bar(
