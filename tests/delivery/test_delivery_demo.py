@@ -26,11 +26,14 @@ def test_demo_sends_samples_through_orthanc_and_shows_what_came_back(tmp_path):
     assert "starting Orthanc as the PACS" in output and "which forwards them to the node" in output
     assert sum(counts.values()) == 12 and counts["pending"] == counts["running"] == 0
     assert "sent to the PACS" in output
+    assert "stopping Orthanc, the viewer and the node" in output  # wait=False says it stopped them
     for part in ("lumbar", "chest", "hip"):
         assert f"{part}/{part}_00000.dcm" in output
     if counts["done"]:  # a shipped model analysed some samples: their reports are in Orthanc
         assert "SR sent" in output and "SC sent" in output
         assert "/app/explorer.html#study?uuid=" in output
+        # ... and in OHIF, when make install has unpacked it (otherwise the demo says why not)
+        assert "/viewer?StudyInstanceUIDs=" in output or "no OHIF viewer:" in output
         # ... and the demo ends with a validation report of each installed model
         reports = [line.split("report: ", 1)[1] for line in lines if "report: " in line]
         assert reports and all(Path(report).is_file() for report in reports)

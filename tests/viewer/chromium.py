@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -150,6 +149,3 @@ class Chromium:
         trace: TracebackType | None,
     ) -> None:
         self.close()
-
-
-Waiter = Callable[[Chromium], Any]

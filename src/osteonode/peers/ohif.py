@@ -166,10 +166,10 @@ def _handler_class(dist: Path, dicomweb_root: str) -> type[http.server.BaseHTTPR
     config = _APP_CONFIG.format(config=json.dumps(_app_config(), indent=2)).encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             """Quiet: the viewer fetches hundreds of files per study."""
 
-        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        def do_GET(self) -> None:
             path = urllib.parse.urlsplit(self.path).path
             if path == _DICOMWEB_PREFIX or path.startswith(_DICOMWEB_PREFIX + "/"):
                 self._forward(dicomweb_root + self.path[len(_DICOMWEB_PREFIX) :])

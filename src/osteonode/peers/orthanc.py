@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["Orthanc", "OrthancError", "OrthancModality", "free_port"]
+__all__ = ["Orthanc", "OrthancError", "OrthancModality", "dicomweb_installed", "free_port"]
 
 #: SOP Class UID prefixes of what the node produces: every SR storage class, Secondary Capture.
 _NODE_OUTPUT_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.7")
@@ -101,8 +101,13 @@ def _find_binary() -> str:
 _DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
+def dicomweb_installed() -> bool:
+    """Whether Orthanc's DICOMweb plugin is installed (``Orthanc(dicomweb=True)`` works)."""
+    return _DICOMWEB_PLUGIN.is_file()
+
+
 def _dicomweb_plugin() -> Path:
-    if not _DICOMWEB_PLUGIN.is_file():
+    if not dicomweb_installed():
         raise OrthancError(
             f"the Orthanc DICOMweb plugin is not installed ({_DICOMWEB_PLUGIN}; Debian package"
             " 'orthanc-dicomweb', `make install` adds it)"

@@ -25,9 +25,9 @@ from osteonode.imaging.overlay import blend_heatmap, compose_capture
 from osteonode.imaging.pixels import Radiograph, SpacingSource, display_window
 from osteonode.pipelines.base import Finding, Result
 from osteonode.reports.device import MANUFACTURER, MODEL_NAME, DeviceInfo
+from osteonode.reports.series import series_date_time
 from osteonode.reports.sr import ReportError
 from osteonode.reports.text import banner_lines, heatmap_legend, series_description
-from osteonode.reports.series import series_date_time
 from osteonode.reports.uids import OutputKind, output_uids
 
 __all__ = [
