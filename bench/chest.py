@@ -28,7 +28,7 @@ from pathlib import Path
 import structlog
 import torch
 
-from osteonode.config import ChestSettings
+from osteonode.config import PipelineSettings
 from osteonode.imaging import load_radiograph
 from osteonode.nets import build_network
 from osteonode.phantoms import make_cohort, read_cohort
@@ -65,7 +65,7 @@ def _pipeline(device: torch.device, precision: InferencePrecision) -> ChestPipel
     return ChestPipeline(
         networks={stage: network.to(device).eval() for stage, network in networks.items()},
         preprocessing=PAPER_CONFIGURATION.preprocessing,
-        settings=ChestSettings(),
+        settings=PipelineSettings(),
         identity=ModelIdentity(
             "bench", "0", "convnext_small", synthetic=True, diagnostic_use=False
         ),

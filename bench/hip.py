@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 import torch
 
-from osteonode.config import HipSettings
+from osteonode.config import PipelineSettings
 from osteonode.imaging import load_radiograph
 from osteonode.nets import build_network
 from osteonode.phantoms import make_cohort, read_cohort
@@ -103,7 +103,7 @@ def measure(
     radiograph = load_radiograph(film)
     decode_s = time.perf_counter() - started
     pipeline = HipPipeline.from_model(
-        load_model(model_dir, device=device), HipSettings(), load_reference()
+        load_model(model_dir, device=device), PipelineSettings(), load_reference()
     )
     result = pipeline.run(radiograph)  # warm-up (allocator, kernels)
     measured_sides = sum(f.evaluable for f in result.findings)

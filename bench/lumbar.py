@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 import torch
 
-from osteonode.config import LumbarSettings
+from osteonode.config import PipelineSettings
 from osteonode.imaging import load_radiograph
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.lumbar import MEASURED, LumbarPipeline, prepare_film
@@ -62,7 +62,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     torch.set_num_threads(arguments.threads)
     pipeline = LumbarPipeline.from_model(
-        load_model(arguments.model, device="cpu"), LumbarSettings(), load_reference()
+        load_model(arguments.model, device="cpu"), PipelineSettings(), load_reference()
     )
     phases: dict[str, list[tuple[float, float]]] = {
         "decode": [],

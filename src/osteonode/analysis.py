@@ -14,9 +14,9 @@ import structlog
 
 from osteonode.config import NodeConfig
 from osteonode.imaging.pixels import ImageError, Radiograph, load_radiograph
-from osteonode.pipelines import LoadedPipelines, Pipeline, load_pipelines
+from osteonode.pipelines.registry import LoadedPipelines, Pipeline, load_pipelines
 from osteonode.pipelines.base import OutsideIntendedUse, Result
-from osteonode.routing import Decision, Route, route_file
+from osteonode.routing import Decision, Route, route_file, to_enabled_pipelines
 
 __all__ = ["Analysis", "Refusal", "RefusalKind", "analyse_file", "run_pipeline"]
 
@@ -76,7 +76,11 @@ def run_pipeline(pipeline: Pipeline, source: str | PathLike[str]) -> tuple[Radio
 
 
 def analyse_file(
-    path: str | PathLike[str], config: NodeConfig, pipelines: LoadedPipelines | None = None
+    path: str | PathLike[str],
+    config: NodeConfig,
+    pipelines: LoadedPipelines | None = None,
+    *,
+    pipeline_name: str | None = None,
 ) -> Analysis:
     """Route a file and, when it goes to an available pipeline, analyse it.
 
@@ -88,19 +92,26 @@ def analyse_file(
         Node configuration (routing, pipelines, models).
     pipelines
         Already loaded pipelines; loaded from ``config`` when None.
+    pipeline_name
+        Which of the route's pipelines runs (the first when None); a pipeline the route does not
+        name is refused with the reason.
 
     Returns
     -------
     Analysis
     """
-    decision = route_file(path, config.routing)
+    decision = to_enabled_pipelines(route_file(path, config.routing), config.pipelines)
     if not isinstance(decision, Route):
         return Analysis(decision)
+    name = decision.pipelines[0] if pipeline_name is None else pipeline_name
+    if name not in decision.pipelines:
+        detail = f"routed to {', '.join(decision.pipelines)}, not {name}"
+        return Analysis(decision, refusal=Refusal(RefusalKind.PIPELINE_UNAVAILABLE, detail))
     pipelines = load_pipelines(config) if pipelines is None else pipelines
-    pipeline = pipelines.available.get(decision.pipeline)
+    pipeline = pipelines.available.get(name)
     if pipeline is None:
-        reason = pipelines.unavailable.get(decision.pipeline, "not loaded")
-        detail = f"pipeline {decision.pipeline.value} is unavailable: {reason}"
+        reason = pipelines.unavailable.get(name, "not loaded")
+        detail = f"pipeline {name} is unavailable: {reason}"
         return Analysis(decision, refusal=Refusal(RefusalKind.PIPELINE_UNAVAILABLE, detail))
     radiograph, outcome = run_pipeline(pipeline, path)
     if isinstance(outcome, Refusal):

@@ -28,7 +28,9 @@ __all__ = [
     "MIN_LUMBAR_VERTEBRAE",
     "NORMAL_T_SCORE",
     "OSTEOPOROSIS_T_SCORE",
+    "WHO_CATEGORIES",
     "WHO_MIN_AGE_YEARS",
+    "Category",
     "DxaManufacturer",
     "ExclusionKind",
     "HipDecision",
@@ -41,7 +43,6 @@ __all__ = [
     "Vertebra",
     "VertebraExclusion",
     "VertebraMeasure",
-    "WhoCategory",
     "YoungAdultReference",
     "combine_lumbar",
     "lowest_hip",
@@ -68,13 +69,35 @@ WHO_MIN_AGE_YEARS = 50.0
 _TIE_TOLERANCE = 1e-9
 
 
-class WhoCategory(enum.StrEnum):
-    """WHO diagnostic category of a T-score."""
+class Category(enum.StrEnum):
+    """The answer about a patient's bone: a WHO category, or a two-class method's "no".
+
+    The three WHO categories (:data:`WHO_CATEGORIES`) come from a T-score or a three-class method;
+    a two-class method (osteoporosis or not) cannot tell normal from low bone mass, and its negative
+    answer is :attr:`NOT_OSTEOPOROSIS`, which is none of the three. One vocabulary for results,
+    reports, phantoms and validation.
+    """
 
     NORMAL = "normal"
     LOW_BONE_MASS = "low_bone_mass"
     """Osteopenia: -2.5 < T < -1.0."""
     OSTEOPOROSIS = "osteoporosis"
+    NOT_OSTEOPOROSIS = "not_osteoporosis"
+    """A two-class method's negative answer: normal or low bone mass, not told apart."""
+
+    @property
+    def osteoporosis(self) -> bool:
+        """Whether the answer is osteoporosis."""
+        return self is Category.OSTEOPOROSIS
+
+    @property
+    def is_who(self) -> bool:
+        """Whether the answer is one of the three WHO categories."""
+        return self is not Category.NOT_OSTEOPOROSIS
+
+
+#: The WHO categories of a T-score, from the best bone to the worst.
+WHO_CATEGORIES: tuple[Category, ...] = (Category.NORMAL, Category.LOW_BONE_MASS, Category.OSTEOPOROSIS)
 
 
 class DxaManufacturer(enum.StrEnum):
@@ -260,7 +283,7 @@ def reported_t_score(score: float) -> float:
     return rounded + 0.0  # -0.04 is reported as 0.0, never as -0.0
 
 
-def who_category(score: float) -> WhoCategory:
+def who_category(score: float) -> Category:
     """WHO category of a T-score, decided on the reported (one-decimal) value.
 
     Normal: T >= -1.0; low bone mass (osteopenia): -2.5 < T < -1.0; osteoporosis: T <= -2.5. The
@@ -275,7 +298,7 @@ def who_category(score: float) -> WhoCategory:
 
     Returns
     -------
-    WhoCategory
+    Category
 
     Raises
     ------
@@ -284,10 +307,10 @@ def who_category(score: float) -> WhoCategory:
     """
     reported = reported_t_score(score)
     if reported >= NORMAL_T_SCORE:
-        return WhoCategory.NORMAL
+        return Category.NORMAL
     if reported <= OSTEOPOROSIS_T_SCORE:
-        return WhoCategory.OSTEOPOROSIS
-    return WhoCategory.LOW_BONE_MASS
+        return Category.OSTEOPOROSIS
+    return Category.LOW_BONE_MASS
 
 
 def who_applicability(age_years: float | None, sex: Sex | None) -> list[str]:
@@ -617,7 +640,7 @@ class LumbarSummary:
     excluded: tuple[VertebraExclusion, ...]
     bmd: float | None
     t_score: float | None
-    category: WhoCategory | None
+    category: Category | None
     reason: str | None
     notes: tuple[str, ...]
     reference: YoungAdultReference
@@ -832,7 +855,7 @@ class HipDecision:
     t_score: float
     site: MeasurementSite
     side: Laterality
-    category: WhoCategory
+    category: Category
 
     @property
     def reported_t_score(self) -> float:

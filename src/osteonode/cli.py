@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from osteonode.config import ConfigError, NodeConfig, PipelineName, check_config, load_config
+from osteonode.config import ConfigError, NodeConfig, check_config, load_config
 
 if TYPE_CHECKING:
     from osteonode.analysis import Analysis
@@ -155,12 +155,16 @@ def analyze(
         Path | None,
         typer.Option("--explain", help="Write the heat-map picture (as sent to PACS) as PNG.", dir_okay=False),
     ] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="Which pipeline runs when the file is routed to several (default: the first)."),
+    ] = None,
 ) -> None:
     """Route one file and run its pipeline here, without the network; print the findings."""
     from osteonode.analysis import analyse_file
     from osteonode.reports import render_result
 
-    analysis = analyse_file(file, _load(config))
+    analysis = analyse_file(file, _load(config), pipeline_name=pipeline)
     _print_analysis(analysis)
     if json_out is not None:
         json_out.write_text(json.dumps(_analysis_dict(analysis), indent=2), "utf-8")
@@ -179,7 +183,7 @@ def _analysis_dict(analysis: Analysis) -> dict[str, object]:
     decision = analysis.decision
     return {
         "route": (
-            {"pipeline": decision.pipeline.value, "rule": decision.rule}
+            {"pipelines": list(decision.pipelines), "rule": decision.rule}
             if isinstance(decision, Route)
             else {"skip": decision.reason.value, "detail": decision.detail, "rule": decision.rule}
         ),
@@ -204,7 +208,11 @@ def _print_analysis(analysis: Analysis) -> None:
     if not isinstance(decision, Route):
         console.print(f"skipped: {decision.reason.value} — {escape(decision.detail)}", highlight=False)
         return
-    console.print(f"routed to [bold]{decision.pipeline.value}[/bold] by rule {escape(decision.rule)}")
+    console.print(
+        f"routed to [bold]{escape(', '.join(decision.pipelines))}[/bold] by rule {escape(decision.rule)}"
+    )
+    if analysis.result is not None and len(decision.pipelines) > 1:
+        console.print(f"result of {escape(analysis.result.pipeline)} (--pipeline NAME shows another)")
     if analysis.refusal is not None:
         console.print(
             f"[yellow]not analysed: {analysis.refusal.kind.value}[/yellow] — {escape(analysis.refusal.detail)}",
@@ -244,7 +252,7 @@ def _print_analysis(analysis: Analysis) -> None:
 
 @app.command("train")
 def train(
-    part: Annotated[PipelineName, typer.Argument(help="The pipeline whose networks to train.")],
+    part: Annotated[str, typer.Argument(help="The pipeline whose networks to train (lumbar, chest, hip, ...).")],
     cohort: Annotated[
         Path | None, typer.Option(help="Cohort CSV (phantom format: files + ground truth).", dir_okay=False)
     ] = None,
@@ -336,24 +344,24 @@ def route(
     as_json: JsonOption = False,
 ) -> None:
     """Show, for each file, the pipeline it goes to or why it is skipped, and the deciding rule."""
-    from osteonode.routing import Route, route_file
+    from osteonode.routing import Route, route_file, to_enabled_pipelines
 
-    settings = _load(config).routing
+    node_config = _load(config)
     rows = []
     for file in files:
-        decision = route_file(file, settings)
+        decision = to_enabled_pipelines(route_file(file, node_config.routing), node_config.pipelines)
         if isinstance(decision, Route):
-            rows.append({"file": str(file), "pipeline": decision.pipeline.value, "skip": None,
+            rows.append({"file": str(file), "pipelines": list(decision.pipelines), "skip": None,
                          "detail": None, "rule": decision.rule})
         else:
-            rows.append({"file": str(file), "pipeline": None, "skip": decision.reason.value,
+            rows.append({"file": str(file), "pipelines": [], "skip": decision.reason.value,
                          "detail": decision.detail, "rule": decision.rule})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table("file", "decision", "rule", "detail")
     for row in rows:
-        decision_text = row["pipeline"] or f"[yellow]skip: {row['skip']}[/yellow]"
+        decision_text = ", ".join(row["pipelines"]) or f"[yellow]skip: {row['skip']}[/yellow]"
         table.add_row(escape(row["file"]), decision_text, escape(row["rule"] or "(node check)"), escape(row["detail"] or ""))
     console.print(table)
 
@@ -648,28 +656,29 @@ def validate(
     config: ConfigOption = None,
 ) -> None:
     """Run a pipeline over a cohort (or read a predictions file) and write metrics.json and report.html."""
-    from osteonode.bone import WhoCategory
-    from osteonode.config import PipelineName
+    from osteonode.bone import WHO_CATEGORIES, Category
     from osteonode.evaluate.predictions import PredictionsError
     from osteonode.evaluate.report import ValidationSettings, validate_predictions_file
 
     if (predictions is None) == (cohort is None):
         raise _validate_error("give either --predictions FILE or --cohort FILE --pipeline NAME")
     if cohort is not None:
-        if pipeline not in {name.value for name in PipelineName}:
-            raise _validate_error("--cohort needs --pipeline lumbar, chest or hip")
+        node_config = _load(config)
+        if pipeline not in node_config.pipelines:
+            known = ", ".join(node_config.pipelines)
+            raise _validate_error(f"--cohort needs --pipeline NAME, one of the configured pipelines: {known}")
         from osteonode.evaluate.cohort import CohortError, run_cohort
 
         try:
-            predictions = run_cohort(cohort, PipelineName(pipeline), out, _load(config), workers=workers)
+            predictions = run_cohort(cohort, pipeline, out, node_config, workers=workers)
         except (CohortError, ConfigError) as error:  # ConfigError: an unusable reference file
             raise _validate_error(str(error)) from None
     elif pipeline is not None:
         raise _validate_error("--pipeline goes with --cohort; a predictions file is already the pipeline's output")
-    if positive is not None and positive not in {category.value for category in WhoCategory}:
+    if positive is not None and positive not in {category.value for category in WHO_CATEGORIES}:
         raise _validate_error(f"--positive {positive!r} is not one of normal, low_bone_mass, osteoporosis")
     settings = ValidationSettings(
-        positive=None if positive is None else WhoCategory(positive), n_resamples=bootstrap, seed=seed
+        positive=None if positive is None else Category(positive), n_resamples=bootstrap, seed=seed
     )
     try:
         files = validate_predictions_file(predictions, out, settings)

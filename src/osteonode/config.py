@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,20 +35,17 @@ __all__ = [
     "AssociationPolicy",
     "ConfigError",
     "ConfigProblem",
-    "ChestSettings",
     "DatabaseSettings",
     "DeliverySettings",
     "Destination",
-    "HipSettings",
     "IntendedUsePolicy",
     "LoggingSettings",
-    "LumbarSettings",
     "ModelsSettings",
     "NodeConfig",
     "NodeSettings",
     "PipelineName",
     "PipelineSettings",
-    "PipelinesSettings",
+    "SHIPPED_PIPELINES",
     "RoutingRule",
     "RoutingSettings",
     "SkipReason",
@@ -73,12 +71,11 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 Uid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")]
 
 
-class PipelineName(enum.StrEnum):
-    """The analysis pipelines an image can be routed to."""
+PipelineName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+"""The name of a configured pipeline (``[pipelines.<name>]``, a routing rule's ``pipelines``).
 
-    LUMBAR = "lumbar"
-    CHEST = "chest"
-    HIP = "hip"
+Lower-case letters, digits and underscores, so that ``OSTEONODE_PIPELINES__<NAME>__KEY`` overrides
+reach every pipeline."""
 
 
 class SkipReason(enum.StrEnum):
@@ -93,6 +90,7 @@ class SkipReason(enum.StrEnum):
     LATERAL_VIEW = "lateral_view"
     UNKNOWN_BODY_PART = "unknown_body_part"
     EXCLUDED_BY_RULE = "excluded_by_rule"
+    PIPELINE_DISABLED = "pipeline_disabled"
 
 
 class SrStorage(enum.StrEnum):
@@ -237,11 +235,13 @@ class RoutingRule(_Section):
     accepts a missing or empty attribute. ``keywords`` are matched as whole words (or word sequences)
     in the Study, Series, Protocol and Requested Procedure descriptions.
 
-    A rule either sends the image to a ``pipeline`` or skips it with a ``skip`` reason.
+    A rule either sends the image to its ``pipelines`` (each enabled one analyses it and reports
+    on its own; ``pipeline = "x"`` is short for ``pipelines = ["x"]``) or skips it with a ``skip``
+    reason.
     """
 
     name: str = Field(min_length=1)
-    pipeline: PipelineName | None = None
+    pipelines: list[PipelineName] = Field(default_factory=list)
     skip: SkipReason | None = None
     modality: list[str] = Field(default_factory=list)
     sop_class: list[str] = Field(default_factory=list, description="SOP Class UIDs.")
@@ -256,10 +256,22 @@ class RoutingRule(_Section):
         default=None, description="Overrides the pipeline's destinations for images this rule routes."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _single_pipeline(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "pipeline" in data:
+            if "pipelines" in data:
+                raise ValueError("give 'pipeline' or 'pipelines', not both")
+            data = {**data, "pipelines": [data["pipeline"]]}
+            del data["pipeline"]
+        return data
+
     @model_validator(mode="after")
     def _one_outcome(self) -> RoutingRule:
-        if (self.pipeline is None) == (self.skip is None):
-            raise ValueError(f"rule {self.name!r} must name exactly one of 'pipeline' or 'skip'")
+        if bool(self.pipelines) == (self.skip is not None):
+            raise ValueError(f"rule {self.name!r} must name exactly one of 'pipelines' or 'skip'")
+        if len(set(self.pipelines)) != len(self.pipelines):
+            raise ValueError(f"rule {self.name!r} names a pipeline twice: {self.pipelines}")
         return self
 
 
@@ -290,38 +302,57 @@ Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
 class PipelineSettings(_Section):
-    """Keys every pipeline has."""
+    """``[pipelines.<name>]``: one configured pipeline.
+
+    What the pipeline does comes from its model folder's card (its ``pipeline`` key names the
+    implementation, e.g. ``lumbar`` or ``classifier``); these keys say whether and where it runs.
+    """
 
     enabled: bool = True
     model: str | None = Field(
-        default=None, description="Folder name under [models].dir; None: '<pipeline>-demo'."
+        default=None,
+        description="Folder name under [models].dir; None: the shipped demo model of a shipped"
+        " pipeline, else the pipeline's own name.",
     )
     destinations: list[str] = Field(default_factory=list)
     outside_intended_use: IntendedUsePolicy = IntendedUsePolicy.ANALYSE_WITH_NOTE
     report_not_evaluable: bool = Field(
         default=True, description="Send an SR saying why when a film cannot be assessed."
     )
+    thresholds: dict[str, Probability] = Field(
+        default_factory=dict,
+        description="Decision cut-offs by name (the model card's or the method's defaults otherwise):"
+        " chest 'stage1' and 'stage2', hip 'osteoporosis', a classifier each stage's network.",
+    )
 
-    def model_name(self, pipeline: PipelineName) -> str:
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_threshold_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for old, new in _RENAMED_THRESHOLDS.items():
+                if old in data:
+                    raise ValueError(f"'{old}' is now 'thresholds.{new}' (thresholds = {{ {new} = ... }})")
+        return data
+
+    def model_name(self, pipeline: str) -> str:
         """The model folder this pipeline uses."""
-        return self.model or f"{PipelineName(pipeline).value}-demo"
+        return self.model or SHIPPED_PIPELINES.get(pipeline, pipeline)
 
 
-class LumbarSettings(PipelineSettings):
-    """``[pipelines.lumbar]``; T-score references and calibration live in reference.toml."""
+#: Threshold keys of osteonode 0.1 and their names under ``thresholds``.
+_RENAMED_THRESHOLDS = {"stage1_threshold": "stage1", "stage2_threshold": "stage2", "threshold": "osteoporosis"}
 
-
-class ChestSettings(PipelineSettings):
-    """``[pipelines.chest]``: the two stages' decision thresholds (the paper's cut-off is 0.5)."""
-
-    stage1_threshold: Probability = 0.5
-    stage2_threshold: Probability = 0.5
-
-
-class HipSettings(PipelineSettings):
-    """``[pipelines.hip]``: decision threshold on the probability of osteoporosis."""
-
-    threshold: Probability = 0.5
+#: The pipelines every node has unless its configuration disables them, with their demo model
+#: folders; ``[pipelines.<name>]`` changes their keys or adds others.
+SHIPPED_PIPELINES: Mapping[str, str] = MappingProxyType(
+    {
+        "lumbar": "lumbar-demo",
+        "lumbar_ap": "lumbar-ap-demo",
+        "lumbar_lateral": "lumbar-lateral-demo",
+        "chest": "chest-demo",
+        "hip": "hip-demo",
+    }
+)
 
 
 class ModelsSettings(_Section):
@@ -329,18 +360,6 @@ class ModelsSettings(_Section):
 
     dir: Path = Path("models")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-class PipelinesSettings(_Section):
-    """One section per pipeline, ``[pipelines.lumbar]`` and so on."""
-
-    lumbar: LumbarSettings = Field(default_factory=LumbarSettings)
-    chest: ChestSettings = Field(default_factory=ChestSettings)
-    hip: HipSettings = Field(default_factory=HipSettings)
-
-    def get(self, pipeline: PipelineName) -> PipelineSettings:
-        """The settings of one pipeline."""
-        return getattr(self, PipelineName(pipeline).value)
 
 
 class NodeConfig(_Section):
@@ -355,8 +374,43 @@ class NodeConfig(_Section):
     destinations: dict[str, Destination] = Field(default_factory=dict)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
-    pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
+    pipelines: dict[PipelineName, PipelineSettings] = Field(default_factory=dict)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_routed_pipeline(cls, data: Any) -> Any:
+        """Add the shipped pipelines, and any a routing rule names, with default keys.
+
+        A site's model is then a model folder and a routing rule: ``[pipelines.<name>]`` is only
+        needed to change a key (its model folder defaults to the pipeline's name).
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("pipelines", {}), Mapping):
+            return data
+        pipelines: dict[str, Any] = {name: {} for name in SHIPPED_PIPELINES}
+        routing = data.get("routing", {})
+        rules = routing.get("rules", []) if isinstance(routing, Mapping) else []
+        for rule in rules if isinstance(rules, list) else []:
+            if isinstance(rule, Mapping):
+                named = rule.get("pipelines", [rule.get("pipeline")])
+                for name in named if isinstance(named, list) else []:
+                    if isinstance(name, str):
+                        pipelines.setdefault(name, {})
+        pipelines.update(data.get("pipelines", {}))
+        return {**data, "pipelines": pipelines}
+
+    def pipeline(self, name: str) -> PipelineSettings:
+        """The settings of one configured pipeline.
+
+        Raises
+        ------
+        KeyError
+            No pipeline of that name is configured.
+        """
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise KeyError(f"no pipeline {name!r} is configured") from None
 
 
 @dataclass(frozen=True)
@@ -526,9 +580,9 @@ def _reference_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
             references.append(
                 (f"routing.rules.{index}.destinations", rule.get("destinations"), f" (rule {rule.get('name')!r})")
             )
-    for pipeline in PipelineName:
-        pipeline_data = _section(_section(data, "pipelines"), pipeline.value)
-        references.append((f"pipelines.{pipeline}.destinations", pipeline_data.get("destinations"), ""))
+    for pipeline, pipeline_data in _section(data, "pipelines").items():
+        if isinstance(pipeline_data, Mapping):
+            references.append((f"pipelines.{pipeline}.destinations", pipeline_data.get("destinations"), ""))
     problems = []
     for key, names, context in references:
         for name in names if isinstance(names, list) else []:

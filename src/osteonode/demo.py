@@ -299,7 +299,7 @@ def validate_demo_models(out_dir: Path, config: Path, show: Callable[[str], None
     from osteonode.evaluate.report import ValidationSettings, validate_predictions_file
     from osteonode.phantoms import make_cohort
     from osteonode.phantoms.cohort import SAMPLE_SIZE
-    from osteonode.pipelines import load_pipelines
+    from osteonode.pipelines.registry import load_pipelines
 
     settings = load_config(config)
     loaded = load_pipelines(settings)

@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
 from osteonode import __version__
-from osteonode.config import Destination, NodeConfig, NodeSettings, PipelineName, SrStorage
+from osteonode.config import Destination, NodeConfig, NodeSettings, SrStorage
 from osteonode.dicom.scu import SendOutcome, SendResult, send_file
 from osteonode.imaging.pixels import Radiograph
 from osteonode.pipelines.base import Result
@@ -67,7 +67,7 @@ def device_info(node: NodeSettings) -> DeviceInfo:
 
 
 def result_destinations(
-    config: NodeConfig, pipeline: PipelineName, rule_destinations: Sequence[str] | None
+    config: NodeConfig, pipeline: str, rule_destinations: Sequence[str] | None
 ) -> tuple[str, ...]:
     """Where the results of an image routed to ``pipeline`` go.
 
@@ -87,7 +87,7 @@ def result_destinations(
     """
     names = rule_destinations
     if names is None:
-        names = config.pipelines.get(PipelineName(pipeline)).destinations
+        names = config.pipeline(pipeline).destinations
     return tuple(dict.fromkeys(names))
 
 

@@ -11,60 +11,41 @@ Pixel data is never decoded here: :func:`route_file` reads the header and defers
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from osteonode.config import PipelineName, RoutingRule, RoutingSettings, SkipReason
+from osteonode.config import PipelineSettings, RoutingRule, RoutingSettings, SkipReason
+from osteonode.header import HeaderFacts, normalise, read_header
 
-__all__ = ["Decision", "HeaderFacts", "Route", "Skip", "header_facts", "route_dataset", "route_file"]
+__all__ = [
+    "Decision",
+    "Route",
+    "Skip",
+    "route_dataset",
+    "route_file",
+    "to_enabled_pipelines",
+]
 
-_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GREYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
-_DESCRIPTION_KEYWORDS = (
-    "StudyDescription",
-    "SeriesDescription",
-    "ProtocolName",
-    "RequestedProcedureDescription",
-    "PerformedProcedureStepDescription",
-)
-
-# View Position (0018,5101) defined terms, and the looser values vendors write, by projection.
-_VIEW_POSITIONS = {
-    "AP": "AP",
-    "PA": "PA",
-    "LL": "LATERAL",
-    "RL": "LATERAL",
-    "LAT": "LATERAL",
-    "LATERAL": "LATERAL",
-    "LLO": "OBLIQUE",
-    "RLO": "OBLIQUE",
-    "OBL": "OBLIQUE",
-    "OBLIQUE": "OBLIQUE",
-}
-# Words of View Code Sequence code meanings (CID 4010/4012), in the order they are tested.
-_VIEW_MEANINGS = (
-    ("ANTEROPOSTERIOR", "AP"),
-    ("ANTERIORPOSTERIOR", "AP"),
-    ("POSTEROANTERIOR", "PA"),
-    ("POSTERIORANTERIOR", "PA"),
-    ("OBLIQUE", "OBLIQUE"),
-    ("LATERAL", "LATERAL"),
-    ("LATERO", "LATERAL"),
-)
 
 
 @dataclass(frozen=True)
 class Route:
-    """The image goes to ``pipeline``; ``rule`` names the rule that decided."""
+    """The image goes to each of ``pipelines``; ``rule`` names the rule that decided."""
 
-    pipeline: PipelineName
+    pipelines: tuple[str, ...]
     rule: str
     destinations: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pipelines or not all(isinstance(name, str) and name for name in self.pipelines):
+            raise ValueError(f"a route needs one or more pipeline names, got {self.pipelines!r}")
 
 
 @dataclass(frozen=True)
@@ -79,79 +60,13 @@ class Skip:
 Decision = Route | Skip
 
 
-@dataclass(frozen=True)
-class HeaderFacts:
-    """The header values routing looks at, already normalised for comparison."""
-
-    modality: str
-    sop_class_uid: str
-    body_part: str
-    view: str
-    laterality: str
-    descriptions: tuple[str, ...]
-    has_pixel_data: bool
-    frames: int
-    samples_per_pixel: int
-    photometric: str
-
-
-def _normalise(value: object) -> str:
-    return re.sub(r"[\s_\-]+", "", str(value or "")).upper()
-
-
 def _words(text: str) -> list[str]:
     return re.findall(r"[A-Z0-9]+", text.upper())
 
 
-def _view(ds: pydicom.Dataset) -> str:
-    position = _normalise(ds.get("ViewPosition", ""))
-    if position:
-        return _VIEW_POSITIONS.get(position, position)
-    for item in ds.get("ViewCodeSequence", []):
-        meaning = _normalise(item.get("CodeMeaning", ""))
-        for word, view in _VIEW_MEANINGS:
-            if word in meaning:
-                return view
-    return ""
-
-
-def _int(ds: pydicom.Dataset, keyword: str, default: int) -> int:
-    try:
-        return int(ds.get(keyword, default) or default)
-    except (TypeError, ValueError):
-        return default
-
-
-def header_facts(ds: pydicom.Dataset) -> HeaderFacts:
-    """Read the routing-relevant attributes of a dataset (no pixel decoding).
-
-    Parameters
-    ----------
-    ds
-        The dataset; large values may be deferred.
-
-    Returns
-    -------
-    HeaderFacts
-    """
-    laterality = ds.get("ImageLaterality", "") or ds.get("Laterality", "")
-    return HeaderFacts(
-        modality=_normalise(ds.get("Modality", "")),
-        sop_class_uid=str(ds.get("SOPClassUID", "")),
-        body_part=_normalise(ds.get("BodyPartExamined", "")),
-        view=_view(ds),
-        laterality=_normalise(laterality),
-        descriptions=tuple(str(ds.get(keyword, "") or "") for keyword in _DESCRIPTION_KEYWORDS),
-        has_pixel_data=any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS),
-        frames=_int(ds, "NumberOfFrames", 1),
-        samples_per_pixel=_int(ds, "SamplesPerPixel", 1),
-        photometric=_normalise(ds.get("PhotometricInterpretation", "")),
-    )
-
-
 def _accepts(values: Iterable[str], actual: str) -> bool:
     """Whether a criterion list accepts ``actual`` (an empty list accepts anything)."""
-    wanted = {_normalise(value) for value in values}
+    wanted = {normalise(value) for value in values}
     return not wanted or actual in wanted
 
 
@@ -160,7 +75,7 @@ def _mentions(descriptions: Iterable[str], keyword: str) -> bool:
 
     ``LSPINE`` thus matches "L-SPINE AP", "L spine" and "LSPINE" but not "XLSPINE".
     """
-    target = _normalise(re.sub(r"[^A-Za-z0-9]+", "", keyword))
+    target = normalise(re.sub(r"[^A-Za-z0-9]+", "", keyword))
     for description in descriptions:
         words = _words(description)
         for start in range(len(words)):
@@ -218,7 +133,7 @@ def route_dataset(ds: pydicom.Dataset, settings: RoutingSettings | None = None) 
         The pipeline and deciding rule, or the reason the image is not analysed.
     """
     settings = RoutingSettings() if settings is None else settings
-    facts = header_facts(ds)
+    facts = read_header(ds)
     refusal = _unanalysable(facts, settings.accepted_modalities)
     if refusal is not None:
         return refusal
@@ -227,9 +142,8 @@ def route_dataset(ds: pydicom.Dataset, settings: RoutingSettings | None = None) 
             continue
         if rule.skip is not None:
             return Skip(rule.skip, f"skipped by rule {rule.name!r}", rule.name)
-        assert rule.pipeline is not None  # a rule names a pipeline or a skip (config validation)
         destinations = tuple(rule.destinations) if rule.destinations is not None else None
-        return Route(rule.pipeline, rule.name, destinations)
+        return Route(tuple(rule.pipelines), rule.name, destinations)
     return Skip(
         SkipReason.UNKNOWN_BODY_PART,
         f"no routing rule matched (body part {facts.body_part or '(empty)'!r},"
@@ -259,3 +173,34 @@ def route_file(path: str | PathLike[str], settings: RoutingSettings | None = Non
     if "SOPClassUID" not in ds:
         return Skip(SkipReason.UNREADABLE, "cannot read the DICOM header: it has no SOP Class UID")
     return route_dataset(ds, settings)
+
+
+def to_enabled_pipelines(decision: Decision, pipelines: Mapping[str, PipelineSettings]) -> Decision:
+    """The decision with the pipelines the configuration disables taken out of its route.
+
+    Parameters
+    ----------
+    decision
+        What the rules decided.
+    pipelines
+        ``[pipelines.*]`` of the node configuration.
+
+    Returns
+    -------
+    Route or Skip
+        The route to the enabled pipelines; a ``pipeline_disabled`` skip when the rule's pipelines
+        are all disabled (or not configured); a skip unchanged.
+    """
+    if not isinstance(decision, Route):
+        return decision
+    enabled = tuple(
+        name for name in decision.pipelines if name in pipelines and pipelines[name].enabled
+    )
+    if not enabled:
+        return Skip(
+            SkipReason.PIPELINE_DISABLED,
+            f"rule {decision.rule!r} routes to {', '.join(decision.pipelines)}, disabled in the"
+            " configuration",
+            decision.rule,
+        )
+    return dataclasses.replace(decision, pipelines=enabled)

@@ -24,10 +24,10 @@ from datetime import timedelta
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig
 from osteonode.dicom.scp import StorageSCP
 from osteonode.outbox import DeliverySender
-from osteonode.pipelines import Pipeline, load_pipelines
+from osteonode.pipelines.registry import Pipeline, load_pipelines
 from osteonode.signals import stop_on_signals
 from osteonode.store.db import Database
 from osteonode.store.deliveries import undelivered_by_destination
@@ -71,7 +71,7 @@ class Node:
         *,
         scp: bool = True,
         workers: bool = True,
-        pipelines: Mapping[PipelineName, Pipeline] | None = None,
+        pipelines: Mapping[str, Pipeline] | None = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
             raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
@@ -227,7 +227,7 @@ def run_node(
     *,
     workers: bool = True,
     scp: bool = True,
-    pipelines: Mapping[PipelineName, Pipeline] | None = None,
+    pipelines: Mapping[str, Pipeline] | None = None,
     stop_requested: threading.Event | None = None,
 ) -> None:
     """Run a node in this process until SIGTERM or SIGINT, then shut it down cleanly.

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 import structlog
 
 from osteonode.analysis import Refusal, run_pipeline
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig
 from osteonode.dicom.scp import IngestActivity
 from osteonode.outbox import device_info, result_destinations, write_result_objects
-from osteonode.pipelines import Pipeline
-from osteonode.routing import Route, route_file
+from osteonode.pipelines.registry import Pipeline
+from osteonode.routing import Route, route_file, to_enabled_pipelines
 from osteonode.store.db import Database
 from osteonode.store.deliveries import add_deliveries
 from osteonode.store.queue import (
@@ -66,7 +66,7 @@ class Worker(threading.Thread):
     index
         Number of this worker in its process, for its name.
     pipelines
-        The pipelines this worker can run (:func:`osteonode.pipelines.load_pipelines`, loaded once
+        The pipelines this worker can run (:func:`osteonode.pipelines.registry.load_pipelines`, loaded once
         per process and shared by its workers). A job routed to another pipeline stays ``queued``
         until a worker that has it claims it.
     give_way_to
@@ -81,7 +81,7 @@ class Worker(threading.Thread):
         spool: Spool,
         *,
         index: int = 0,
-        pipelines: Mapping[PipelineName, Pipeline],
+        pipelines: Mapping[str, Pipeline],
         give_way_to: IngestActivity | None = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
@@ -153,16 +153,20 @@ class Worker(threading.Thread):
 
     def _route(self, job: Job, spool_path: str) -> None:
         # route_file, mark_routed and mark_skipped record the decision as an Event and a log line.
-        decision = route_file(self._spool.path(spool_path), self._routing)
+        decision = to_enabled_pipelines(
+            route_file(self._spool.path(spool_path), self._routing), self._config.pipelines
+        )
         if not isinstance(decision, Route):
             with self._database.session() as session:
                 mark_skipped(session, job, decision.reason.value, decision.detail, decision.rule)
             return
-        pipeline = self._pipelines.get(decision.pipeline.value)
+        first, *others = decision.pipelines
+        pipeline = self._pipelines.get(first)
         with self._database.session() as session:
-            # Without the pipeline here the job waits, queued, for a worker that has it.
+            # Without the pipeline here the job waits, queued, for a worker that has it; each
+            # further pipeline of the rule gets a queued job of its own.
             job = mark_routed(
-                session, job, decision.pipeline.value, decision.rule, keep_lease=pipeline is not None
+                session, job, first, decision.rule, keep_lease=pipeline is not None, also=others
             )
         if pipeline is not None:
             self._run_pipeline(job, pipeline, spool_path, decision)
@@ -187,7 +191,11 @@ class Worker(threading.Thread):
         assert radiograph is not None  # a result always comes from a decoded image
         if route is None:
             decision = route_file(self._spool.path(spool_path), self._routing)
-            route = decision if isinstance(decision, Route) and decision.pipeline == pipeline.name else None
+            route = (
+                decision
+                if isinstance(decision, Route) and pipeline.name in decision.pipelines
+                else None
+            )
         names = result_destinations(
             self._config, pipeline.name, route.destinations if route is not None else None
         )
@@ -199,13 +207,13 @@ class Worker(threading.Thread):
             {name: self._config.destinations[name] for name in names},
             spool=self._spool,
             device=self._device,
-            report_not_evaluable=self._config.pipelines.get(pipeline.name).report_not_evaluable,
+            report_not_evaluable=self._config.pipeline(pipeline.name).report_not_evaluable,
         )
         with self._database.session() as session:
             row = Result(
                 job_id=job.id,
                 instance_id=job.instance_id,
-                pipeline=pipeline.name.value,
+                pipeline=pipeline.name,
                 model_name=outcome.model.name,
                 model_version=outcome.model.version,
                 payload=outcome.to_dict(),

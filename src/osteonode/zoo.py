@@ -29,11 +29,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from osteonode.config import PipelineName, describe_validation_error
-from osteonode.pipelines.base import ModelIdentity
+from osteonode.config import describe_validation_error
+from osteonode.imaging.transforms import ClassifierTransform
+from osteonode.nets import ARCHITECTURES, build_network
+from osteonode.pipelines.base import Category, FindingSite, Method, ModelIdentity
 
 __all__ = [
     "CARD_FILE",
+    "ClassifierSpec",
+    "ClassifierStage",
     "LoadedModel",
     "ModelCard",
     "ModelError",
@@ -72,12 +76,81 @@ class NetworkEntry(_Strict):
     )
 
 
+class ClassifierStage(_Strict):
+    """One two-class decision of a classifier model (``[[classifier.stages]]``).
+
+    The stage's network gives two logits (absent, present); its softmax probability of *present* at
+    or above ``threshold`` answers ``positive``. Below it, the next stage runs, or, for the last
+    stage, the answer is ``negative``.
+    """
+
+    network: str = Field(min_length=1, description="Role of the stage's network in the card.")
+    finding: str = Field(
+        min_length=1, max_length=64, description="Name of the stage's finding, e.g. 'Osteoporosis'."
+    )
+    positive: Category
+    negative: Category | None = Field(
+        default=None, description="The answer below the last stage's threshold; only on the last stage."
+    )
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+
+
+class ClassifierSpec(_Strict):
+    """How the generic classifier pipeline runs a model (``[classifier]`` of the card).
+
+    Everything a two-class (or staged two-class) screening method needs that is not a network:
+    the paper's preprocessing by name, the per-channel normalisation that follows it, the stages
+    and their cut-offs, where the finding is, and which films the method is meant for.
+    """
+
+    finding_site: FindingSite
+    transform: ClassifierTransform
+    mean: list[float] = Field(default_factory=lambda: [0.0], min_length=1, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=3)
+    stages: list[ClassifierStage] = Field(min_length=1)
+    views: list[str] = Field(
+        default_factory=list,
+        description="View Position values the method reads (empty: any); a film with another"
+        " recorded view is not evaluable.",
+    )
+    min_age_years: int | None = Field(default=None, ge=0, le=150)
+    population: str = Field(default="", description="Who the method is for, in the reader's words.")
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, std: list[float]) -> list[float]:
+        if any(value <= 0 for value in std):
+            raise ValueError(f"std values must be positive, got {std}")
+        return std
+
+    @field_validator("views")
+    @classmethod
+    def _upper_views(cls, views: list[str]) -> list[str]:
+        return [view.strip().upper() for view in views]
+
+    @model_validator(mode="after")
+    def _stages_end_in_an_answer(self) -> ClassifierSpec:
+        *leading, last = self.stages
+        if last.negative is None:
+            raise ValueError("the last stage needs a 'negative' answer")
+        for stage in leading:
+            if stage.negative is not None:
+                raise ValueError(
+                    f"stage {stage.network!r} is not the last: below its threshold the next stage"
+                    " runs, so it takes no 'negative' answer"
+                )
+        networks = [stage.network for stage in self.stages]
+        if len(set(networks)) != len(networks):
+            raise ValueError(f"each stage needs its own network, got {networks}")
+        return self
+
+
 class ModelCard(_Strict):
     """The contents of ``model.toml``."""
 
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
-    pipeline: PipelineName
+    pipeline: Method = Field(description="The pipeline implementation that runs this model.")
     description: str = ""
     intended_use: str = Field(min_length=1)
     training_data: str = Field(min_length=1)
@@ -90,6 +163,9 @@ class ModelCard(_Strict):
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     networks: list[NetworkEntry] = Field(min_length=1)
+    classifier: ClassifierSpec | None = Field(
+        default=None, description="Required by, and only for, the generic classifier pipeline."
+    )
 
     @field_validator("input_size")
     @classmethod
@@ -105,6 +181,12 @@ class ModelCard(_Strict):
             raise ValueError(f"network roles must be unique, got {roles}")
         if self.synthetic and self.diagnostic_use:
             raise ValueError("a model trained on synthetic data cannot allow diagnostic use")
+        if (self.pipeline is Method.CLASSIFIER) != (self.classifier is not None):
+            raise ValueError("a [classifier] section is required for, and only for, pipeline 'classifier'")
+        if self.classifier is not None:
+            unknown = {stage.network for stage in self.classifier.stages} - set(roles)
+            if unknown:
+                raise ValueError(f"classifier stages name networks the card lacks: {sorted(unknown)}")
         return self
 
     def network(self, role: str) -> NetworkEntry:
@@ -194,8 +276,6 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def _build(entry: NetworkEntry) -> nn.Module:
-    from osteonode.nets import ARCHITECTURES, build_network
-
     if entry.architecture not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
         raise ModelError(f"unknown architecture {entry.architecture!r} (known: {known})")

@@ -9,7 +9,7 @@ from osteonode.bone import (
     LinearCalibration,
     MeasurementSite,
     Sex,
-    WhoCategory,
+    Category,
     YoungAdultReference,
     standardized_bmd,
     standardized_bmd_calibration,
@@ -37,7 +37,7 @@ def test_study_equation_converts_lunar_to_hologic():
     # against Hologic 1.047 +- 0.110: (0.7972 - 1.047) / 0.110 = -0.2498 / 0.110 = -2.2709 -> -2.3
     reference = YoungAdultReference(1.047, 0.110, SPINE, Sex.FEMALE, HOLOGIC, "test")
     assert t_score(hologic, reference) == pytest.approx(-2.270909, abs=1e-6)
-    assert who_category(t_score(hologic, reference)) is WhoCategory.LOW_BONE_MASS
+    assert who_category(t_score(hologic, reference)) is Category.LOW_BONE_MASS
 
 
 def test_genant_equations_are_not_each_others_inverse():

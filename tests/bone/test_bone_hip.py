@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from osteonode.bone import HipSideMeasure, Laterality, MeasurementSite, WhoCategory, lowest_hip
+from osteonode.bone import Category, HipSideMeasure, Laterality, MeasurementSite, lowest_hip
 
 RIGHT, LEFT = Laterality.RIGHT, Laterality.LEFT
 
@@ -17,7 +17,7 @@ def test_lowest_site_on_the_lowest_side_decides():
     assert (decision.side, decision.site) == (LEFT, MeasurementSite.FEMORAL_NECK)
     assert decision.t_score == -2.63
     assert decision.reported_t_score == -2.6
-    assert decision.category is WhoCategory.OSTEOPOROSIS
+    assert decision.category is Category.OSTEOPOROSIS
 
 
 def test_total_hip_decides_when_it_is_lower():
@@ -25,13 +25,13 @@ def test_total_hip_decides_when_it_is_lower():
     assert (decision.side, decision.site, decision.reported_t_score) == (
         RIGHT, MeasurementSite.TOTAL_HIP, -1.3
     )
-    assert decision.category is WhoCategory.LOW_BONE_MASS
+    assert decision.category is Category.LOW_BONE_MASS
 
 
 def test_one_site_on_one_side_is_enough():
     decision = lowest_hip([HipSideMeasure(LEFT, total_hip_t=-0.4)])
     assert (decision.side, decision.site, decision.category) == (
-        LEFT, MeasurementSite.TOTAL_HIP, WhoCategory.NORMAL
+        LEFT, MeasurementSite.TOTAL_HIP, Category.NORMAL
     )
 
 

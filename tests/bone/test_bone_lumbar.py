@@ -15,7 +15,7 @@ from osteonode.bone import (
     Sex,
     Vertebra,
     VertebraMeasure,
-    WhoCategory,
+    Category,
     YoungAdultReference,
     combine_lumbar,
     t_score,
@@ -46,7 +46,7 @@ def test_four_concordant_vertebrae_are_all_used():
     assert summary.bmd == pytest.approx(0.885, abs=1e-12)
     assert summary.t_score == pytest.approx(-1.472727, abs=1e-6)
     assert summary.reported_t_score == -1.5
-    assert summary.category is WhoCategory.LOW_BONE_MASS
+    assert summary.category is Category.LOW_BONE_MASS
     assert summary.notes == ()
     assert summary.reference is REFERENCE
 
@@ -67,7 +67,7 @@ def test_one_sclerotic_vertebra_is_excluded_and_the_category_changes():
     # (all four would give 0.865 -> T -1.65: L3 hides 0.4 of T-score)
     assert summary.bmd == pytest.approx(0.82, abs=1e-12)
     assert summary.reported_t_score == -2.1
-    assert summary.category is WhoCategory.LOW_BONE_MASS
+    assert summary.category is Category.LOW_BONE_MASS
 
 
 def test_two_adjacent_discordant_vertebrae_are_excluded_one_after_the_other():
@@ -87,7 +87,7 @@ def test_two_adjacent_discordant_vertebrae_are_excluded_one_after_the_other():
     # mean (0.937 + 0.915) / 2 = 0.926; T = (0.926 - 1.047) / 0.110 = -1.1 -> low bone mass
     assert summary.bmd == pytest.approx(0.926, abs=1e-12)
     assert summary.reported_t_score == -1.1
-    assert summary.category is WhoCategory.LOW_BONE_MASS
+    assert summary.category is Category.LOW_BONE_MASS
 
 
 def test_a_step_between_two_pairs_excludes_nothing_but_asks_for_review():
@@ -144,7 +144,7 @@ def test_vertebrae_either_side_of_a_flagged_one_become_neighbours():
     assert summary.included == (L3, L4)
     # mean (0.95 + 0.96) / 2 = 0.955; T = (0.955 - 1.047) / 0.110 = -0.836 -> -0.8 -> normal
     assert summary.reported_t_score == -0.8
-    assert summary.category is WhoCategory.NORMAL
+    assert summary.category is Category.NORMAL
 
 
 def test_one_vertebra_left_is_not_evaluable():

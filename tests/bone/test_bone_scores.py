@@ -11,7 +11,7 @@ from osteonode.bone import (
     DxaManufacturer,
     MeasurementSite,
     Sex,
-    WhoCategory,
+    Category,
     YoungAdultReference,
     reported_t_score,
     t_score,
@@ -31,17 +31,17 @@ TOTAL_HIP = YoungAdultReference(0.942, 0.122, "total_hip", "F", "hologic", "test
     ("bmd", "reference", "expected", "reported", "category"),
     [
         # (0.800 - 1.047) / 0.110 = -0.247 / 0.110 = -2.24545... -> -2.2 -> low bone mass
-        (0.800, HOLOGIC_SPINE, -2.245454545, -2.2, WhoCategory.LOW_BONE_MASS),
+        (0.800, HOLOGIC_SPINE, -2.245454545, -2.2, Category.LOW_BONE_MASS),
         # (1.047 - 1.047) / 0.110 = 0 -> normal
-        (1.047, HOLOGIC_SPINE, 0.0, 0.0, WhoCategory.NORMAL),
+        (1.047, HOLOGIC_SPINE, 0.0, 0.0, Category.NORMAL),
         # (0.700 - 0.858) / 0.120 = -0.158 / 0.120 = -1.31666... -> -1.3 -> low bone mass
-        (0.700, NECK, -1.316666667, -1.3, WhoCategory.LOW_BONE_MASS),
+        (0.700, NECK, -1.316666667, -1.3, Category.LOW_BONE_MASS),
         # (0.550 - 0.858) / 0.120 = -0.308 / 0.120 = -2.56666... -> -2.6 -> osteoporosis
-        (0.550, NECK, -2.566666667, -2.6, WhoCategory.OSTEOPOROSIS),
+        (0.550, NECK, -2.566666667, -2.6, Category.OSTEOPOROSIS),
         # (0.637 - 0.942) / 0.122 = -0.305 / 0.122 = -2.5 exactly -> osteoporosis (boundary)
-        (0.637, TOTAL_HIP, -2.5, -2.5, WhoCategory.OSTEOPOROSIS),
+        (0.637, TOTAL_HIP, -2.5, -2.5, Category.OSTEOPOROSIS),
         # (0.820 - 0.942) / 0.122 = -0.122 / 0.122 = -1.0 exactly -> normal (boundary included)
-        (0.820, TOTAL_HIP, -1.0, -1.0, WhoCategory.NORMAL),
+        (0.820, TOTAL_HIP, -1.0, -1.0, Category.NORMAL),
     ],
 )
 def test_t_score_matches_hand_worked_numbers(bmd, reference, expected, reported, category):
@@ -54,14 +54,14 @@ def test_t_score_matches_hand_worked_numbers(bmd, reference, expected, reported,
 @pytest.mark.parametrize(
     ("score", "reported", "category"),
     [
-        (-2.46, -2.5, WhoCategory.OSTEOPOROSIS),  # rounds to -2.5: printed -2.5, so osteoporosis
-        (-2.45, -2.5, WhoCategory.OSTEOPOROSIS),  # a half rounds away from zero
-        (-2.54, -2.5, WhoCategory.OSTEOPOROSIS),
-        (-2.44, -2.4, WhoCategory.LOW_BONE_MASS),
-        (-0.95, -1.0, WhoCategory.NORMAL),  # rounds to -1.0: printed -1.0, so normal
-        (-1.04, -1.0, WhoCategory.NORMAL),
-        (-1.05, -1.1, WhoCategory.LOW_BONE_MASS),
-        (0.05, 0.1, WhoCategory.NORMAL),
+        (-2.46, -2.5, Category.OSTEOPOROSIS),  # rounds to -2.5: printed -2.5, so osteoporosis
+        (-2.45, -2.5, Category.OSTEOPOROSIS),  # a half rounds away from zero
+        (-2.54, -2.5, Category.OSTEOPOROSIS),
+        (-2.44, -2.4, Category.LOW_BONE_MASS),
+        (-0.95, -1.0, Category.NORMAL),  # rounds to -1.0: printed -1.0, so normal
+        (-1.04, -1.0, Category.NORMAL),
+        (-1.05, -1.1, Category.LOW_BONE_MASS),
+        (0.05, 0.1, Category.NORMAL),
     ],
 )
 def test_category_always_agrees_with_the_printed_t_score(score, reported, category):
@@ -75,7 +75,7 @@ def test_a_score_rounding_to_zero_is_printed_without_a_sign():
 
 
 def test_numpy_scalars_are_accepted():
-    assert who_category(np.float32(-2.7)) is WhoCategory.OSTEOPOROSIS
+    assert who_category(np.float32(-2.7)) is Category.OSTEOPOROSIS
     assert t_score(np.float64(0.8), HOLOGIC_SPINE) == pytest.approx(-2.2454545, abs=1e-6)
 
 

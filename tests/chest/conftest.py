@@ -10,7 +10,7 @@ import pytest
 import torch
 from pydicom.dataset import Dataset
 
-from osteonode.config import ChestSettings
+from osteonode.config import PipelineSettings
 from osteonode.nets import build_network
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.chest import ChestPipeline, ChestPreprocessing, Stage
@@ -95,10 +95,10 @@ def make_pipeline(tmp_path: Path) -> PipelineFactory:
     """Build a pipeline on a fresh small model: ``make_pipeline(logits=..., settings=...)``."""
     counter = iter(range(1000))
 
-    def build(*, settings: ChestSettings | None = None, **options: object) -> ChestPipeline:
+    def build(*, settings: PipelineSettings | None = None, **options: object) -> ChestPipeline:
         directory = make_model(tmp_path / f"model{next(counter)}", **options)  # type: ignore[arg-type]
         return ChestPipeline.from_model(
-            load_model(directory, device="cpu"), settings or ChestSettings()
+            load_model(directory, device="cpu"), settings or PipelineSettings()
         )
 
     return build

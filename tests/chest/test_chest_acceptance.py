@@ -16,8 +16,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from osteonode.bone import WhoCategory
-from osteonode.config import ChestSettings
+from osteonode.bone import Category
+from osteonode.config import PipelineSettings
 from osteonode.evaluate.metrics import KappaWeighting, cohen_kappa, roc_auc
 from osteonode.imaging.pixels import PhotometricInterpretation, load_radiograph
 from osteonode.phantoms import make_cohort, read_cohort
@@ -29,12 +29,12 @@ DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "chest-demo"
 #: Held-out phantom seed (the demo weights were trained on DEMO_RECIPE.seed).
 ACCEPTANCE_SEED = 90417
 ACCEPTANCE_FILMS = 300
-ORDER = [WhoCategory.NORMAL.value, WhoCategory.LOW_BONE_MASS.value, WhoCategory.OSTEOPOROSIS.value]
+ORDER = [Category.NORMAL.value, Category.LOW_BONE_MASS.value, Category.OSTEOPOROSIS.value]
 
 
 @pytest.fixture(scope="module")
 def pipeline() -> ChestPipeline:
-    return ChestPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), ChestSettings())
+    return ChestPipeline.from_model(load_model(DEMO_MODEL, device="cpu"), PipelineSettings())
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +67,14 @@ def held_out(
 
 
 def test_stage_1_separates_osteoporosis(held_out: dict[str, np.ndarray]) -> None:
-    auc = roc_auc(held_out["truth"] == WhoCategory.OSTEOPOROSIS.value, held_out["stage1"])
+    auc = roc_auc(held_out["truth"] == Category.OSTEOPOROSIS.value, held_out["stage1"])
     assert auc >= 0.90, f"stage 1 AUC {auc:.3f}"
 
 
 def test_stage_2_separates_low_bone_mass_from_normal(held_out: dict[str, np.ndarray]) -> None:
-    kept = held_out["truth"] != WhoCategory.OSTEOPOROSIS.value
+    kept = held_out["truth"] != Category.OSTEOPOROSIS.value
     auc = roc_auc(
-        held_out["truth"][kept] == WhoCategory.LOW_BONE_MASS.value, held_out["stage2"][kept]
+        held_out["truth"][kept] == Category.LOW_BONE_MASS.value, held_out["stage2"][kept]
     )
     assert auc >= 0.85, f"stage 2 AUC {auc:.3f}"
 

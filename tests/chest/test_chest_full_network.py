@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydicom.dataset import Dataset
 
-from osteonode.config import ChestSettings
+from osteonode.config import PipelineSettings
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.nets import build_network
 from osteonode.pipelines.base import ModelIdentity
@@ -40,7 +40,7 @@ def test_both_stages_of_convnext_small_at_512_give_probabilities_and_heat_maps(
     pipeline = ChestPipeline(
         networks={Stage.OSTEOPOROSIS: stage1, Stage.LOW_BONE_MASS: convnext_small},
         preprocessing=PAPER_CONFIGURATION.preprocessing,
-        settings=ChestSettings(),
+        settings=PipelineSettings(),
         identity=ModelIdentity(
             "chest-full", "0", "convnext_small", synthetic=True, diagnostic_use=False
         ),

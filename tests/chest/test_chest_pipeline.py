@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from osteonode.bone import WhoCategory
-from osteonode.config import ChestSettings, IntendedUsePolicy
+from osteonode.bone import Category
+from osteonode.config import PipelineSettings, IntendedUsePolicy
 from osteonode.imaging.pixels import load_radiograph
-from osteonode.pipelines.base import Category, OutsideIntendedUse
+from osteonode.pipelines.base import OutsideIntendedUse
 from osteonode.pipelines.chest import InferencePrecision, Stage, final_category
 
 HIGH, LOW = 4.0, -4.0  # logits: probability 0.982 and 0.018
@@ -57,7 +57,7 @@ def test_configured_thresholds_decide_and_are_recorded(
     make_pipeline, chest_dataset: Dataset
 ) -> None:
     # Stage 1 at 0.018 is osteoporosis under a threshold of 0.01.
-    settings = ChestSettings(stage1_threshold=0.01, stage2_threshold=0.3)
+    settings = PipelineSettings(thresholds={"stage1": 0.01, "stage2": 0.3})
     pipeline = make_pipeline(
         logits={Stage.OSTEOPOROSIS: LOW, Stage.LOW_BONE_MASS: LOW}, settings=settings
     )
@@ -117,7 +117,7 @@ def test_film_outside_intended_use_is_analysed_with_a_note(
     assert result.evaluable
     assert any(note.startswith(expected) for note in result.notes), result.notes
 
-    skipping = make_pipeline(settings=ChestSettings(outside_intended_use=IntendedUsePolicy.SKIP))
+    skipping = make_pipeline(settings=PipelineSettings(outside_intended_use=IntendedUsePolicy.SKIP))
     with pytest.raises(OutsideIntendedUse, match=expected):
         skipping.run(load_radiograph(chest_dataset))
 
@@ -125,7 +125,7 @@ def test_film_outside_intended_use_is_analysed_with_a_note(
 def test_film_inside_intended_use_has_no_intended_use_note(
     make_pipeline, chest_dataset: Dataset
 ) -> None:
-    skipping = make_pipeline(settings=ChestSettings(outside_intended_use=IntendedUsePolicy.SKIP))
+    skipping = make_pipeline(settings=PipelineSettings(outside_intended_use=IntendedUsePolicy.SKIP))
     result = skipping.run(load_radiograph(chest_dataset))
     assert result.evaluable
     assert not any("intended" in note for note in result.notes)
@@ -151,8 +151,8 @@ def test_flat_centre_is_not_evaluable(make_pipeline, chest_dataset: Dataset) -> 
 
 
 def test_final_category_follows_the_two_stage_rule() -> None:
-    assert final_category(0.5, None, 0.5, 0.5) is WhoCategory.OSTEOPOROSIS
-    assert final_category(0.49, 0.5, 0.5, 0.5) is WhoCategory.LOW_BONE_MASS
-    assert final_category(0.49, 0.49, 0.5, 0.5) is WhoCategory.NORMAL
+    assert final_category(0.5, None, 0.5, 0.5) is Category.OSTEOPOROSIS
+    assert final_category(0.49, 0.5, 0.5, 0.5) is Category.LOW_BONE_MASS
+    assert final_category(0.49, 0.49, 0.5, 0.5) is Category.NORMAL
     with pytest.raises(ValueError, match="stage 2"):
         final_category(0.1, None, 0.5, 0.5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from osteonode.config import ChestSettings
+from osteonode.config import PipelineSettings
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.nets import CheckpointError
 from osteonode.phantoms import make_cohort
@@ -53,7 +53,7 @@ def test_training_writes_a_model_the_pipeline_runs(cohort: Path, tmp_path: Path)
         out / "checkpoints" / "stage2.pt"
     ).is_file()
 
-    pipeline = ChestPipeline.from_model(load_model(out, device="cpu"), ChestSettings())
+    pipeline = ChestPipeline.from_model(load_model(out, device="cpu"), PipelineSettings())
     assert pipeline.preprocessing == TINY.preprocessing
     first = min(cohort.parent.glob("*.dcm"))
     assert pipeline.run(load_radiograph(first)).evaluable
@@ -112,18 +112,18 @@ def test_cohort_of_another_part_is_refused(tmp_path: Path) -> None:
 
 
 def test_stage_targets_are_soft_near_the_cut_off_and_hard_far_from_it() -> None:
-    from osteonode.bone import WhoCategory
+    from osteonode.bone import Category
     from osteonode.train.chest import _Films
 
     t_scores = torch.tensor([-4.0, -2.5, -1.8, -1.0, 0.5])
     films = _Films(
         images=torch.zeros(5, 8, 8),
         categories=(
-            WhoCategory.OSTEOPOROSIS,
-            WhoCategory.OSTEOPOROSIS,
-            WhoCategory.LOW_BONE_MASS,
-            WhoCategory.NORMAL,
-            WhoCategory.NORMAL,
+            Category.OSTEOPOROSIS,
+            Category.OSTEOPOROSIS,
+            Category.LOW_BONE_MASS,
+            Category.NORMAL,
+            Category.NORMAL,
         ),
         t_scores=t_scores,
         synthetic=True,

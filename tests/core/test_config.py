@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from osteonode.cli import app
-from osteonode.config import ConfigError, PipelineName, check_config, load_config
+from osteonode.config import ConfigError, check_config, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -23,9 +23,10 @@ def test_node_runs_on_embedded_defaults_without_a_file(tmp_path, monkeypatch):
     assert config.node.ae_title == "OSTEONODE"
     assert config.node.port == 11112
     assert config.database.url.startswith("sqlite:///var/")
-    assert [rule.pipeline for rule in config.routing.rules if rule.pipeline] == [
-        PipelineName.LUMBAR, PipelineName.LUMBAR, PipelineName.LUMBAR,
-        PipelineName.CHEST, PipelineName.CHEST, PipelineName.HIP, PipelineName.HIP,
+    assert [rule.pipelines for rule in config.routing.rules if rule.pipelines] == [
+        ["lumbar_lateral"], ["lumbar_lateral"],
+        ["lumbar", "lumbar_ap"], ["lumbar", "lumbar_ap"], ["lumbar"],
+        ["chest"], ["chest"], ["hip"], ["hip"],
     ]
 
 
@@ -84,7 +85,7 @@ destinations = ["research"]
     assert "valid integer" in problems["workers.count"]
     assert "'pacs' is not defined" in problems["pipelines.hip.destinations"]
     assert "'research' (rule 'to-research') is not defined" in problems["routing.rules.1.destinations"]
-    assert "exactly one of 'pipeline' or 'skip'" in problems["routing.rules.0"]
+    assert "exactly one of 'pipelines' or 'skip'" in problems["routing.rules.0"]
     assert str(path) in str(caught.value)
 
 

@@ -7,8 +7,8 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from osteonode.config import PipelineName, RoutingRule, RoutingSettings, SkipReason
-from osteonode.routing import Route, Skip, route_dataset, route_file
+from osteonode.config import NodeConfig, RoutingRule, RoutingSettings, SkipReason
+from osteonode.routing import Route, Skip, route_dataset, route_file, to_enabled_pipelines
 
 CR = "1.2.840.10008.5.1.4.1.1.1"
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -38,37 +38,41 @@ def radiograph(**attributes: object) -> pydicom.Dataset:
 
 
 ROUTED = [
-    ({"BodyPartExamined": "LSPINE", "ViewPosition": "AP"}, PipelineName.LUMBAR, "lumbar-spine"),
-    ({"BodyPartExamined": "L-SPINE", "ViewPosition": "PA"}, PipelineName.LUMBAR, "lumbar-spine"),
-    ({"BodyPartExamined": "l spine"}, PipelineName.LUMBAR, "lumbar-spine"),
-    ({"BodyPartExamined": "Lumbar_Spine", "ViewPosition": "ap"}, PipelineName.LUMBAR, "lumbar-spine"),
-    ({"BodyPartExamined": "", "StudyDescription": "XR L-SPINE 2 VIEWS"}, PipelineName.LUMBAR,
+    ({"BodyPartExamined": "LSPINE", "ViewPosition": "AP"}, ("lumbar", "lumbar_ap"), "lumbar-spine"),
+    ({"BodyPartExamined": "L-SPINE", "ViewPosition": "PA"}, ("lumbar", "lumbar_ap"), "lumbar-spine"),
+    ({"BodyPartExamined": "l spine"}, ("lumbar", "lumbar_ap"), "lumbar-spine"),
+    ({"BodyPartExamined": "Lumbar_Spine", "ViewPosition": "ap"}, ("lumbar", "lumbar_ap"), "lumbar-spine"),
+    ({"BodyPartExamined": "", "StudyDescription": "XR L-SPINE 2 VIEWS"}, ("lumbar", "lumbar_ap"),
      "lumbar-by-description"),
-    ({"StudyDescription": "lumbar spine ap"}, PipelineName.LUMBAR, "lumbar-by-description"),
-    ({"BodyPartExamined": "ABDOMEN", "StudyDescription": "KUB"}, PipelineName.LUMBAR, "kub-abdomen"),
-    ({"SeriesDescription": "Abdomen KUB supine"}, PipelineName.LUMBAR, "kub-abdomen"),
-    ({"BodyPartExamined": "CHEST", "ViewPosition": "PA"}, PipelineName.CHEST, "chest"),
-    ({"BodyPartExamined": "chest", "ViewPosition": "AP"}, PipelineName.CHEST, "chest"),
-    ({"BodyPartExamined": "THORAX"}, PipelineName.CHEST, "chest"),
-    ({"ProtocolName": "CXR PA"}, PipelineName.CHEST, "chest-by-description"),
-    ({"BodyPartExamined": "HIP", "ViewPosition": "AP", "Laterality": "L"}, PipelineName.HIP,
+    ({"StudyDescription": "lumbar spine ap"}, ("lumbar", "lumbar_ap"), "lumbar-by-description"),
+    ({"BodyPartExamined": "ABDOMEN", "StudyDescription": "KUB"}, ("lumbar",), "kub-abdomen"),
+    ({"SeriesDescription": "Abdomen KUB supine"}, ("lumbar",), "kub-abdomen"),
+    ({"BodyPartExamined": "CHEST", "ViewPosition": "PA"}, ("chest",), "chest"),
+    ({"BodyPartExamined": "chest", "ViewPosition": "AP"}, ("chest",), "chest"),
+    ({"BodyPartExamined": "THORAX"}, ("chest",), "chest"),
+    ({"ProtocolName": "CXR PA"}, ("chest",), "chest-by-description"),
+    ({"BodyPartExamined": "HIP", "ViewPosition": "AP", "Laterality": "L"}, ("hip",),
      "hip-pelvis"),
-    ({"BodyPartExamined": "PELVIS"}, PipelineName.HIP, "hip-pelvis"),
-    ({"RequestedProcedureDescription": "XR HIPS BILATERAL"}, PipelineName.HIP, "hip-by-description"),
+    ({"BodyPartExamined": "PELVIS"}, ("hip",), "hip-pelvis"),
+    ({"RequestedProcedureDescription": "XR HIPS BILATERAL"}, ("hip",), "hip-by-description"),
+    ({"BodyPartExamined": "LSPINE", "ViewPosition": "LL"}, ("lumbar_lateral",), "lumbar-lateral"),
+    ({"BodyPartExamined": "LSPINE", "ViewPosition": "rl"}, ("lumbar_lateral",), "lumbar-lateral"),
+    ({"StudyDescription": "L-spine lateral", "ViewPosition": "LATERAL"}, ("lumbar_lateral",),
+     "lumbar-lateral-by-description"),
     ({"BodyPartExamined": "LSPINE", "SOPClassUID": DX_PRESENTATION, "Modality": "DX"},
-     PipelineName.LUMBAR, "lumbar-spine"),
+     ("lumbar", "lumbar_ap"), "lumbar-spine"),
 ]
 
 
 @pytest.mark.parametrize(("attributes", "pipeline", "rule"), ROUTED)
-def test_frontal_radiographs_go_to_their_pipeline(attributes, pipeline, rule):
+def test_radiographs_go_to_the_pipelines_of_their_part_and_view(attributes, pipeline, rule):
     decision = route_dataset(radiograph(**attributes))
     assert decision == Route(pipeline, rule)
 
 
 SKIPPED = [
-    ({"BodyPartExamined": "LSPINE", "ViewPosition": "LL"}, SkipReason.LATERAL_VIEW),
-    ({"BodyPartExamined": "LSPINE", "ViewPosition": "rl"}, SkipReason.LATERAL_VIEW),
+    ({"BodyPartExamined": "HIP", "ViewPosition": "LL"}, SkipReason.LATERAL_VIEW),
+    ({"BodyPartExamined": "PELVIS", "ViewPosition": "rl"}, SkipReason.LATERAL_VIEW),
     ({"BodyPartExamined": "CHEST", "ViewPosition": "LATERAL"}, SkipReason.LATERAL_VIEW),
     ({"BodyPartExamined": "KNEE", "ViewPosition": "AP"}, SkipReason.UNKNOWN_BODY_PART),
     ({}, SkipReason.UNKNOWN_BODY_PART),
@@ -100,10 +104,10 @@ def test_view_is_read_from_the_view_code_sequence_when_view_position_is_empty():
     code.CodeValue, code.CodingSchemeDesignator = "R-10232", "SRT"
     code.CodeMeaning = "latero-medial"
     lateral = radiograph(BodyPartExamined="LSPINE", ViewPosition="", ViewCodeSequence=[code])
-    assert route_dataset(lateral).reason is SkipReason.LATERAL_VIEW
+    assert route_dataset(lateral) == Route(("lumbar_lateral",), "lumbar-lateral")
     code.CodeMeaning = "antero-posterior"
     frontal = radiograph(BodyPartExamined="LSPINE", ViewCodeSequence=[code])
-    assert route_dataset(frontal) == Route(PipelineName.LUMBAR, "lumbar-spine")
+    assert route_dataset(frontal) == Route(("lumbar", "lumbar_ap"), "lumbar-spine")
 
 
 def test_unknown_body_part_detail_names_what_was_seen():
@@ -115,7 +119,7 @@ def test_first_matching_site_rule_wins_and_can_skip_or_redirect():
     settings = RoutingSettings(
         rules=[
             RoutingRule(name="no-paediatric-ward", skip=SkipReason.EXCLUDED_BY_RULE, keywords=["PAEDS"]),
-            RoutingRule(name="spine-to-lumbar", pipeline=PipelineName.LUMBAR, body_part=["SPINE"],
+            RoutingRule(name="spine-to-lumbar", pipeline="lumbar", body_part=["SPINE"],
                         laterality=[""], destinations=["research-pacs"]),
         ]
     )
@@ -123,9 +127,19 @@ def test_first_matching_site_rule_wins_and_can_skip_or_redirect():
     assert skipped == Skip(SkipReason.EXCLUDED_BY_RULE, "skipped by rule 'no-paediatric-ward'",
                            "no-paediatric-ward")
     routed = route_dataset(radiograph(BodyPartExamined="SPINE"), settings)
-    assert routed == Route(PipelineName.LUMBAR, "spine-to-lumbar", ("research-pacs",))
+    assert routed == Route(("lumbar",), "spine-to-lumbar", ("research-pacs",))
     lateralised = route_dataset(radiograph(BodyPartExamined="SPINE", Laterality="R"), settings)
     assert lateralised.reason is SkipReason.UNKNOWN_BODY_PART
+
+
+def test_a_disabled_pipeline_is_left_out_and_a_rule_with_none_left_skips_with_the_reason():
+    no_classifier = NodeConfig.model_validate({"pipelines": {"lumbar_ap": {"enabled": False}}})
+    frontal = route_dataset(radiograph(BodyPartExamined="LSPINE", ViewPosition="AP"))
+    assert to_enabled_pipelines(frontal, no_classifier.pipelines) == Route(("lumbar",), "lumbar-spine")
+    no_lateral = NodeConfig.model_validate({"pipelines": {"lumbar_lateral": {"enabled": False}}})
+    lateral = route_dataset(radiograph(BodyPartExamined="LSPINE", ViewPosition="LL"))
+    skipped = to_enabled_pipelines(lateral, no_lateral.pipelines)
+    assert skipped.reason is SkipReason.PIPELINE_DISABLED and "lumbar_lateral" in skipped.detail
 
 
 def test_accepted_modalities_are_configurable():
@@ -144,7 +158,7 @@ def write(ds: pydicom.Dataset, path) -> None:
 def test_route_file_reads_a_file_header(tmp_path):
     path = tmp_path / "spine.dcm"
     write(radiograph(BodyPartExamined="LSPINE", ViewPosition="AP"), path)
-    assert route_file(path) == Route(PipelineName.LUMBAR, "lumbar-spine")
+    assert route_file(path) == Route(("lumbar", "lumbar_ap"), "lumbar-spine")
 
 
 @pytest.mark.parametrize("content", [b"", b"not a dicom file at all" * 10, b"\0" * 128 + b"DICM" + b"\x02"])

@@ -9,7 +9,6 @@ import torch
 from typer.testing import CliRunner
 
 from osteonode.cli import app
-from osteonode.config import PipelineName
 from osteonode.zoo import (
     ModelCard,
     ModelError,
@@ -25,7 +24,7 @@ def demo_card(**changes) -> ModelCard:
     values = dict(
         name="hip-test",
         version="0.0.1",
-        pipeline=PipelineName.HIP,
+        pipeline="hip",
         intended_use="tests only",
         training_data="none",
         synthetic=True,

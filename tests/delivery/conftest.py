@@ -20,7 +20,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
 from sqlalchemy import select
 
-from osteonode.config import NodeConfig, PipelineName, load_config
+from osteonode.config import NodeConfig, load_config
 from osteonode.peers import Orthanc, OrthancModality
 from osteonode.service import Node
 from osteonode.store.db import Database
@@ -49,7 +49,7 @@ class DeliveryWorld:
     def start_node(self) -> Node:
         """Start a fresh node on the same configuration, database and spool."""
         assert self.node is None, "stop the running node first"
-        self.node = Node(self.config, pipelines={PipelineName.LUMBAR: StandInLumbarPipeline()})
+        self.node = Node(self.config, pipelines={"lumbar": StandInLumbarPipeline()})
         self.node.start()
         return self.node
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from osteonode.config import PipelineName, load_config
+from osteonode.config import load_config
 from osteonode.imaging.pixels import Radiograph
-from osteonode.pipelines.base import Category, ModelIdentity, Result, SourceImage
+from osteonode.pipelines.base import Category, FindingSite, ModelIdentity, Result, SourceImage
 
 STAND_IN_MODEL = ModelIdentity(
     "stand-in-lumbar", "1.0", "none", synthetic=True, diagnostic_use=False
@@ -30,7 +30,7 @@ NOT_EVALUABLE_REASON = "vertebrae L1-L4 not found"
 class StandInLumbarPipeline:
     """Answers from the header; see the module docstring."""
 
-    name = PipelineName.LUMBAR
+    name = "lumbar"
 
     def run(self, radiograph: Radiograph) -> Result:
         rows, columns = radiograph.shape
@@ -45,19 +45,21 @@ class StandInLumbarPipeline:
         )
         if str(radiograph.header.get("ImageComments", "")) == NOT_EVALUABLE_COMMENT:
             return Result(
-                PipelineName.LUMBAR,
+                "lumbar",
                 source,
                 STAND_IN_MODEL,
                 evaluable=False,
+                site=FindingSite.LUMBAR_SPINE,
                 reason=NOT_EVALUABLE_REASON,
             )
         y, x = np.mgrid[0:rows, 0:columns]
         heatmap = np.exp(-(((y - rows / 2) / rows) ** 2 + ((x - columns / 2) / columns) ** 2) * 8)
         return Result(
-            PipelineName.LUMBAR,
+            "lumbar",
             source,
             STAND_IN_MODEL,
             evaluable=True,
+            site=FindingSite.LUMBAR_SPINE,
             category=Category.OSTEOPOROSIS,
             t_score=-rows / 100,
             heatmap=heatmap.astype(np.float32),
@@ -70,7 +72,7 @@ def main(config_path: str) -> None:
 
     config = load_config(Path(config_path))
     configure_logging(config.logging)
-    run_node(config, pipelines={PipelineName.LUMBAR: StandInLumbarPipeline()})
+    run_node(config, pipelines={"lumbar": StandInLumbarPipeline()})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from osteonode.cli import app
-from osteonode.config import Destination, NodeConfig, PipelineName, SrStorage
+from osteonode.config import Destination, NodeConfig, SrStorage
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.outbox import DeliverySender, device_info, retry_delay, write_result_objects
 from osteonode.service import Node
@@ -366,7 +366,7 @@ def test_routing_rule_destinations_replace_the_pipelines_even_when_analysed_late
     while routing_only.process_next():
         pass  # the spine film waits queued; the hip film has no rule and is skipped
     analysing = Worker(
-        config, database, spool, pipelines={PipelineName.LUMBAR: StandInLumbarPipeline()}
+        config, database, spool, pipelines={"lumbar": StandInLumbarPipeline()}
     )
     analysing.process_next()
 

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from osteonode.bone import Laterality, Sex
 from osteonode.cli import app
-from osteonode.config import PipelineName
 from osteonode.evaluate.cohort import (
     CohortError,
     CohortRow,
@@ -41,33 +40,33 @@ def row(**changes) -> CohortRow:
 
 
 def test_lumbar_result_gives_category_and_l1_l4_bmd():
-    result = Result(PipelineName.LUMBAR, SOURCE, MODEL, evaluable=True, category=Category.LOW_BONE_MASS,
+    result = Result("lumbar", SOURCE, MODEL, site=FindingSite.LUMBAR_SPINE, evaluable=True, category=Category.LOW_BONE_MASS,
                     t_score=-1.8, findings=(Finding("L1-L4", FindingSite.LUMBAR_SPINE, bmd_g_cm2=0.83),))
-    [prediction] = predictions_from_result(row(), PipelineName.LUMBAR, result)
+    [prediction] = predictions_from_result(row(), result)
     assert (prediction.truth_category, prediction.predicted_category) == ("osteoporosis", "low_bone_mass")
     assert (prediction.truth_bmd, prediction.predicted_bmd) == (0.71, 0.83)
     assert prediction.sex is Sex.FEMALE and prediction.age == 71.0
 
 
 def test_chest_result_gives_both_stage_probabilities():
-    result = Result(PipelineName.CHEST, SOURCE, MODEL, evaluable=True, category=Category.NORMAL, findings=(
+    result = Result("chest", SOURCE, MODEL, site=FindingSite.CHEST, evaluable=True, category=Category.NORMAL, findings=(
         Finding("Stage 1: osteoporosis", FindingSite.CHEST, probability=0.2, threshold=0.5,
                 osteoporosis_present=False),
         Finding("Stage 2: low bone mass", FindingSite.CHEST, probability=0.3, threshold=0.5),
     ))
-    [prediction] = predictions_from_result(row(truth_category="normal"), PipelineName.CHEST, result)
+    [prediction] = predictions_from_result(row(truth_category="normal"), result)
     assert (prediction.score, prediction.score_low_bone_mass) == (0.2, 0.3)
     assert prediction.truth_bmd is None
 
 
 def test_hip_result_gives_one_row_per_side_and_keeps_an_unassessed_side_as_an_exclusion():
-    result = Result(PipelineName.HIP, SOURCE, MODEL, evaluable=True, category=Category.OSTEOPOROSIS, findings=(
+    result = Result("hip", SOURCE, MODEL, site=FindingSite.HIP, evaluable=True, category=Category.OSTEOPOROSIS, findings=(
         Finding("Right hip", FindingSite.HIP, Laterality.RIGHT, probability=0.9, threshold=0.5,
                 osteoporosis_present=True, region=Region.box(1, 1, 20, 30)),
         Finding("Left hip", FindingSite.HIP, Laterality.LEFT, evaluable=False, included=False,
                 reason="prosthesis"),
     ))
-    right, left = predictions_from_result(row(), PipelineName.HIP, result)
+    right, left = predictions_from_result(row(), result)
     assert (right.side, right.truth_category, right.predicted_category, right.score) == (
         Laterality.RIGHT, "osteoporosis", "osteoporosis", 0.9)
     assert (left.side, left.status, left.exclusion_reason) == (Laterality.LEFT, Status.EXCLUDED, "prosthesis")
@@ -75,8 +74,8 @@ def test_hip_result_gives_one_row_per_side_and_keeps_an_unassessed_side_as_an_ex
 
 
 def test_not_evaluable_film_is_an_exclusion_with_the_pipeline_reason():
-    result = Result(PipelineName.LUMBAR, SOURCE, MODEL, evaluable=False, reason="L3 not detected")
-    [prediction] = predictions_from_result(row(), PipelineName.LUMBAR, result)
+    result = Result("lumbar", SOURCE, MODEL, site=FindingSite.LUMBAR_SPINE, evaluable=False, reason="L3 not detected")
+    [prediction] = predictions_from_result(row(), result)
     assert prediction.status is Status.EXCLUDED
     assert prediction.exclusion_reason == "not evaluable: L3 not detected"
 
@@ -116,7 +115,7 @@ def _hip_result(right: float, left: float) -> Result:
         for name, side, p in (("Right hip", Laterality.RIGHT, right), ("Left hip", Laterality.LEFT, left))
     )
     film = Category.OSTEOPOROSIS if max(right, left) >= 0.5 else Category.NOT_OSTEOPOROSIS
-    return Result(PipelineName.HIP, SOURCE, MODEL, evaluable=True, category=film, findings=findings)
+    return Result("hip", SOURCE, MODEL, site=FindingSite.HIP, evaluable=True, category=film, findings=findings)
 
 
 def test_hip_predictions_say_not_osteoporosis_and_validate_as_a_two_class_table(tmp_path):
@@ -126,7 +125,7 @@ def test_hip_predictions_say_not_osteoporosis_and_validate_as_a_two_class_table(
     predictions = []
     for index, (right_truth, left_truth, right, left) in enumerate(films):
         cohort_row = row(id=f"2.25.{index}", side_truth={Laterality.RIGHT: right_truth, Laterality.LEFT: left_truth})
-        predictions += predictions_from_result(cohort_row, PipelineName.HIP, _hip_result(right, left))
+        predictions += predictions_from_result(cohort_row, _hip_result(right, left))
     assert [(p.truth_category, p.predicted_category) for p in predictions[:2]] == [
         ("osteoporosis", "osteoporosis"), (NOT_OSTEOPOROSIS, NOT_OSTEOPOROSIS)]
     assert {p.predicted_category for p in predictions} == {"osteoporosis", "not_osteoporosis"}

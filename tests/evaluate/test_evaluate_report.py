@@ -240,7 +240,7 @@ def test_bad_files_stop_the_command_with_a_message_and_no_report(
     ("arguments", "message"),
     [
         (["--cohort", "cohort.csv", "--pipeline", "lumbar"], "cannot read the cohort"),
-        (["--cohort", "cohort.csv"], "--cohort needs --pipeline lumbar, chest or hip"),
+        (["--cohort", "cohort.csv"], "--cohort needs --pipeline NAME, one of the configured pipelines: lumbar, lumbar_ap"),
         ([], "give either --predictions FILE or --cohort FILE --pipeline NAME"),
         (["--predictions", "p.csv", "--cohort", "c.csv"], "give either --predictions FILE"),
         (["--predictions", "p.csv", "--pipeline", "hip"], "--pipeline goes with --cohort"),

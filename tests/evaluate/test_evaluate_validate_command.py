@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import osteonode.analysis
 from osteonode.bone import DxaManufacturer
 from osteonode.cli import app
-from osteonode.config import PipelineName, load_config
+from osteonode.config import load_config
 from osteonode.evaluate.cohort import (
     JOURNAL_FILE,
     CohortError,
@@ -172,26 +172,26 @@ def test_an_interrupted_run_resumes_with_only_the_films_not_yet_done(
     analysed: list[str] = []
 
     def interrupted_after_two(
-        path, config, pipelines=None
+        path, config, pipelines=None, **options
     ):  # the operator presses Ctrl-C on film 3
         if len(analysed) == 2:
             raise KeyboardInterrupt
         analysed.append(Path(path).name)
-        return real_analyse_file(path, config, pipelines)
+        return real_analyse_file(path, config, pipelines, **options)
 
     out = tmp_path / "out"
     monkeypatch.setattr(osteonode.analysis, "analyse_file", interrupted_after_two)
     config = load_config(_config(tmp_path))
     with pytest.raises(KeyboardInterrupt):
-        run_cohort(hip_cohort, PipelineName.HIP, out, config, workers=1, show_progress=False)
+        run_cohort(hip_cohort, "hip", out, config, workers=1, show_progress=False)
     journal = out / JOURNAL_FILE
     assert len(journal.read_text().splitlines()) == 2 and not (out / "predictions.csv").exists()
     with journal.open("a") as stream:  # and the machine died while writing the next line
         stream.write('{"line": 4, "id": "2.25.1", "pipeline": "hip", "rows": [{"id": "2.2')
 
-    def counted(path, config, pipelines=None):
+    def counted(path, config, pipelines=None, **options):
         analysed.append(Path(path).name)
-        return real_analyse_file(path, config, pipelines)
+        return real_analyse_file(path, config, pipelines, **options)
 
     analysed.clear()
     monkeypatch.setattr(osteonode.analysis, "analyse_file", counted)
@@ -264,7 +264,7 @@ def test_a_cohort_without_a_needed_column_is_refused_before_anything_runs(
     )
     result = _validate(no_truth, tmp_path / "b")
     assert result.exit_code == 2
-    assert "hip cohort needs a truth column" in result.output
+    assert "the cohort needs a per-side truth column" in result.output
     assert not (tmp_path / "b" / "predictions.csv").exists()
 
 
@@ -320,7 +320,7 @@ def test_cohort_bmd_on_a_scale_without_a_configured_conversion_stops_the_run(
     with pytest.raises(CohortError, match="no calibration from hologic to ge_lunar"):
         run_cohort(
             cohort,
-            PipelineName.LUMBAR,
+            "lumbar",
             tmp_path / "out",
             config,
             show_progress=False,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hip_cases import FixedLocations, SideLocation, write_random_model
 
-from osteonode.config import HipSettings
+from osteonode.config import PipelineSettings
 from osteonode.phantoms import PhantomRecord, make_cohort, read_cohort
 from osteonode.pipelines.hip import HipPipeline
 from osteonode.reference import load_reference
@@ -54,7 +54,7 @@ def fixed_pipeline(random_model_dir: Path):
     def make(locations: tuple[SideLocation, ...], threshold: float = 0.5) -> HipPipeline:
         pipeline = FixedLocations.from_model(
             load_model(random_model_dir, device="cpu"),
-            HipSettings(threshold=threshold),
+            PipelineSettings(thresholds={"osteoporosis": threshold}),
             load_reference(),
         )
         pipeline.locations = locations

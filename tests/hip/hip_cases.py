@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from osteonode.bone import Laterality
-from osteonode.config import PipelineName
 from osteonode.imaging import Radiograph
 from osteonode.nets import build_network
 from osteonode.nets.femur_locator import IMAGE_SIDES, SideState
@@ -32,7 +31,7 @@ def write_random_model(directory: Path) -> Path:
     card = ModelCard(
         name="hip-test",
         version="0.0.1",
-        pipeline=PipelineName.HIP,
+        pipeline="hip",
         intended_use="tests",
         training_data="none (random weights)",
         synthetic=True,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from osteonode.bone import Laterality
-from osteonode.config import HipSettings
+from osteonode.config import PipelineSettings
 from osteonode.evaluate.metrics import roc_auc
 from osteonode.imaging import load_radiograph
 from osteonode.phantoms import make_cohort, read_cohort
@@ -59,7 +59,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
         )
     )
     pipeline = HipPipeline.from_model(
-        load_model(DEMO_MODEL, device="cpu"), HipSettings(), load_reference()
+        load_model(DEMO_MODEL, device="cpu"), PipelineSettings(), load_reference()
     )
     out = Figures(0, 0, 0, 0, 0, 0, [], [])
     for record in records:

@@ -10,7 +10,7 @@ from hip_cases import side
 from pydicom.dataset import Dataset
 
 from osteonode.bone import Laterality
-from osteonode.config import HipSettings, IntendedUsePolicy
+from osteonode.config import PipelineSettings, IntendedUsePolicy
 from osteonode.imaging import load_radiograph
 from osteonode.nets.femur_locator import SideState
 from osteonode.phantoms import PhantomRecord
@@ -29,7 +29,7 @@ from osteonode.zoo import load_model
 
 def _pipeline(model_dir: Path, **settings: object) -> HipPipeline:
     return HipPipeline.from_model(
-        load_model(model_dir, device="cpu"), HipSettings(**settings), load_reference()
+        load_model(model_dir, device="cpu"), PipelineSettings(**settings), load_reference()
     )
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from osteonode.imaging import load_radiograph, ztransform_2sigma
+from osteonode.imaging import load_radiograph
+from osteonode.imaging.transforms import ztransform_2sigma
 from osteonode.phantoms import PhantomRecord, make_cohort
 from osteonode.pipelines.hip import crop_window, extract_crop
 from osteonode.train.hip import (

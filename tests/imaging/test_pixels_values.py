@@ -10,8 +10,9 @@ import pytest
 from imaging_dicom import build_dataset, write
 from pydicom.dataset import Dataset
 
+from osteonode.bone import Sex
+from osteonode.header import read_header
 from osteonode.imaging import (
-    PatientSex,
     SpacingSource,
     display_window,
     load_radiograph,
@@ -266,7 +267,7 @@ def test_age_in_completed_years_from_age_or_dates(
     assert load_radiograph(_reload(ds, tmp_path)).facts.patient_age_years == years
 
 
-def test_header_facts_and_uids(tmp_path: Path) -> None:
+def test_one_header_model_gives_routing_and_the_pipelines_the_same_facts(tmp_path: Path) -> None:
     ds = build_dataset(
         np.zeros((2, 2), dtype=int),
         bits_stored=12,
@@ -278,11 +279,13 @@ def test_header_facts_and_uids(tmp_path: Path) -> None:
         Manufacturer="Acme Imaging",
     )
 
-    radiograph = load_radiograph(_reload(ds, tmp_path))
+    reloaded = _reload(ds, tmp_path)
+    radiograph = load_radiograph(reloaded)
 
     facts = radiograph.facts
-    assert facts.patient_sex is PatientSex.FEMALE
-    assert facts.view_position == "AP"
+    assert facts == read_header(reloaded)  # what routing reads
+    assert facts.patient_sex is Sex.FEMALE
+    assert facts.view == "AP"
     assert facts.laterality == "L"
     assert facts.body_part == "LSPINE"
     assert facts.manufacturer == "Acme Imaging"

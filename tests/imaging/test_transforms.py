@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from osteonode.imaging import ScaleMap, grayscale_truncation, resize_with_scale, ztransform_2sigma
+from osteonode.imaging.transforms import ScaleMap, grayscale_truncation, resize_with_scale, ztransform_2sigma
 from osteonode.imaging.transforms import central_half_bounds
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from osteonode.config import LumbarSettings
+from osteonode.config import PipelineSettings
 from osteonode.phantoms import PhantomRecord, make_cohort, read_cohort
 from osteonode.pipelines.lumbar import LumbarPipeline
 from osteonode.reference import load_reference
@@ -35,7 +35,7 @@ def demo_model() -> LoadedModel:
 @pytest.fixture(scope="session")
 def demo_pipeline(demo_model: LoadedModel) -> LumbarPipeline:
     """The pipeline on the shipped demo weights, with the shipped reference data."""
-    return LumbarPipeline.from_model(demo_model, LumbarSettings(), load_reference())
+    return LumbarPipeline.from_model(demo_model, PipelineSettings(), load_reference())
 
 
 @pytest.fixture(scope="session")

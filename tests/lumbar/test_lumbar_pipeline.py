@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from osteonode.bone import DxaManufacturer
-from osteonode.config import IntendedUsePolicy, LumbarSettings
+from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.imaging import load_radiograph
 from osteonode.phantoms import HardCase
 from osteonode.pipelines.base import FindingSite, OutsideIntendedUse, Result
@@ -51,7 +51,7 @@ def _edited(path: Path, **attributes: object) -> pydicom.Dataset:
 
 @pytest.fixture(scope="module")
 def skipping_pipeline(demo_model: LoadedModel) -> LumbarPipeline:
-    settings = LumbarSettings(outside_intended_use=IntendedUsePolicy.SKIP)
+    settings = PipelineSettings(outside_intended_use=IntendedUsePolicy.SKIP)
     return LumbarPipeline.from_model(demo_model, settings, load_reference())
 
 
@@ -99,7 +99,7 @@ def test_a_site_on_another_dxa_scale_gets_the_converted_bmd_and_its_reference(
     demo_model: LoadedModel, demo_pipeline: LumbarPipeline, normal_film
 ) -> None:
     """The demo model estimates on the Hologic scale; a GE Lunar site reads Lunar BMD and T-scores."""
-    lunar = LumbarPipeline.from_model(demo_model, LumbarSettings(), _ge_lunar_site())
+    lunar = LumbarPipeline.from_model(demo_model, PipelineSettings(), _ge_lunar_site())
     radiograph = load_radiograph(normal_film.file)
     hologic_result, lunar_result = demo_pipeline.run(radiograph), lunar.run(radiograph)
     assert lunar_result.evaluable and hologic_result.evaluable
@@ -125,7 +125,7 @@ def test_a_site_scale_without_a_configured_conversion_leaves_the_pipeline_unavai
         }
     )
     with pytest.raises(MissingReferenceError, match="no calibration from hologic to ge_lunar"):
-        LumbarPipeline.from_model(demo_model, LumbarSettings(), no_conversion)
+        LumbarPipeline.from_model(demo_model, PipelineSettings(), no_conversion)
 
 
 def test_implant_makes_the_film_not_evaluable_and_says_which_vertebra(

@@ -10,10 +10,17 @@ import pydicom
 from fixtures.peers import make_radiograph
 from sqlalchemy import select
 
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig
 from osteonode.dicom.scp import IngestActivity
 from osteonode.imaging.pixels import Radiograph
-from osteonode.pipelines.base import Category, ModelIdentity, OutsideIntendedUse, Result, SourceImage
+from osteonode.pipelines.base import (
+    Category,
+    FindingSite,
+    ModelIdentity,
+    OutsideIntendedUse,
+    Result,
+    SourceImage,
+)
 from osteonode.store.db import Database
 from osteonode.store.queue import Receipt, claim_job, record_receipt
 from osteonode.store.spool import Spool
@@ -27,29 +34,33 @@ STAND_IN = ModelIdentity("stand-in", "1", "none", synthetic=True, diagnostic_use
 class RowCountingPipeline:
     """A stand-in pipeline: its 'T-score' is minus the image's row count divided by 100."""
 
-    name = PipelineName.LUMBAR
+    name = "lumbar"
 
     def run(self, radiograph: Radiograph) -> Result:
         rows, columns = radiograph.shape
         uids = radiograph.uids
         source = SourceImage(uids.sop_class_uid, uids.sop_instance_uid, uids.study_instance_uid,
                              uids.series_instance_uid, rows, columns)
-        return Result(PipelineName.LUMBAR, source, STAND_IN, evaluable=True,
+        return Result(self.name, source, STAND_IN, evaluable=True, site=FindingSite.LUMBAR_SPINE,
                       category=Category.OSTEOPOROSIS, t_score=-rows / 100)
 
 
 class BrokenPipeline:
-    name = PipelineName.LUMBAR
+    name = "lumbar"
 
     def run(self, radiograph: Radiograph) -> Result:
         raise RuntimeError("model weights missing")
 
 
 class SkippingPipeline:
-    name = PipelineName.LUMBAR
+    name = "lumbar"
 
     def run(self, radiograph: Radiograph) -> Result:
         raise OutsideIntendedUse("patient aged 30; the method is for ages 50 and over")
+
+
+#: The shipped configuration less the AP lumbar classifier: a frontal lumbar film has one job.
+LUMBAR_ONLY = NodeConfig.model_validate({"pipelines": {"lumbar_ap": {"enabled": False}}})
 
 
 def receive(database: Database, spool: Spool, image: Path) -> str:
@@ -83,11 +94,33 @@ def test_routed_job_waits_queued_when_its_pipeline_is_not_installed(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
-    worker = Worker(NodeConfig(), database, spool, pipelines={})
+    worker = Worker(LUMBAR_ONLY, database, spool, pipelines={})
 
     assert worker.process_next() is True
     assert worker.process_next() is False  # a queued job is not for this worker
     assert job_states(database) == [("queued", "lumbar", None)]
+
+
+class ClassifierStandIn(RowCountingPipeline):
+    name = "lumbar_ap"
+
+
+def test_a_film_routed_to_two_pipelines_gets_a_job_and_a_result_from_each(
+    database: Database, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
+    bmd_only = Worker(NodeConfig(), database, spool, pipelines={"lumbar": RowCountingPipeline()})
+    assert bmd_only.process_next() is True
+    assert bmd_only.process_next() is False  # the classifier's job waits for a worker that has it
+    assert job_states(database) == [("done", "lumbar", None), ("queued", "lumbar_ap", None)]
+    classifier = Worker(NodeConfig(), database, spool, pipelines={"lumbar_ap": ClassifierStandIn()})
+    assert classifier.process_next() is True
+    assert job_states(database) == [("done", "lumbar", None), ("done", "lumbar_ap", None)]
+    with database.session() as session:
+        results = session.scalars(select(ResultRow).order_by(ResultRow.id)).all()
+        assert [row.pipeline for row in results] == ["lumbar", "lumbar_ap"]
+        assert len({row.instance_id for row in results}) == 1
 
 
 def test_installed_pipeline_runs_right_after_routing_and_its_result_is_kept(
@@ -95,7 +128,7 @@ def test_installed_pipeline_runs_right_after_routing_and_its_result_is_kept(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm", rows=300))
-    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: RowCountingPipeline()})
+    worker = Worker(LUMBAR_ONLY, database, spool, pipelines={"lumbar": RowCountingPipeline()})
 
     worker.process_next()
 
@@ -112,7 +145,7 @@ def test_film_outside_intended_use_is_skipped_with_the_pipeline_reason(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
-    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: SkippingPipeline()})
+    worker = Worker(LUMBAR_ONLY, database, spool, pipelines={"lumbar": SkippingPipeline()})
 
     worker.process_next()
 
@@ -131,7 +164,7 @@ def test_image_the_decoder_refuses_is_skipped_with_the_decoder_reason(
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]  # the header promises more pixels
     ds.save_as(image)
     receive(database, spool, image)
-    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: RowCountingPipeline()})
+    worker = Worker(LUMBAR_ONLY, database, spool, pipelines={"lumbar": RowCountingPipeline()})
 
     worker.process_next()
 
@@ -146,7 +179,7 @@ def test_failing_pipeline_is_retried_then_marked_failed_with_its_error(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
-    worker = Worker(NodeConfig(), database, spool, pipelines={PipelineName.LUMBAR: BrokenPipeline()})
+    worker = Worker(LUMBAR_ONLY, database, spool, pipelines={"lumbar": BrokenPipeline()})
 
     while worker.process_next():
         pass
@@ -163,7 +196,7 @@ def test_job_of_a_dead_worker_is_taken_over_when_its_lease_expires(
     receive(database, spool, make_radiograph(tmp_path / "spine.dcm"))
     with database.session() as session:
         claim_job(session, worker_id="dead-host:1:worker-0", lease_seconds=0.2, pipelines=())
-    worker = Worker(NodeConfig(), database, spool, pipelines={})
+    worker = Worker(LUMBAR_ONLY, database, spool, pipelines={})
 
     assert worker.process_next() is False  # the lease still runs
     time.sleep(0.3)
@@ -176,7 +209,7 @@ def test_job_of_a_dead_worker_is_taken_over_when_its_lease_expires(
 
 
 def test_worker_thread_stops_promptly_when_asked(database: Database, tmp_path: Path) -> None:
-    worker = Worker(NodeConfig(), database, Spool(tmp_path / "spool"), pipelines={})
+    worker = Worker(LUMBAR_ONLY, database, Spool(tmp_path / "spool"), pipelines={})
     worker.start()
 
     worker.stop()

@@ -15,7 +15,6 @@ from pydicom.uid import (
 )
 
 from osteonode.bone import Laterality
-from osteonode.config import PipelineName
 from osteonode.imaging.pixels import Radiograph, load_radiograph
 from osteonode.pipelines.base import (
     Category,
@@ -199,7 +198,8 @@ def lumbar_case(directory: Path) -> Case:
     return _case(
         directory,
         ds,
-        pipeline=PipelineName.LUMBAR,
+        pipeline="lumbar",
+        site=FindingSite.LUMBAR_SPINE,
         model=SYNTHETIC_MODEL,
         evaluable=True,
         category=Category.OSTEOPOROSIS,
@@ -233,7 +233,8 @@ def chest_case(directory: Path) -> Case:
     return _case(
         directory,
         ds,
-        pipeline=PipelineName.CHEST,
+        pipeline="chest",
+        site=FindingSite.CHEST,
         model=RESEARCH_MODEL,
         evaluable=True,
         category=Category.LOW_BONE_MASS,
@@ -268,7 +269,8 @@ def hip_case(directory: Path) -> Case:
     return _case(
         directory,
         ds,
-        pipeline=PipelineName.HIP,
+        pipeline="hip",
+        site=FindingSite.HIP,
         model=DIAGNOSTIC_MODEL,
         evaluable=True,
         category=Category.OSTEOPOROSIS,
@@ -299,7 +301,8 @@ def hip_negative_case(directory: Path) -> Case:
     return _case(
         directory,
         ds,
-        pipeline=PipelineName.HIP,
+        pipeline="hip",
+        site=FindingSite.HIP,
         model=DIAGNOSTIC_MODEL,
         evaluable=True,
         category=Category.NOT_OSTEOPOROSIS,
@@ -323,7 +326,8 @@ def not_evaluable_case(directory: Path) -> Case:
     return _case(
         directory,
         ds,
-        pipeline=PipelineName.LUMBAR,
+        pipeline="lumbar",
+        site=FindingSite.LUMBAR_SPINE,
         model=SYNTHETIC_MODEL,
         evaluable=False,
         reason="fewer than two of L1-L4 could be measured",

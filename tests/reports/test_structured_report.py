@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes as dictionary
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage
 from reports_cases import CASES, DEVICE, Case
 
-from osteonode.config import PipelineName, SrStorage
+from osteonode.config import SrStorage
 from osteonode.pipelines.base import Finding, FindingSite, Result
 from osteonode.reports import ReportError, build_structured_report, codes
 from osteonode.reports.sr import OVERALL_TRACKING_IDENTIFIER
@@ -387,20 +387,16 @@ def test_procedure_reported_names_the_films_body_region(
     assert hd.sr.CodedConcept.from_dataset(item.ConceptCodeSequence[0]) == procedure
 
 
-def test_body_region_comes_from_the_findings_not_from_the_pipelines_name(
+def test_body_region_comes_from_the_results_site_not_from_the_pipelines_name(
     cases: dict[str, Case],
 ) -> None:
-    # A new pipeline (here: a lumbar film from a pipeline named otherwise) reports its findings'
-    # region; a result without findings names none and keeps the generic procedure.
+    # A pipeline configured under any name (here a lumbar classifier named "lumbar-ap") reports
+    # the region its result names.
     lumbar = cases["lumbar"]
-    renamed = dataclasses.replace(lumbar.result, pipeline=PipelineName.CHEST)
+    renamed = dataclasses.replace(lumbar.result, pipeline="lumbar-ap")
     text = _text_of(build_structured_report(renamed, lumbar.source, device=DEVICE))
     assert "XR Lumbar spine Views (24972-2, LN)" in text
     assert "Finding Site = Lumbar spine (122496007, SCT)" in text
-    refused = cases["not_evaluable"]
-    bare = dataclasses.replace(refused.result, findings=())
-    text = _text_of(build_structured_report(bare, refused.source, device=DEVICE))
-    assert "XR unspecified body region (43468-8, LN)" in text
 
 
 def test_values_are_rounded_to_what_the_method_can_tell(cases: dict[str, Case]) -> None:

@@ -52,10 +52,10 @@ from osteonode.bone import (
     DxaManufacturer,
     Laterality,
     Sex,
-    WhoCategory,
+    Category,
     who_category,
 )
-from osteonode.config import NodeConfig, PipelineName
+from osteonode.config import NodeConfig
 from osteonode.evaluate.predictions import (
     BMD_PHYSICAL_RANGE_G_CM2,
     NOT_OSTEOPOROSIS,
@@ -64,7 +64,7 @@ from osteonode.evaluate.predictions import (
     Status,
     write_predictions,
 )
-from osteonode.pipelines.base import Category, FindingSite, Result
+from osteonode.pipelines.base import Result, Truth
 from osteonode.reference import MissingReferenceError, ReferenceData, load_reference
 
 __all__ = [
@@ -83,12 +83,6 @@ log = structlog.get_logger(__name__)
 JOURNAL_FILE = "predictions.partial.jsonl"
 
 _SIDES = {"right": Laterality.RIGHT, "left": Laterality.LEFT}
-#: Per pipeline, the columns of which a cohort needs at least one to give any truth at all.
-_TRUTH_COLUMNS = {
-    PipelineName.LUMBAR: ("category", "t_score"),
-    PipelineName.CHEST: ("category", "t_score"),
-    PipelineName.HIP: ("right_category", "right_t_score", "left_category", "left_t_score"),
-}
 
 
 class CohortError(ValueError):
@@ -137,15 +131,16 @@ def _bmd(cells: Mapping[str, str]) -> tuple[float | None, DxaManufacturer | None
     return bmd, DxaManufacturer(manufacturer) if manufacturer else None
 
 
-def read_cohort_rows(path: Path, pipeline: PipelineName | None = None) -> list[CohortRow]:
+def read_cohort_rows(path: Path, truth: Truth | None = None) -> list[CohortRow]:
     """Read a cohort CSV; bad cells make a row's ``problem``, never an exception mid-file.
 
     Parameters
     ----------
     path
         The cohort CSV.
-    pipeline
-        When given, the file must have at least one truth column that pipeline can use.
+    truth
+        When given, the file must have at least one column that gives this truth (the method's
+        :attr:`~osteonode.pipelines.registry.Pipeline.truth`).
 
     Returns
     -------
@@ -155,17 +150,18 @@ def read_cohort_rows(path: Path, pipeline: PipelineName | None = None) -> list[C
     Raises
     ------
     CohortError
-        The file cannot be read, has no ``file`` column, or no truth column for ``pipeline``.
+        The file cannot be read, has no ``file`` column, or no column of ``truth``.
     """
     try:
         with path.open(newline="", encoding="utf-8") as stream:
             reader = csv.DictReader(stream)
             if reader.fieldnames is None or "file" not in reader.fieldnames:
                 raise CohortError(f"{path}: the cohort needs a 'file' column (got {reader.fieldnames})")
-            if pipeline is not None and not set(_TRUTH_COLUMNS[pipeline]) & set(reader.fieldnames):
+            if truth is not None and not set(truth.columns) & set(reader.fieldnames):
+                kind = "per-side truth column" if truth is Truth.PER_SIDE else "truth column"
                 raise CohortError(
-                    f"{path}: a {pipeline.value} cohort needs a truth column, one of"
-                    f" {', '.join(_TRUTH_COLUMNS[pipeline])} (got {', '.join(reader.fieldnames)})"
+                    f"{path}: the cohort needs a {kind}, one of {', '.join(truth.columns)}"
+                    f" (got {', '.join(reader.fieldnames)})"
                 )
             records = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -241,7 +237,7 @@ def on_site_calibration(row: CohortRow, reference: ReferenceData) -> CohortRow:
 def _binary(category: str | None) -> str | None:
     if category is None:
         return None
-    return WhoCategory.OSTEOPOROSIS.value if category == WhoCategory.OSTEOPOROSIS else NOT_OSTEOPOROSIS
+    return Category.OSTEOPOROSIS.value if category == Category.OSTEOPOROSIS else NOT_OSTEOPOROSIS
 
 
 def _excluded(row: CohortRow, reason: str, side: Laterality | None = None) -> Prediction:
@@ -251,24 +247,27 @@ def _excluded(row: CohortRow, reason: str, side: Laterality | None = None) -> Pr
     )
 
 
-def predictions_from_result(row: CohortRow, pipeline: PipelineName, result: Result) -> list[Prediction]:
-    """The predictions rows of one analysed film (two for a hip film, one per side)."""
-    if pipeline is PipelineName.HIP:
+def predictions_from_result(row: CohortRow, result: Result) -> list[Prediction]:
+    """The predictions rows of one analysed film: one per side when its findings are per side (hip).
+
+    What is compared comes from the result itself: per-side findings against the cohort's per-side
+    truth; otherwise the film's category, the probability of the finding that answers osteoporosis
+    as the score, that of a later stage (low bone mass) as the second score, and the summary BMD.
+    """
+    if any(finding.laterality is not None for finding in result.findings):
         predictions = []
         for side in (Laterality.RIGHT, Laterality.LEFT):
-            finding = next(
-                (f for f in result.findings if f.site is FindingSite.HIP and f.laterality is side), None
-            )
+            finding = next((f for f in result.findings if f.laterality is side), None)
             if finding is None or not finding.evaluable or finding.osteoporosis_present is None:
                 reason = finding.reason if finding is not None and finding.reason else "side not assessed"
                 predictions.append(_excluded(row, reason, side))
                 continue
             predictions.append(
                 Prediction(
-                    id=row.id, sex=row.sex, age=row.age, site="hip", side=side,
+                    id=row.id, sex=row.sex, age=row.age, site=result.site.value, side=side,
                     truth_category=_binary(row.side_truth.get(side)),
                     predicted_category=(
-                        WhoCategory.OSTEOPOROSIS.value if finding.osteoporosis_present else NOT_OSTEOPOROSIS
+                        Category.OSTEOPOROSIS.value if finding.osteoporosis_present else NOT_OSTEOPOROSIS
                     ),
                     score=finding.probability,
                 )
@@ -280,15 +279,17 @@ def predictions_from_result(row: CohortRow, pipeline: PipelineName, result: Resu
         return [_excluded(row, f"not evaluable: {result.reason}")]
     if row.truth_category is None:
         return [_excluded(row, "no truth category or T-score in the cohort")]
-    stage = {f.name.split(":")[0]: f for f in result.findings if f.site is FindingSite.CHEST}
-    summary = next((f for f in result.findings if f.site is FindingSite.LUMBAR_SPINE), None)
+    scored = [finding for finding in result.findings if finding.probability is not None]
+    osteoporosis = next((f for f in scored if f.osteoporosis_present is not None), None)
+    later_stage = next((f for f in scored if f.osteoporosis_present is None), None)
+    summary = next((f for f in result.findings if f.bmd_g_cm2 is not None and f.site is result.site), None)
     return [
         Prediction(
             id=row.id, sex=row.sex, age=row.age,
             truth_category=row.truth_category, predicted_category=result.category.value,
-            score=stage["Stage 1"].probability if "Stage 1" in stage else None,
-            score_low_bone_mass=stage["Stage 2"].probability if "Stage 2" in stage else None,
-            truth_bmd=row.truth_bmd if pipeline is PipelineName.LUMBAR else None,
+            score=osteoporosis.probability if osteoporosis is not None else None,
+            score_low_bone_mass=later_stage.probability if later_stage is not None else None,
+            truth_bmd=row.truth_bmd if summary is not None else None,
             predicted_bmd=summary.bmd_g_cm2 if summary is not None else None,
         )
     ]
@@ -301,17 +302,16 @@ _WORKER_STATE: dict[str, object] = {}
 def _init_worker(config_json: str, reference_json: str, pipeline: str, single_threaded: bool) -> None:
     import torch
 
-    from osteonode.pipelines import load_pipelines
+    from osteonode.pipelines.registry import load_pipelines
 
     if single_threaded:  # several processes share the cores; one torch thread each
         torch.set_num_threads(1)
     config = NodeConfig.model_validate_json(config_json)
     # The reference the truth BMD was converted with, not whatever file the worker would find.
     loaded = load_pipelines(config, ReferenceData.model_validate_json(reference_json))
-    name = PipelineName(pipeline)
     _WORKER_STATE["config"] = config
     _WORKER_STATE["pipelines"] = loaded
-    _WORKER_STATE["pipeline"] = name
+    _WORKER_STATE["pipeline"] = pipeline
 
 
 def _analyse_row(row: CohortRow) -> list[dict[str, object]]:
@@ -321,26 +321,26 @@ def _analyse_row(row: CohortRow) -> list[dict[str, object]]:
     config = _WORKER_STATE["config"]
     pipelines = _WORKER_STATE["pipelines"]
     pipeline = _WORKER_STATE["pipeline"]
-    assert isinstance(config, NodeConfig) and isinstance(pipeline, PipelineName)
+    assert isinstance(config, NodeConfig) and isinstance(pipeline, str)
     if row.problem is not None:
         return [_journal(_excluded(row, row.problem))]
     if not row.path.is_file():
         return [_journal(_excluded(row, f"file not found: {row.path}"))]
     try:
-        analysis = analyse_file(row.path, config, pipelines)  # type: ignore[arg-type]
+        analysis = analyse_file(row.path, config, pipelines, pipeline_name=pipeline)  # type: ignore[arg-type]
     except Exception as error:  # one film's failure is its exclusion, not the end of the run
         log.exception("cohort_row_failed", line=row.line, id=row.id)
         return [_journal(_excluded(row, f"analysis failed: {type(error).__name__}: {error}"))]
     decision = analysis.decision
     if not isinstance(decision, Route):
         rows = [_excluded(row, f"skipped by routing: {decision.reason.value}")]
-    elif decision.pipeline is not pipeline:
-        rows = [_excluded(row, f"routed to {decision.pipeline.value}, not {pipeline.value}")]
+    elif pipeline not in decision.pipelines:
+        rows = [_excluded(row, f"routed to {', '.join(decision.pipelines)}, not {pipeline}")]
     elif analysis.refusal is not None:
         rows = [_excluded(row, f"{analysis.refusal.kind.value}: {analysis.refusal.detail}")]
     else:
         assert analysis.result is not None
-        rows = predictions_from_result(row, pipeline, analysis.result)
+        rows = predictions_from_result(row, analysis.result)
     return [_journal(prediction) for prediction in rows]
 
 
@@ -362,13 +362,13 @@ def _from_journal(values: Mapping[str, object]) -> Prediction:
 
 
 def _entry(
-    row: CohortRow, pipeline: PipelineName, predictions: list[dict[str, object]]
+    row: CohortRow, pipeline: str, predictions: list[dict[str, object]]
 ) -> dict[str, object]:
-    return {"line": row.line, "id": row.id, "pipeline": pipeline.value, "rows": predictions}
+    return {"line": row.line, "id": row.id, "pipeline": pipeline, "rows": predictions}
 
 
 def _done(
-    journal: Path, rows: Sequence[CohortRow], pipeline: PipelineName
+    journal: Path, rows: Sequence[CohortRow], pipeline: str
 ) -> dict[int, list[dict[str, object]]]:
     """Rows an earlier run of this cohort and pipeline finished; the journal is cut down to them.
 
@@ -384,7 +384,7 @@ def _done(
         try:
             entry = json.loads(text)
             line = int(entry["line"])
-            matches = ids.get(line) == entry["id"] and entry["pipeline"] == pipeline.value
+            matches = ids.get(line) == entry["id"] and entry["pipeline"] == pipeline
             predictions = entry["rows"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # cut short by a crash
             dropped += 1
@@ -401,6 +401,19 @@ def _done(
     return {line: entry["rows"] for line, entry in kept.items()}  # type: ignore[misc]
 
 
+def _method_truth(config: NodeConfig, pipeline: str) -> Truth:
+    """What the cohort must give to judge ``pipeline``, from the card of its model folder."""
+    from osteonode.pipelines.registry import IMPLEMENTATIONS
+    from osteonode.zoo import ModelError, read_model_card
+
+    settings = config.pipeline(pipeline)
+    try:
+        card = read_model_card(config.models.dir / settings.model_name(pipeline))
+    except ModelError as error:
+        raise CohortError(f"pipeline {pipeline!r} cannot run: {error}") from None
+    return IMPLEMENTATIONS[card.pipeline].truth
+
+
 def _progress(enabled: bool) -> Progress | None:
     if not enabled:
         return None
@@ -411,11 +424,11 @@ def _results(
     rows: Sequence[CohortRow],
     config: NodeConfig,
     reference: ReferenceData,
-    pipeline: PipelineName,
+    pipeline: str,
     workers: int,
 ) -> Iterator[tuple[CohortRow, list[dict[str, object]]]]:
     reference_json = reference.model_dump_json(by_alias=True)
-    initargs = (config.model_dump_json(), reference_json, pipeline.value, workers > 1)
+    initargs = (config.model_dump_json(), reference_json, pipeline, workers > 1)
     if workers == 1:
         _init_worker(*initargs)
         for row in rows:
@@ -428,7 +441,7 @@ def _results(
 
 def run_cohort(
     cohort: Path,
-    pipeline: PipelineName,
+    pipeline: str,
     out_dir: Path,
     config: NodeConfig,
     *,
@@ -473,14 +486,11 @@ def run_cohort(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     reference = load_reference() if reference is None else reference
-    rows = read_cohort_rows(cohort, pipeline)
-    if pipeline is PipelineName.LUMBAR:
-        try:
-            rows = [on_site_calibration(row, reference) for row in rows]
-        except MissingReferenceError as error:
-            raise CohortError(
-                f"{cohort}: cannot put the cohort's BMD on the site's scale: {error}"
-            ) from None
+    rows = read_cohort_rows(cohort, _method_truth(config, pipeline))
+    try:
+        rows = [on_site_calibration(row, reference) for row in rows]
+    except MissingReferenceError as error:
+        raise CohortError(f"{cohort}: cannot put the cohort's BMD on the site's scale: {error}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = out_dir / JOURNAL_FILE
     done = _done(journal, rows, pipeline)
@@ -489,7 +499,7 @@ def run_cohort(
         log.info("cohort_resumed", done=len(done), remaining=len(todo))
     progress = _progress(show_progress)
     with journal.open("a", encoding="utf-8") as stream, (progress or contextlib.nullcontext()):
-        task = progress.add_task(f"{pipeline.value}", total=len(rows), completed=len(done)) if progress else None
+        task = progress.add_task(pipeline, total=len(rows), completed=len(done)) if progress else None
         for row, predictions in _results(todo, config, reference, pipeline, workers):
             done[row.line] = predictions
             stream.write(json.dumps(_entry(row, pipeline, predictions)) + "\n")

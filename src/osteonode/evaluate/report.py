@@ -38,7 +38,7 @@ import numpy as np
 import structlog
 
 from osteonode import __version__
-from osteonode.bone import Sex, WhoCategory
+from osteonode.bone import WHO_CATEGORIES, Category, Sex
 from osteonode.evaluate.figures import (
     BlandAltmanLines,
     RegressionBand,
@@ -92,7 +92,7 @@ log = structlog.get_logger(__name__)
 METRICS_FILE = "metrics.json"
 HTML_FILE = "report.html"
 METRICS_FORMAT = "osteonode-validation/1"
-THREE_CLASS_LABELS = tuple(category.value for category in WhoCategory)
+THREE_CLASS_LABELS = tuple(category.value for category in WHO_CATEGORIES)
 #: Points on which the regression band is evaluated.
 _BAND_GRID_POINTS = 60
 _MIN_REGRESSION_PAIRS = 4
@@ -142,7 +142,7 @@ class ValidationSettings:
 
     Parameters
     ----------
-    positive : WhoCategory or None
+    positive : Category or None
         Analyse one class against the rest (two classes) instead of the three WHO categories.
         None: three classes, unless the file uses ``not_osteoporosis`` (a two-class method), in
         which case osteoporosis against the rest.
@@ -154,14 +154,14 @@ class ValidationSettings:
         Two-sided level of every interval.
     """
 
-    positive: WhoCategory | None = None
+    positive: Category | None = None
     n_resamples: int = DEFAULT_BOOTSTRAP_RESAMPLES
     seed: int = 0
     confidence_level: float = DEFAULT_CONFIDENCE_LEVEL
 
     def __post_init__(self) -> None:
-        if self.positive is not None and not isinstance(self.positive, WhoCategory):
-            raise TypeError(f"positive must be a WhoCategory or None, got {self.positive!r}")
+        if self.positive is not None and not isinstance(self.positive, Category):
+            raise TypeError(f"positive must be a Category or None, got {self.positive!r}")
         for name in ("n_resamples", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -337,14 +337,14 @@ class Validation:
 
 
 def _labels_and_mapping(
-    rows: Sequence[Prediction], positive: WhoCategory | None
+    rows: Sequence[Prediction], positive: Category | None
 ) -> tuple[tuple[str, ...], str | None, Callable[[str], str]]:
     """Choose the classes of the analysis and how a file category maps onto them."""
     used = {row.truth_category for row in rows} | {row.predicted_category for row in rows}
     if positive is None and NOT_OSTEOPOROSIS not in used:
         return THREE_CLASS_LABELS, None, lambda category: category
-    positive = positive or WhoCategory.OSTEOPOROSIS
-    if NOT_OSTEOPOROSIS in used and positive is not WhoCategory.OSTEOPOROSIS:
+    positive = positive or Category.OSTEOPOROSIS
+    if NOT_OSTEOPOROSIS in used and positive is not Category.OSTEOPOROSIS:
         raise ValueError(
             f"the file uses {NOT_OSTEOPOROSIS!r}, which cannot be split for the positive class "
             f"{positive.value!r}; analyse osteoporosis against the rest instead"
@@ -452,14 +452,14 @@ def _agreement(rows: Sequence[Prediction], settings: ValidationSettings) -> Agre
 
 def _osteoporosis_roc_rows(rows: Sequence[Prediction]) -> tuple[list[bool], list[float]]:
     scored = [row for row in rows if row.score is not None]
-    return ([row.truth_category == WhoCategory.OSTEOPOROSIS.value for row in scored],
+    return ([row.truth_category == Category.OSTEOPOROSIS.value for row in scored],
             [row.score for row in scored])  # type: ignore[misc]
 
 
 def _low_bone_mass_roc_rows(rows: Sequence[Prediction]) -> tuple[list[bool], list[float]]:
     scored = [row for row in rows if row.score_low_bone_mass is not None
-              and row.truth_category in (WhoCategory.NORMAL.value, WhoCategory.LOW_BONE_MASS.value)]
-    return ([row.truth_category == WhoCategory.LOW_BONE_MASS.value for row in scored],
+              and row.truth_category in (Category.NORMAL.value, Category.LOW_BONE_MASS.value)]
+    return ([row.truth_category == Category.LOW_BONE_MASS.value for row in scored],
             [row.score_low_bone_mass for row in scored])  # type: ignore[misc]
 
 
@@ -833,7 +833,7 @@ def _roc_html(validation: Validation) -> str:
 
 def _subgroup_table(validation: Validation, kind: str, title: str) -> str:
     groups = validation.subgroups[kind]
-    focus = validation.positive or WhoCategory.OSTEOPOROSIS.value
+    focus = validation.positive or Category.OSTEOPOROSIS.value
     rows = []
     for name, group in groups.items():
         report = group.classification

@@ -14,7 +14,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -30,6 +29,8 @@ from pydicom.pixels import (
     pixel_array,
 )
 from pydicom.uid import UID
+
+from osteonode.header import HeaderFacts, read_header
 
 log = structlog.get_logger(__name__)
 
@@ -99,56 +100,7 @@ class PhotometricInterpretation(StrEnum):
     MONOCHROME2 = "MONOCHROME2"
 
 
-class PatientSex(StrEnum):
-    """Patient's Sex (0010,0040) values."""
-
-    FEMALE = "F"
-    MALE = "M"
-    OTHER = "O"
-
-
-_PATIENT_SEX_VALUES = frozenset(member.value for member in PatientSex)
 _GREYSCALE_VALUES = frozenset(member.value for member in PhotometricInterpretation)
-
-
-@dataclass(frozen=True)
-class HeaderFacts:
-    """The header facts that routing and the pipelines need.
-
-    Parameters
-    ----------
-    patient_sex : PatientSex or None
-        Patient's Sex, or None when absent or not a defined term.
-    patient_age_years : int or None
-        Completed years, from Patient's Age or else from Patient's Birth Date and
-        Study Date; None when neither gives a valid age.
-    modality : str or None
-        Modality (CR, DX, ...).
-    view_position : str or None
-        View Position (AP, PA, LL, ...).
-    laterality : str or None
-        Image Laterality, else (series) Laterality (R, L, B, U).
-    body_part : str or None
-        Body Part Examined.
-    manufacturer : str or None
-        Manufacturer.
-    """
-
-    patient_sex: PatientSex | None
-    patient_age_years: int | None
-    modality: str | None
-    view_position: str | None
-    laterality: str | None
-    body_part: str | None
-    manufacturer: str | None
-
-    def __post_init__(self) -> None:
-        if self.patient_sex is not None and not isinstance(self.patient_sex, PatientSex):
-            raise TypeError("patient_sex must be a PatientSex or None")
-        if self.patient_age_years is not None and (
-            not isinstance(self.patient_age_years, int) or self.patient_age_years < 0
-        ):
-            raise ValueError("patient_age_years must be a non-negative int or None")
 
 
 @dataclass(frozen=True)
@@ -272,7 +224,7 @@ def load_radiograph(source: str | os.PathLike[str] | Dataset) -> Radiograph:
         pixels=pixels,
         spacing_mm=spacing,
         spacing_source=spacing_source,
-        facts=facts_from_header(dataset),
+        facts=read_header(dataset),
         uids=_uids(dataset),
         header=header_without_pixels(dataset),
         photometric_interpretation=photometric,
@@ -547,79 +499,6 @@ def _safe_get(ds: Dataset, keyword: str) -> Any:
         return ds.get(keyword)
     except Exception:  # pydicom raises assorted errors on malformed values
         log.info("header_value_unreadable", attribute=keyword)
-        return None
-
-
-def facts_from_header(ds: Dataset) -> HeaderFacts:
-    """Extract the header facts the pipelines need.
-
-    Parameters
-    ----------
-    ds : pydicom.dataset.Dataset
-        The image header.
-
-    Returns
-    -------
-    HeaderFacts
-        Missing or malformed values are None.
-    """
-    sex_text = _text(ds, "PatientSex")
-    sex = PatientSex(sex_text) if sex_text in _PATIENT_SEX_VALUES else None
-    age = _age_from_patient_age(_text(ds, "PatientAge"))
-    if age is None:
-        age = _age_from_dates(_text(ds, "PatientBirthDate"), _text(ds, "StudyDate"))
-    return HeaderFacts(
-        patient_sex=sex,
-        patient_age_years=age,
-        modality=_text(ds, "Modality"),
-        view_position=_text(ds, "ViewPosition"),
-        laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
-        body_part=_text(ds, "BodyPartExamined"),
-        manufacturer=_text(ds, "Manufacturer", upper=False),
-    )
-
-
-def _text(ds: Dataset, keyword: str, *, upper: bool = True) -> str | None:
-    value = _safe_get(ds, keyword)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return (text.upper() if upper else text) or None
-
-
-#: Days per unit of an Age String (AS) value.
-_AGE_UNIT_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}
-
-
-def _age_from_patient_age(value: str | None) -> int | None:
-    """Completed years from an Age String such as ``045Y`` or ``006M``."""
-    if value is None or len(value) != 4 or not value[:3].isdigit():
-        return None
-    unit = value[3]
-    if unit not in _AGE_UNIT_DAYS:
-        return None
-    number = int(value[:3])
-    if unit == "Y":
-        return number
-    return int(number * _AGE_UNIT_DAYS[unit] // _AGE_UNIT_DAYS["Y"])
-
-
-def _age_from_dates(birth: str | None, study: str | None) -> int | None:
-    born, studied = _parse_date(birth), _parse_date(study)
-    if born is None or studied is None:
-        return None
-    years = studied.year - born.year - ((studied.month, studied.day) < (born.month, born.day))
-    return years if years >= 0 else None
-
-
-def _parse_date(value: str | None) -> date | None:
-    if value is None:
-        return None
-    # ACR-NEMA style dates (YYYY.MM.DD) still arrive from old archives.
-    digits = value.replace(".", "")
-    try:
-        return datetime.strptime(digits, "%Y%m%d").date()
-    except ValueError:
         return None
 
 

@@ -8,6 +8,7 @@ convention of torch and Pillow).
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,19 @@ from numpy.typing import ArrayLike
 
 #: Output range of :func:`grayscale_truncation`.
 TRUNCATION_OUTPUT_MAX = 255.0
+
+
+class ClassifierTransform(enum.StrEnum):
+    """The papers' whole-film preprocessing, by the name a model card gives it.
+
+    Each maps a film to a float32 image of the network's input size (see :func:`classifier_input`),
+    before the card's per-channel mean and standard deviation are applied.
+    """
+
+    GRAYSCALE_TRUNCATION = "grayscale_truncation"
+    """Park et al. 2025: clip to the central half's range, rescale, resize; in [0, 1]."""
+    ZTRANSFORM_2SIGMA = "ztransform_2sigma"
+    """Jang et al. 2021: resize, then (x - mean) / (2 sigma) clipped; in [-1, 1]."""
 
 
 @dataclass(frozen=True)
@@ -234,3 +248,38 @@ def ztransform_2sigma(
         generator = rng if rng is not None else np.random.default_rng()
         divisor += float(generator.uniform(-jitter * sigma, jitter * sigma))
     return np.clip((image - mean) / divisor, -1.0, 1.0).astype(np.float32)
+
+
+def classifier_input(
+    pixels: np.ndarray, transform: ClassifierTransform, size: tuple[int, int]
+) -> np.ndarray:
+    """A film as a classifier sees it, before per-channel normalisation.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        2-D image, bone bright.
+    transform : ClassifierTransform
+        The preprocessing the model card names.
+    size : tuple of int
+        (rows, columns) of the network input.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``size``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown transform, a non-square size for grayscale truncation, or a bad image.
+    """
+    transform = ClassifierTransform(transform)
+    target = _target_shape(size)
+    if transform is ClassifierTransform.GRAYSCALE_TRUNCATION:
+        if target[0] != target[1]:
+            raise ValueError(f"grayscale truncation makes a square input, got size {target}")
+        truncated = grayscale_truncation(pixels, size=target[0])
+        return (truncated / TRUNCATION_OUTPUT_MAX).astype(np.float32)
+    resized, _ = resize_with_scale(pixels, target)
+    return ztransform_2sigma(resized)

@@ -263,6 +263,11 @@ class ConvNeXt(nn.Module):
         """Module whose output (the last stage's feature map) Grad-CAM should use."""
         return self.stages[-1]
 
+    @property
+    def in_chans(self) -> int:
+        """Input channels the network takes."""
+        return self.config.in_chans
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the last stage's feature map, shape (N, widths[-1], H/32, W/32).
 

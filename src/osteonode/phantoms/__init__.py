@@ -8,6 +8,7 @@ Typical use::
     records = read_cohort(table)
 """
 
+from osteonode.bone import Category
 from osteonode.phantoms.cohort import (
     COHORT_FILE,
     PhantomError,
@@ -22,7 +23,7 @@ from osteonode.phantoms.demographics import (
     LUMBAR_REFERENCE,
     TOTAL_HIP_REFERENCE,
 )
-from osteonode.phantoms.enum import Category, HardCase, Part
+from osteonode.phantoms.enum import HardCase, Part
 
 __all__ = [
     "COHORT_FILE",

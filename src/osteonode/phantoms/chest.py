@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from osteonode.bone import Sex
 from osteonode.phantoms.demographics import LUMBAR_REFERENCE, Patient
-from osteonode.phantoms.enum import HardCase, Sex
+from osteonode.phantoms.enum import HardCase
 from osteonode.phantoms.physics import Bone, Scene, Texture, collimation_field, paint_bones
 from osteonode.phantoms.raster import (
     Grid,

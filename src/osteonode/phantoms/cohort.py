@@ -39,6 +39,7 @@ import numpy as np
 import structlog
 from rich.progress import track
 
+from osteonode.bone import Category
 from osteonode.phantoms.chest import draw_chest
 from osteonode.phantoms.demographics import (
     BMD_MANUFACTURER,
@@ -48,7 +49,7 @@ from osteonode.phantoms.demographics import (
     who_category,
 )
 from osteonode.phantoms.dicom import build_dataset, choose_variant, make_identity, write_dataset
-from osteonode.phantoms.enum import Category, HardCase, Part
+from osteonode.phantoms.enum import HardCase, Part
 from osteonode.phantoms.hip import draw_hip
 from osteonode.phantoms.lumbar import draw_lumbar
 from osteonode.phantoms.physics import Exposure, burn_annotations, render

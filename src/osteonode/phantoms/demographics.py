@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from osteonode.phantoms.enum import Category, Sex
+from osteonode.bone import Category, Sex
 
 #: Young-adult reference for L1-L4 areal BMD (g/cm2, mean, SD). A phantom assumption, not a
 #: clinical reference: real lumbar references are manufacturer databases (METHODS.md section 4).
@@ -44,7 +44,11 @@ def t_score(bmd: float, reference: tuple[float, float]) -> float:
 
 
 def who_category(score: float) -> Category:
-    """WHO category of a T-score (METHODS.md section 4)."""
+    """WHO category of a phantom's exact T-score (METHODS.md section 4): its ground truth.
+
+    Unlike :func:`osteonode.bone.who_category`, which decides on the reported one-decimal value as a
+    report must, the truth is decided on the T-score itself.
+    """
     if score >= -1.0:
         return Category.NORMAL
     if score <= -2.5:

@@ -29,7 +29,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from osteonode.phantoms.enum import Modality, Part, Sex, SpacingKind, VoiKind
+from osteonode.bone import Sex
+from osteonode.phantoms.enum import Modality, Part, SpacingKind, VoiKind
 
 CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
 DX_IMAGE_STORAGE_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")

@@ -1,4 +1,8 @@
-"""Coded values of the phantom generator: body parts, hard cases, categories, DICOM variants."""
+"""Coded values of the phantom generator: body parts, hard cases, DICOM variants.
+
+Patient sex and bone categories are the node's own (:class:`osteonode.bone.Sex`,
+:class:`osteonode.bone.Category`): phantoms speak the vocabulary of the results they are checked against.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,6 @@ class Part(str, Enum):
     HIP = "hip"
 
 
-class Sex(str, Enum):
-    """Patient sex as written to DICOM Patient's Sex."""
-
-    FEMALE = "F"
-    MALE = "M"
-
-
 class HardCase(str, Enum):
     """Kinds of deliberately difficult phantoms; any but ``NONE`` is not evaluable."""
 
@@ -27,14 +24,6 @@ class HardCase(str, Enum):
     IMPLANT = "implant"
     SCOLIOSIS = "scoliosis"
     CROPPED = "cropped"
-
-
-class Category(str, Enum):
-    """WHO bone density category derived from a T-score."""
-
-    NORMAL = "normal"
-    LOW_BONE_MASS = "low_bone_mass"
-    OSTEOPOROSIS = "osteoporosis"
 
 
 class Modality(str, Enum):

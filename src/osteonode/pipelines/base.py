@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from osteonode.bone import Laterality, WhoCategory
-from osteonode.config import PipelineName
+from osteonode.bone import Category, Laterality
+from osteonode.imaging.pixels import Radiograph
 
 __all__ = [
     "Category",
     "Finding",
     "FindingSite",
+    "Method",
+    "Truth",
     "ModelIdentity",
     "OutsideIntendedUse",
     "Region",
@@ -53,52 +55,43 @@ class OutsideIntendedUse(Exception):
         self.reason = reason
 
 
-class Category(enum.StrEnum):
-    """The answer of a result or a finding: a WHO category, or a two-class method's "no".
-
-    The WHO categories (:class:`osteonode.bone.WhoCategory`) come from a T-score or a three-class
-    method; a two-class method (the hip classifier: osteoporosis or not) cannot tell normal from
-    low bone mass, and its negative answer is :attr:`NOT_OSTEOPOROSIS`, which is none of the
-    three. The WHO members share WhoCategory's values, so stored results read back unchanged.
-    """
-
-    NORMAL = WhoCategory.NORMAL.value
-    LOW_BONE_MASS = WhoCategory.LOW_BONE_MASS.value
-    """Osteopenia: -2.5 < T < -1.0."""
-    OSTEOPOROSIS = WhoCategory.OSTEOPOROSIS.value
-    NOT_OSTEOPOROSIS = "not_osteoporosis"
-    """A two-class method's negative answer: normal or low bone mass, not told apart."""
-
-    @classmethod
-    def from_who(cls, category: WhoCategory) -> Category:
-        """The answer that states a WHO category.
-
-        Raises
-        ------
-        TypeError
-            When `category` is not a WhoCategory.
-        """
-        if not isinstance(category, WhoCategory):
-            raise TypeError(f"expected a WhoCategory, got {category!r}")
-        return cls(category.value)
-
-    @property
-    def who(self) -> WhoCategory | None:
-        """The WHO category this answer states, or None for :attr:`NOT_OSTEOPOROSIS`."""
-        return None if self is Category.NOT_OSTEOPOROSIS else WhoCategory(self.value)
-
-    @property
-    def osteoporosis(self) -> bool:
-        """Whether the answer is osteoporosis."""
-        return self is Category.OSTEOPOROSIS
-
-
 def _check_category(owner: str, category: Category | None) -> None:
     if category is not None and not isinstance(category, Category):
         raise TypeError(
             f"{owner}.category must be a Category or None, got {category!r}"
-            " (Category.from_who converts a WhoCategory)"
         )
+
+
+class Method(enum.StrEnum):
+    """The pipeline implementations a model card can ask for (its ``pipeline`` key).
+
+    A node pipeline (``[pipelines.<name>]``) runs whatever its model folder's card names, so the
+    configured name is free and several pipelines can use one implementation.
+    """
+
+    LUMBAR = "lumbar"
+    """Vertebra detection and BMD regression of a frontal lumbar film (T-score, WHO category)."""
+    CHEST = "chest"
+    """Two-stage ConvNeXt of a PA chest film."""
+    HIP = "hip"
+    """Femur localiser and VGG16 non-local classifier per hip."""
+    CLASSIFIER = "classifier"
+    """A card-driven classifier of the whole film: preprocessing, stages and cut-offs in the card."""
+
+
+class Truth(enum.StrEnum):
+    """What a method's answers are compared with when a site validates it on its own cohort."""
+
+    FILM = "film"
+    """One answer per film: the cohort's ``category`` or ``t_score``."""
+    PER_SIDE = "per_side"
+    """One answer per side (a hip): ``right_``/``left_`` ``category`` or ``t_score``."""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The cohort columns of which at least one gives this truth."""
+        prefixes = ("",) if self is Truth.FILM else ("right_", "left_")
+        return tuple(f"{prefix}{name}" for prefix in prefixes for name in ("category", "t_score"))
 
 
 class FindingSite(enum.StrEnum):
@@ -207,6 +200,20 @@ class SourceImage:
     rows: int
     columns: int
 
+    @classmethod
+    def from_radiograph(cls, radiograph: Radiograph) -> SourceImage:
+        """The identity and size of a decoded film (an empty string for a UID its header lacks)."""
+        uids = radiograph.uids
+        rows, columns = radiograph.shape
+        return cls(
+            sop_class_uid=uids.sop_class_uid or "",
+            sop_instance_uid=uids.sop_instance_uid or "",
+            study_instance_uid=uids.study_instance_uid or "",
+            series_instance_uid=uids.series_instance_uid or "",
+            rows=rows,
+            columns=columns,
+        )
+
     def __post_init__(self) -> None:
         for attribute in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
             if not getattr(self, attribute):
@@ -294,11 +301,13 @@ class Result:
     Parameters
     ----------
     pipeline
-        The pipeline that produced it.
+        The name of the configured pipeline that produced it (``[pipelines.<name>]``).
     source
         The analysed image.
     model
         The model behind it.
+    site
+        Where the film's answer is: the lumbar spine, the chest, the hips (keyword only).
     evaluable
         False when the film as a whole could not be assessed; ``reason`` says why.
     reason
@@ -319,10 +328,11 @@ class Result:
         legend), e.g. "evidence of osteoporosis (Grad-CAM of stage 1)"; only with a heat-map.
     """
 
-    pipeline: PipelineName
+    pipeline: str
     source: SourceImage
     model: ModelIdentity
     evaluable: bool
+    site: FindingSite = field(kw_only=True)
     reason: str | None = None
     category: Category | None = None
     t_score: float | None = None
@@ -332,8 +342,10 @@ class Result:
     heatmap_meaning: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pipeline, PipelineName):
-            raise TypeError("Result.pipeline must be a PipelineName")
+        if not isinstance(self.pipeline, str) or not self.pipeline:
+            raise TypeError("Result.pipeline must be the configured pipeline's name")
+        if not isinstance(self.site, FindingSite):
+            raise TypeError(f"Result.site must be a FindingSite, got {self.site!r}")
         _check_category("Result", self.category)
         if self.evaluable and self.category is None:
             raise ValueError("an evaluable result needs a category")
@@ -372,7 +384,9 @@ class Result:
         model = dict(data["model"])
         model["parameters"] = tuple(tuple(pair) for pair in model.get("parameters", ()))
         return cls(
-            pipeline=PipelineName(data["pipeline"]),
+            pipeline=str(data["pipeline"]),
+            # Results stored by osteonode 0.1 name no site; their pipelines were named after it.
+            site=FindingSite(data.get("site") or _SITES_OF_0_1[data["pipeline"]]),
             source=SourceImage(**data["source"]),
             model=ModelIdentity(**model),
             evaluable=data["evaluable"],
@@ -384,6 +398,9 @@ class Result:
             heatmap=heatmap,
             heatmap_meaning=data.get("heatmap_meaning"),
         )
+
+
+_SITES_OF_0_1 = {"lumbar": FindingSite.LUMBAR_SPINE, "chest": FindingSite.CHEST, "hip": FindingSite.HIP}
 
 
 def _optional(kind: type[enum.Enum], value: Any) -> Any:

@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import enum
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -39,9 +39,8 @@ import structlog
 import torch
 from torch import nn
 
-from osteonode.bone import Sex, WhoCategory, who_applicability
-from osteonode.config import ChestSettings, IntendedUsePolicy, PipelineName
-from osteonode.explain import grad_cam
+from osteonode.bone import Category, who_applicability
+from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
 from osteonode.imaging.transforms import (
     TRUNCATION_OUTPUT_MAX,
@@ -50,14 +49,16 @@ from osteonode.imaging.transforms import (
     resize_with_scale,
 )
 from osteonode.pipelines.base import (
-    Category,
     Finding,
     FindingSite,
+    Method,
     ModelIdentity,
     OutsideIntendedUse,
     Result,
     SourceImage,
+    Truth,
 )
+from osteonode.pipelines.inference import probability_and_cam
 from osteonode.reference import ReferenceData
 from osteonode.zoo import LoadedModel, ModelCard, ModelError
 
@@ -77,10 +78,12 @@ log = structlog.get_logger(__name__)
 
 #: The paper's intended population: patients aged 50 or over.
 INTENDED_MIN_AGE_YEARS = 50
-#: View Position values of lateral films, which the method cannot read.
-LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LAT", "LATERAL"})
+#: Views the method cannot read: lateral films and the decubitus positions (header views).
+LATERAL_VIEWS = frozenset({"LATERAL", "LLD", "RLD"})
 #: Index of the finding's class in each stage's two logits (0 = absent, 1 = present).
 POSITIVE_CLASS = 1
+#: Each stage's cut-off unless ``[pipelines.<name>].thresholds`` sets it (the paper's 0.5).
+DEFAULT_THRESHOLD = 0.5
 
 
 class Stage(enum.StrEnum):
@@ -272,7 +275,7 @@ def final_category(
     stage2_probability: float | None,
     stage1_threshold: float,
     stage2_threshold: float,
-) -> WhoCategory:
+) -> Category:
     """The two-stage decision: osteoporosis at or above stage 1's threshold, else stage 2 decides.
 
     Parameters
@@ -290,11 +293,11 @@ def final_category(
         Stage 2's probability is missing where it decides.
     """
     if stage1_probability >= stage1_threshold:
-        return WhoCategory.OSTEOPOROSIS
+        return Category.OSTEOPOROSIS
     if stage2_probability is None:
         raise ValueError("stage 2 decides below stage 1's threshold and needs its probability")
     return (
-        WhoCategory.LOW_BONE_MASS if stage2_probability >= stage2_threshold else WhoCategory.NORMAL
+        Category.LOW_BONE_MASS if stage2_probability >= stage2_threshold else Category.NORMAL
     )
 
 
@@ -322,17 +325,18 @@ class ChestPipeline:
         A network missing or without a Grad-CAM layer, or an argument of the wrong type.
     """
 
-    name: ClassVar[PipelineName] = PipelineName.CHEST
+    truth: ClassVar[Truth] = Truth.FILM
 
     def __init__(
         self,
         *,
         networks: Mapping[Stage, nn.Module],
         preprocessing: ChestPreprocessing,
-        settings: ChestSettings,
+        settings: PipelineSettings,
         identity: ModelIdentity,
         device: torch.device,
         precision: InferencePrecision = InferencePrecision.FLOAT32,
+        name: str = Method.CHEST.value,
     ) -> None:
         if set(networks) != set(Stage):
             raise ValueError(f"the chest pipeline needs networks {[s.value for s in Stage]}")
@@ -345,21 +349,25 @@ class ChestPipeline:
                 )
         if not isinstance(preprocessing, ChestPreprocessing):
             raise TypeError("preprocessing must be a ChestPreprocessing")
-        if not isinstance(settings, ChestSettings):
-            raise TypeError("settings must be ChestSettings")
+        if not isinstance(settings, PipelineSettings):
+            raise TypeError("settings must be PipelineSettings")
+        unknown = set(settings.thresholds) - {stage.value for stage in Stage}
+        if unknown:
+            raise ValueError(
+                f"unknown chest thresholds {sorted(unknown)}; the stages are 'stage1' and 'stage2'"
+            )
+        self.name = name
         self.networks = dict(networks)
         self.preprocessing = preprocessing
         self.settings = settings
         self.thresholds = {
-            Stage.OSTEOPOROSIS: settings.stage1_threshold,
-            Stage.LOW_BONE_MASS: settings.stage2_threshold,
+            stage: settings.thresholds.get(stage.value, DEFAULT_THRESHOLD) for stage in Stage
         }
         self.identity = dataclasses.replace(
             identity,
             parameters=(
                 *identity.parameters,
-                ("stage1_threshold", f"{settings.stage1_threshold:g}"),
-                ("stage2_threshold", f"{settings.stage2_threshold:g}"),
+                *((f"{stage.value}_threshold", f"{self.thresholds[stage]:g}") for stage in Stage),
             ),
         )
         self.device = torch.device(device)
@@ -369,10 +377,11 @@ class ChestPipeline:
     def from_model(
         cls,
         model: LoadedModel,
-        settings: ChestSettings,
+        settings: PipelineSettings,
         reference: ReferenceData | None = None,
         *,
         precision: InferencePrecision = InferencePrecision.FLOAT32,
+        name: str = Method.CHEST.value,
     ) -> Self:
         """Build the pipeline from a loaded chest model folder.
 
@@ -381,11 +390,13 @@ class ChestPipeline:
         model
             The loaded model: networks ``stage1`` and ``stage2``, input size and normalisation.
         settings
-            ``[pipelines.chest]``.
+            ``[pipelines.<name>]``: ``thresholds`` may set ``stage1`` and ``stage2``.
         reference
             Unused: the chest classifier gives categories, not T-scores.
         precision
             float32 or bfloat16 autocast.
+        name
+            The configured pipeline's name, written on every result.
 
         Raises
         ------
@@ -393,7 +404,7 @@ class ChestPipeline:
             The model is not a chest model or its card cannot be applied.
         """
         card = model.card
-        if card.pipeline is not PipelineName.CHEST:
+        if card.pipeline is not Method.CHEST:
             raise ModelError(
                 f"model {card.name!r} is a {card.pipeline.value} model, not a chest model"
             )
@@ -401,14 +412,19 @@ class ChestPipeline:
         channels = {int(network.config.in_chans) for network in networks.values()}
         if len(channels) != 1:
             raise ModelError(f"model {card.name!r}: the two stages take different input channels")
-        return cls(
-            networks=networks,
-            preprocessing=ChestPreprocessing.from_card(card, channels.pop()),
-            settings=settings,
-            identity=card.identity(),
-            device=model.device,
-            precision=precision,
-        )
+        preprocessing = ChestPreprocessing.from_card(card, channels.pop())
+        try:
+            return cls(
+                networks=networks,
+                preprocessing=preprocessing,
+                settings=settings,
+                identity=card.identity(),
+                device=model.device,
+                precision=precision,
+                name=name,
+            )
+        except ValueError as error:
+            raise ModelError(f"model {card.name!r}: {error}") from None
 
     # -- run --------------------------------------------------------------------------------
 
@@ -434,7 +450,7 @@ class ChestPipeline:
         if issues and self.settings.outside_intended_use is IntendedUsePolicy.SKIP:
             raise OutsideIntendedUse("; ".join(issues))
         notes = (*issues, *notes)
-        source = _source_image(radiograph)
+        source = SourceImage.from_radiograph(radiograph)
         located = self.locate(radiograph)
         if isinstance(located, str):
             log.info(
@@ -442,6 +458,7 @@ class ChestPipeline:
             )
             result = Result(
                 pipeline=self.name,
+                site=FindingSite.CHEST,
                 source=source,
                 model=self.identity,
                 evaluable=False,
@@ -464,6 +481,7 @@ class ChestPipeline:
         )
         result = Result(
             pipeline=self.name,
+            site=FindingSite.CHEST,
             source=source,
             model=self.identity,
             evaluable=True,
@@ -483,7 +501,7 @@ class ChestPipeline:
         torch.Tensor or str
             (1, channels, size, size) on the pipeline's device, or the not-evaluable reason.
         """
-        view = radiograph.facts.view_position
+        view = radiograph.facts.view
         if view in LATERAL_VIEWS:
             return f"lateral view ({view}); the method reads PA chest films"
         if min(radiograph.shape) < 32:
@@ -508,7 +526,7 @@ class ChestPipeline:
         threshold1 = self.thresholds[Stage.OSTEOPOROSIS]
         threshold2 = self.thresholds[Stage.LOW_BONE_MASS]
         second = by_stage.get(Stage.LOW_BONE_MASS)
-        category = Category.from_who(
+        category = (
             final_category(
                 first.probability,
                 None if second is None else second.probability,
@@ -553,11 +571,9 @@ class ChestPipeline:
 
     def run_stage(self, stage: Stage, inputs: torch.Tensor) -> StageOutput:
         """One stage's probability and Grad-CAM on a network input from :meth:`locate`."""
-        network = self.networks[stage]
-        with self._autocast(), _captured_output(network) as logits:
-            cam = grad_cam(network, inputs, network.gradcam_layer, POSITIVE_CLASS)
-        probability = float(torch.softmax(logits[0].float(), dim=1)[0, POSITIVE_CLASS])
-        return StageOutput(stage=stage, probability=probability, cam=cam[0])
+        with self._autocast():
+            probability, cam = probability_and_cam(self.networks[stage], inputs, POSITIVE_CLASS)
+        return StageOutput(stage=stage, probability=probability, cam=cam)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -565,17 +581,6 @@ class ChestPipeline:
         if self.precision is InferencePrecision.FLOAT32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-
-@contextlib.contextmanager
-def _captured_output(network: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the network's outputs while in the block (Grad-CAM's pass gives the logits too)."""
-    outputs: list[torch.Tensor] = []
-    handle = network.register_forward_hook(lambda _m, _i, output: outputs.append(output.detach()))
-    try:
-        yield outputs
-    finally:
-        handle.remove()
 
 
 def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
@@ -604,25 +609,12 @@ def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
             f"patient aged {age}: the chest method is intended for ages {INTENDED_MIN_AGE_YEARS} and"
             " over, and WHO T-score categories apply from 50 (or after menopause)"
         )
-    if facts.view_position == "AP":
+    if facts.view == "AP":
         issues.append("AP chest film: the chest method is intended for PA films")
     notes = []
-    if facts.view_position is None:
+    if not facts.view:
         notes.append("view position not recorded: the film was taken to be PA")
-    sex = Sex.from_dicom(None if facts.patient_sex is None else facts.patient_sex.value)
+    sex = facts.patient_sex
     # The age notes of who_applicability repeat the issues above; keep its notes on sex only.
     notes += who_applicability(INTENDED_MIN_AGE_YEARS, sex)
     return issues, notes
-
-
-def _source_image(radiograph: Radiograph) -> SourceImage:
-    uids = radiograph.uids
-    rows, columns = radiograph.shape
-    return SourceImage(
-        sop_class_uid=uids.sop_class_uid or "",
-        sop_instance_uid=uids.sop_instance_uid or "",
-        study_instance_uid=uids.study_instance_uid or "",
-        series_instance_uid=uids.series_instance_uid or "",
-        rows=rows,
-        columns=columns,
-    )

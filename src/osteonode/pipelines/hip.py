@@ -32,10 +32,9 @@ policy when the header shows the patient is outside (unknown sex or age is analy
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -46,7 +45,7 @@ from pydicom.dataset import Dataset
 from torch import nn
 
 from osteonode.bone import Laterality, Sex, who_applicability
-from osteonode.config import HipSettings, IntendedUsePolicy, PipelineName
+from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.explain import grad_cam
 from osteonode.imaging.pixels import Radiograph
 from osteonode.imaging.transforms import resize_with_scale, ztransform_2sigma
@@ -55,11 +54,14 @@ from osteonode.pipelines.base import (
     Category,
     Finding,
     FindingSite,
+    Method,
     OutsideIntendedUse,
     Region,
     Result,
     SourceImage,
+    Truth,
 )
+from osteonode.pipelines.inference import captured_output
 from osteonode.reference import ReferenceData
 from osteonode.zoo import LoadedModel, ModelCard, ModelError
 
@@ -84,6 +86,9 @@ log = structlog.get_logger(__name__)
 #: Role names of the two networks in the model card.
 LOCATOR_ROLE = "locator"
 CLASSIFIER_ROLE = "classifier"
+#: The name of the decision cut-off in ``[pipelines.<name>].thresholds``, and its default.
+THRESHOLD_NAME = "osteoporosis"
+DEFAULT_THRESHOLD = 0.5
 #: The paper's intended population: women aged 55 or over.
 INTENDED_MIN_AGE_YEARS = 55
 #: Why a side is not evaluable, by localiser state.
@@ -265,9 +270,7 @@ def intended_use(radiograph: Radiograph) -> tuple[list[str], list[str]]:
         ``notes`` for the result; ``outside`` the reasons the patient is known to be outside
         the intended population (what the skip policy acts on).
     """
-    sex = Sex.from_dicom(
-        None if radiograph.facts.patient_sex is None else radiograph.facts.patient_sex.value
-    )
+    sex = radiograph.facts.patient_sex
     age = radiograph.facts.patient_age_years
     population = f"the hip method is intended for women aged {INTENDED_MIN_AGE_YEARS} or over"
     outside: list[str] = []
@@ -356,17 +359,6 @@ def extract_crop(
     return resized
 
 
-@contextlib.contextmanager
-def _captured_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the outputs of ``module`` while the block runs."""
-    outputs: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda _m, _i, output: outputs.append(output.detach()))
-    try:
-        yield outputs
-    finally:
-        handle.remove()
-
-
 class HipPipeline:
     """Per-side osteoporosis probability on AP hip / pelvis films.
 
@@ -378,10 +370,12 @@ class HipPipeline:
         One-logit classifier with ``gradcam_layer`` and a ``head`` (VGG16 non-local), eval mode.
     card : ModelCard
         The model card (identity, sizes).
-    settings : HipSettings
-        Threshold and intended-use policy.
+    settings : PipelineSettings
+        ``thresholds.osteoporosis`` (default 0.5) and the intended-use policy.
     device : torch.device
         Where the networks are.
+    name : str
+        The configured pipeline's name, written on every result.
 
     Raises
     ------
@@ -389,22 +383,30 @@ class HipPipeline:
         If a network is not of the expected kind.
     """
 
-    name: ClassVar[PipelineName] = PipelineName.HIP
+    truth: ClassVar[Truth] = Truth.PER_SIDE
 
     def __init__(
         self,
         locator: FemurLocator,
         classifier: nn.Module,
         card: ModelCard,
-        settings: HipSettings,
+        settings: PipelineSettings,
         device: torch.device,
+        name: str = Method.HIP.value,
     ) -> None:
         if not isinstance(locator, FemurLocator):
             raise TypeError(f"locator must be a FemurLocator, not {type(locator).__name__}")
         if not isinstance(classifier, nn.Module) or not hasattr(classifier, "gradcam_layer"):
             raise TypeError("classifier must be a torch module with a gradcam_layer")
-        if not isinstance(settings, HipSettings):
-            raise TypeError(f"settings must be HipSettings, not {type(settings).__name__}")
+        if not isinstance(settings, PipelineSettings):
+            raise TypeError(f"settings must be PipelineSettings, not {type(settings).__name__}")
+        unknown = set(settings.thresholds) - {THRESHOLD_NAME}
+        if unknown:
+            raise ModelError(
+                f"unknown hip thresholds {sorted(unknown)}; the hip method has '{THRESHOLD_NAME}'"
+            )
+        self.name = name
+        self.threshold = settings.thresholds.get(THRESHOLD_NAME, DEFAULT_THRESHOLD)
         self.locator = locator.eval()
         self.classifier = classifier.eval()
         self.card = card
@@ -415,15 +417,22 @@ class HipPipeline:
 
     @classmethod
     def from_model(
-        cls, model: LoadedModel, settings: HipSettings, reference: ReferenceData
+        cls,
+        model: LoadedModel,
+        settings: PipelineSettings,
+        reference: ReferenceData,
+        *,
+        name: str = Method.HIP.value,
     ) -> Self:
         """Build the pipeline from a loaded hip model (``locator`` and ``classifier`` networks).
 
         ``reference`` is not used: the hip method classifies without a T-score.
         """
-        if model.card.pipeline is not PipelineName.HIP:
+        if model.card.pipeline is not Method.HIP:
             raise ModelError(f"model {model.card.name!r} is for {model.card.pipeline}, not hip")
-        return cls(model[LOCATOR_ROLE], model[CLASSIFIER_ROLE], model.card, settings, model.device)
+        return cls(
+            model[LOCATOR_ROLE], model[CLASSIFIER_ROLE], model.card, settings, model.device, name
+        )
 
     def run(self, radiograph: Radiograph) -> Result:
         """Analyse one film.
@@ -444,7 +453,7 @@ class HipPipeline:
             *notes,
             _locator_note(locations),
         ]
-        source = _source_image(radiograph)
+        source = SourceImage.from_radiograph(radiograph)
         if category is None:
             reasons = "; ".join(
                 f"{_FINDING_NAMES[loc.laterality].lower()}: {loc.reason}" for loc in locations
@@ -452,6 +461,7 @@ class HipPipeline:
             log.info("hip_not_evaluable", sop_instance_uid=source.sop_instance_uid, reason=reasons)
             return Result(
                 pipeline=self.name,
+                site=FindingSite.HIP,
                 source=source,
                 model=self.identity,
                 evaluable=False,
@@ -467,6 +477,7 @@ class HipPipeline:
         )
         return Result(
             pipeline=self.name,
+            site=FindingSite.HIP,
             source=source,
             model=self.identity,
             evaluable=True,
@@ -537,7 +548,7 @@ class HipPipeline:
                 ztransform_2sigma(extract_crop(radiograph.pixels, window, size, location.mirrored))
             )
         inputs = torch.from_numpy(np.stack(crops))[:, None].to(self.device)
-        with _captured_output(self.classifier.head) as logits:
+        with captured_output(self.classifier.head) as logits:
             cams = grad_cam(self.classifier, inputs, self.classifier.gradcam_layer, class_index=0)
         probabilities = torch.sigmoid(logits[0][:, 0]).cpu().tolist()
         return tuple(
@@ -555,7 +566,7 @@ class HipPipeline:
 
         A side is osteoporosis or not osteoporosis; the film's answer is the worse side's.
         """
-        threshold = self.settings.threshold
+        threshold = self.threshold
         by_side = {m.location.laterality: m for m in measures}
         findings = []
         for location in sorted(locations, key=lambda loc: loc.laterality is not Laterality.RIGHT):
@@ -687,16 +698,3 @@ def _locator_note(locations: Sequence[SideLocation]) -> str:
         for loc in sorted(locations, key=lambda loc: loc.laterality is not Laterality.RIGHT)
     ]
     return "femur localisation confidence: " + ", ".join(parts)
-
-
-def _source_image(radiograph: Radiograph) -> SourceImage:
-    uids = radiograph.uids
-    rows, columns = radiograph.shape
-    return SourceImage(
-        sop_class_uid=uids.sop_class_uid,
-        sop_instance_uid=uids.sop_instance_uid,
-        study_instance_uid=uids.study_instance_uid,
-        series_instance_uid=uids.series_instance_uid,
-        rows=rows,
-        columns=columns,
-    )

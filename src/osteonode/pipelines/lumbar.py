@@ -50,20 +50,22 @@ from osteonode.bone import (
     who_applicability,
     who_category,
 )
-from osteonode.config import IntendedUsePolicy, LumbarSettings, PipelineName
+from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.explain import Evidence, grad_cam
 from osteonode.imaging.pixels import Radiograph
 from osteonode.nets.vertebrae import CROP_SIZE, VertebraCropNet, VertebraKeypointNet
 from osteonode.pipelines.base import (
-    Category,
     Finding,
     FindingSite,
+    Method,
     OutsideIntendedUse,
     Region,
     Result,
     SourceImage,
+    Truth,
 )
 from osteonode.reference import ReferenceData
+from osteonode.zoo import LoadedModel, ModelError
 
 __all__ = [
     "BODIES",
@@ -463,29 +465,38 @@ class LumbarPipeline:
 
     Parameters
     ----------
-    detector, refiner, regressor
-        The model's networks (roles ``detector``, ``refiner``, ``regressor``).
-    identity_model
-        The loaded model (its card names the calibration and the confidence limit).
+    model
+        The loaded model: networks ``detector``, ``refiner``, ``regressor``; its card names the
+        calibration and the confidence limit.
     settings
-        ``[pipelines.lumbar]``.
+        ``[pipelines.<name>]``.
     reference
         T-score references and cross-calibrations.
+    name
+        The configured pipeline's name, written on every result.
     """
 
-    name: ClassVar[PipelineName] = PipelineName.LUMBAR
+    truth: ClassVar[Truth] = Truth.FILM
 
-    def __init__(self, model: object, settings: LumbarSettings, reference: ReferenceData) -> None:
-        from osteonode.zoo import LoadedModel, ModelError
-
+    def __init__(
+        self,
+        model: LoadedModel,
+        settings: PipelineSettings,
+        reference: ReferenceData,
+        name: str = Method.LUMBAR.value,
+    ) -> None:
         if not isinstance(model, LoadedModel):
             raise TypeError(f"model must be a LoadedModel, got {type(model).__name__}")
-        if not isinstance(settings, LumbarSettings):
-            raise TypeError(f"settings must be LumbarSettings, got {type(settings).__name__}")
+        if not isinstance(settings, PipelineSettings):
+            raise TypeError(f"settings must be PipelineSettings, got {type(settings).__name__}")
+        if settings.thresholds:
+            raise ModelError(
+                "the lumbar BMD method decides by T-score (WHO categories), it takes no thresholds"
+            )
         if not isinstance(reference, ReferenceData):
             raise TypeError(f"reference must be ReferenceData, got {type(reference).__name__}")
         card = model.card
-        if card.pipeline is not PipelineName.LUMBAR:
+        if card.pipeline is not Method.LUMBAR:
             raise ModelError(f"model {card.name!r} is for the {card.pipeline} pipeline, not lumbar")
         if card.calibration is None:
             raise ModelError(
@@ -512,11 +523,19 @@ class LumbarPipeline:
         self.site_manufacturer = reference.lumbar.site_manufacturer
         self.calibration = reference.lumbar_calibration(self.model_calibration)
         self.identity = card.identity()
+        self.name = name
 
     @classmethod
-    def from_model(cls, model: object, settings: LumbarSettings, reference: ReferenceData) -> Self:
+    def from_model(
+        cls,
+        model: LoadedModel,
+        settings: PipelineSettings,
+        reference: ReferenceData,
+        *,
+        name: str = Method.LUMBAR.value,
+    ) -> Self:
         """Build the pipeline from its loaded model, settings and reference data."""
-        return cls(model, settings, reference)
+        return cls(model, settings, reference, name)
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -538,7 +557,7 @@ class LumbarPipeline:
         with torch.no_grad():
             detection = self.locate(film)
         problems, film_problems = self.decide(film, detection)
-        source = self._source(radiograph)
+        source = SourceImage.from_radiograph(radiograph)
         failing = [body for body in REQUIRED_FOR_FILM if body in problems]
         if film_problems or failing:
             reasons = list(film_problems) + [f"{body}: {problems[body]}" for body in failing]
@@ -552,6 +571,7 @@ class LumbarPipeline:
             )
             return Result(
                 pipeline=self.name,
+                site=FindingSite.LUMBAR_SPINE,
                 source=source,
                 model=self.identity,
                 evaluable=False,
@@ -853,7 +873,7 @@ class LumbarPipeline:
                     reason=excluded.get(body),
                     bmd_g_cm2=round(measure.bmd, 3),
                     t_score=reported_t_score(measure.t_score),
-                    category=Category.from_who(who_category(measure.t_score)),
+                    category=(who_category(measure.t_score)),
                     region=region,
                 )
             )
@@ -877,6 +897,7 @@ class LumbarPipeline:
         if not summary.evaluable:
             return Result(
                 pipeline=self.name,
+                site=FindingSite.LUMBAR_SPINE,
                 source=source,
                 model=self.identity,
                 evaluable=False,
@@ -885,7 +906,7 @@ class LumbarPipeline:
                 notes=notes,
             )
         assert summary.category is not None  # an evaluable summary always has one
-        category = Category.from_who(summary.category)
+        category = (summary.category)
         centres = [
             tuple(float(v) for v in film.to_source(detection.corners[v.value].mean(0)) + 0.5)
             for v in summary.included
@@ -905,6 +926,7 @@ class LumbarPipeline:
         )
         return Result(
             pipeline=self.name,
+            site=FindingSite.LUMBAR_SPINE,
             source=source,
             model=self.identity,
             evaluable=True,
@@ -937,22 +959,8 @@ class LumbarPipeline:
         except ValueError:
             return None
 
-    def _source(self, radiograph: Radiograph) -> SourceImage:
-        uids = radiograph.uids
-        rows, columns = radiograph.shape
-        return SourceImage(
-            sop_class_uid=uids.sop_class_uid or "",
-            sop_instance_uid=uids.sop_instance_uid or "",
-            study_instance_uid=uids.study_instance_uid or "",
-            series_instance_uid=uids.series_instance_uid or "",
-            rows=rows,
-            columns=columns,
-        )
-
     def _reference_sex(self, radiograph: Radiograph) -> tuple[Sex, str | None]:
-        sex = Sex.from_dicom(
-            radiograph.facts.patient_sex.value if radiograph.facts.patient_sex else None
-        )
+        sex = radiograph.facts.patient_sex
         if sex in (Sex.FEMALE, Sex.MALE):
             return sex, None
         described = "unknown" if sex is Sex.UNKNOWN else "recorded as other"
@@ -961,11 +969,8 @@ class LumbarPipeline:
     def _intended_use_notes(self, radiograph: Radiograph) -> tuple[str, ...]:
         facts = radiograph.facts
         outside = []
-        view = (facts.view_position or "").upper()
-        if view in LATERAL_VIEWS:
-            outside.append(
-                f"view position {view} is lateral; the method is for frontal (AP/PA) lumbar films"
-            )
+        if facts.view == "LATERAL":
+            outside.append("the view is lateral; the method is for frontal (AP/PA) lumbar films")
         if facts.patient_age_years is not None and facts.patient_age_years < 50:
             outside.append(
                 f"patient aged {facts.patient_age_years}; the WHO categories apply to postmenopausal women"
@@ -973,7 +978,7 @@ class LumbarPipeline:
             )
         if outside and self.settings.outside_intended_use is IntendedUsePolicy.SKIP:
             raise OutsideIntendedUse("; ".join(outside))
-        sex = Sex.from_dicom(facts.patient_sex.value if facts.patient_sex else None)
+        sex = facts.patient_sex
         applicability = [
             n
             for n in who_applicability(facts.patient_age_years, sex)
@@ -986,8 +991,6 @@ class LumbarPipeline:
         )
 
 
-#: View Position values of lateral films, which the method does not analyse.
-LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"})
 
 
 def endplate_angle(corners: np.ndarray) -> float:

@@ -42,7 +42,6 @@ __all__ = [
     "OUTSIDE_DICTIONARY",
     "PERCENT",
     "PRESENT",
-    "PROCEDURE_XR",
     "PROCEDURE_XR_CHEST",
     "PROCEDURE_XR_HIP",
     "PROCEDURE_XR_LUMBAR_SPINE",
@@ -93,9 +92,7 @@ CERTAINTY_OF_FINDING = Code("111012", "DCM", "Certainty of Finding")
 # Free text in a measurement group: reasons, exclusions, intended-use notes.
 COMMENT = Code("121106", "DCM", "Comment")
 
-# Procedure reported (CID 100 is extensible): a plain radiograph of the film's body region, or
-# "unspecified body region" when the result names none (a film not evaluable before any site).
-PROCEDURE_XR = Code("43468-8", "LN", "XR unspecified body region")
+# Procedure reported (CID 100 is extensible): a plain radiograph of the film's body region.
 PROCEDURE_XR_LUMBAR_SPINE = Code("24972-2", "LN", "XR Lumbar spine Views")
 PROCEDURE_XR_CHEST = Code("30745-4", "LN", "XR Chest Views")
 PROCEDURE_XR_HIP = Code("24762-7", "LN", "XR Hip Views")
@@ -129,7 +126,7 @@ OUTSIDE_DICTIONARY: Mapping[Code, str] = MappingProxyType(
         G_PER_CM2: "UCUM expression g/cm2: gram per square centimetre; UCUM writes exponents"
         " without a caret (unitsofmeasure.org, section 'Syntax rules')",
         PROCEDURE_XR_LUMBAR_SPINE: "LOINC 24972-2 'XR Lumbar spine Views' (LOINC/RSNA radiology"
-        " playbook; listed with PROCEDURE_XR's 43468-8 in the LOINC radiology procedure table)",
+        " playbook)",
         PROCEDURE_XR_CHEST: "LOINC 30745-4 'XR Chest Views' (LOINC/RSNA radiology playbook)",
         PROCEDURE_XR_HIP: "LOINC 24762-7 'XR Hip Views' (LOINC/RSNA radiology playbook)",
         QUALITATIVE_EVALUATIONS: "UMLS C0034375 'Qualitative Evaluations', the concept name of"
@@ -187,9 +184,9 @@ def body_region(site: FindingSite) -> FindingSite:
     return _BODY_REGIONS[FindingSite(site)]
 
 
-def procedure_code(region: FindingSite | None) -> Code:
-    """The LOINC radiograph procedure of a body region; "unspecified" for None."""
-    return PROCEDURE_XR if region is None else _PROCEDURES[body_region(region)]
+def procedure_code(site: FindingSite) -> Code:
+    """The LOINC radiograph procedure of the body region a site lies in."""
+    return _PROCEDURES[body_region(site)]
 
 
 def finding_site_code(site: FindingSite) -> Code:

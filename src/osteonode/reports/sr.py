@@ -4,7 +4,7 @@ Layout of the document (PS3.16 template numbers in brackets)::
 
     Imaging Measurement Report [1500]                 PRELIMINARY, UNVERIFIED
       language, device observer [1004]: node name, UID, manufacturer, model + version
-      procedure reported: XR of the film's body region (LOINC), from the findings' sites
+      procedure reported: XR of the film's body region (LOINC), from the result's site
       Image Library [1600]: the source radiograph
       Imaging Measurements
         Measurement Group "Overall result" [1410, outlined as the whole film]: body region, classification (or, for a
@@ -18,8 +18,8 @@ Layout of the document (PS3.16 template numbers in brackets)::
             image, closed or open), comments: why excluded or not evaluable
       Qualitative Evaluations: Finding "<the model's disclaimer>" (synthetic or research model)
 
-The body region comes from the result's findings, never from the pipeline's name, so any pipeline
-whose findings name their sites reports correctly.
+The body region comes from the result's site (``Result.site``), never from the pipeline's name,
+so any configured pipeline reports correctly.
 
 Every CONTAINER is SEPARATE, so text renderers (``dsr2html``) print each label with its value.
 """
@@ -49,7 +49,6 @@ __all__ = [
     "SR_SERIES_NUMBER",
     "ReportError",
     "build_structured_report",
-    "film_region",
 ]
 
 log = structlog.get_logger(__name__)
@@ -137,12 +136,11 @@ def build_structured_report(
     storage = SrStorage(storage)
     _check_source(result, source)
 
-    region = film_region(result)
-    groups = [_overall_group(result, region)]
+    groups = [_overall_group(result)]
     groups += [_finding_group(result, finding) for finding in result.findings]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(device),
-        procedure_reported=codes.procedure_code(region),
+        procedure_reported=codes.procedure_code(result.site),
         imaging_measurements=groups,
         referenced_images=[_library_view(source)],
     )
@@ -186,25 +184,6 @@ def _check_source(result: Result, source: Dataset) -> None:
             f"the source image {source.SOPInstanceUID} is not the image the result describes"
             f" ({result.source.sop_instance_uid})"
         )
-
-
-def film_region(result: Result) -> FindingSite | None:
-    """The body region of the film: the one region all its findings lie in, else None.
-
-    Parameters
-    ----------
-    result : Result
-        The analysed radiograph.
-
-    Returns
-    -------
-    FindingSite or None
-        :attr:`FindingSite.LUMBAR_SPINE`, :attr:`FindingSite.CHEST` or :attr:`FindingSite.HIP`;
-        None when the result has no findings (a film refused before any site was found) or its
-        findings lie in more than one region.
-    """
-    regions = {codes.body_region(finding.site) for finding in result.findings}
-    return regions.pop() if len(regions) == 1 else None
 
 
 def _is_complete(result: Result) -> bool:
@@ -395,9 +374,7 @@ def _finding_group(
     return group
 
 
-def _overall_group(
-    result: Result, region: FindingSite | None
-) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def _overall_group(result: Result) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """The film's answer, outlined as the whole film, so a reader finds it first."""
     if any(finding.name == OVERALL_TRACKING_IDENTIFIER for finding in result.findings):
         raise ReportError(f"a finding may not be named {OVERALL_TRACKING_IDENTIFIER!r}")
@@ -408,9 +385,7 @@ def _overall_group(
     )
     measurements = None
     if result.t_score is not None:
-        if region is None:
-            raise ReportError("a film T-score needs findings that name the film's body region")
-        measurements = [_t_score(region, result.t_score)]
+        measurements = [_t_score(result.site, result.t_score)]
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid(
@@ -420,9 +395,7 @@ def _overall_group(
         ),
         referenced_region=_image_region(result, _whole_film(result)),
         algorithm_id=_algorithm(result, None),
-        finding_sites=None
-        if region is None
-        else [hd.sr.FindingSite(anatomic_location=codes.finding_site_code(region))],
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.finding_site_code(result.site))],
         measurements=measurements,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(*answer)],
     )

@@ -216,7 +216,7 @@ def summary_text(result: Result) -> str:
     if not isinstance(result, Result):
         raise TypeError(f"result must be a Result, not {type(result).__name__}")
     lines = [
-        f"osteonode {result.pipeline.value} result ({STATUS_LINE.lower()})",
+        f"osteonode {result.pipeline} result ({STATUS_LINE.lower()})",
         f"Result: {_headline(result)}",
     ]
     if result.findings:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -572,9 +572,15 @@ def _finish(job: Job, state: JobState, now: datetime) -> None:
 
 
 def mark_routed(
-    session: Session, job: Job, pipeline: str, rule: str, *, keep_lease: bool = False
+    session: Session,
+    job: Job,
+    pipeline: str,
+    rule: str,
+    *,
+    keep_lease: bool = False,
+    also: Sequence[str] = (),
 ) -> Job:
-    """Record that routing sent the job to ``pipeline``.
+    """Record that routing sent the job to ``pipeline`` (and the same image to ``also``).
 
     Parameters
     ----------
@@ -589,6 +595,9 @@ def mark_routed(
     keep_lease: bool
         False (default): the job becomes ``queued`` for a worker of that pipeline and its attempts
         start afresh. True: this worker keeps the lease and runs the pipeline itself.
+    also: Sequence[str]
+        Further pipelines the rule sends the image to: each gets a job of its own, ``queued``, in
+        the same transaction, so the image is analysed by every one of them or by none.
 
     Returns
     -------
@@ -615,6 +624,24 @@ def mark_routed(
         session, EventKind.ROUTED, f"routed to {pipeline} by rule {rule}", job=current,
         pipeline=pipeline, rule=rule,
     )
+    for other in also:
+        check_text("pipeline", other, 64)
+        sibling = Job(
+            instance_id=current.instance_id,
+            state=JobState.QUEUED,
+            pipeline=other,
+            route_rule=rule,
+            attempts=0,
+            max_attempts=current.max_attempts,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(sibling)
+        session.flush()
+        record_event(
+            session, EventKind.ROUTED, f"routed to {other} by rule {rule}", job=sibling,
+            pipeline=other, rule=rule,
+        )
     return current
 
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from osteonode.config import PipelineName
 from osteonode.train.loop import TrainingSettings
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ class DemoRecipe:
             raise ValueError("hard_fraction must lie in [0, 1)")
 
 
-def trainer(part: PipelineName) -> ModuleType:
+def trainer(part: str) -> ModuleType:
     """The training module of a pipeline (``osteonode.train.<part>``).
 
     Raises
@@ -69,15 +68,15 @@ def trainer(part: PipelineName) -> ModuleType:
         When this version of osteonode has no trainer for ``part``.
     """
     try:
-        return importlib.import_module(f"osteonode.train.{PipelineName(part).value}")
+        return importlib.import_module(f"osteonode.train.{part}")
     except ModuleNotFoundError as error:
-        if error.name != f"osteonode.train.{PipelineName(part).value}":
+        if error.name != f"osteonode.train.{part}":
             raise
         raise ValueError(f"no trainer for the {part} pipeline in this version of osteonode") from None
 
 
 def train_demo(
-    part: PipelineName, *, workdir: Path, models_dir: Path, device: torch.device, show_progress: bool = True
+    part: str, *, workdir: Path, models_dir: Path, device: torch.device, show_progress: bool = True
 ) -> ModelCard:
     """Make the demo weights of ``part`` exactly as its :class:`DemoRecipe` says.
 
@@ -88,9 +87,9 @@ def train_demo(
 
     module = trainer(part)
     recipe: DemoRecipe = module.DEMO_RECIPE
-    cohort_dir = workdir / PipelineName(part).value
+    cohort_dir = workdir / part
     cohort = make_cohort(
-        PipelineName(part).value,
+        part,
         recipe.phantoms,
         cohort_dir,
         seed=recipe.seed,

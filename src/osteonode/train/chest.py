@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from osteonode.bone import NORMAL_T_SCORE, OSTEOPOROSIS_T_SCORE, WhoCategory
-from osteonode.config import PipelineName
+from osteonode.bone import NORMAL_T_SCORE, OSTEOPOROSIS_T_SCORE, Category
 from osteonode.evaluate.metrics import KappaWeighting, cohen_kappa, roc_auc
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.nets import build_network, load_pretrained
 from osteonode.phantoms import read_cohort
 from osteonode.phantoms.chest import CHEST_QUALITY_EXPONENT
-from osteonode.phantoms.enum import Category, Part
+from osteonode.phantoms.enum import Part
+from osteonode.pipelines.base import Method
 from osteonode.pipelines.chest import ChestPreprocessing, Stage, final_category
 from osteonode.train import DemoRecipe
 from osteonode.train.loop import LearningRateSchedule, TrainingSettings, fit, split_indices
@@ -68,7 +68,7 @@ VALIDATION_THRESHOLD = 0.5
 #: about 0.01 and the three-class kappa by 0.01-0.02 over hard targets.
 LABEL_SOFTNESS = 0.3
 #: The three categories in ordinal order, for the quadratic-weighted kappa.
-CATEGORY_ORDER = (WhoCategory.NORMAL, WhoCategory.LOW_BONE_MASS, WhoCategory.OSTEOPOROSIS)
+CATEGORY_ORDER = (Category.NORMAL, Category.LOW_BONE_MASS, Category.OSTEOPOROSIS)
 
 
 @dataclass(frozen=True)
@@ -133,13 +133,13 @@ class _Films:
     """Preprocessed films: truncated images (N, S, S) in [0, 255], categories and T-scores."""
 
     images: torch.Tensor
-    categories: tuple[WhoCategory, ...]
+    categories: tuple[Category, ...]
     t_scores: torch.Tensor
     synthetic: bool
 
     def targets(self, stage: Stage) -> torch.Tensor:
         positive = (
-            WhoCategory.OSTEOPOROSIS if stage is Stage.OSTEOPOROSIS else WhoCategory.LOW_BONE_MASS
+            Category.OSTEOPOROSIS if stage is Stage.OSTEOPOROSIS else Category.LOW_BONE_MASS
         )
         return torch.tensor(
             [category is positive for category in self.categories], dtype=torch.long
@@ -158,7 +158,7 @@ class _Films:
         if stage is Stage.OSTEOPOROSIS:
             return indices
         return np.array(
-            [i for i in indices if self.categories[i] is not WhoCategory.OSTEOPOROSIS],
+            [i for i in indices if self.categories[i] is not Category.OSTEOPOROSIS],
             dtype=np.int64,
         )
 
@@ -187,7 +187,7 @@ def _read_films(cohort: Path, preprocessing: ChestPreprocessing, show_progress: 
         radiograph = load_radiograph(record.file)
         images[index] = preprocessing.truncate(radiograph.pixels)
         synthetic &= str(radiograph.header.get("SoftwareVersions", "")) == PHANTOM_SOFTWARE
-    categories = tuple(WhoCategory(Category(record.category).value) for record in usable)
+    categories = tuple(Category(Category(record.category).value) for record in usable)
     return _Films(
         images=torch.from_numpy(images),
         categories=categories,
@@ -362,7 +362,7 @@ def train(
     card = ModelCard(
         name=name,
         version=version,
-        pipeline=PipelineName.CHEST,
+        pipeline=Method.CHEST,
         description=_description(configuration, films.synthetic),
         intended_use=(
             "Opportunistic screening for low bone mass on PA chest radiographs of adults aged 50 and"

@@ -37,15 +37,17 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from osteonode.bone import WhoCategory, who_category
-from osteonode.config import HipSettings, PipelineName
+from osteonode.bone import Category, who_category
+from osteonode.config import PipelineSettings
 from osteonode.evaluate.metrics import roc_auc
-from osteonode.imaging import load_radiograph, ztransform_2sigma
+from osteonode.imaging import load_radiograph
+from osteonode.imaging.transforms import ztransform_2sigma
 from osteonode.nets import build_network
 from osteonode.nets.checkpoints import load_pretrained
 from osteonode.nets.femur_locator import DISTANCE_UNIT, IMAGE_SIDES, STRIDE, FemurLocator, SideState
 from osteonode.phantoms import read_cohort
 from osteonode.phantoms.cohort import PhantomRecord, SideTruth
+from osteonode.pipelines.base import Method
 from osteonode.pipelines.hip import (
     CLASSIFIER_ROLE,
     LOCATOR_ROLE,
@@ -151,7 +153,7 @@ def side_state(truth: SideTruth) -> SideState:
 
 def is_osteoporotic(truth: SideTruth) -> bool:
     """The classifier's label: the side's T-score is osteoporosis by the WHO rule."""
-    return who_category(truth.t_score) is WhoCategory.OSTEOPOROSIS
+    return who_category(truth.t_score) is Category.OSTEOPOROSIS
 
 
 @dataclass
@@ -539,7 +541,7 @@ def train(
     """
     started = time.monotonic()
     records = read_cohort(cohort)
-    if any(r.part.value != PipelineName.HIP.value for r in records):
+    if any(r.part.value != Method.HIP.value for r in records):
         raise HipCohortError(f"cohort {cohort} holds films other than hip")
     if len(records) < 10:
         raise HipCohortError(
@@ -624,7 +626,7 @@ def validate(model_dir: Path, records: Sequence[PhantomRecord]) -> dict[str, flo
         ``validation_auc`` per side (when both classes occur), ``validation_sides``.
     """
     pipeline = HipPipeline.from_model(
-        load_model(model_dir, device="cpu"), HipSettings(), load_reference()
+        load_model(model_dir, device="cpu"), PipelineSettings(), load_reference()
     )
     hits, evaluable_sides, refused, not_evaluable_sides = 0, 0, 0, 0
     truth, scores = [], []
@@ -698,7 +700,7 @@ def _card(
     return ModelCard(
         name=name,
         version=version,
-        pipeline=PipelineName.HIP,
+        pipeline=Method.HIP,
         description=description,
         intended_use=(
             "AP hip or pelvis radiographs of women aged 55 or over: probability of osteoporosis"

@@ -45,7 +45,7 @@ from osteonode.bone import (
     combine_lumbar,
     t_score,
 )
-from osteonode.config import LumbarSettings, PipelineName
+from osteonode.config import PipelineSettings
 from osteonode.evaluate.metrics import (
     cohen_kappa,
     normalized_root_mean_squared_error,
@@ -55,6 +55,7 @@ from osteonode.imaging import load_radiograph
 from osteonode.nets.vertebrae import CROP_SIZE, vertebra_crop_net, vertebra_keypoint_net
 from osteonode.phantoms import read_cohort
 from osteonode.phantoms.cohort import PhantomRecord
+from osteonode.pipelines.base import Method
 from osteonode.pipelines.lumbar import (
     BODIES,
     CROP_MM_PER_PIXEL,
@@ -517,7 +518,7 @@ def _initialise(networks: dict[str, nn.Module], init: Path | None) -> None:
         return
     folder = init.parent if init.is_file() else init
     previous = load_model(folder, device="cpu")
-    if previous.card.pipeline is not PipelineName.LUMBAR:
+    if previous.card.pipeline is not Method.LUMBAR:
         raise LumbarCohortError(f"--init {init}: not a lumbar model folder")
     for role, network in networks.items():
         network.load_state_dict(previous[role].state_dict())
@@ -595,7 +596,7 @@ def train(
     """
     started = time.monotonic()
     records = read_cohort(cohort)
-    if any(r.part.value != PipelineName.LUMBAR.value for r in records):
+    if any(r.part.value != Method.LUMBAR.value for r in records):
         raise LumbarCohortError(f"cohort {cohort} holds films other than lumbar")
     if len(records) < 10:
         raise LumbarCohortError(
@@ -771,7 +772,7 @@ def _card(
     return ModelCard(
         name=name,
         version=version,
-        pipeline=PipelineName.LUMBAR,
+        pipeline=Method.LUMBAR,
         description=description,
         intended_use=(
             "Opportunistic estimate of L1-L4 areal BMD and WHO category from frontal (AP/PA) lumbar"
@@ -839,7 +840,7 @@ def run_on_records(
     """
     reference = load_reference() if reference is None else reference
     pipeline = LumbarPipeline.from_model(
-        load_model(model_dir, device="cpu"), LumbarSettings(), reference
+        load_model(model_dir, device="cpu"), PipelineSettings(), reference
     )
     outcomes = []
     for record in records:
