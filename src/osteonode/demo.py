@@ -305,16 +305,16 @@ def validate_demo_models(out_dir: Path, config: Path, show: Callable[[str], None
     loaded = load_pipelines(settings)
     reports: dict[str, Path] = {}
     for pipeline in loaded.available:
-        folder = out_dir / pipeline.value
-        show(f"validating the {pipeline.value} model on {VALIDATION_PHANTOMS} held-out phantoms ...")
-        cohort = make_cohort(pipeline.value, VALIDATION_PHANTOMS, folder / "cohort", seed=VALIDATION_SEED,
+        folder = out_dir / pipeline
+        show(f"validating the {pipeline} model on {VALIDATION_PHANTOMS} held-out phantoms ...")
+        cohort = make_cohort(pipeline, VALIDATION_PHANTOMS, folder / "cohort", seed=VALIDATION_SEED,
                              size=SAMPLE_SIZE)
         predictions = run_cohort(cohort, pipeline, folder, settings, workers=1, show_progress=False)
         files = validate_predictions_file(predictions, folder, ValidationSettings(n_resamples=200))
-        reports[pipeline.value] = files.html
+        reports[pipeline] = files.html
         show(f"  report: {files.html}")
     for pipeline, reason in loaded.unavailable.items():
-        show(f"no validation of {pipeline.value}: {reason}")
+        show(f"no validation of {pipeline}: {reason}")
     return reports
 
 
