@@ -6,8 +6,10 @@ cases), starts a real Orthanc and a real node process on free loopback ports (st
 image to the node (a Lua ``OnStoredInstance`` script), the node analyses it and sends its Structured
 Report and Secondary Capture back to Orthanc, into the image's study. The demo waits until every
 image is analysed (or waiting for its model) and every report delivered, prints a summary table, and
-the Orthanc Explorer address of each study. On a terminal it keeps Orthanc and the node running until
-Enter or Ctrl-C, so a person can open the studies; otherwise (tests, CI) it stops at once.
+the Orthanc Explorer address of each study, with a link that opens it in the OHIF viewer (served on
+loopback against Orthanc's DICOMweb, when ``make install`` has put OHIF under ``var/ohif``). On a
+terminal it keeps Orthanc, the viewer and the node running until Enter or Ctrl-C, so a person can
+open the studies; otherwise (tests, CI) it stops them at once and says so.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from osteonode.peers import Orthanc, OrthancError, OrthancModality, free_port
+from osteonode.peers.ohif import DEFAULT_OHIF_DIST, OhifViewer
+from osteonode.peers.orthanc import dicomweb_installed
 from osteonode.pipelines.base import FindingSite
 
 if TYPE_CHECKING:
@@ -184,7 +188,7 @@ def wait_until_delivered(node: DemoNode, timeout_s: float) -> dict[str, int]:
 
 def wait_for_enter(show: Callable[[str], None]) -> None:
     """Keep everything running until the person at the terminal presses Enter or Ctrl-C."""
-    show("Orthanc and the node keep running; press Enter (or Ctrl-C) to stop them.")
+    show("Orthanc, the viewer and the node keep running; press Enter (or Ctrl-C) to stop them.")
     try:
         input()
     except (EOFError, KeyboardInterrupt):
@@ -231,7 +235,9 @@ def run_demo(
     files = sorted(path for cohort in cohorts.values() for path in cohort.parent.glob("*.dcm"))
     port = free_port()
     pacs = Orthanc(
-        workdir / "orthanc", forward_to=OrthancModality("osteonode", NODE_AE_TITLE, "127.0.0.1", port)
+        workdir / "orthanc",
+        forward_to=OrthancModality("osteonode", NODE_AE_TITLE, "127.0.0.1", port),
+        dicomweb=dicomweb_installed(),
     )
     http_port = free_port()
     config = write_demo_config(workdir, port, models_dir.resolve(), pacs, http_port)
@@ -241,6 +247,7 @@ def run_demo(
         pacs.start()
     except OrthancError as error:
         raise DemoError(str(error)) from None
+    viewer = start_viewer(pacs, show)
     try:
         show(f"starting the node on 127.0.0.1:{port} (AE {NODE_AE_TITLE}), log in {workdir / 'node.log'} ...")
         with running_node(config, port, workdir / "node.log") as node:
@@ -251,16 +258,36 @@ def run_demo(
             show(node.osteonode("status", "--events", "5").stdout)
             rows = summarise(config, files)
             show(format_summary(rows))
-            show_study_addresses(pacs, rows, show)
+            show_study_addresses(pacs, rows, show, viewer)
             show(f"the node's admin page (queue, results, models, routing): http://127.0.0.1:{http_port}/")
             show(f"configuration used: {config}; everything about one image:")
             show(f"  .venv/bin/osteonode status --config {config} --instance {rows[0].sop_instance_uid}")
             validate_demo_models(workdir / "validation", config, show)
             if wait:
                 wait_for_enter(show)
+            else:
+                show("stopping Orthanc, the viewer and the node (`osteonode demo --wait` keeps them"
+                     " running until Enter)")
     finally:
+        if viewer is not None:
+            viewer.stop()
         pacs.stop()
     return counts
+
+
+def start_viewer(
+    pacs: Orthanc, show: Callable[[str], None], dist: Path = DEFAULT_OHIF_DIST
+) -> OhifViewer | None:
+    """Serve OHIF against the demo's Orthanc, or say why there is no viewer and return None."""
+    if not dicomweb_installed():
+        show("no OHIF viewer: Orthanc's DICOMweb plugin is not installed (Debian orthanc-dicomweb)")
+        return None
+    if not (dist / "index.html").is_file():
+        show(f"no OHIF viewer: it is not unpacked at {dist} (`make install` fetches it)")
+        return None
+    viewer = OhifViewer(dist, pacs).start()
+    show(f"serving the OHIF viewer at {viewer.url} (reads Orthanc through DICOMweb)")
+    return viewer
 
 
 #: Phantoms per part in the demo's validation cohorts, and their seed (never used in training).
@@ -319,8 +346,13 @@ def phantom_part(pipeline: Pipeline) -> str | None:
     return None if part is None else part.value
 
 
-def show_study_addresses(pacs: Orthanc, rows: Sequence[SummaryRow], show: Callable[[str], None]) -> None:
-    """Print where each study with delivered reports can be opened in Orthanc Explorer."""
+def show_study_addresses(
+    pacs: Orthanc,
+    rows: Sequence[SummaryRow],
+    show: Callable[[str], None],
+    viewer: OhifViewer | None = None,
+) -> None:
+    """Print where each study with delivered reports can be opened: Orthanc Explorer, and OHIF."""
     delivered = [row for row in rows if row.delivered and "sent" in row.delivered]
     if not delivered:
         show(f"no reports were delivered (no models installed?); Orthanc: {pacs.explorer_url()}")
@@ -330,6 +362,10 @@ def show_study_addresses(pacs: Orthanc, rows: Sequence[SummaryRow], show: Callab
         study = pacs.study_id(row.study_instance_uid)
         if study is not None:
             show(f"  {row.file:<24} {pacs.explorer_url(study)}")
+    if viewer is not None:
+        show("or in the OHIF viewer (double-click the SR series to see its measurements and regions):")
+        for row in delivered:
+            show(f"  {row.file:<24} {viewer.study_url(row.study_instance_uid)}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Grad-CAM heat-maps: where in the input the model found evidence for a class."""
+"""Grad-CAM heat-maps: where in the input the model found evidence for a class or a value."""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import numpy as np
@@ -10,10 +11,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class Evidence(enum.Enum):
+    """Which way of an output a Grad-CAM map explains."""
+
+    RAISING = 1
+    """What raises the output: for a class logit, the evidence for that class."""
+    LOWERING = -1
+    """What lowers the output: for a regression (BMD), the evidence of a lower value."""
+
+
 def grad_cam(
-    model: nn.Module, input: torch.Tensor, target_layer: nn.Module, class_index: int
+    model: nn.Module,
+    input: torch.Tensor,
+    target_layer: nn.Module,
+    class_index: int,
+    evidence: Evidence = Evidence.RAISING,
 ) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) of one class at one layer.
+    """Grad-CAM (Selvaraju et al. 2017) of one output at one layer.
 
     One forward pass and one backward pass that stops at `target_layer`: everything
     before the layer runs without autograd, and the layer's output enters the rest of
@@ -31,7 +45,10 @@ def grad_cam(
         A sub-module of `model`, called exactly once per forward pass, whose output
         has shape (N, K, h, w).
     class_index : int
-        The class whose evidence is shown.
+        The output (class logit or regression value) whose evidence is shown.
+    evidence : Evidence
+        Show what raises the output (default) or what lowers it; the map of a regressor's
+        low values is the gradient of the negated output.
 
     Returns
     -------
@@ -48,6 +65,8 @@ def grad_cam(
         exactly once, the output is not (N, classes), or `class_index` is out of range.
     """
     _check_arguments(model, input, target_layer, class_index)
+    if not isinstance(evidence, Evidence):
+        raise TypeError(f"evidence must be an Evidence, not {type(evidence).__name__}")
     activations: list[torch.Tensor] = []
 
     def replace_with_leaf(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
@@ -81,7 +100,8 @@ def grad_cam(
                     f"class_index {class_index} is outside 0..{logits.shape[1] - 1}"
                 )
             activation = activations[0]
-            (gradient,) = torch.autograd.grad(logits[:, class_index].sum(), activation)
+            target = evidence.value * logits[:, class_index].sum()
+            (gradient,) = torch.autograd.grad(target, activation)
     finally:
         handle.remove()
         for module, mode in training_modes.items():

@@ -95,6 +95,12 @@ class ClassifierStage(_Strict):
     )
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
 
+    @property
+    def heatmap_meaning(self) -> str:
+        """What this stage's heat-map shows, for the Secondary Capture's legend."""
+        answer = self.positive.value.replace("_", " ")
+        return f"evidence of {answer} (Grad-CAM of {self.finding!r})"
+
 
 class ClassifierSpec(_Strict):
     """How the generic classifier pipeline runs a model (``[classifier]`` of the card).

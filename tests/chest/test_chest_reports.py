@@ -58,7 +58,7 @@ def test_evaluable_chest_result_passes_dciodvfy_as_sr_and_sc(
         assert dciodvfy_errors(path) == [], name
     text = flat_text(sr)
     assert "Stage 1: osteoporosis" in text and "Stage 2: low bone mass" in text
-    assert "stage1_threshold: 0.5" in text
+    assert "decision threshold: 0.5" in text
     if stage1_logit > 0:
         assert "not run: Stage 1: osteoporosis decided" in text
 

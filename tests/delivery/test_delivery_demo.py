@@ -28,11 +28,14 @@ def test_demo_sends_samples_through_orthanc_and_shows_what_came_back(tmp_path):
     assert sum(counts.values()) >= 16 and counts["pending"] == counts["running"] == 0
     assert "sent to the PACS" in output
     assert "the node's admin page (queue, results, models, routing): http://127.0.0.1:" in output
+    assert "stopping Orthanc, the viewer and the node" in output  # wait=False says it stopped them
     for part in ("lumbar", "chest", "hip", "lumbar_lateral"):
         assert f"{part}/{part}_00000.dcm" in output
     if counts["done"]:  # a shipped model analysed some samples: their reports are in Orthanc
         assert "SR sent" in output and "SC sent" in output
         assert "/app/explorer.html#study?uuid=" in output
+        # ... and in OHIF, when make install has unpacked it (otherwise the demo says why not)
+        assert "/viewer?StudyInstanceUIDs=" in output or "no OHIF viewer:" in output
         # ... and the demo ends with a validation report of each installed model
         reports = [line.split("report: ", 1)[1] for line in lines if "report: " in line]
         assert reports and all(Path(report).is_file() for report in reports)

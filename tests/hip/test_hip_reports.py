@@ -85,7 +85,9 @@ def test_evaluable_hip_result_passes_dciodvfy_with_a_crop_outline_per_side(
     locations = (side(Laterality.RIGHT, RIGHT_BOX), side(Laterality.LEFT, LEFT_BOX))
     result = fixed_pipeline(locations, threshold=threshold).run(radiograph)
     sr = _write_both(result, radiograph, tmp_path)
-    polygons = _scoord_items(sr)
+    # The overall result is outlined as the whole film, then one crop outline per side.
+    whole_film, *polygons = _scoord_items(sr)
+    assert [float(v) for v in whole_film.GraphicData[2:4]] == [radiograph.shape[1], 0.0]
     assert len(polygons) == 2
     # 2-D SCOORD has no POLYGON: a closed outline is a POLYLINE ending where it starts.
     assert all(item.GraphicType == "POLYLINE" for item in polygons)

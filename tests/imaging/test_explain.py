@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from osteonode.explain import grad_cam
+from osteonode.explain import Evidence, grad_cam
 
 
 class BrightSpotNet(nn.Module):
@@ -109,3 +109,23 @@ def test_grad_cam_works_when_called_under_no_grad() -> None:
         heat = grad_cam(model, _bright_square(), model.pool, class_index=0)
 
     assert heat.max() == pytest.approx(1.0)
+
+
+def test_lowering_evidence_shows_what_pulls_a_regressed_value_down() -> None:
+    # Output 0 is "density": bright pixels raise it, dark pixels lower it. The map of what
+    # lowers it (an osteoporotic film's evidence) lights the dark square, not the bright one.
+    model = BrightSpotNet()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor([[1.0, -1.0], [0.0, 1.0]]))
+    image = torch.zeros(1, 1, 32, 32)
+    image[:, :, 4:12, 20:28] = 1.0
+    image[:, :, 20:28, 4:12] = -1.0
+    layer = model.pool
+
+    raising = grad_cam(model, image, layer, 0)[0]
+    lowering = grad_cam(model, image, layer, 0, Evidence.LOWERING)[0]
+
+    assert raising[8, 24] > 0.9 and raising[24, 8] < 0.1
+    assert lowering[24, 8] > 0.9 and lowering[8, 24] < 0.1
+    with pytest.raises(TypeError, match="Evidence"):
+        grad_cam(model, image, layer, 0, -1)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The Secondary Capture overlay: size, colours, legend and banner text."""
+"""The Secondary Capture picture: lookup-table blending, the film untouched, text in a margin."""
 
 from __future__ import annotations
 
@@ -7,55 +7,59 @@ import pytest
 
 from osteonode.imaging.overlay import (
     HEAT_COLOUR_TABLE,
+    HEAT_FLOOR,
+    MARGIN_BACKGROUND,
     MAX_HEAT_ALPHA,
+    MIN_CAPTURE_WIDTH,
+    blend_heatmap,
+    compose_capture,
     heat_colours,
-    heatmap_overlay,
 )
 
-BANNER = ["OSTEOPOROSIS 87%", "not for diagnostic use"]
+LINES = ["Osteoporosis, T-score -2.7", "L1 0.701 g/cm2 T -2.9", "not for diagnostic use"]
 
 
 def _white_pixels(rgb: np.ndarray) -> np.ndarray:
     return np.all(rgb >= 200, axis=-1)
 
 
-def test_overlay_has_the_source_size_and_is_8_bit_rgb() -> None:
-    grey = np.zeros((123, 161), dtype=np.uint8)
-
-    out = heatmap_overlay(grey, np.zeros((123, 161)), BANNER)
-
-    assert out.shape == (123, 161, 3)
-    assert out.dtype == np.uint8
+def _float_blend(grey: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """The blend written out in floating point, as the lookup table must reproduce it."""
+    alpha = MAX_HEAT_ALPHA * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1)[..., None]
+    colour = HEAT_COLOUR_TABLE[np.rint(heat * 255).astype(int)].astype(float)
+    return grey[..., None] * (1 - alpha) + colour * alpha
 
 
-def test_banner_text_is_drawn_white_on_dark_across_the_top() -> None:
-    grey = np.full((200, 300), 90, dtype=np.uint8)
-    heat = np.zeros((200, 300))
+def test_lookup_table_blend_matches_the_floating_point_blend() -> None:
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (64, 80), dtype=np.uint8)
+    heat = (np.round(rng.random((64, 80)) * 255) / 255).astype(np.float32)
 
-    with_banner = heatmap_overlay(grey, heat, BANNER)
-    without_banner = heatmap_overlay(grey, heat, [])
+    out = blend_heatmap(grey, heat)
 
-    strip = with_banner[:20, :150]
-    assert _white_pixels(strip).sum() > 20
-    assert not _white_pixels(without_banner[:20, :150]).any()
-    # The strip is dark where there is no text.
-    assert np.median(strip) < 40
-    # Below the banner and away from the legend the image is untouched.
-    np.testing.assert_array_equal(with_banner[150:, :100], 90)
+    assert out.dtype == np.uint8 and out.shape == (64, 80, 3)
+    np.testing.assert_allclose(out, _float_blend(grey, heat), atol=0.51)
 
 
-def test_heat_is_blended_with_warm_colours_where_high() -> None:
+def test_heat_is_blended_with_warm_colours_where_high_and_faint_heat_leaves_the_film_grey() -> None:
     grey = np.full((100, 100), 100, dtype=np.uint8)
-    heat = np.zeros((100, 100))
+    heat = np.zeros((100, 100), dtype=np.float32)
     heat[60:90, 10:40] = 1.0
+    heat[10:20, 10:20] = HEAT_FLOOR / 2
 
-    out = heatmap_overlay(grey, heat, [])
+    out = blend_heatmap(grey, heat)
 
     hot = out[75, 25].astype(float)
     expected = 100 * (1 - MAX_HEAT_ALPHA) + HEAT_COLOUR_TABLE[255] * MAX_HEAT_ALPHA
     np.testing.assert_allclose(hot, np.rint(expected), atol=1)
     assert hot[0] > hot[2]
     np.testing.assert_array_equal(out[75, 60], [100, 100, 100])
+    np.testing.assert_array_equal(out[15, 15], [100, 100, 100])
+
+
+def test_no_heatmap_gives_the_grey_film_in_colour_channels() -> None:
+    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(blend_heatmap(grey, None), np.repeat(grey[..., None], 3, 2))
 
 
 def test_colour_map_runs_from_cold_to_warm() -> None:
@@ -66,37 +70,80 @@ def test_colour_map_runs_from_cold_to_warm() -> None:
     assert HEAT_COLOUR_TABLE.shape == (256, 3)
 
 
-def test_legend_shows_the_colour_bar_on_the_right() -> None:
-    out = heatmap_overlay(np.zeros((300, 300), dtype=np.uint8), np.zeros((300, 300)), [])
+def test_text_goes_below_the_film_which_keeps_its_pixels_and_origin() -> None:
+    film = np.full((700, 600, 3), 90, dtype=np.uint8)
 
-    right = out[:, 270:]
-    warm = (right[..., 0] > 150) & (right[..., 2] < 80)
-    cold = (right[..., 2] > 150) & (right[..., 0] < 100)
+    out = compose_capture(film, LINES)
+
+    assert out.shape[1] == 600 and out.shape[0] > 700
+    np.testing.assert_array_equal(out[:700], film)
+    margin = out[700:]
+    assert _white_pixels(margin).sum() > 100
+    assert np.all(margin[0] == MARGIN_BACKGROUND)  # a dark gap before the first line
+
+
+def test_a_narrow_film_is_widened_with_dark_space_so_the_text_stays_readable() -> None:
+    film = np.full((300, 120, 3), 90, dtype=np.uint8)
+
+    out = compose_capture(film, LINES)
+
+    assert out.shape[1] == MIN_CAPTURE_WIDTH
+    np.testing.assert_array_equal(out[:300, :120], film)
+    assert np.all(out[:300, 120:] == MARGIN_BACKGROUND)
+
+
+def test_long_lines_wrap_instead_of_shrinking_the_text() -> None:
+    film = np.zeros((100, 600, 3), dtype=np.uint8)
+    short = compose_capture(film, ["Not evaluable", "Reason: metal"])
+    long = compose_capture(film, ["Not evaluable", "Reason: " + "metal implant " * 30])
+
+    assert long.shape[0] > short.shape[0]  # more lines, same font size
+    assert long.shape[1] == short.shape[1]
+
+
+def test_legend_caption_and_colour_bar_run_from_low_on_the_left_to_high_on_the_right() -> None:
+    film = np.zeros((100, 800, 3), dtype=np.uint8)
+    plain = compose_capture(film, LINES)
+    with_legend = compose_capture(film, LINES, "evidence of osteoporosis (Grad-CAM)")
+
+    assert with_legend.shape[0] > plain.shape[0]
+    bar = with_legend[plain.shape[0] :]
+    warm = (bar[..., 0] > 150) & (bar[..., 2] < 80)
+    cold = (bar[..., 2] > 150) & (bar[..., 0] < 100)
     assert warm.any() and cold.any()
-    assert np.argwhere(warm)[:, 0].mean() < np.argwhere(cold)[:, 0].mean()
-
-
-def test_a_smaller_heatmap_is_stretched_over_the_whole_image() -> None:
-    heat = np.zeros((10, 10))
-    heat[:, 5:] = 1.0
-
-    out = heatmap_overlay(np.full((100, 100), 50, dtype=np.uint8), heat, [])
-
-    assert out[80, 70, 0] > out[80, 20, 0]
+    assert np.argwhere(warm)[:, 1].mean() > np.argwhere(cold)[:, 1].mean()
+    assert not (plain[100:].max(-1).astype(int) - plain[100:].min(-1) > 60).any()
 
 
 @pytest.mark.parametrize(
-    ("grey", "heat", "lines", "error"),
+    ("grey", "heat", "error"),
     [
-        (np.zeros((10, 10)), np.zeros((10, 10)), [], TypeError),
-        (np.zeros((10, 10), dtype=np.uint8), np.full((10, 10), 1.5), [], ValueError),
-        (np.zeros((10, 10), dtype=np.uint8), np.full((10, 10), np.nan), [], ValueError),
-        (np.zeros((10, 10), dtype=np.uint8), np.zeros((10, 10)), "text", TypeError),
-        (np.zeros((40, 400), dtype=np.uint8), np.zeros((40, 400)), ["a"] * 9, ValueError),
+        (np.zeros((10, 10)), np.zeros((10, 10)), TypeError),
+        (np.zeros((10, 10), dtype=np.uint8), np.full((10, 10), 1.5), ValueError),
+        (np.zeros((10, 10), dtype=np.uint8), np.full((10, 10), np.nan), ValueError),
+        (np.zeros((10, 10), dtype=np.uint8), np.zeros((5, 10)), ValueError),
+        (np.zeros((10,), dtype=np.uint8), None, ValueError),
     ],
 )
-def test_invalid_inputs_are_rejected(
-    grey: np.ndarray, heat: np.ndarray, lines: object, error: type[Exception]
+def test_invalid_blend_inputs_are_rejected(
+    grey: np.ndarray, heat: np.ndarray | None, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        heatmap_overlay(grey, heat, lines)  # type: ignore[arg-type]
+        blend_heatmap(grey, heat)
+
+
+@pytest.mark.parametrize(
+    ("film", "lines", "legend", "error"),
+    [
+        (np.zeros((10, 10, 3)), LINES, None, TypeError),
+        (np.zeros((10, 10), dtype=np.uint8), LINES, None, ValueError),
+        (np.zeros((10, 10, 3), dtype=np.uint8), "text", None, TypeError),
+        (np.zeros((10, 10, 3), dtype=np.uint8), [], None, ValueError),
+        (np.zeros((10, 10, 3), dtype=np.uint8), LINES, 3, TypeError),
+    ],
+)
+def test_invalid_compose_inputs_are_rejected(
+    film: np.ndarray, lines: object, legend: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        compose_capture(film, lines, legend)  # type: ignore[arg-type]

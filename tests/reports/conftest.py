@@ -20,6 +20,14 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     return {name: make(directory) for name, make in CASES.items()}
 
 
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """test-artifacts/reports/ in the repository (git-ignored): pictures kept for a reader."""
+    directory = Path(__file__).resolve().parents[2] / "test-artifacts" / "reports"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 def tool(name: str) -> str:
     """The path of a dicom3tools / dcmtk program, or skip when it is genuinely not installed."""
     path = shutil.which(name)

@@ -207,6 +207,7 @@ def lumbar_case(directory: Path) -> Case:
         findings=findings,
         notes=("WHO categories assume a postmenopausal woman or a man aged 50 or over",),
         heatmap=_blob(150, 128, 30),
+        heatmap_meaning="evidence of lower bone density (Grad-CAM of the BMD estimate)",
     )
 
 

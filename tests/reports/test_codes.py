@@ -44,13 +44,16 @@ def test_the_codes_outside_the_dictionary_are_few_and_named() -> None:
         "312894000",
         "g/cm2",
         "{T-score}",
+        "24972-2",
+        "30745-4",
+        "24762-7",
+        "C0034375",
     }
 
 
 def test_codes_used_by_highdicom_templates_are_the_dictionary_concepts() -> None:
     assert codes.CERTAINTY_OF_FINDING == dictionary.DCM.CertaintyOfFinding
     assert codes.ESTIMATED == dictionary.SCT.Estimated
-    assert codes.PROCEDURE_XR == dictionary.cid100.XRUnspecifiedBodyRegion
     assert codes.PERCENT == dictionary.UCUM.Percent
     assert codes.L1_VERTEBRA == dictionary.cid7151.L1Vertebra
 

@@ -1,32 +1,37 @@
-"""The Secondary Capture: valid, the source's size and study, with the answer burnt in."""
+"""The Secondary Capture: valid, the film untouched at the top left, the answer in a margin below."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from conftest import dciodvfy_errors, write
+from PIL import Image
 from pydicom.uid import SecondaryCaptureImageStorage
 from reports_cases import CASES, COLUMNS, DEVICE, ROWS, Case
 
-from osteonode.imaging.overlay import BANNER_BACKGROUND, TEXT_COLOUR
+from osteonode.imaging.overlay import MARGIN_BACKGROUND, MIN_CAPTURE_WIDTH, TEXT_COLOUR
+from osteonode.imaging.pixels import display_window
 from osteonode.pipelines.base import Finding, FindingSite, Region
 from osteonode.reports import ReportError, build_secondary_capture, build_structured_report
 from osteonode.reports.capture import EXCLUDED_OUTLINE, INCLUDED_OUTLINE, draw_outlines
 
 
 @pytest.fixture(scope="module")
-def captures(cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def captures(
+    cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+) -> dict[str, Path]:
+    """Every case's capture as a file; each is also kept as a PNG under test-artifacts/."""
     directory = tmp_path_factory.mktemp("sc")
-    return {
-        name: write(
-            build_secondary_capture(case.result, case.radiograph, device=DEVICE),
-            directory / f"{name}.dcm",
-        )
-        for name, case in cases.items()
-    }
+    written = {}
+    for name, case in cases.items():
+        capture = build_secondary_capture(case.result, case.radiograph, device=DEVICE)
+        written[name] = write(capture, directory / f"{name}.dcm")
+        Image.fromarray(capture.pixel_array).save(artifacts / f"capture-{name}.png")
+    return written
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -41,9 +46,10 @@ def test_capture_is_an_rgb_image_of_the_source_in_its_study(
     source = cases[name].source
     capture = pydicom.dcmread(captures[name])
     assert capture.SOPClassUID == SecondaryCaptureImageStorage
-    assert (capture.Rows, capture.Columns) == (ROWS, COLUMNS)
+    # The film keeps its size; a margin is added below it, and a narrow film is widened.
+    assert capture.Rows > ROWS and capture.Columns == max(COLUMNS, MIN_CAPTURE_WIDTH)
     assert capture.PhotometricInterpretation == "RGB" and capture.SamplesPerPixel == 3
-    assert capture.BitsAllocated == 8 and capture.pixel_array.shape == (ROWS, COLUMNS, 3)
+    assert capture.BitsAllocated == 8
     assert capture.BurnedInAnnotation == "YES"
     (reference,) = capture.SourceImageSequence
     assert reference.ReferencedSOPInstanceUID == source.SOPInstanceUID
@@ -66,12 +72,53 @@ def test_orientation_and_pixel_spacing_are_carried_over_or_left_out(
     assert "PixelSpacing" not in without
 
 
-def test_banner_is_burnt_into_the_top_of_the_image(captures: dict[str, Path]) -> None:
-    pixels = pydicom.dcmread(captures["lumbar"]).pixel_array
-    strip = pixels[:20, : COLUMNS // 2]
-    background = np.all(strip == BANNER_BACKGROUND, axis=-1).mean()
-    text = np.all(strip >= 0.6 * np.asarray(TEXT_COLOUR), axis=-1).sum()  # anti-aliased glyphs
-    assert background > 0.5 and text > 20
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_answer_is_written_in_a_margin_below_the_film(
+    captures: dict[str, Path], name: str
+) -> None:
+    pixels = pydicom.dcmread(captures[name]).pixel_array
+    margin = pixels[ROWS:]
+    background = np.all(margin == MARGIN_BACKGROUND, axis=-1).mean()
+    text = np.all(margin >= 0.6 * np.asarray(TEXT_COLOUR), axis=-1).sum()  # anti-aliased glyphs
+    assert background > 0.5 and text > 200
+    # Beside a film narrower than the picture there is only the dark background.
+    assert np.all(pixels[:ROWS, COLUMNS:] == MARGIN_BACKGROUND)
+
+
+def test_no_text_or_legend_covers_the_film(cases: dict[str, Case], captures: dict[str, Path]) -> None:
+    # The chest case has neither outlines nor a heat-map: its film must be the windowed source,
+    # pixel for pixel, so nothing was drawn over it.
+    film = pydicom.dcmread(captures["chest"]).pixel_array[:ROWS, :COLUMNS]
+    grey = display_window(cases["chest"].radiograph)
+    np.testing.assert_array_equal(film, np.repeat(grey[..., None], 3, axis=2))
+
+
+def test_the_legend_says_what_the_colours_mean_only_when_colours_are_shown(
+    captures: dict[str, Path],
+) -> None:
+    def has_colour_bar(name: str) -> bool:
+        margin = pydicom.dcmread(captures[name]).pixel_array[ROWS:].astype(int)
+        return bool(((margin.max(axis=-1) - margin.min(axis=-1)) > 60).sum() > 100)
+
+    assert has_colour_bar("lumbar") and has_colour_bar("hip")
+    assert not has_colour_bar("chest") and not has_colour_bar("not_evaluable")
+
+
+def test_capture_has_a_series_date_so_pacs_file_it_under_a_day(captures: dict[str, Path]) -> None:
+    for path in captures.values():
+        capture = pydicom.dcmread(path)
+        assert capture.SeriesDate and capture.SeriesTime
+        assert capture.SeriesDate == capture.ContentDate
+
+
+def test_capture_laterality_names_the_one_side_analysed_else_stays_empty(
+    cases: dict[str, Case],
+) -> None:
+    hip = cases["hip"]
+    right_only = dataclasses.replace(hip.result, findings=hip.result.findings[:1])
+    assert build_secondary_capture(right_only, hip.radiograph, device=DEVICE).Laterality == "R"
+    both = build_secondary_capture(hip.result, hip.radiograph, device=DEVICE)
+    assert "Laterality" in both and not both.Laterality  # Type 2: present, side unknown
 
 
 def test_heat_map_colours_the_hot_spot_and_its_absence_leaves_the_film_grey(
@@ -81,7 +128,7 @@ def test_heat_map_colours_the_hot_spot_and_its_absence_leaves_the_film_grey(
     hot = hip[220, 65]
     assert hot.max() - hot.min() > 40  # coloured, not grey
     chest = pydicom.dcmread(captures["chest"]).pixel_array.astype(int)
-    film = chest[ROWS // 2 :, : COLUMNS // 2]  # below the banner, left of the legend
+    film = chest[:ROWS, :COLUMNS]
     assert np.all(film[..., 0] == film[..., 1]) and np.all(film[..., 1] == film[..., 2])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import highdicom as hd
@@ -169,9 +170,13 @@ def test_chest_round_trip_gives_back_probabilities_and_decisions(
     assert _evaluation(stage1, codes.OSTEOPOROSIS) == codes.ABSENT
     assert _value(stage2, codes.CERTAINTY_OF_FINDING) == pytest.approx(72.0)
     assert _evaluation(stage2, codes.CLASSIFICATION) == codes.OSTEOPENIA
-    assert [image.referenced_sop_instance_uid for image in stage1.source_images] == [
+    # A classifier of the whole film is outlined as the whole film (320 x 256) on its source.
+    np.testing.assert_allclose(
+        stage1.roi.value, [[0, 0], [256, 0], [256, 320], [0, 320], [0, 0]]
+    )
+    assert stage1.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
         cases["chest"].result.source.sop_instance_uid
-    ]
+    )
     assert (
         _evaluation(groups[OVERALL_TRACKING_IDENTIFIER], codes.CLASSIFICATION) == codes.OSTEOPENIA
     )
@@ -274,6 +279,20 @@ def _containers(item: Dataset) -> list[Dataset]:
     return found
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_measurement_group_has_a_region_on_the_source_image(
+    cases: dict[str, Case], reports: dict, name: str
+) -> None:
+    # OHIF assumes every TID 1500 group has a SCOORD and stops showing the report otherwise.
+    content = hd.sr.srread(reports[(name, SrStorage.COMPREHENSIVE_3D)]).content
+    assert not content.get_image_measurement_groups()
+    groups = content.get_planar_roi_measurement_groups()
+    assert len(groups) == 1 + len(cases[name].result.findings)
+    for group in groups:
+        (reference,) = group.roi.ContentSequence[0].ReferencedSOPSequence
+        assert reference.ReferencedSOPInstanceUID == cases[name].source.SOPInstanceUID
+
+
 def test_every_container_is_separate(reports: dict) -> None:
     for path in reports.values():
         containers = _containers(hd.sr.srread(path))
@@ -342,3 +361,110 @@ def test_a_chest_finding_with_a_bmd_is_refused(cases: dict[str, Case]) -> None:
     result: Result = dataclasses.replace(case.result, findings=(*case.result.findings, finding))
     with pytest.raises(ValueError, match="no DXA BMD concept"):
         build_structured_report(result, case.source, device=DEVICE)
+
+
+def _root_items(path: Path) -> list[Dataset]:
+    return list(hd.sr.srread(path).ContentSequence)
+
+
+@pytest.mark.parametrize(
+    ("name", "procedure"),
+    [
+        ("lumbar", codes.PROCEDURE_XR_LUMBAR_SPINE),
+        ("not_evaluable", codes.PROCEDURE_XR_LUMBAR_SPINE),
+        ("chest", codes.PROCEDURE_XR_CHEST),
+        ("hip", codes.PROCEDURE_XR_HIP),
+    ],
+)
+def test_procedure_reported_names_the_films_body_region(
+    reports: dict, name: str, procedure: object
+) -> None:
+    (item,) = [
+        item
+        for item in _root_items(reports[(name, SrStorage.COMPREHENSIVE_3D)])
+        if item.ConceptNameCodeSequence[0].CodeValue == "121058"  # Procedure reported
+    ]
+    assert hd.sr.CodedConcept.from_dataset(item.ConceptCodeSequence[0]) == procedure
+
+
+def test_body_region_comes_from_the_results_site_not_from_the_pipelines_name(
+    cases: dict[str, Case],
+) -> None:
+    # A pipeline configured under any name (here a lumbar classifier named "lumbar-ap") reports
+    # the region its result names.
+    lumbar = cases["lumbar"]
+    renamed = dataclasses.replace(lumbar.result, pipeline="lumbar-ap")
+    text = _text_of(build_structured_report(renamed, lumbar.source, device=DEVICE))
+    assert "XR Lumbar spine Views (24972-2, LN)" in text
+    assert "Finding Site = Lumbar spine (122496007, SCT)" in text
+
+
+def test_values_are_rounded_to_what_the_method_can_tell(cases: dict[str, Case]) -> None:
+    chest = cases["chest"]
+    first, second = chest.result.findings
+    noisy = dataclasses.replace(
+        chest.result,
+        findings=(dataclasses.replace(first, probability=0.499975949525833), second),
+    )
+    text = _text_of(build_structured_report(noisy, chest.source, device=DEVICE))
+    assert re.search(r"Certainty of Finding: 50(\.0)? %", text)
+    assert "49.99" not in text
+    lumbar = cases["lumbar"]
+    l1, *rest = lumbar.result.findings
+    noisy = dataclasses.replace(
+        lumbar.result, findings=(dataclasses.replace(l1, bmd_g_cm2=0.81234567, t_score=-2.0499),
+                                 *rest)
+    )
+    groups = _groups_of(build_structured_report(noisy, lumbar.source, device=DEVICE))
+    assert _value(groups["L1"], codes.BMD_LUMBAR_SPINE) == 0.812
+    assert _value(groups["L1"], codes.T_SCORE_LUMBAR_SPINE) == -2.0
+
+
+def test_a_synthetic_models_disclaimer_is_a_finding_of_the_whole_report(reports: dict) -> None:
+    (container,) = [
+        item
+        for item in _root_items(reports[("lumbar", SrStorage.COMPREHENSIVE_3D)])
+        if item.ValueType == "CONTAINER"
+        and item.ConceptNameCodeSequence[0].CodeValue == codes.QUALITATIVE_EVALUATIONS.value
+    ]
+    (finding,) = container.ContentSequence
+    assert finding.ConceptNameCodeSequence[0].CodeValue == codes.FINDING.value
+    assert finding.TextValue == "Synthetic demonstration model - not for diagnostic use"
+    # A model cleared for diagnostic use has no disclaimer to state.
+    hip = [item.ValueType for item in _root_items(reports[("hip", SrStorage.COMPREHENSIVE_3D)])]
+    assert hip.count("CONTAINER") == 2  # Image Library, Imaging Measurements
+
+
+def test_algorithm_parameters_are_the_scale_and_threshold_not_training_settings(
+    cases: dict[str, Case],
+) -> None:
+    hip = cases["hip"]
+    model = dataclasses.replace(
+        hip.result.model,
+        parameters=(("calibration", "hologic"), ("learning_rate", "0.001"), ("crop_size", "128")),
+    )
+    result = dataclasses.replace(hip.result, model=model)
+    text = _text_of(build_structured_report(result, hip.source, device=DEVICE))
+    assert 'Algorithm Parameters = "calibration: hologic"' in text
+    assert 'Algorithm Parameters = "decision threshold: 0.5"' in text
+    assert "learning_rate" not in text and "crop_size" not in text
+    assert 'Algorithm Name = "hip-vgg-nl"' in text and 'Algorithm Version = "2.0"' in text
+
+
+def test_report_series_has_a_date_and_time(reports: dict) -> None:
+    for path in reports.values():
+        document = hd.sr.srread(path)
+        assert (document.SeriesDate, document.SeriesTime) == (
+            document.ContentDate,
+            document.ContentTime,
+        )
+
+
+def _text_of(document: Dataset) -> str:
+    path = Path(tempfile.mkdtemp()) / "report.dcm"
+    return rendered_text(write(document, path))
+
+
+def _groups_of(document: Dataset) -> dict[str, Group]:
+    path = Path(tempfile.mkdtemp()) / "report.dcm"
+    return _groups(write(document, path))

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from reports_cases import DIAGNOSTIC_MODEL, SYNTHETIC_MODEL, Case
 
+from osteonode.pipelines.base import Finding, FindingSite
 from osteonode.reports import banner_lines, summary_text
 from osteonode.reports.text import series_description
 
@@ -55,10 +56,25 @@ def test_hip_banner_without_osteoporosis_says_not_osteoporosis_and_no_who_catego
 
 def test_not_evaluable_banner_and_summary_give_the_reason(cases: dict[str, Case]) -> None:
     result = cases["not_evaluable"].result
-    assert banner_lines(result)[0] == "Not evaluable: fewer than two of L1-L4 could be measured"
+    lines = banner_lines(result)
+    # Said once, large, then why: never "not evaluable: not evaluable: ...".
+    assert lines[:2] == ["Not evaluable", "Reason: fewer than two of L1-L4 could be measured"]
+    assert "\n".join(lines).lower().count("not evaluable") == 2  # the film, and L2's own line
     assert "Result: Not evaluable: fewer than two of L1-L4 could be measured" in summary_text(
         result
     )
+
+
+def test_sites_refused_for_the_films_own_reason_do_not_repeat_it(cases: dict[str, Case]) -> None:
+    refused = cases["not_evaluable"].result
+    reason = refused.reason
+    sites = tuple(
+        Finding(name, FindingSite(name), evaluable=False, included=False, reason=reason)
+        for name in ("L1", "L2", "L3", "L4")
+    )
+    lines = banner_lines(dataclasses.replace(refused, findings=sites))
+    assert "\n".join(lines).count(reason) == 1
+    assert "L1 not evaluable | L2 not evaluable | L3 not evaluable" in "\n".join(lines)
 
 
 def test_summary_lists_findings_notes_model_and_disclaimer(cases: dict[str, Case]) -> None:

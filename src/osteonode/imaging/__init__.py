@@ -12,7 +12,7 @@ from osteonode.imaging.pixels import (
     display_window,
     load_radiograph,
 )
-from osteonode.imaging.overlay import heat_colours, heatmap_overlay
+from osteonode.imaging.overlay import blend_heatmap, compose_capture, heat_colours
 
 __all__ = [
     "HeaderFacts",
@@ -23,7 +23,8 @@ __all__ = [
     "SourceUids",
     "SpacingSource",
     "display_window",
+    "blend_heatmap",
+    "compose_capture",
     "heat_colours",
-    "heatmap_overlay",
     "load_radiograph",
 ]

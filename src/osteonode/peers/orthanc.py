@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["Orthanc", "OrthancError", "OrthancModality", "free_port"]
+__all__ = ["Orthanc", "OrthancError", "OrthancModality", "dicomweb_installed", "free_port"]
 
 #: SOP Class UID prefixes of what the node produces: every SR storage class, Secondary Capture.
 _NODE_OUTPUT_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.7")
@@ -97,6 +97,24 @@ def _find_binary() -> str:
     return path
 
 
+#: Where Debian's orthanc-dicomweb package puts the plugin.
+_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def dicomweb_installed() -> bool:
+    """Whether Orthanc's DICOMweb plugin is installed (``Orthanc(dicomweb=True)`` works)."""
+    return _DICOMWEB_PLUGIN.is_file()
+
+
+def _dicomweb_plugin() -> Path:
+    if not dicomweb_installed():
+        raise OrthancError(
+            f"the Orthanc DICOMweb plugin is not installed ({_DICOMWEB_PLUGIN}; Debian package"
+            " 'orthanc-dicomweb', `make install` adds it)"
+        )
+    return _DICOMWEB_PLUGIN
+
+
 class Orthanc:
     """One Orthanc process on loopback.
 
@@ -114,6 +132,14 @@ class Orthanc:
         False: refuse associations from AE titles that are not among the known modalities
         (``DicomAlwaysAllowStore`` and ``DicomAlwaysAllowEcho`` off), which Orthanc answers with
         A-ASSOCIATE-RJ rejected-permanent, calling AE title not recognised.
+    dicomweb
+        Load the DICOMweb plugin (Debian ``orthanc-dicomweb``) under ``/dicom-web/``, for web
+        viewers such as OHIF (:class:`osteonode.peers.ohif.OhifViewer`).
+
+    Raises
+    ------
+    OrthancError
+        When `dicomweb` is asked for and the plugin is not installed.
     """
 
     def __init__(
@@ -124,6 +150,7 @@ class Orthanc:
         forward_to: OrthancModality | None = None,
         modalities: Sequence[OrthancModality] = (),
         accept_unknown_callers: bool = True,
+        dicomweb: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.ae_title = ae_title
@@ -153,7 +180,8 @@ class Orthanc:
             "DicomAet": ae_title,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            "Plugins": [],
+            "Plugins": [str(_dicomweb_plugin())] if dicomweb else [],
+            "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
             "LuaScripts": scripts,
             "DicomAlwaysAllowStore": accept_unknown_callers,
             "DicomAlwaysAllowEcho": accept_unknown_callers,

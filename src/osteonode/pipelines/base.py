@@ -323,6 +323,9 @@ class Result:
         Intended-use and assumption notes for the reader (age, view, assumed reference, ...).
     heatmap
         Grad-CAM map, float32 in [0, 1], shaped like the source image; None when not computed.
+    heatmap_meaning
+        What the heat-map's colours show, in the reader's words (the Secondary Capture's
+        legend), e.g. "evidence of osteoporosis (Grad-CAM of stage 1)"; only with a heat-map.
     """
 
     pipeline: str
@@ -336,6 +339,7 @@ class Result:
     findings: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = ()
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    heatmap_meaning: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pipeline, str) or not self.pipeline:
@@ -360,6 +364,10 @@ class Result:
                 )
             if heatmap.size and (float(heatmap.min()) < 0.0 or float(heatmap.max()) > 1.0):
                 raise ValueError("heatmap values must lie in [0, 1]")
+        if self.heatmap_meaning is not None and (
+            not isinstance(self.heatmap_meaning, str) or not self.heatmap_meaning.strip()
+        ):
+            raise ValueError("Result.heatmap_meaning must be a non-empty string or None")
 
     @property
     def disclaimer(self) -> str | None:
@@ -388,6 +396,7 @@ class Result:
             findings=tuple(_finding_from_dict(item) for item in data.get("findings", ())),
             notes=tuple(data.get("notes", ())),
             heatmap=heatmap,
+            heatmap_meaning=data.get("heatmap_meaning"),
         )
 
 

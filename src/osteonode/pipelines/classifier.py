@@ -268,6 +268,7 @@ class ClassifierPipeline:
             findings=findings,
             notes=notes,
             heatmap=heatmaps[outputs[-1].stage.network],
+            heatmap_meaning=outputs[-1].stage.heatmap_meaning,
         )
         return ClassifierAnalysis(result=result, heatmaps=heatmaps)
 

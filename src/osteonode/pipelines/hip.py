@@ -487,6 +487,7 @@ class HipPipeline:
             findings=findings,
             notes=tuple(notes),
             heatmap=self.explain(radiograph, measures),
+            heatmap_meaning=HEATMAP_MEANING,
         )
 
     def locate(self, radiograph: Radiograph) -> tuple[tuple[SideLocation, ...], str | None]:
@@ -617,6 +618,10 @@ class HipPipeline:
             target = heatmap[window.row0 : window.row1, window.column0 : window.column1]
             np.maximum(target, pasted, out=target)
         return heatmap
+
+
+#: What the film's heat-map shows (:meth:`HipPipeline.explain`).
+HEATMAP_MEANING = "evidence of osteoporosis, weighted by each side's probability (Grad-CAM)"
 
 
 def _answer(osteoporosis: bool) -> Category:

@@ -51,7 +51,7 @@ from osteonode.bone import (
     who_category,
 )
 from osteonode.config import IntendedUsePolicy, PipelineSettings
-from osteonode.explain import grad_cam
+from osteonode.explain import Evidence, grad_cam
 from osteonode.imaging.pixels import Radiograph
 from osteonode.nets.vertebrae import CROP_SIZE, VertebraCropNet, VertebraKeypointNet
 from osteonode.pipelines.base import (
@@ -131,6 +131,9 @@ RELATIVE_GAP = (-0.05, 1.0)
 MAX_ENDPLATE_ANGLE_RANGE_DEG = 25.0
 #: Metal: pixels brighter than the bone level by more than this multiple of bone-to-soft contrast.
 METAL_CONTRAST = 1.0
+#: What the film's heat-map shows (:meth:`LumbarPipeline.explain`).
+HEATMAP_MEANING = "evidence of lower bone density (Grad-CAM of the BMD estimate, L1-L4)"
+
 #: A vertebra is not evaluable when metal covers more than this share of its (enlarged) outline.
 MAX_METAL_FRACTION = 0.12
 
@@ -574,7 +577,7 @@ class LumbarPipeline:
                 source=source,
                 model=self.identity,
                 evaluable=False,
-                reason=f"not evaluable: {reason}",
+                reason=reason,
                 findings=findings,
                 notes=notes,
             )
@@ -791,12 +794,17 @@ class LumbarPipeline:
     # -- explain -------------------------------------------------------------------------------
 
     def explain(self, film: PreparedFilm, measured: Mapping[str, _Measured]) -> np.ndarray:
-        """Grad-CAM of the regressor for each measured vertebra, pasted into the source frame."""
+        """Grad-CAM of what lowers the regressor's BMD on each measured vertebra, in the source frame.
+
+        The map shows evidence of *low* density, so an osteoporotic film shows where the model
+        found it (the map of what raises BMD is nearly empty on such a film).
+        """
         rows, columns = film.working.shape
         working = torch.from_numpy(film.working)[None, None].to(self.device)
         theta = torch.cat([m.theta for m in measured.values()])
         crops = sample_crops(working, theta.to(self.device))
-        cams = torch.from_numpy(grad_cam(self.regressor, crops, self.regressor.gradcam_layer, 0))
+        cams = grad_cam(self.regressor, crops, self.regressor.gradcam_layer, 0, Evidence.LOWERING)
+        cams = torch.from_numpy(cams)
         ys, xs = np.mgrid[0:rows, 0:columns]
         pixels = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
         local = working_to_crop(
@@ -895,7 +903,7 @@ class LumbarPipeline:
                 source=source,
                 model=self.identity,
                 evaluable=False,
-                reason=f"not evaluable: {summary.reason}",
+                reason=summary.reason,
                 findings=tuple(findings),
                 notes=notes,
             )
@@ -929,6 +937,7 @@ class LumbarPipeline:
             findings=tuple(findings),
             notes=notes,
             heatmap=heatmap,
+            heatmap_meaning=HEATMAP_MEANING,
         )
 
     def _unmeasured_finding(

@@ -18,8 +18,8 @@ __all__ = [
     "ReportError",
     "banner_lines",
     "build_secondary_capture",
-    "render_result",
     "build_structured_report",
     "output_uids",
+    "render_result",
     "summary_text",
 ]

@@ -2,7 +2,9 @@
 
 Viewers show an SR's numbers and outlines but seldom its coded answers, so the category and the
 key numbers also go into an RGB Secondary Capture: the source windowed for display, the region
-outlines, the Grad-CAM heat-map blended on top, a legend and a result banner. It joins the
+outlines and the Grad-CAM heat-map on the film, and below it, in an added margin that covers
+nothing, the answer, the key numbers and a legend that says what the colours mean. The film keeps
+the source's pixel grid at the top left, so its coordinates are the source's. It joins the
 source's patient and study in its own series and points back at the source image.
 """
 
@@ -18,12 +20,14 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from osteonode.imaging.overlay import heatmap_overlay
+from osteonode.bone import Laterality
+from osteonode.imaging.overlay import blend_heatmap, compose_capture
 from osteonode.imaging.pixels import Radiograph, SpacingSource, display_window
 from osteonode.pipelines.base import Finding, Result
 from osteonode.reports.device import MANUFACTURER, MODEL_NAME, DeviceInfo
+from osteonode.reports.series import series_date_time
 from osteonode.reports.sr import ReportError
-from osteonode.reports.text import banner_lines, series_description
+from osteonode.reports.text import banner_lines, heatmap_legend, series_description
 from osteonode.reports.uids import OutputKind, output_uids
 
 __all__ = [
@@ -46,8 +50,9 @@ EXCLUDED_OUTLINE = 0
 
 #: A Patient Orientation value: one or more of the biped direction letters (PS3.3 C.7.6.1.1.1).
 _ORIENTATION_VALUE = re.compile(r"^[APRLHF]+$")
-#: The values General Series Laterality may take.
+#: The values General Series Laterality may take, and the value of each side.
 _SERIES_LATERALITIES = frozenset({"R", "L"})
+_LATERALITY_VALUES = {Laterality.RIGHT: "R", Laterality.LEFT: "L"}
 
 
 def build_secondary_capture(
@@ -67,7 +72,8 @@ def build_secondary_capture(
     Returns
     -------
     pydicom.dataset.Dataset
-        The Secondary Capture (a highdicom ``SCImage``) with the source's size, patient and study.
+        The Secondary Capture (a highdicom ``SCImage``): the source's pixel grid at the top left
+        with the text margin below, and the source's patient and study.
 
     Raises
     ------
@@ -111,14 +117,19 @@ def build_secondary_capture(
     # Patient, General Study, Patient Study: everything the source says, not only the Type 1/2.
     # highdicom adds the very element objects it is given, so it gets a copy of the header.
     image.copy_patient_and_study_information(copy.deepcopy(header))
-    # General Series: Laterality is Type 2C and a radiograph may show a paired part, so it is
-    # always sent: the source's side when it names one, else empty (both sides, or unknown).
-    image.Laterality = _series_laterality(header)
+    # General Series: Laterality is Type 2C and dciodvfy wants it whenever no Image Laterality
+    # is present (the SC IOD has none), so it is always sent: the one side the source or the
+    # result's findings name, else empty (both sides, an unpaired part, or unknown).
+    image.Laterality = _series_laterality(header, result.findings)
+    # General Series: a date and time, or PACS file the series under an unknown date.
+    image.SeriesDate, image.SeriesTime = series_date_time(image)
     # General Image: Patient Orientation is Type 2, so an unknown orientation is left empty
     # rather than guessed; compound values such as "FL" are carried over as they are.
     image.PatientOrientation = list(source_orientation) if source_orientation else None
     image.BurnedInAnnotation = "YES"
-    image.DerivationDescription = "Result overlay (heat-map, outlines, banner) on the source"
+    image.DerivationDescription = (
+        "Source film with result outlines and heat-map; text and legend in a margin below it"
+    )
     reference = Dataset()
     reference.ReferencedSOPClassUID = result.source.sop_class_uid
     reference.ReferencedSOPInstanceUID = result.source.sop_instance_uid
@@ -135,7 +146,7 @@ def build_secondary_capture(
 
 
 def render_result(result: Result, radiograph: Radiograph) -> np.ndarray:
-    """The picture a reader sees: the windowed film, outlines, heat-map, legend and banner.
+    """The picture a reader sees: the windowed film with outlines and heat-map, text margin below.
 
     Parameters
     ----------
@@ -147,7 +158,7 @@ def render_result(result: Result, radiograph: Radiograph) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        RGB ``uint8`` image of the source's size.
+        RGB ``uint8`` image: the film at rows 0..H-1, columns 0..W-1, the margin below.
 
     Raises
     ------
@@ -156,8 +167,8 @@ def render_result(result: Result, radiograph: Radiograph) -> np.ndarray:
     """
     _check_radiograph(result, radiograph)
     grey = draw_outlines(display_window(radiograph), result.findings)
-    heat = result.heatmap if result.heatmap is not None else np.zeros(grey.shape, np.float32)
-    return heatmap_overlay(grey, heat, banner_lines(result))
+    film = blend_heatmap(grey, result.heatmap)
+    return compose_capture(film, banner_lines(result), heatmap_legend(result))
 
 
 def _check_radiograph(result: Result, radiograph: Radiograph) -> None:
@@ -186,12 +197,18 @@ def _source_orientation(header: Dataset) -> tuple[str, str] | None:
     return None
 
 
-def _series_laterality(header: Dataset) -> str | None:
-    """R or L from the source's (Image) Laterality, else None; B and U are not series values."""
+def _series_laterality(header: Dataset, findings: tuple[Finding, ...]) -> str | None:
+    """R or L from the source's (Image) Laterality, else the one side all sided findings share.
+
+    None when neither names exactly one side; B and U are not series values.
+    """
     for keyword in ("Laterality", "ImageLaterality"):
         value = str(header.get(keyword) or "").strip().upper()
         if value in _SERIES_LATERALITIES:
             return value
+    sides = {finding.laterality for finding in findings if finding.laterality is not None}
+    if len(sides) == 1:
+        return _LATERALITY_VALUES[sides.pop()]
     return None
 
 
@@ -224,7 +241,7 @@ def draw_outlines(grey: np.ndarray, findings: tuple[Finding, ...]) -> np.ndarray
     draw = ImageDraw.Draw(image)
     short_side = min(grey.shape)
     width = max(1, short_side // 256)
-    font = ImageFont.load_default(size=max(8, short_side // 40))
+    font = ImageFont.load_default(size=max(12, short_side // 40))
     for finding in findings:
         if finding.region is None:
             continue

@@ -26,6 +26,7 @@ __all__ = [
     "CLASSIFICATION",
     "COMMENT",
     "ESTIMATED",
+    "FINDING",
     "G_PER_CM2",
     "HIP",
     "INDETERMINATE",
@@ -41,17 +42,22 @@ __all__ = [
     "OUTSIDE_DICTIONARY",
     "PERCENT",
     "PRESENT",
-    "PROCEDURE_XR",
+    "PROCEDURE_XR_CHEST",
+    "PROCEDURE_XR_HIP",
+    "PROCEDURE_XR_LUMBAR_SPINE",
+    "QUALITATIVE_EVALUATIONS",
     "RIGHT",
     "T_SCORE_FEMUR",
     "T_SCORE_LUMBAR_SPINE",
     "T_SCORE_UNIT",
     "all_codes",
     "bmd_concept",
+    "body_region",
     "category_code",
     "category_evaluation",
     "finding_site_code",
     "laterality_code",
+    "procedure_code",
     "t_score_concept",
 ]
 
@@ -86,8 +92,15 @@ CERTAINTY_OF_FINDING = Code("111012", "DCM", "Certainty of Finding")
 # Free text in a measurement group: reasons, exclusions, intended-use notes.
 COMMENT = Code("121106", "DCM", "Comment")
 
-# Procedure reported (CID 100): the node reads plain radiographs of any of three body parts.
-PROCEDURE_XR = Code("43468-8", "LN", "XR unspecified body region")
+# Procedure reported (CID 100 is extensible): a plain radiograph of the film's body region.
+PROCEDURE_XR_LUMBAR_SPINE = Code("24972-2", "LN", "XR Lumbar spine Views")
+PROCEDURE_XR_CHEST = Code("30745-4", "LN", "XR Chest Views")
+PROCEDURE_XR_HIP = Code("24762-7", "LN", "XR Hip Views")
+
+# Root-level evaluations of the report (TID 1500 "Qualitative Evaluations"): the synthetic or
+# research model's disclaimer, stated as a finding of the whole report.
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+FINDING = Code("121071", "DCM", "Finding")
 
 # Units (UCUM).
 G_PER_CM2 = Code("g/cm2", "UCUM", "gram per square centimeter")
@@ -112,6 +125,12 @@ OUTSIDE_DICTIONARY: Mapping[Code, str] = MappingProxyType(
         " browser; UMLS C0029453 preferred term 'Osteopenia')",
         G_PER_CM2: "UCUM expression g/cm2: gram per square centimetre; UCUM writes exponents"
         " without a caret (unitsofmeasure.org, section 'Syntax rules')",
+        PROCEDURE_XR_LUMBAR_SPINE: "LOINC 24972-2 'XR Lumbar spine Views' (LOINC/RSNA radiology"
+        " playbook)",
+        PROCEDURE_XR_CHEST: "LOINC 30745-4 'XR Chest Views' (LOINC/RSNA radiology playbook)",
+        PROCEDURE_XR_HIP: "LOINC 24762-7 'XR Hip Views' (LOINC/RSNA radiology playbook)",
+        QUALITATIVE_EVALUATIONS: "UMLS C0034375 'Qualitative Evaluations', the concept name of"
+        " TID 1500's root-level qualitative evaluations container (DICOM PS3.16 TID 1500)",
         T_SCORE_UNIT: "UCUM annotation {T-score}, the unit LOINC gives for 38267-1 and 38263-0;"
         " an annotation is the unit 1 (unitsofmeasure.org, 'Curly braces')",
     }
@@ -144,6 +163,30 @@ _WHO_CATEGORIES: Mapping[Category, Code] = MappingProxyType(
         Category.OSTEOPOROSIS: OSTEOPOROSIS,
     }
 )
+
+
+#: The body region, and the procedure code, of each finding site.
+_BODY_REGIONS: Mapping[FindingSite, FindingSite] = MappingProxyType(
+    {site: FindingSite.LUMBAR_SPINE for site in _LUMBAR_SITES}
+    | {FindingSite.CHEST: FindingSite.CHEST, FindingSite.HIP: FindingSite.HIP}
+)
+_PROCEDURES: Mapping[FindingSite, Code] = MappingProxyType(
+    {
+        FindingSite.LUMBAR_SPINE: PROCEDURE_XR_LUMBAR_SPINE,
+        FindingSite.CHEST: PROCEDURE_XR_CHEST,
+        FindingSite.HIP: PROCEDURE_XR_HIP,
+    }
+)
+
+
+def body_region(site: FindingSite) -> FindingSite:
+    """The body region a site lies in: the lumbar spine for a vertebra, else the site itself."""
+    return _BODY_REGIONS[FindingSite(site)]
+
+
+def procedure_code(site: FindingSite) -> Code:
+    """The LOINC radiograph procedure of the body region a site lies in."""
+    return _PROCEDURES[body_region(site)]
 
 
 def finding_site_code(site: FindingSite) -> Code:

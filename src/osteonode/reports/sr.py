@@ -4,17 +4,22 @@ Layout of the document (PS3.16 template numbers in brackets)::
 
     Imaging Measurement Report [1500]                 PRELIMINARY, UNVERIFIED
       language, device observer [1004]: node name, UID, manufacturer, model + version
-      procedure reported: XR unspecified body region
+      procedure reported: XR of the film's body region (LOINC), from the result's site
       Image Library [1600]: the source radiograph
       Imaging Measurements
-        Measurement Group "Overall result" [1501]: body part, classification (or, for a
+        Measurement Group "Overall result" [1410, outlined as the whole film]: body region, classification (or, for a
             two-class method's "not osteoporosis", osteoporosis absent), film T-score,
             not-evaluable reason, intended-use notes
-        one Measurement Group per Finding [1410 with an outline, else 1501]:
-            tracking identifier and UID, algorithm [4019], finding site (+ laterality),
-            BMD and T-score (method "Estimated"), probability as Certainty of Finding (%),
-            classification, osteoporosis present/absent, outline (SCOORD POLYLINE, closed or open),
-            comments: why excluded or not evaluable
+        one Measurement Group per Finding [1410; the whole film when it has no outline]:
+            tracking identifier and UID, algorithm [4019: name, version, calibration and the
+            decision threshold], finding site (+ laterality), BMD (0.001 g/cm2) and T-score (0.1)
+            with method "Estimated", probability as Certainty of Finding (0.1 %),
+            classification, osteoporosis present/absent, outline (SCOORD POLYLINE on the source
+            image, closed or open), comments: why excluded or not evaluable
+      Qualitative Evaluations: Finding "<the model's disclaimer>" (synthetic or research model)
+
+The body region comes from the result's site (``Result.site``), never from the pipeline's name,
+so any configured pipeline reports correctly.
 
 Every CONTAINER is SEPARATE, so text renderers (``dsr2html``) print each label with its value.
 """
@@ -32,9 +37,10 @@ from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.sr.coding import Code
 
 from osteonode.config import SrStorage
-from osteonode.pipelines.base import Finding, Region, Result
+from osteonode.pipelines.base import Finding, FindingSite, Region, Result
 from osteonode.reports import codes
 from osteonode.reports.device import MANUFACTURER, MODEL_NAME, DeviceInfo
+from osteonode.reports.series import series_date_time
 from osteonode.reports.text import series_description
 from osteonode.reports.uids import OutputKind, output_uids, tracking_uid
 
@@ -74,6 +80,14 @@ _TYPE_2_FROM_EVIDENCE = (
     "StudyTime",
     "ReferringPhysicianName",
 )
+#: Decimal places of the reported values: what the method can tell, not float noise.
+BMD_DECIMALS = 3
+T_SCORE_DECIMALS = 1
+CERTAINTY_DECIMALS = 1
+#: The model-card parameter that says on which DXA scale BMD is reported (zoo.ModelCard.identity).
+_CALIBRATION_PARAMETER = "calibration"
+
+
 class ReportError(ValueError):
     """A result and a source image that cannot make a report together."""
 
@@ -126,10 +140,11 @@ def build_structured_report(
     groups += [_finding_group(result, finding) for finding in result.findings]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(device),
-        procedure_reported=codes.PROCEDURE_XR,
+        procedure_reported=codes.procedure_code(result.site),
         imaging_measurements=groups,
         referenced_images=[_library_view(source)],
     )
+    _append_disclaimer(report[0], result)
     uids = output_uids(result.source.sop_instance_uid, result.model, _STORAGE_KINDS[storage])
     document = _STORAGE_CLASSES[storage](
         evidence=[_evidence_view(source)],
@@ -147,6 +162,8 @@ def build_structured_report(
         software_versions=device.software_version,
     )
     _make_containers_separate(document)
+    # General Series: a date and time, or PACS file the series under an unknown date.
+    document.SeriesDate, document.SeriesTime = series_date_time(document)
     log.info(
         "structured_report_built",
         sop_instance_uid=uids.sop_instance_uid,
@@ -227,7 +244,12 @@ def _observation_context(device: DeviceInfo) -> hd.sr.ObservationContext:
 
 
 def _algorithm(result: Result, finding: Finding | None) -> hd.sr.AlgorithmIdentification:
-    parameters = [f"{key}: {value}" for key, value in result.model.parameters]
+    """TID 4019: the model's name and version, and the parameters a reader needs to weigh the
+    value (the DXA scale, the decision threshold); the rest of the model card (network sizes,
+    training settings) is found by name and version, not repeated in every group."""
+    parameters = [
+        f"{key}: {value}" for key, value in result.model.parameters if key == _CALIBRATION_PARAMETER
+    ]
     if finding is not None and finding.threshold is not None:
         parameters.append(f"decision threshold: {finding.threshold:g}")
     if result.disclaimer:
@@ -239,11 +261,13 @@ def _algorithm(result: Result, finding: Finding | None) -> hd.sr.AlgorithmIdenti
     )
 
 
-def _source_image(result: Result) -> hd.sr.SourceImageForMeasurementGroup:
-    return hd.sr.SourceImageForMeasurementGroup(
-        referenced_sop_class_uid=result.source.sop_class_uid,
-        referenced_sop_instance_uid=result.source.sop_instance_uid,
-    )
+def _whole_film(result: Result) -> Region:
+    """The outline of the whole source image: the region of a finding about the film as such.
+
+    Every measurement group carries a region (TID 1410), because viewers that draw TID 1500
+    regions (OHIF) assume each group has one and fail on a group without.
+    """
+    return Region.box(0.0, 0.0, float(result.source.columns), float(result.source.rows))
 
 
 def _image_region(result: Result, region: Region) -> hd.sr.ImageRegion:
@@ -265,25 +289,36 @@ def _image_region(result: Result, region: Region) -> hd.sr.ImageRegion:
     )
 
 
-def _estimate(name: Code, value: float, unit: Code) -> hd.sr.Measurement:
-    return hd.sr.Measurement(name=name, value=value, unit=unit, method=codes.ESTIMATED)
+def _estimate(name: Code, value: float, unit: Code, decimals: int) -> hd.sr.Measurement:
+    return hd.sr.Measurement(
+        name=name, value=_rounded(value, decimals), unit=unit, method=codes.ESTIMATED
+    )
+
+
+def _rounded(value: float, decimals: int) -> float:
+    """`value` to `decimals` places, without a negative zero."""
+    return round(value, decimals) + 0.0
+
+
+def _t_score(site: FindingSite, value: float) -> hd.sr.Measurement:
+    return _estimate(codes.t_score_concept(site), value, codes.T_SCORE_UNIT, T_SCORE_DECIMALS)
 
 
 def _measurements(finding: Finding) -> list[hd.sr.Measurement]:
     measurements = []
     if finding.bmd_g_cm2 is not None:
         measurements.append(
-            _estimate(codes.bmd_concept(finding.site), finding.bmd_g_cm2, codes.G_PER_CM2)
+            _estimate(
+                codes.bmd_concept(finding.site), finding.bmd_g_cm2, codes.G_PER_CM2, BMD_DECIMALS
+            )
         )
     if finding.t_score is not None:
-        measurements.append(
-            _estimate(codes.t_score_concept(finding.site), finding.t_score, codes.T_SCORE_UNIT)
-        )
+        measurements.append(_t_score(finding.site, finding.t_score))
     if finding.probability is not None:
         measurements.append(
             hd.sr.Measurement(
                 name=codes.CERTAINTY_OF_FINDING,
-                value=100.0 * finding.probability,
+                value=_rounded(100.0 * finding.probability, CERTAINTY_DECIMALS),
                 unit=codes.PERCENT,
             )
         )
@@ -317,47 +352,32 @@ def _comments(finding: Finding) -> list[str]:
 
 def _finding_group(
     result: Result, finding: Finding
-) -> (
-    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-    | hd.sr.MeasurementsAndQualitativeEvaluations
-):
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     site = hd.sr.FindingSite(
         anatomic_location=codes.finding_site_code(finding.site),
         laterality=None
         if finding.laterality is None
         else codes.laterality_code(finding.laterality),
     )
-    common = {
-        "tracking_identifier": hd.sr.TrackingIdentifier(
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid(result.source.sop_instance_uid, result.model, finding.name),
             identifier=finding.name,
         ),
-        "algorithm_id": _algorithm(result, finding),
-        "finding_sites": [site],
-        "measurements": _measurements(finding) or None,
-        "qualitative_evaluations": _evaluations(finding) or None,
-    }
-    group: (
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-        | hd.sr.MeasurementsAndQualitativeEvaluations
+        referenced_region=_image_region(result, finding.region or _whole_film(result)),
+        algorithm_id=_algorithm(result, finding),
+        finding_sites=[site],
+        measurements=_measurements(finding) or None,
+        qualitative_evaluations=_evaluations(finding) or None,
     )
-    if finding.region is not None:
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=_image_region(result, finding.region), **common
-        )
-    else:
-        group = hd.sr.MeasurementsAndQualitativeEvaluations(
-            source_images=[_source_image(result)], **common
-        )
     _append_comments(group, _comments(finding))
     return group
 
 
-def _overall_group(result: Result) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """The film's answer, so a reader finds it first whatever the pipeline."""
+def _overall_group(result: Result) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """The film's answer, outlined as the whole film, so a reader finds it first."""
     if any(finding.name == OVERALL_TRACKING_IDENTIFIER for finding in result.findings):
         raise ReportError(f"a finding may not be named {OVERALL_TRACKING_IDENTIFIER!r}")
-    film_site = result.site
     answer = (
         (codes.CLASSIFICATION, codes.INDETERMINATE)
         if result.category is None
@@ -365,25 +385,43 @@ def _overall_group(result: Result) -> hd.sr.MeasurementsAndQualitativeEvaluation
     )
     measurements = None
     if result.t_score is not None:
-        measurements = [
-            _estimate(codes.t_score_concept(film_site), result.t_score, codes.T_SCORE_UNIT)
-        ]
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        measurements = [_t_score(result.site, result.t_score)]
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid(
                 result.source.sop_instance_uid, result.model, OVERALL_TRACKING_IDENTIFIER
             ),
             identifier=OVERALL_TRACKING_IDENTIFIER,
         ),
+        referenced_region=_image_region(result, _whole_film(result)),
         algorithm_id=_algorithm(result, None),
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.finding_site_code(film_site))],
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.finding_site_code(result.site))],
         measurements=measurements,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(*answer)],
-        source_images=[_source_image(result)],
     )
     comments = [] if result.evaluable else [f"Not evaluable: {result.reason}"]
     _append_comments(group, comments + list(result.notes))
     return group
+
+
+def _append_disclaimer(root: Dataset, result: Result) -> None:
+    """State the model's disclaimer as a finding of the whole report (TID 1500 root-level
+    Qualitative Evaluations), at the document's first level beside the measurements, not only
+    inside each group's algorithm parameters."""
+    if result.disclaimer is None:
+        return
+    container = hd.sr.ContainerContentItem(
+        name=codes.QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    container.ContentSequence = [
+        hd.sr.TextContentItem(
+            name=codes.FINDING,
+            value=result.disclaimer,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    ]
+    root.ContentSequence.append(container)
 
 
 def _append_comments(group: Sequence[Dataset], comments: Sequence[str]) -> None:

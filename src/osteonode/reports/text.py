@@ -8,19 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
+from osteonode.imaging.overlay import HEAT_FLOOR
 from osteonode.pipelines.base import Category, Finding, ModelIdentity, Result
 
 __all__ = [
+    "DEFAULT_HEATMAP_MEANING",
     "STATUS_LINE",
     "banner_lines",
     "category_label",
     "finding_text",
+    "heatmap_legend",
     "series_description",
     "summary_text",
 ]
 
 #: Every output says it is an unverified machine result.
 STATUS_LINE = "Preliminary, unverified AI result"
+
+#: The legend of a heat-map whose result does not say what it shows.
+DEFAULT_HEATMAP_MEANING = "where the model found evidence for its answer (Grad-CAM)"
 
 #: Width (characters) at which the banner's key numbers wrap to a new line.
 BANNER_WRAP = 64
@@ -123,6 +131,9 @@ def banner_lines(result: Result) -> list[str]:
     result : Result
         The analysed radiograph.
 
+    A film that is not evaluable says so alone on the first line, and why on the second, so the
+    reason is read once and large.
+
     Returns
     -------
     list of str
@@ -135,15 +146,53 @@ def banner_lines(result: Result) -> list[str]:
     """
     if not isinstance(result, Result):
         raise TypeError(f"result must be a Result, not {type(result).__name__}")
-    lines = [_headline(result)]
-    lines += _wrap((finding_text(finding) for finding in result.findings), BANNER_WRAP)
+    lines = ["Not evaluable", f"Reason: {result.reason}"] if not result.evaluable else [
+        _headline(result)
+    ]
+    lines += _wrap((_banner_finding(finding, result) for finding in result.findings), BANNER_WRAP)
     if result.evaluable and result.heatmap is None:
-        # The overlay still draws its legend; say that no colour means no map, not low heat.
+        # No colour on the film must not read as "no evidence".
         lines.append("No heat-map computed")
+    elif result.heatmap is not None and heatmap_legend(result) is None:
+        # Grad-CAM found nothing to show: say so, rather than draw a legend for no colour.
+        lines.append(f"Heat-map ({_meaning(result)}): empty on this film")
     lines.append(f"{result.model.name} {result.model.version} - {STATUS_LINE}")
     if result.disclaimer:
         lines.append(result.disclaimer)
     return lines
+
+
+def _banner_finding(finding: Finding, result: Result) -> str:
+    """A finding's banner text; a site refused for the film's own reason does not repeat it."""
+    if not finding.evaluable and not result.evaluable and finding.reason == result.reason:
+        return f"{finding.name} not evaluable"
+    return finding_text(finding)
+
+
+def _meaning(result: Result) -> str:
+    return result.heatmap_meaning or DEFAULT_HEATMAP_MEANING
+
+
+def heatmap_legend(result: Result) -> str | None:
+    """What the Secondary Capture's colours mean, or None when the film shows no colour.
+
+    Parameters
+    ----------
+    result : Result
+        The analysed radiograph.
+
+    Returns
+    -------
+    str or None
+        The result's heat-map meaning (or :data:`DEFAULT_HEATMAP_MEANING`); None when there is
+        no heat-map or none of it reaches the colour floor, so no legend promises colours the
+        film does not show.
+    """
+    if not isinstance(result, Result):
+        raise TypeError(f"result must be a Result, not {type(result).__name__}")
+    if result.heatmap is None or float(np.max(result.heatmap, initial=0.0)) < HEAT_FLOOR:
+        return None
+    return _meaning(result)
 
 
 def summary_text(result: Result) -> str:
