@@ -31,7 +31,7 @@ def test_serve_receives_and_routes_on_postgresql(
 ) -> None:
     node = node_factory(database_url=postgres_url).start()
     spine = make_radiograph(tmp_path / "spine.dcm")
-    lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL")
+    lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL", body_part="HIP")
 
     sent = storescu(node.port, [spine, lateral])
 

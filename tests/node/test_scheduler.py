@@ -20,7 +20,7 @@ def test_spool_purge_removes_finished_images_after_retention_and_keeps_queued_on
         {"storage": {"retention_days": 1e-5, "purge_interval_minutes": 0.01}}
     ).start()
     spine = make_radiograph(tmp_path / "spine.dcm")
-    lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL")
+    lateral = make_radiograph(tmp_path / "lateral.dcm", view="LATERAL", body_part="HIP")
     assert storescu(node.port, [spine, lateral]).returncode == 0
     jobs = node.wait_until_routed(2)
 
