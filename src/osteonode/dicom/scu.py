@@ -223,8 +223,9 @@ def send_files(
     list of SendOutcome
         One per file, in order. Never raises for a network or peer failure; those are outcomes: a
         file that cannot be read or whose SOP class the peer refuses fails alone, an association
-        that does not come up or breaks fails every file it did not store, and an object whose
-        whole data set went before the answer was lost is ``UNCONFIRMED``.
+        that does not come up fails every file, the files after one that broke an association go
+        in a new one, and an object whose whole data set went before the answer was lost is
+        ``UNCONFIRMED``.
     """
     if isinstance(paths, (str, Path)) or not all(isinstance(path, Path) for path in paths):
         raise TypeError("paths must be a sequence of pathlib.Path")
@@ -309,12 +310,30 @@ def _send_datasets(
         for index, outcome in failures.items():
             outcomes[index] = outcome
         return
+    pending = list(datasets)
     try:
-        for index, dataset in datasets.items():
-            outcomes[index] = _store(association, dataset, called_ae_title, timeout_s, data_sets_sent)
+        while pending and association.is_established:
+            index = pending.pop(0)
+            outcomes[index] = _store(
+                association, datasets[index], called_ae_title, timeout_s, data_sets_sent
+            )
     finally:
         if association.is_established:
             association.release()
+    if pending:
+        # The association broke after an object (its answer lost, or the peer aborted): the
+        # objects after it were never sent, so they go in an association of their own rather
+        # than fail for what happened to another object.
+        _send_datasets(
+            {index: datasets[index] for index in pending},
+            outcomes,
+            host=host,
+            port=port,
+            called_ae_title=called_ae_title,
+            calling_ae_title=calling_ae_title,
+            timeout_s=timeout_s,
+            tls=tls,
+        )
 
 
 def _refused_class(dataset: Dataset, called_ae_title: str) -> SendOutcome:
@@ -337,10 +356,6 @@ def _store(
     ``data_sets_sent`` grows by one each time a whole data set has gone to the peer (the
     association's data-sent handler), which tells a lost answer from an unsent object.
     """
-    if not association.is_established:
-        return SendOutcome(
-            SendResult.TRANSIENT, f"association with {called_ae_title} ended before this object was sent"
-        )
     sop_class_uid = UID(dataset.SOPClassUID)
     if not any(context.abstract_syntax == sop_class_uid for context in association.accepted_contexts):
         return _refused_class(dataset, called_ae_title)
