@@ -52,6 +52,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 OBJECTS_PER_FILM = 2
 PARTS = ("lumbar", "chest", "hip")
 LATENCY_GOAL_S = 1.5
+#: The goal with the full-size chest network in bfloat16 (the hip's VGG16 is held to it as well).
+FULL_SIZE_LATENCY_GOAL_S = 2.2
 THROUGHPUT_GOAL_PER_HOUR = 4500
 ECHO_GOAL_S = 1.0
 THROUGHPUT_SENDERS = 4
@@ -355,7 +357,11 @@ def measure_floor(config_path: Path, films: dict[str, list[Path]]) -> dict[str, 
 
 
 def report(
-    echo_s: float, timings: list[FilmTiming], throughput: float, floor: dict[str, dict[str, float]]
+    echo_s: float,
+    timings: list[FilmTiming],
+    throughput: float,
+    floor: dict[str, dict[str, float]],
+    latency_goal_s: float = LATENCY_GOAL_S,
 ) -> None:
     print(f"\nC-ECHO answered {echo_s:.2f} s after serve started (goal <= {ECHO_GOAL_S} s)")
     print("\nPACS -> SR + SC at the PACS, one film at a time (seconds)")
@@ -370,7 +376,7 @@ def report(
         medians = [statistics.median(t.phases[name] for t in mine) for name in phase_names]
         print(f"{part:8s} {p50:6.2f} {percentile(totals, 0.9):6.2f} {floor_s:6.2f} "
               f"{p50 / floor_s:9.2f}  " + " ".join(f"{value:9.3f}" for value in medians)
-              + f"   goal p50 <= {LATENCY_GOAL_S} s: {'met' if p50 <= LATENCY_GOAL_S else 'NOT met'}")
+              + f"   goal p50 <= {latency_goal_s} s: {'met' if p50 <= latency_goal_s else 'NOT met'}")
     print("\nfloor, medians in one process (seconds)")
     for part, steps in floor.items():
         print(f"{part:8s} " + "  ".join(f"{name} {value:.3f}" for name, value in steps.items()))
@@ -416,18 +422,18 @@ def main() -> None:
         films[part] = sorted(folder.glob("*.dcm"))[: arguments.films]
     for networks in arguments.networks:
         if networks == "demo":
-            models, bfloat16 = arguments.models.resolve(), []
+            models, bfloat16, goal = arguments.models.resolve(), [], LATENCY_GOAL_S
         else:
             models = full_size_models(arguments.models.resolve(), workdir / "full-size-models")
-            bfloat16 = ["chest"]
+            bfloat16, goal = ["chest"], FULL_SIZE_LATENCY_GOAL_S
         print(f"\n=== {networks} networks ({models}; bfloat16 for {bfloat16 or 'none'})")
-        run_set(workdir / networks, models, bfloat16, arguments.parts, films)
+        run_set(workdir / networks, models, bfloat16, arguments.parts, films, goal)
     print("\nThe machine's load moves these figures; compare the ratios of one run.")
 
 
 def run_set(
     workdir: Path, models: Path, bfloat16: Sequence[str], parts: Sequence[str],
-    films: dict[str, list[Path]],
+    films: dict[str, list[Path]], latency_goal_s: float = LATENCY_GOAL_S,
 ) -> None:
     """Measure one set of networks: start-up, latency, throughput, floor; print them."""
     node_dir = workdir / "node"
@@ -448,7 +454,7 @@ def run_set(
         floor = measure_floor(config, films)
     finally:
         pacs.stop()
-    report(node.echo_s, timings, throughput, floor)
+    report(node.echo_s, timings, throughput, floor, latency_goal_s)
 
 
 def renumbered(paths: Sequence[Path], folder: Path) -> list[Path]:
