@@ -60,7 +60,13 @@ from osteonode.pipelines.chest import ChestPipeline, ChestPreprocessing, Stage, 
 from osteonode.train import DemoRecipe
 from osteonode.train.augment import CHEST_WEAK, AugmentationSpec, Augmenter
 from osteonode.train.distillation import DistillationSettings, distillation_loss
-from osteonode.train.loop import LearningRateSchedule, TrainingSettings, fit, split_indices
+from osteonode.train.loop import (
+    LearningRateSchedule,
+    TrainingSettings,
+    fit,
+    positive_probabilities,
+    split_indices,
+)
 from osteonode.train.proxy import ProxyCounts, ProxyThresholds, proxy_labels, unlabeled_files
 from osteonode.zoo import ModelCard, NetworkEntry, load_model, save_model
 
@@ -770,25 +776,6 @@ def _description(configuration: ChestConfiguration, synthetic: bool) -> str:
     return text
 
 
-@torch.no_grad()
-def _probabilities(
-    network: nn.Module,
-    films: _Films,
-    indices: np.ndarray,
-    preprocessing: ChestPreprocessing,
-    device: torch.device,
-    batch_size: int,
-) -> np.ndarray:
-    network.to(device).eval()
-    chunks = []
-    for start in range(0, len(indices), batch_size):
-        batch = preprocessing.normalise(films.images[indices[start : start + batch_size]]).to(
-            device
-        )
-        chunks.append(torch.softmax(network(batch).float(), dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(chunks)
-
-
 def _validation_metrics(
     networks: dict[Stage, nn.Module],
     films: _Films,
@@ -798,7 +785,9 @@ def _validation_metrics(
     batch_size: int,
 ) -> dict[str, float]:
     probabilities = {
-        stage: _probabilities(network, films, validation_index, preprocessing, device, batch_size)
+        stage: positive_probabilities(
+            network, films.images, validation_index, preprocessing.normalise, device, batch_size
+        )
         for stage, network in networks.items()
     }
     truth = [films.categories[i] for i in validation_index]

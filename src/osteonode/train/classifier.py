@@ -39,7 +39,6 @@ import structlog
 import torch
 import torch.nn.functional as F
 from rich.progress import track
-from torch import nn
 
 from osteonode.bone import OSTEOPOROSIS_T_SCORE, Category
 from osteonode.evaluate.metrics import classification_report, roc_auc
@@ -52,7 +51,13 @@ from osteonode.pipelines.base import FindingSite, Method
 from osteonode.train import DemoRecipe
 from osteonode.train.augment import CHEST_WEAK, AugmentationSpec, Combine, Step, TransformName
 from osteonode.train.chest import LABEL_SOFTNESS, PHANTOM_SOFTWARE
-from osteonode.train.loop import LearningRateSchedule, TrainingSettings, fit, split_indices
+from osteonode.train.loop import (
+    LearningRateSchedule,
+    TrainingSettings,
+    fit,
+    positive_probabilities,
+    split_indices,
+)
 from osteonode.zoo import ClassifierSpec, ClassifierStage, ModelCard, NetworkEntry, save_model
 
 __all__ = [
@@ -551,8 +556,9 @@ def train(
         show_progress=show_progress,
     )
     network.eval()
-    probability = _probabilities(network, films, validation_index, configuration, device,
-                                 settings.batch_size)
+    probability = positive_probabilities(
+        network, films.images, validation_index, configuration.normalise, device, settings.batch_size
+    )
     figures = screening_figures(
         films.osteoporotic[validation_index].numpy().astype(bool), probability, DEFAULT_THRESHOLD
     )
@@ -622,23 +628,6 @@ def _description(configuration: ClassifierConfiguration, synthetic: bool) -> str
     if synthetic:
         text += " Synthetic, for demonstration, not for diagnostic use."
     return text
-
-
-@torch.no_grad()
-def _probabilities(
-    network: nn.Module,
-    films: _Films,
-    indices: np.ndarray,
-    configuration: ClassifierConfiguration,
-    device: torch.device,
-    batch_size: int,
-) -> np.ndarray:
-    network.to(device).eval()
-    chunks = []
-    for start in range(0, len(indices), batch_size):
-        batch = configuration.normalise(films.images[indices[start : start + batch_size]])
-        chunks.append(torch.softmax(network(batch.to(device)).float(), dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(chunks)
 
 
 @dataclass(frozen=True)

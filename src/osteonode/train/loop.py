@@ -18,7 +18,7 @@ import contextlib
 import copy
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -37,6 +37,7 @@ __all__ = [
     "TrainingSettings",
     "TrainingTask",
     "fit",
+    "positive_probabilities",
     "seed_everything",
     "split_indices",
 ]
@@ -174,6 +175,43 @@ def seed_everything(seed: int) -> np.random.Generator:
     """Seed torch and return a numpy generator for the task, both from ``seed``."""
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+@torch.no_grad()
+def positive_probabilities(
+    network: nn.Module,
+    images: torch.Tensor,
+    indices: np.ndarray,
+    normalise: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int,
+) -> np.ndarray:
+    """A two-class network's softmax probability of its positive class on chosen images.
+
+    Parameters
+    ----------
+    network
+        Returns (N, 2) logits.
+    images
+        The prepared films, (N, H, W), before normalisation.
+    indices
+        Which films, in this order.
+    normalise
+        Turns a batch of films into the network's input.
+    device, batch_size
+        Where and how many at a time.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (len(indices),).
+    """
+    network.to(device).eval()
+    chunks = []
+    for start in range(0, len(indices), batch_size):
+        batch = normalise(images[indices[start : start + batch_size]]).to(device)
+        chunks.append(torch.softmax(network(batch).float(), dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(chunks)
 
 
 def split_indices(count: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
