@@ -21,7 +21,14 @@ import structlog
 
 from osteonode.bone import Sex
 
-__all__ = ["DESCRIPTION_KEYWORDS", "HeaderFacts", "canonical_view", "normalise", "read_header"]
+__all__ = [
+    "DESCRIPTION_KEYWORDS",
+    "HeaderFacts",
+    "canonical_view",
+    "normalise",
+    "read_header",
+    "read_value",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -147,27 +154,28 @@ def read_header(ds: pydicom.Dataset) -> HeaderFacts:
     age = _age_from_patient_age(_text(ds, "PatientAge"))
     if age is None:
         age = _age_from_dates(_text(ds, "PatientBirthDate"), _text(ds, "StudyDate"))
-    laterality = _get(ds, "ImageLaterality") or _get(ds, "Laterality")
-    manufacturer = str(_get(ds, "Manufacturer") or "").strip()
+    laterality = read_value(ds, "ImageLaterality") or read_value(ds, "Laterality")
+    manufacturer = str(read_value(ds, "Manufacturer") or "").strip()
     return HeaderFacts(
-        modality=normalise(_get(ds, "Modality")),
-        sop_class_uid=str(_get(ds, "SOPClassUID") or ""),
-        body_part=normalise(_get(ds, "BodyPartExamined")),
+        modality=normalise(read_value(ds, "Modality")),
+        sop_class_uid=str(read_value(ds, "SOPClassUID") or ""),
+        body_part=normalise(read_value(ds, "BodyPartExamined")),
         view=_view(ds),
         laterality=normalise(laterality),
-        descriptions=tuple(str(_get(ds, keyword) or "") for keyword in DESCRIPTION_KEYWORDS),
+        descriptions=tuple(str(read_value(ds, keyword) or "") for keyword in DESCRIPTION_KEYWORDS),
         has_pixel_data=any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS),
         frames=_int(ds, "NumberOfFrames", 1),
         samples_per_pixel=_int(ds, "SamplesPerPixel", 1),
-        photometric=normalise(_get(ds, "PhotometricInterpretation")),
+        photometric=normalise(read_value(ds, "PhotometricInterpretation")),
         patient_sex=Sex.from_dicom(_text(ds, "PatientSex")),
         patient_age_years=age,
         manufacturer=manufacturer or None,
     )
 
 
-def _get(ds: pydicom.Dataset, keyword: str) -> Any:
-    """Read an element whose value may be malformed in the wild (None then)."""
+def read_value(ds: pydicom.Dataset, keyword: str) -> Any:
+    """An element's value, or None when it is absent or too malformed to read (values from the
+    wild make pydicom raise assorted errors; the attribute is logged, its value never)."""
     try:
         return ds.get(keyword)
     except Exception:  # pydicom raises assorted errors on malformed values
@@ -176,23 +184,23 @@ def _get(ds: pydicom.Dataset, keyword: str) -> Any:
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str | None:
-    value = _get(ds, keyword)
+    value = read_value(ds, keyword)
     text = str(value).strip().upper() if value is not None else ""
     return text or None
 
 
 def _int(ds: pydicom.Dataset, keyword: str, default: int) -> int:
     try:
-        return int(_get(ds, keyword) or default)
+        return int(read_value(ds, keyword) or default)
     except (TypeError, ValueError):
         return default
 
 
 def _view(ds: pydicom.Dataset) -> str:
-    position = canonical_view(_get(ds, "ViewPosition"))
+    position = canonical_view(read_value(ds, "ViewPosition"))
     if position:
         return position
-    for item in _get(ds, "ViewCodeSequence") or []:
+    for item in read_value(ds, "ViewCodeSequence") or []:
         meaning = normalise(item.get("CodeMeaning", ""))
         for word, view in _VIEW_MEANINGS:
             if word in meaning:

@@ -45,7 +45,7 @@ from pydicom.uid import (
 )
 
 from osteonode.config import LimitsSettings
-from osteonode.header import HeaderFacts, read_header
+from osteonode.header import HeaderFacts, read_header, read_value
 
 log = structlog.get_logger(__name__)
 
@@ -625,7 +625,7 @@ def spacing_from_header(ds: Dataset) -> tuple[tuple[float, float] | None, Spacin
 
 
 def _spacing_pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
-    value = _safe_get(ds, keyword)
+    value = read_value(ds, keyword)
     if value is None or isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         return None
     if len(value) != 2:
@@ -641,7 +641,7 @@ def _spacing_pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
 
 
 def _positive_float(ds: Dataset, keyword: str) -> float | None:
-    value = _safe_get(ds, keyword)
+    value = read_value(ds, keyword)
     try:
         number = float(value) if value is not None and value != "" else None
     except (TypeError, ValueError):
@@ -653,18 +653,9 @@ def _is_positive(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def _safe_get(ds: Dataset, keyword: str) -> Any:
-    """Read an element whose value may be malformed in the wild."""
-    try:
-        return ds.get(keyword)
-    except Exception:  # pydicom raises assorted errors on malformed values
-        log.info("header_value_unreadable", attribute=keyword)
-        return None
-
-
 def _uids(ds: Dataset) -> SourceUids:
     def uid(keyword: str) -> str | None:
-        value = _safe_get(ds, keyword)
+        value = read_value(ds, keyword)
         return str(value) if value else None
 
     return SourceUids(

@@ -189,10 +189,6 @@ class ChestPreprocessing:
         )
         return (scaled - mean[None, :, None, None]) / std[None, :, None, None]
 
-    def prepare(self, pixels: np.ndarray) -> torch.Tensor:
-        """The (1, channels, size, size) network input of one film."""
-        return self.normalise(torch.from_numpy(self.truncate(pixels))[None])
-
 
 # --- the pipeline ---------------------------------------------------------------------------
 
