@@ -44,11 +44,11 @@ def probabilities(pipeline: ClassifierPipeline, files: list[Path]) -> np.ndarray
     """Probability of osteoporosis per film, from the classifier pipeline's own input and stage."""
     scores = []
     for path in files:
-        inputs = pipeline.locate(load_radiograph(path))
-        if isinstance(inputs, str):
-            raise SystemExit(f"{path.name} is not evaluable for {pipeline.name}: {inputs}")
-        (output,) = pipeline.measure(inputs)
-        scores.append(output.probability)
+        located = pipeline.locate(load_radiograph(path))
+        if not located.evaluable:
+            raise SystemExit(f"{path.name} is not evaluable for {pipeline.name}: {located.regions[0].reason}")
+        (outcome,) = pipeline.measure(located)
+        scores.append(outcome.outputs[0].probability)
     return np.array(scores)
 
 

@@ -45,7 +45,8 @@ def grad_cam(
         A sub-module of `model`, called exactly once per forward pass, whose output
         has shape (N, K, h, w).
     class_index : int
-        The output (class logit or regression value) whose evidence is shown.
+        The output (class logit or regression value) whose evidence is shown; negative
+        counts from the last, as in Python.
     evidence : Evidence
         Show what raises the output (default) or what lowers it; the map of a regressor's
         low values is the gradient of the negated output.
@@ -95,9 +96,9 @@ def grad_cam(
                 raise ValueError(
                     f"the model must return (N, classes) logits, got {tuple(logits.shape)}"
                 )
-            if not 0 <= class_index < logits.shape[1]:
+            if not -logits.shape[1] <= class_index < logits.shape[1]:
                 raise ValueError(
-                    f"class_index {class_index} is outside 0..{logits.shape[1] - 1}"
+                    f"class_index {class_index} is outside -{logits.shape[1]}..{logits.shape[1] - 1}"
                 )
             activation = activations[0]
             target = evidence.value * logits[:, class_index].sum()

@@ -29,11 +29,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from osteonode.bone import Sex
 from osteonode.config import describe_validation_error
 from osteonode.header import canonical_view
 from osteonode.imaging.transforms import ClassifierTransform
 from osteonode.nets import ARCHITECTURES, build_network
-from osteonode.pipelines.base import Category, FindingSite, Method, ModelIdentity
+from osteonode.pipelines.base import Category, FindingSite, Method, ModelIdentity, RegionKind
 
 __all__ = [
     "CARD_FILE",
@@ -86,6 +87,12 @@ class ClassifierStage(_Strict):
     """
 
     network: str = Field(min_length=1, description="Role of the stage's network in the card.")
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="The stage's key in [pipelines.<name>].thresholds and in the results'"
+        " parameters; the network's role when omitted.",
+    )
     finding: str = Field(
         min_length=1, max_length=64, description="Name of the stage's finding, e.g. 'Osteoporosis'."
     )
@@ -94,6 +101,11 @@ class ClassifierStage(_Strict):
         default=None, description="The answer below the last stage's threshold; only on the last stage."
     )
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+
+    @property
+    def key(self) -> str:
+        """The stage's name, or its network's role."""
+        return self.name or self.network
 
     @property
     def heatmap_meaning(self) -> str:
@@ -126,7 +138,21 @@ class ClassifierSpec(_Strict):
         " view is outside the intended use (analysed with a note, or skipped by policy).",
     )
     min_age_years: int | None = Field(default=None, ge=0, le=150)
+    sexes: list[Sex] = Field(
+        default_factory=list, description="The patient sexes the method is for (empty: any)."
+    )
     population: str = Field(default="", description="Who the method is for, in the reader's words.")
+    regions: RegionKind = Field(
+        default=RegionKind.WHOLE_FILM,
+        description="What each input is: the whole film, or the regions a locator network finds"
+        " (femur_sides: each proximal femur, per side).",
+    )
+    locator: str | None = Field(
+        default=None, description="Role of the network that finds the regions (not whole_film)."
+    )
+    locator_input_size: tuple[int, int] | None = Field(
+        default=None, description="(rows, columns) the locator sees, multiples of 32 (not whole_film)."
+    )
 
     @field_validator("std")
     @classmethod
@@ -139,6 +165,28 @@ class ClassifierSpec(_Strict):
     @classmethod
     def _canonical_views(cls, views: list[str]) -> list[str]:
         return list(dict.fromkeys(canonical_view(view) for view in views))
+
+    @field_validator("sexes")
+    @classmethod
+    def _known_sexes(cls, sexes: list[Sex]) -> list[Sex]:
+        if Sex.UNKNOWN in sexes:
+            raise ValueError("sexes name who the method is for: F, M or O, not 'unknown'")
+        return list(dict.fromkeys(sexes))
+
+    @model_validator(mode="after")
+    def _regions_have_their_locator(self) -> ClassifierSpec:
+        located = self.locator is not None or self.locator_input_size is not None
+        if self.regions is RegionKind.WHOLE_FILM:
+            if located:
+                raise ValueError("a whole_film classifier takes no locator or locator_input_size")
+            return self
+        if self.locator is None or self.locator_input_size is None:
+            raise ValueError(f"regions {self.regions.value!r} need a locator and its locator_input_size")
+        if any(n < 32 or n % 32 for n in self.locator_input_size):
+            raise ValueError(f"locator_input_size must be multiples of 32, got {self.locator_input_size}")
+        if self.locator in {stage.network for stage in self.stages}:
+            raise ValueError(f"the locator {self.locator!r} cannot also be a stage's network")
+        return self
 
     @model_validator(mode="after")
     def _stages_end_in_an_answer(self) -> ClassifierSpec:
@@ -157,6 +205,9 @@ class ClassifierSpec(_Strict):
         networks = [stage.network for stage in self.stages]
         if len(set(networks)) != len(networks):
             raise ValueError(f"each stage needs its own network, got {networks}")
+        keys = [stage.key for stage in self.stages]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"each stage needs its own name, got {keys}")
         return self
 
 
@@ -204,9 +255,10 @@ class ModelCard(_Strict):
         if (self.pipeline is Method.CLASSIFIER) != (self.classifier is not None):
             raise ValueError("a [classifier] section is required for, and only for, pipeline 'classifier'")
         if self.classifier is not None:
-            unknown = {stage.network for stage in self.classifier.stages} - set(roles)
+            named = {stage.network for stage in self.classifier.stages} | {self.classifier.locator}
+            unknown = named - {None} - set(roles)
             if unknown:
-                raise ValueError(f"classifier stages name networks the card lacks: {sorted(unknown)}")
+                raise ValueError(f"the classifier names networks the card lacks: {sorted(unknown)}")
         return self
 
     def network(self, role: str) -> NetworkEntry:

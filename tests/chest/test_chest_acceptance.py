@@ -50,10 +50,12 @@ def held_out(
     truth, stage1, stage2, answers = [], [], [], []
     for record in read_cohort(cohort):
         radiograph = load_radiograph(record.file)
-        inputs = pipeline.locate(radiograph)
-        assert not isinstance(inputs, str), inputs
-        stage1.append(pipeline.run_stage(Stage.OSTEOPOROSIS, inputs).probability)
-        stage2.append(pipeline.run_stage(Stage.LOW_BONE_MASS, inputs).probability)
+        located = pipeline.locate(radiograph)
+        assert len(located.evaluable) == 1, located.regions
+        (osteoporosis,) = pipeline.run_stage(Stage.OSTEOPOROSIS, located.inputs)
+        (low_bone_mass,) = pipeline.run_stage(Stage.LOW_BONE_MASS, located.inputs)
+        stage1.append(osteoporosis.probability)
+        stage2.append(low_bone_mass.probability)
         result = pipeline.run(radiograph)
         assert result.evaluable and result.category is not None
         truth.append(record.category.value)

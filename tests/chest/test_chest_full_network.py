@@ -47,8 +47,8 @@ def test_both_stages_of_convnext_small_at_512_give_probabilities_and_heat_maps(
         device=torch.device("cpu"),
     )
     radiograph = load_radiograph(chest_dataset)
-    inputs = pipeline.locate(radiograph)
-    assert isinstance(inputs, torch.Tensor) and tuple(inputs.shape) == (1, 3, 512, 512)
+    inputs = pipeline.locate(radiograph).inputs
+    assert tuple(inputs.shape) == (1, 3, 512, 512)
     with torch.no_grad():
         assert tuple(convnext_small.forward_features(inputs).shape) == (1, 768, 16, 16)
     analysis = pipeline.analyse(radiograph)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hip_cases import FixedLocations, SideLocation, write_random_model
+from fixtures.classifier_models import FixedRegions
+from hip_cases import write_random_model
 
 from osteonode.config import PipelineSettings
 from osteonode.phantoms import PhantomRecord, make_cohort, read_cohort
 from osteonode.pipelines.hip import HipPipeline
-from osteonode.reference import load_reference
+from osteonode.pipelines.regions import FilmRegion
 from osteonode.zoo import load_model
 
 #: Seed of the unit tests' phantoms (the demo weights were trained on another).
@@ -49,15 +50,14 @@ def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def fixed_pipeline(random_model_dir: Path):
-    """Factory: the random model's pipeline answering ``locations`` from its localiser."""
+    """Factory: the random model's pipeline with fixed femur regions instead of its localiser's."""
 
-    def make(locations: tuple[SideLocation, ...], threshold: float = 0.5) -> HipPipeline:
-        pipeline = FixedLocations.from_model(
+    def make(regions: tuple[FilmRegion, ...], threshold: float = 0.5) -> HipPipeline:
+        pipeline = HipPipeline.from_model(
             load_model(random_model_dir, device="cpu"),
             PipelineSettings(thresholds={"osteoporosis": threshold}),
-            load_reference(),
         )
-        pipeline.locations = locations
+        pipeline.regions = FixedRegions(regions)
         return pipeline
 
     return make

@@ -10,27 +10,22 @@ from hip_cases import side
 from pydicom.dataset import Dataset
 
 from osteonode.bone import Laterality
-from osteonode.config import PipelineSettings, IntendedUsePolicy
+from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.imaging import load_radiograph
 from osteonode.nets.femur_locator import SideState
 from osteonode.phantoms import PhantomRecord
 from osteonode.pipelines.base import Category, FindingSite, OutsideIntendedUse
-from osteonode.pipelines.hip import (
-    HipGeometry,
-    HipPipeline,
+from osteonode.pipelines.hip import HipGeometry, HipPipeline
+from osteonode.pipelines.regions import (
     _sides_from_image_laterality,
     crop_window,
     image_side_lateralities,
-    intended_use,
 )
-from osteonode.reference import load_reference
 from osteonode.zoo import load_model
 
 
 def _pipeline(model_dir: Path, **settings: object) -> HipPipeline:
-    return HipPipeline.from_model(
-        load_model(model_dir, device="cpu"), PipelineSettings(**settings), load_reference()
-    )
+    return HipPipeline.from_model(load_model(model_dir, device="cpu"), PipelineSettings(**settings))
 
 
 def _header(orientation: list[str] | None) -> Dataset:
@@ -77,8 +72,8 @@ def test_a_man_is_outside_the_intended_use_and_skipped_under_the_skip_policy(
     hip_records: list[PhantomRecord], random_model_dir: Path
 ) -> None:
     radiograph = load_radiograph(_with(hip_records[0].file, PatientSex="M", PatientAge="070Y"))
-    notes, outside = intended_use(radiograph)
-    assert outside and "male" in outside[0] and notes[0] == outside[0]
+    outside, _ = _pipeline(random_model_dir).intended_use(radiograph)
+    assert outside == ["male patient: the method is intended for women aged 55 or over"]
     with pytest.raises(OutsideIntendedUse, match="women aged 55"):
         _pipeline(random_model_dir, outside_intended_use=IntendedUsePolicy.SKIP).run(radiograph)
     result = _pipeline(random_model_dir).run(radiograph)
@@ -86,14 +81,43 @@ def test_a_man_is_outside_the_intended_use_and_skipped_under_the_skip_policy(
 
 
 def test_a_woman_under_55_gets_a_note_and_one_over_55_none(
-    hip_records: list[PhantomRecord],
+    hip_records: list[PhantomRecord], random_model_dir: Path
 ) -> None:
+    pipeline = _pipeline(random_model_dir)
     young = load_radiograph(_with(hip_records[0].file, PatientSex="F", PatientAge="052Y"))
-    assert intended_use(young)[1] == [
-        "patient aged 52; the hip method is intended for women aged 55 or over"
+    assert pipeline.intended_use(young)[0] == [
+        "patient aged 52: the method is intended for women aged 55 or over"
     ]
     older = load_radiograph(_with(hip_records[0].file, PatientSex="F", PatientAge="071Y"))
-    assert intended_use(older) == ([], [])
+    assert pipeline.intended_use(older)[0] == []
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        ({"PatientSex": ""}, "patient sex not recorded"),
+        ({"PatientAge": "", "PatientBirthDate": ""}, "patient age unknown"),
+    ],
+)
+def test_unrecorded_sex_or_age_is_analysed_with_a_note_or_skipped_by_policy(
+    hip_records: list[PhantomRecord], random_model_dir: Path, edits: dict[str, str], expected: str
+) -> None:
+    radiograph = load_radiograph(
+        _with(hip_records[0].file, **{"PatientSex": "F", "PatientAge": "070Y", **edits})
+    )
+    result = _pipeline(random_model_dir).run(radiograph)
+    assert any(note.startswith(expected) for note in result.notes), result.notes
+    with pytest.raises(OutsideIntendedUse, match=expected):
+        _pipeline(random_model_dir, outside_intended_use=IntendedUsePolicy.SKIP).run(radiograph)
+
+
+def test_a_lateral_hip_film_is_not_evaluable_and_says_why(
+    hip_records: list[PhantomRecord], random_model_dir: Path
+) -> None:
+    radiograph = load_radiograph(_with(hip_records[0].file, ViewPosition="LL"))
+    result = _pipeline(random_model_dir).run(radiograph)
+    assert not result.evaluable and result.findings == ()
+    assert result.reason == "lateral view; this method reads AP/PA films"
 
 
 def test_result_has_one_finding_per_side_with_crop_outline_and_heatmap(
@@ -120,13 +144,8 @@ def test_a_film_with_no_evaluable_side_is_not_evaluable_and_says_why(
 ) -> None:
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
-        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), SideState.PROSTHESIS, "hip prosthesis"),
-        side(
-            Laterality.LEFT,
-            (230.0, 60.0, 300.0, 150.0),
-            SideState.OUTSIDE_FIELD,
-            "femur cut off by the field of view",
-        ),
+        side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), "hip prosthesis"),
+        side(Laterality.LEFT, (230.0, 60.0, 300.0, 150.0), "femur cut off by the field of view"),
     )
     result = fixed_pipeline(locations).run(radiograph)
     assert not result.evaluable and result.category is None
@@ -182,7 +201,7 @@ def test_heatmap_stays_inside_the_evaluable_crops(
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
         side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0)),
-        side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0), SideState.PROSTHESIS, "hip prosthesis"),
+        side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0), "hip prosthesis"),
     )
     result = fixed_pipeline(locations, threshold=0.001).run(radiograph)
     outside = np.ones(radiograph.shape, bool)
@@ -202,17 +221,13 @@ def _with(path: Path, **attributes: str) -> Dataset:
 
 
 def test_without_orientation_image_laterality_names_the_single_femur() -> None:
-    locations = (
-        side(
-            Laterality.RIGHT,
-            (20.0, 60.0, 90.0, 150.0),
-            SideState.OUTSIDE_FIELD,
-            "femur cut off by the field of view",
-        ),
-        side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0)),
-    )
-    relabelled, note = _sides_from_image_laterality(locations, "R", "assumed")
-    assert [loc.laterality for loc in relabelled] == [Laterality.LEFT, Laterality.RIGHT]
+    sides = [
+        (SideState.OUTSIDE_FIELD, side(Laterality.RIGHT, (20.0, 60.0, 90.0, 150.0), "cut off")),
+        (SideState.EVALUABLE, side(Laterality.LEFT, (160.0, 60.0, 230.0, 150.0))),
+    ]
+    relabelled, note = _sides_from_image_laterality(sides, "R", "assumed")
+    assert [region.laterality for _, region in relabelled] == [Laterality.LEFT, Laterality.RIGHT]
+    assert [region.name for _, region in relabelled] == ["Left hip", "Right hip"]
     assert "Image Laterality R" in note
-    unchanged, note = _sides_from_image_laterality(locations, "B", "assumed")
-    assert unchanged == locations and note == "assumed"
+    unchanged, note = _sides_from_image_laterality(sides, "B", "assumed")
+    assert unchanged == sides and note == "assumed"

@@ -12,7 +12,6 @@ from pydicom.dataset import Dataset
 
 from osteonode.bone import Laterality
 from osteonode.imaging import load_radiograph
-from osteonode.nets.femur_locator import SideState
 from osteonode.phantoms import PhantomRecord
 from osteonode.pipelines.base import Category, Result
 from osteonode.reports import (
@@ -120,10 +119,8 @@ def test_not_evaluable_hip_result_passes_dciodvfy(
 ) -> None:
     radiograph = load_radiograph(hip_records[0].file)
     locations = (
-        side(Laterality.RIGHT, RIGHT_BOX, SideState.PROSTHESIS, "hip prosthesis"),
-        side(
-            Laterality.LEFT, LEFT_BOX, SideState.OUTSIDE_FIELD, "femur cut off by the field of view"
-        ),
+        side(Laterality.RIGHT, RIGHT_BOX, "hip prosthesis"),
+        side(Laterality.LEFT, LEFT_BOX, "femur cut off by the field of view"),
     )
     result = fixed_pipeline(locations).run(radiograph)
     assert not result.evaluable

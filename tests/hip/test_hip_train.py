@@ -11,7 +11,7 @@ import torch
 from osteonode.imaging import load_radiograph
 from osteonode.imaging.transforms import ztransform_2sigma
 from osteonode.phantoms import PhantomRecord, make_cohort
-from osteonode.pipelines.hip import crop_window, extract_crop
+from osteonode.pipelines.regions import crop_window, extract_crop
 from osteonode.train.hip import (
     DEMO_GEOMETRY,
     ClassifierTask,

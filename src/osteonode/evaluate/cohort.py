@@ -422,6 +422,8 @@ def _method_truth(config: NodeConfig, pipeline: str) -> Truth:
         card = read_model_card(config.models.dir / settings.model_name(pipeline))
     except ModelError as error:
         raise CohortError(f"pipeline {pipeline!r} cannot run: {error}") from None
+    if card.classifier is not None:
+        return card.classifier.regions.truth
     return IMPLEMENTATIONS[card.pipeline].truth
 
 

@@ -237,6 +237,11 @@ class VGGNonLocal(nn.Module):
         """Module whose output (the last conv stage's activation) Grad-CAM should use."""
         return self.features[-2]
 
+    @property
+    def in_chans(self) -> int:
+        """Input channels the network takes."""
+        return self.config.in_chans
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the feature map after the fifth max-pool, shape (N, C, H/32, W/32).
 

@@ -33,6 +33,7 @@ __all__ = [
     "ModelIdentity",
     "OutsideIntendedUse",
     "Region",
+    "RegionKind",
     "Result",
     "SourceImage",
 ]
@@ -77,6 +78,20 @@ class Method(enum.StrEnum):
     """Femur localiser and VGG16 non-local classifier per hip."""
     CLASSIFIER = "classifier"
     """A card-driven classifier of the whole film: preprocessing, stages and cut-offs in the card."""
+
+
+class RegionKind(enum.StrEnum):
+    """Where a card-driven classifier looks on the film (the ``regions`` key of ``[classifier]``)."""
+
+    WHOLE_FILM = "whole_film"
+    """The whole film is one input (Park 2025's chest, Boonrod 2025's lumbar films)."""
+    FEMUR_SIDES = "femur_sides"
+    """A locator network finds the proximal femur on each side; each crop is one input (Jang 2021)."""
+
+    @property
+    def truth(self) -> Truth:
+        """What a validation cohort must give to judge answers about these regions."""
+        return Truth.PER_SIDE if self is RegionKind.FEMUR_SIDES else Truth.FILM
 
 
 class Truth(enum.StrEnum):

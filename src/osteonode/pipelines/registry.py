@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import structlog
 
@@ -37,7 +37,7 @@ class Pipeline(Protocol):
 
     name: str
     """The configured pipeline's name (``[pipelines.<name>]``), written on every result."""
-    truth: ClassVar[Truth]
+    truth: Truth
     """What a validation cohort must give to judge this method's answers."""
     site: FindingSite
     """Where the method's answer is (the lumbar spine, the chest, the hips)."""

@@ -48,11 +48,8 @@ from osteonode.nets.femur_locator import DISTANCE_UNIT, IMAGE_SIDES, STRIDE, Fem
 from osteonode.phantoms import read_cohort
 from osteonode.phantoms.cohort import PhantomRecord, SideTruth
 from osteonode.pipelines.base import Method
-from osteonode.pipelines.hip import (
-    CLASSIFIER_ROLE,
-    LOCATOR_ROLE,
-    HipGeometry,
-    HipPipeline,
+from osteonode.pipelines.hip import CLASSIFIER_ROLE, LOCATOR_ROLE, HipGeometry, HipPipeline
+from osteonode.pipelines.regions import (
     crop_window,
     extract_crop,
     image_side_lateralities,
