@@ -1,6 +1,8 @@
 """Torch modules of the screening networks, and loading of their pretrained weights.
 
-Plain torch only (no torchvision, no timm): :mod:`~osteonode.nets.convnext` for the chest
+Plain torch only (no torchvision, no timm). The classifiers share
+:class:`~osteonode.nets.classifier.ImageClassifier` (input check, logits, Grad-CAM layer):
+:mod:`~osteonode.nets.convnext` for the chest
 classifiers, :mod:`~osteonode.nets.vgg_nonlocal` for the hip classifier,
 :mod:`~osteonode.nets.resnet` and :mod:`~osteonode.nets.darknet` for the AP and lateral lumbar
 classifiers,
@@ -23,6 +25,7 @@ from osteonode.nets.checkpoints import (
     load_pretrained,
     read_state_dict,
 )
+from osteonode.nets.classifier import ImageClassifier
 from osteonode.nets.convnext import (
     ConvNeXt,
     ConvNeXtConfig,
@@ -56,6 +59,7 @@ __all__ = [
     "DarkNet",
     "DarkNetConfig",
     "FemurLocator",
+    "ImageClassifier",
     "LoadReport",
     "NonLocalBlock2d",
     "ResNet",

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osteonode.nets.classifier import ImageClassifier
+
 __all__ = [
     "CONVNEXT_DEMO",
     "CONVNEXT_SMALL",
@@ -187,7 +189,7 @@ class ConvNeXtBlock(nn.Module):
         return x + self.drop_path(branch)
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(ImageClassifier):
     """ConvNeXt classifier.
 
     Parameters
@@ -268,46 +270,13 @@ class ConvNeXt(nn.Module):
         """Input channels the network takes."""
         return self.config.in_chans
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the last stage's feature map, shape (N, widths[-1], H/32, W/32).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W).
-
-        Returns
-        -------
-        torch.Tensor
-            Feature map before pooling.
-
-        Raises
-        ------
-        ValueError
-            If ``x`` is not a 4-D tensor with ``in_chans`` channels.
-        """
-        if x.ndim != 4 or x.shape[1] != self.config.in_chans:
-            raise ValueError(
-                f"expected input of shape (N, {self.config.in_chans}, H, W), got {tuple(x.shape)}"
-            )
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         for downsample, stage in zip(self.downsample_layers, self.stages):
             x = stage(downsample(x))
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits, shape (N, num_classes).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W); H and W should be multiples of 32.
-
-        Returns
-        -------
-        torch.Tensor
-            Unnormalised class scores.
-        """
-        pooled = self.forward_features(x).mean(dim=(-2, -1))
+    def logits(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        pooled = features.mean(dim=(-2, -1))
         return self.head(self.norm(pooled))
 
     @torch.no_grad()

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from osteonode.nets.classifier import ImageClassifier
+
 __all__ = [
     "DARKNET19_STAGES",
     "ConvBnLeaky",
@@ -114,7 +116,7 @@ class ConvBnLeaky(nn.Sequential):
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
 
 
-class DarkNet(nn.Module):
+class DarkNet(ImageClassifier):
     """DarkNet-19 classifier.
 
     Parameters
@@ -139,7 +141,6 @@ class DarkNet(nn.Module):
             raise TypeError(f"config must be a DarkNetConfig, got {type(config).__name__}")
         super().__init__()
         self.config = config
-        self.in_chans = config.in_chans
         layers = config.stage_layers()
         self.stages = nn.ModuleList()
         channels = config.in_chans
@@ -168,50 +169,22 @@ class DarkNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @property
+    def in_chans(self) -> int:
+        """Input channels the network takes."""
+        return self.config.in_chans
+
+    @property
     def gradcam_layer(self) -> nn.Module:
         """Module whose output (the last stage's feature map) Grad-CAM should use."""
         return self.stages[-1]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the last stage's feature map, shape (N, C, H/32, W/32).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W).
-
-        Returns
-        -------
-        torch.Tensor
-            Feature map before the classifier convolution.
-
-        Raises
-        ------
-        ValueError
-            If ``x`` is not a 4-D tensor with ``in_chans`` channels.
-        """
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         for stage in self.stages:
             x = stage(x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits, shape (N, num_classes).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W); H and W should be multiples of 32.
-
-        Returns
-        -------
-        torch.Tensor
-            Unnormalised class scores: the class maps of the last convolution, averaged.
-        """
-        return self.head(self.forward_features(x)).mean(dim=(-2, -1))
+    def logits(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.head(features).mean(dim=(-2, -1))
 
 
 def darknet19(num_classes: int = 2, in_chans: int = 3) -> DarkNet:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from osteonode.nets.classifier import ImageClassifier
+
 __all__ = [
     "RESNET18",
     "RESNET18_DEMO",
@@ -127,7 +129,7 @@ class BasicBlock(nn.Module):
         return self.relu(branch + shortcut)
 
 
-class ResNet(nn.Module):
+class ResNet(ImageClassifier):
     """Basic-block ResNet classifier.
 
     Parameters
@@ -152,7 +154,6 @@ class ResNet(nn.Module):
             raise TypeError(f"config must be a ResNetConfig, got {type(config).__name__}")
         super().__init__()
         self.config = config
-        self.in_chans = config.in_chans
         widths = config.widths
         # Stem
         self.conv1 = nn.Conv2d(
@@ -190,51 +191,23 @@ class ResNet(nn.Module):
                     nn.init.zeros_(module.bn2.weight)
 
     @property
+    def in_chans(self) -> int:
+        """Input channels the network takes."""
+        return self.config.in_chans
+
+    @property
     def gradcam_layer(self) -> nn.Module:
         """Module whose output (the last stage's feature map) Grad-CAM should use."""
         return getattr(self, self.stage_names[-1])
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the last stage's feature map, shape (N, widths[-1], H/32, W/32).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W).
-
-        Returns
-        -------
-        torch.Tensor
-            Feature map before pooling.
-
-        Raises
-        ------
-        ValueError
-            If ``x`` is not a 4-D tensor with ``in_chans`` channels.
-        """
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits, shape (N, num_classes).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W); H and W should be multiples of 32.
-
-        Returns
-        -------
-        torch.Tensor
-            Unnormalised class scores.
-        """
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+    def logits(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.fc(torch.flatten(self.avgpool(features), 1))
 
 
 def resnet18(num_classes: int = 2, in_chans: int = 3) -> ResNet:

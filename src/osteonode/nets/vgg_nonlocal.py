@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osteonode.nets.classifier import ImageClassifier
+
 __all__ = [
     "VGG16_STAGES",
     "NonLocalBlock2d",
@@ -174,7 +176,7 @@ class NonLocalBlock2d(nn.Module):
         return x + self.w(context)
 
 
-class VGGNonLocal(nn.Module):
+class VGGNonLocal(ImageClassifier):
     """VGG16 convolutions, one non-local block and a one-logit head.
 
     Parameters
@@ -242,48 +244,15 @@ class VGGNonLocal(nn.Module):
         """Input channels the network takes."""
         return self.config.in_chans
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the feature map after the fifth max-pool, shape (N, C, H/32, W/32).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W).
-
-        Returns
-        -------
-        torch.Tensor
-            Feature map before global pooling.
-
-        Raises
-        ------
-        ValueError
-            If ``x`` is not a 4-D tensor with ``in_chans`` channels.
-        """
-        if x.ndim != 4 or x.shape[1] != self.config.in_chans:
-            raise ValueError(
-                f"expected input of shape (N, {self.config.in_chans}, H, W), got {tuple(x.shape)}"
-            )
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         for index, layer in enumerate(self.features):
             x = layer(x)
             if index == self._non_local_after_index:
                 x = self.non_local(x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the osteoporosis logit, shape (N, 1), for ``BCEWithLogitsLoss``.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Images, shape (N, in_chans, H, W); H and W should be multiples of 32.
-
-        Returns
-        -------
-        torch.Tensor
-            One logit per image.
-        """
-        pooled = self.forward_features(x).mean(dim=(-2, -1))
+    def logits(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        pooled = features.mean(dim=(-2, -1))
         return self.head(self.head_dropout(pooled))
 
     @torch.no_grad()

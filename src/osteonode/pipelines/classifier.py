@@ -48,6 +48,7 @@ from osteonode.bone import Sex, who_applicability
 from osteonode.config import IntendedUsePolicy, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
 from osteonode.imaging.transforms import ClassifierTransform, classifier_input, resize_with_scale
+from osteonode.nets.classifier import ImageClassifier
 from osteonode.pipelines.base import (
     Category,
     Finding,
@@ -142,8 +143,9 @@ class ClassifierPipeline:
     Parameters
     ----------
     networks
-        The model's networks by role: each stage's (a classifier with (N, 1) or (N, 2) logits, a
-        ``gradcam_layer`` module and an ``in_chans`` int), and the locator the spec names.
+        The model's networks by role: each stage's (an
+        :class:`~osteonode.nets.classifier.ImageClassifier` with one or two logits), and the
+        locator the spec names.
     spec
         The card's ``[classifier]`` section.
     input_size
@@ -162,8 +164,8 @@ class ClassifierPipeline:
     Raises
     ------
     TypeError
-        A network that is not a classifier with a Grad-CAM layer, a locator of the wrong kind, or
-        settings of the wrong type.
+        A stage network that is not an image classifier, a locator of the wrong kind, or settings
+        of the wrong type.
     ValueError
         A stage or locator without its network, a threshold for no stage, or normalisation values
         that do not fit the networks' input channels.
@@ -195,12 +197,8 @@ class ClassifierPipeline:
             network = networks.get(role)
             if network is None:
                 raise ValueError(f"stage {role!r} has no network")
-            if not isinstance(network, nn.Module) or not isinstance(
-                getattr(network, "gradcam_layer", None), nn.Module
-            ):
-                raise TypeError(f"network {role!r} must be a torch module with a gradcam_layer")
-            if not isinstance(getattr(network, "in_chans", None), int):
-                raise TypeError(f"network {role!r} must say its input channels (in_chans)")
+            if not isinstance(network, ImageClassifier):
+                raise TypeError(f"network {role!r} must be an image classifier, not {type(network).__name__}")
             channels.add(network.in_chans)
         if len(channels) != 1:
             raise ValueError(f"the stages' networks take different input channels: {sorted(channels)}")
