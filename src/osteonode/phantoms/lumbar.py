@@ -60,6 +60,59 @@ class LumbarGeometry:
     corners: dict[str, np.ndarray]
 
 
+def body_size(rng: np.random.Generator, patient: Patient) -> float:
+    """The patient's skeletal size factor (men a little larger)."""
+    return rng.uniform(0.92, 1.08) * (1.05 if patient.sex is Sex.MALE else 1.0)
+
+
+def arc_positions(body_mm: dict[str, tuple[float, float, float]], size: float) -> np.ndarray:
+    """Position of each body centre along the spine (mm), T11 first, with L3's centre at 0.
+
+    ``body_mm`` gives each body's (width or depth, height, disc below) in mm.
+    """
+    names = list(body_mm)
+    heights = [(body_mm[n][1] + body_mm[n][2]) * size for n in names]
+    s = np.cumsum([0.0] + heights[:-1]) + np.array([body_mm[n][1] * size / 2 for n in names])
+    return s - (s[names.index("L3")] + body_mm["L3"][1] * size / 2)
+
+
+def cropped_shift(
+    rng: np.random.Generator, grid: Grid, layout: list[tuple[str, float, float, float]]
+) -> float:
+    """The vertical shift (mm) that pushes L1 or L4 partly off the image (``HardCase.CROPPED``)."""
+    edge = grid.rows * grid.spacing_mm / 2
+    name = "L1" if rng.random() < 0.5 else "L4"
+    y_centre = next(v[2] for v in layout if v[0] == name)
+    return (-edge if name == "L1" else edge) - y_centre + rng.uniform(-6.0, 6.0)
+
+
+def rotation(angle_deg: float) -> np.ndarray:
+    """The 2 x 2 matrix turning (x, y) by ``angle_deg`` degrees."""
+    theta = np.deg2rad(angle_deg)
+    return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+
+
+def body_corners(width: float, height: float, angle_deg: float, centre: tuple[float, float]) -> np.ndarray:
+    """A body's corners (mm): top-left, top-right, bottom-right, bottom-left as seen."""
+    box = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * (width / 2, height / 2)
+    return box @ rotation(angle_deg).T + centre
+
+
+def paint_spine(
+    rng: np.random.Generator,
+    grid: Grid,
+    layers: list[list[Bone]],
+    metal: list[tuple[np.ndarray, float]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Areal density of the bone layers (vertebral bodies first, their texture) and metal (mm)."""
+    texture = Texture.sample(rng, grid, float(np.mean([b.quality for b in layers[0]])))
+    density = np.zeros((grid.rows, grid.columns), np.float32)
+    for layer in layers:
+        paint_bones(density, layer, texture)
+    metal_mm = fill_polygons((grid.rows, grid.columns), metal) if metal else np.zeros_like(density)
+    return density, metal_mm
+
+
 def _soft_tissue(rng: np.random.Generator, grid: Grid, size: float, spine_x: float) -> np.ndarray:
     """Abdominal soft tissue path (cm): elliptic cross-section, psoas shadows, bowel gas."""
     step = 8
@@ -96,10 +149,7 @@ def _spine_layout(
     phase = rng.uniform(0, 2 * np.pi)
     tilt = rng.uniform(-4.0, 4.0)
     names = list(_BODY_MM)
-    heights = [(_BODY_MM[n][1] + _BODY_MM[n][2]) * size for n in names]
-    # Arc position of each body centre, with L3 at s = 0.
-    s = np.cumsum([0.0] + heights[:-1]) + np.array([_BODY_MM[n][1] * size / 2 for n in names])
-    s -= s[names.index("L3")] + _BODY_MM["L3"][1] * size / 2
+    s = arc_positions(_BODY_MM, size)
     lateral = amplitude * np.sin(2 * np.pi * s / period + phase)
     slope = amplitude * 2 * np.pi / period * np.cos(2 * np.pi * s / period + phase)
     theta = np.deg2rad(tilt)
@@ -130,14 +180,11 @@ def draw_lumbar(
     -------
     tuple[Scene, LumbarGeometry]
     """
-    size = rng.uniform(0.92, 1.08) * (1.05 if patient.sex is Sex.MALE else 1.0)
+    size = body_size(rng, patient)
     layout = _spine_layout(rng, hard_case, size)
     shift_x, shift_y = rng.uniform(-15.0, 15.0), rng.uniform(-20.0, 20.0)
     if hard_case is HardCase.CROPPED:
-        edge = grid.rows * grid.spacing_mm / 2
-        name = "L1" if rng.random() < 0.5 else "L4"
-        y_centre = next(v[2] for v in layout if v[0] == name)
-        shift_y = (-edge if name == "L1" else edge) - y_centre + rng.uniform(-6.0, 6.0)
+        shift_y = cropped_shift(rng, grid, layout)
     axial = rng.uniform(-8.0, 8.0)
     bmd = dict(patient.vertebra_bmd, T11=patient.vertebra_bmd["T12"] * 0.98)
     cx, cy = grid.centre
@@ -162,11 +209,9 @@ def draw_lumbar(
                 grid.px(_CORTEX_MM),
             )
         )
-        box = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * (width / 2, height / 2)
-        theta = np.deg2rad(angle)
-        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        rot = rotation(angle)
         if name in VERTEBRAE:
-            corners[name] = to_px(box @ rot.T + (x, y))
+            corners[name] = to_px(body_corners(width, height, angle, (x, y)))
         # Axial rotation moves posterior elements sideways against the body.
         offset = np.sin(np.deg2rad(axial)) * width * 0.6
         for side in (-1.0, 1.0):
@@ -284,11 +329,7 @@ def draw_lumbar(
                 )
             )
 
-    texture = Texture.sample(rng, grid, float(np.mean([b.quality for b in bodies])))
-    density = np.zeros((grid.rows, grid.columns), np.float32)
-    for layer in (bodies, posterior, transverse, pelvis, ilia, ribs):
-        paint_bones(density, layer, texture)
-    metal_mm = fill_polygons((grid.rows, grid.columns), metal) if metal else np.zeros_like(density)
+    density, metal_mm = paint_spine(rng, grid, [bodies, posterior, transverse, pelvis, ilia, ribs], metal)
     soft = _soft_tissue(rng, grid, size, shift_x)
     scene = Scene(grid, soft, density, metal_mm, collimation_field(rng, grid))
     return scene, LumbarGeometry(corners)

@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from osteonode.bone import Sex
 from osteonode.phantoms.demographics import LUMBAR_REFERENCE, VERTEBRAE, Patient
 from osteonode.phantoms.enum import HardCase
-from osteonode.phantoms.lumbar import LumbarGeometry
-from osteonode.phantoms.physics import Bone, Scene, Texture, collimation_field, paint_bones
-from osteonode.phantoms.raster import (
-    Grid,
-    band,
-    fill_polygons,
-    resize,
-    smooth_closed,
-    smooth_open,
-    superellipse,
+from osteonode.phantoms.lumbar import (
+    LumbarGeometry,
+    arc_positions,
+    body_corners,
+    body_size,
+    cropped_shift,
+    paint_spine,
+    rotation,
 )
+from osteonode.phantoms.physics import Bone, Scene, collimation_field
+from osteonode.phantoms.raster import Grid, band, resize, smooth_closed, smooth_open, superellipse
 
 #: Body depth (front to back) and height (mm), and the disc below each vertebra (mm), T11 first.
 _BODY_MM = {
@@ -81,10 +80,7 @@ def _soft_tissue(
 def _spine_layout(rng: np.random.Generator, size: float) -> list[tuple[str, float, float, float]]:
     """(name, x_mm, y_mm, tilt_deg) of each body centre, T11 to L5, along the lordotic curve."""
     names = list(_BODY_MM)
-    heights = [(_BODY_MM[n][1] + _BODY_MM[n][2]) * size for n in names]
-    # Arc position of each body centre, with L3 at s = 0.
-    s = np.cumsum([0.0] + heights[:-1]) + np.array([_BODY_MM[n][1] * size / 2 for n in names])
-    s -= s[names.index("L3")] + _BODY_MM["L3"][1] * size / 2
+    s = arc_positions(_BODY_MM, size)
     # Lordosis: the mid-lumbar bodies lie furthest forward (to the image left); a parabola whose
     # end slopes give some 40-60 degrees between the end plates of T12 and L5.
     depth = rng.uniform(10.0, 28.0)
@@ -98,11 +94,6 @@ def _spine_layout(rng: np.random.Generator, size: float) -> list[tuple[str, floa
     y = forward * np.sin(theta) + s * np.cos(theta)
     angle = tilt - np.rad2deg(np.arctan(slope))
     return [(n, float(x[i]), float(y[i]), float(angle[i])) for i, n in enumerate(names)]
-
-
-def _rotation(angle_deg: float) -> np.ndarray:
-    theta = np.deg2rad(angle_deg)
-    return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
 
 
 def draw_lumbar_lateral(
@@ -128,15 +119,12 @@ def draw_lumbar_lateral(
         The scene, and each body's corners (top-left, top-right, bottom-right, bottom-left as
         seen, i.e. anterior-superior first).
     """
-    size = rng.uniform(0.92, 1.08) * (1.05 if patient.sex is Sex.MALE else 1.0)
+    size = body_size(rng, patient)
     layout = _spine_layout(rng, size)
     # The field is centred on the vertebral bodies, give or take a little.
     shift_x, shift_y = rng.uniform(0.0, 25.0), rng.uniform(-20.0, 20.0)
     if hard_case is HardCase.CROPPED:
-        edge = grid.rows * grid.spacing_mm / 2
-        name = "L1" if rng.random() < 0.5 else "L4"
-        y_centre = next(v[2] for v in layout if v[0] == name)
-        shift_y = (-edge if name == "L1" else edge) - y_centre + rng.uniform(-6.0, 6.0)
+        shift_y = cropped_shift(rng, grid, layout)
     bmd = dict(patient.vertebra_bmd, T11=patient.vertebra_bmd["T12"] * 0.98)
     cx, cy = grid.centre
 
@@ -149,7 +137,7 @@ def draw_lumbar_lateral(
         x, y = x + shift_x, y + shift_y
         depth, height = _BODY_MM[name][0] * size, _BODY_MM[name][1] * size
         quality = bmd[name] / LUMBAR_REFERENCE[0]
-        rot = _rotation(angle)
+        rot = rotation(angle)
         bodies.append(
             Bone(
                 superellipse(
@@ -160,9 +148,8 @@ def draw_lumbar_lateral(
                 grid.px(_CORTEX_MM),
             )
         )
-        box = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * (depth / 2, height / 2)
         if name in VERTEBRAE:
-            corners[name] = to_px(box @ rot.T + (x, y))
+            corners[name] = to_px(body_corners(depth, height, angle, (x, y)))
         # Pedicles (both superimposed) and lamina run backwards from the upper half of the body,
         # leaving the intervertebral foramen below them.
         arch = np.array([[0.5 * depth - 2.0, -0.25 * height], [0.5 * depth + 22.0, -0.1 * height]])
@@ -185,7 +172,7 @@ def draw_lumbar_lateral(
 
     if hard_case is HardCase.IMPLANT:
         heads = [
-            to_px(_rotation(v[3]) @ np.array([_BODY_MM[v[0]][0] / 2 + 20.0, 0.0]) * size
+            to_px(rotation(v[3]) @ np.array([_BODY_MM[v[0]][0] / 2 + 20.0, 0.0]) * size
                   + (v[1] + shift_x, v[2] + shift_y))
             for v in layout
             if v[0] in ("L3", "L4")
@@ -194,7 +181,7 @@ def draw_lumbar_lateral(
         metal.append((band(rod, grid.px(5.5)), 5.5 * 2))
 
     l5 = next(v for v in layout if v[0] == "L5")
-    l5_rot = _rotation(l5[3])
+    l5_rot = rotation(l5[3])
     # Sacrum: tilted backwards below L5, its promontory under L5's anterior lower corner.
     sacrum_top = np.array([l5[1] + shift_x, l5[2] + shift_y]) + l5_rot @ (
         np.array([0.0, _BODY_MM["L5"][1] / 2 + 11.0]) * size
@@ -229,11 +216,7 @@ def draw_lumbar_lateral(
                 )
             )
 
-    texture = Texture.sample(rng, grid, float(np.mean([b.quality for b in bodies])))
-    density = np.zeros((grid.rows, grid.columns), np.float32)
-    for layer in (bodies, posterior, spinous, pelvis, ilia, ribs):
-        paint_bones(density, layer, texture)
-    metal_mm = fill_polygons((grid.rows, grid.columns), metal) if metal else np.zeros_like(density)
+    density, metal_mm = paint_spine(rng, grid, [bodies, posterior, spinous, pelvis, ilia, ribs], metal)
     soft = _soft_tissue(rng, grid, size, shift_x)
     scene = Scene(grid, soft, density, metal_mm, collimation_field(rng, grid))
     return scene, LumbarGeometry(corners)
