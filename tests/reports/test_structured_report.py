@@ -182,6 +182,20 @@ def test_chest_round_trip_gives_back_probabilities_and_decisions(
     )
 
 
+def test_groups_outlined_as_the_whole_film_track_one_region_and_outlined_findings_their_own(
+    reports: dict,
+) -> None:
+    chest = _groups(reports[("chest", SrStorage.COMPREHENSIVE_3D)])
+    # The film and both stages of the chest classifier: one region, so one Tracking UID (a viewer
+    # draws it once with every value, not three labels on one spot) ...
+    assert len({group.tracking_uid for group in chest.values()}) == 1
+    stages = {"Stage 1: osteoporosis", "Stage 2: low bone mass"}
+    assert set(chest) == {OVERALL_TRACKING_IDENTIFIER, *stages}
+    # ... while each outlined vertebra is a region of its own, apart from the film.
+    lumbar = _groups(reports[("lumbar", SrStorage.COMPREHENSIVE_3D)])
+    assert len({group.tracking_uid for group in lumbar.values()}) == len(lumbar)
+
+
 def test_hip_round_trip_gives_back_sides_and_the_reason_one_is_not_evaluable(reports: dict) -> None:
     groups = _groups(reports[("hip", SrStorage.COMPREHENSIVE)])
     right, left = groups["Right hip"], groups["Left hip"]

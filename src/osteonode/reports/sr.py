@@ -11,12 +11,18 @@ Layout of the document (PS3.16 template numbers in brackets)::
             two-class method's "not osteoporosis", osteoporosis absent), film T-score,
             not-evaluable reason, intended-use notes
         one Measurement Group per Finding [1410; the whole film when it has no outline]:
-            tracking identifier and UID, algorithm [4019: name, version, calibration and the
-            decision threshold], finding site (+ laterality), BMD (0.001 g/cm2) and T-score (0.1)
-            with method "Estimated", probability as Certainty of Finding (0.1 %),
-            classification, osteoporosis present/absent, outline (SCOORD POLYLINE on the source
-            image, closed or open), comments: why excluded or not evaluable
+            tracking identifier and UID (the film's UID when outlined as the whole film),
+            algorithm [4019: name, version, calibration and the decision threshold], finding
+            site (+ laterality), BMD (0.001 g/cm2) and T-score (0.1) with method "Estimated",
+            probability as Certainty of Finding (0.1 %), classification, osteoporosis
+            present/absent, outline (SCOORD POLYLINE on the source image, closed or open),
+            comments: why excluded or not evaluable
       Qualitative Evaluations: Finding "<the model's disclaimer>" (synthetic or research model)
+
+Groups outlined as the whole film share one Tracking Unique Identifier: they describe one tracked
+region, the film (the text Tracking Identifier still names each finding). Viewers that track regions
+draw that region once with all its values (OHIF merges groups by Tracking UID) instead of stacking one
+label per group on the same spot, as they would for the stages of a whole-film classifier.
 
 The body region comes from the result's site (``Result.site``), never from the pipeline's name,
 so any configured pipeline reports correctly.
@@ -270,6 +276,15 @@ def _whole_film(result: Result) -> Region:
     return Region.box(0.0, 0.0, float(result.source.columns), float(result.source.rows))
 
 
+def _tracking_uid(result: Result, outlined_finding: str | None) -> str:
+    """The Tracking Unique Identifier of a finding with its own outline, or (None) of the film."""
+    return tracking_uid(
+        result.source.sop_instance_uid,
+        result.model,
+        OVERALL_TRACKING_IDENTIFIER if outlined_finding is None else outlined_finding,
+    )
+
+
 def _image_region(result: Result, region: Region) -> hd.sr.ImageRegion:
     """A 2-D SCOORD POLYLINE; closed outlines repeat the first point as the last.
 
@@ -361,7 +376,7 @@ def _finding_group(
     )
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid(result.source.sop_instance_uid, result.model, finding.name),
+            uid=_tracking_uid(result, finding.name if finding.region else None),
             identifier=finding.name,
         ),
         referenced_region=_image_region(result, finding.region or _whole_film(result)),
@@ -388,10 +403,7 @@ def _overall_group(result: Result) -> hd.sr.PlanarROIMeasurementsAndQualitativeE
         measurements = [_t_score(result.site, result.t_score)]
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid(
-                result.source.sop_instance_uid, result.model, OVERALL_TRACKING_IDENTIFIER
-            ),
-            identifier=OVERALL_TRACKING_IDENTIFIER,
+            uid=_tracking_uid(result, None), identifier=OVERALL_TRACKING_IDENTIFIER
         ),
         referenced_region=_image_region(result, _whole_film(result)),
         algorithm_id=_algorithm(result, None),
