@@ -264,17 +264,20 @@ class Orthanc:
     # REST API ------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: bytes | None, content_type: str) -> Any:
+        payload = self._fetch(method, path, body, content_type)
+        return json.loads(payload) if payload else None
+
+    def _fetch(self, method: str, path: str, body: bytes | None, content_type: str) -> bytes:
         request = urllib.request.Request(
             self.url + path, data=body, method=method, headers={"Content-Type": content_type}
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                payload = response.read()
+                return bytes(response.read())
         except urllib.error.HTTPError as error:
             raise OrthancError(
                 f"{method} {path}: HTTP {error.code} {error.read()[:500]!r}"
             ) from None
-        return json.loads(payload) if payload else None
 
     def get(self, path: str) -> Any:
         """GET a REST resource and decode its JSON."""
@@ -295,14 +298,29 @@ class Orthanc:
         body = json.dumps(modality.as_json()).encode()
         self._request("PUT", f"/modalities/{modality.name}", body, "application/json")
 
-    def study_id(self, study_instance_uid: str) -> str | None:
-        """Orthanc's ID of the study with this Study Instance UID, or None if it has none."""
-        for match in self._request(
-            "POST", "/tools/lookup", study_instance_uid.encode(), "text/plain"
-        ):
-            if match.get("Type") == "Study":
+    def _lookup(self, uid: str, level: str) -> str | None:
+        """Orthanc's ID of the `level` ("Study", "Instance") resource with this UID, or None."""
+        for match in self._request("POST", "/tools/lookup", uid.encode(), "text/plain"):
+            if match.get("Type") == level:
                 return str(match["ID"])
         return None
+
+    def study_id(self, study_instance_uid: str) -> str | None:
+        """Orthanc's ID of the study with this Study Instance UID, or None if it has none."""
+        return self._lookup(study_instance_uid, "Study")
+
+    def instance_file(self, sop_instance_uid: str) -> bytes:
+        """The DICOM file Orthanc stores for this SOP Instance UID, as it was received.
+
+        Raises
+        ------
+        OrthancError
+            When Orthanc holds no such instance.
+        """
+        instance = self._lookup(sop_instance_uid, "Instance")
+        if instance is None:
+            raise OrthancError(f"Orthanc holds no instance {sop_instance_uid}")
+        return self._fetch("GET", f"/instances/{instance}/file", None, "application/dicom")
 
     def study_instances(self, study_instance_uid: str) -> list[dict[str, Any]]:
         """The tags (Orthanc's simplified form, without pixel data) of every instance of a study."""
