@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
 import pytest
 from fixtures.peers import NodeProcess, SyntaxFile, dataset_part, wire_dataset
 
-from osteonode.peers import Orthanc
+from osteonode.peers import Orthanc, OrthancError
 
 pytestmark = pytest.mark.orthanc
 
@@ -57,3 +58,16 @@ def test_orthanc_is_refused_when_the_node_only_allows_other_callers(
     assert (refusal["reason"], refusal["calling_ae"]) == ("calling_ae_not_recognised", "ORTHANC")
     time.sleep(0.5)
     assert node.jobs() == {}
+
+
+def test_orthanc_gives_back_the_file_it_stored_and_names_an_instance_it_lacks(
+    tmp_path: Path, transfer_syntax_files: list[SyntaxFile]
+) -> None:
+    film = transfer_syntax_files[0].path
+    uid = str(pydicom.dcmread(film, stop_before_pixels=True).SOPInstanceUID)
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        orthanc.post_instance(film)
+        stored = pydicom.dcmread(BytesIO(orthanc.instance_file(uid)))
+        with pytest.raises(OrthancError, match="holds no instance 1.2.3.4"):
+            orthanc.instance_file("1.2.3.4")
+    assert stored == pydicom.dcmread(film)
