@@ -363,7 +363,9 @@ def show_study_addresses(
         if study is not None:
             show(f"  {row.file:<24} {pacs.explorer_url(study)}")
     if viewer is not None:
-        show("or in the OHIF viewer (double-click the SR series to see its measurements and regions):")
+        show("or in the OHIF viewer (double-click the SR series to see its regions and values on the"
+             " film; answer No when OHIF offers to track them: its own tools would replace the"
+             " report's values with pixel statistics):")
         for row in delivered:
             show(f"  {row.file:<24} {viewer.study_url(row.study_instance_uid)}")
 
