@@ -22,11 +22,16 @@ from osteonode.imaging.overlay import blend_heatmap
 from osteonode.imaging.pixels import display_window
 from osteonode.peers.ohif import OhifViewer
 from osteonode.reports.capture import draw_outlines
+from osteonode.reports.sr import OVERALL_TRACKING_IDENTIFIER
 
 pytestmark = [pytest.mark.slow, pytest.mark.orthanc]
 
 #: How long OHIF may take to show a study in headless Chromium on a busy 2-core machine.
 VIEWER_TIMEOUT_S = 120
+#: The browser window: a full-HD desktop display. OHIF writes a region's label from the region's
+#: right edge onwards, so in a window much narrower (the harness's 1400 x 900) the labels of the
+#: femur crop on the film's right run off the viewport.
+WINDOW = (1920, 1080)
 #: OHIF's question when it could turn the report's regions into its own measurement tools.
 HYDRATION_PROMPT = "Do you want to continue tracking measurements for this study?"
 
@@ -66,6 +71,34 @@ def _drawn(browser: Chromium) -> tuple[set[str], str, int]:
     return uids, text, outlines
 
 
+def _whole_film_uid(item: Delivered) -> str:
+    """The Tracking UID of the groups outlined as the whole film (the film's result)."""
+    (uid,) = {
+        str(group.tracking_uid)
+        for group in _groups(item.report)
+        if group.tracking_identifier == OVERALL_TRACKING_IDENTIFIER
+    }
+    return uid
+
+
+def _labels_cut_off(browser: Chromium, region_uids: set[str]) -> list[str]:
+    """The label lines of these regions that do not lie wholly inside the viewport."""
+    return list(
+        browser.evaluate(
+            "(() => { const pane = document.querySelector('[data-cy=\"viewport-pane\"]')"
+            ".getBoundingClientRect();"
+            f" const uids = {sorted(region_uids)!r};"
+            f" return {_DRAWN_GROUPS}"
+            ".filter(g => uids.includes(g.getAttribute('data-annotation-uid')))"
+            ".flatMap(g => [...g.querySelectorAll('tspan')])"
+            ".filter(s => { const r = s.getBoundingClientRect();"
+            " return r.left < pane.left || r.right > pane.right"
+            " || r.top < pane.top || r.bottom > pane.bottom; })"
+            ".map(s => s.textContent); })()"
+        )
+    )
+
+
 def _answer_no(browser: Chromium) -> None:
     browser.evaluate(
         "[...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'No').click()"
@@ -79,9 +112,13 @@ def test_ohif_draws_the_delivered_reports_regions_and_values_on_the_film(
     """The node's SR, as Orthanc received it, opened in OHIF's basic viewer.
 
     OHIF draws each tracked region of the SR (groups that share a Tracking UID are one region)
-    with its values as labels. It then asks whether to "continue tracking", that is to turn the
-    SR into its own editable measurement tools (hydration); the radiologist answers No, and the
-    report's values stay on the film.
+    with its values as labels; the labels of outlined findings lie inside the viewport. (OHIF
+    writes a region's label at its right edge, so the whole film's label starts beside the film
+    and a viewport not much wider than the film, as a portrait reading monitor, cuts it off; the
+    SR cannot place it, short of a private CORNERSTONEJS position code.)
+    OHIF then asks whether to "continue tracking", that is to turn the SR into its own editable
+    measurement tools (hydration); the radiologist answers No, and the report's values stay on
+    the film.
 
     Why OHIF's measurement panel stays empty, and is not asserted. OHIF 3.13.2 lists only the
     measurements of its measurement service, and an SR enters it only by hydration:
@@ -106,7 +143,7 @@ def test_ohif_draws_the_delivered_reports_regions_and_values_on_the_film(
     labels = _expected_labels(item)
     regions = _tracking_uids(item)
     assert labels, "the report has measurements to show"
-    with Chromium(tmp_path / "profile") as browser:
+    with Chromium(tmp_path / "profile", size=WINDOW) as browser:
         browser.open(url)
         try:
             browser.wait_for(
@@ -117,6 +154,7 @@ def test_ohif_draws_the_delivered_reports_regions_and_values_on_the_film(
         finally:
             browser.screenshot(artifacts / f"ohif-{part}.png")
         drawn_uids, label_text, outlines = _drawn(browser)
+        cut_off = _labels_cut_off(browser, regions - {_whole_film_uid(item)})
         browser.wait_for(_PROMPT_SHOWN, VIEWER_TIMEOUT_S, "OHIF asking to track the report")
         _answer_no(browser)
         browser.wait_for(f"!({_PROMPT_SHOWN})", 30, "OHIF taking the answer No")
@@ -128,6 +166,7 @@ def test_ohif_draws_the_delivered_reports_regions_and_values_on_the_film(
     assert outlines >= len(regions)
     for label in labels:
         assert label in label_text
+    assert cut_off == []
     # ... and stays so when the radiologist declines to turn the report into OHIF's own tools.
     assert kept_uids == regions
     assert kept_text == label_text
