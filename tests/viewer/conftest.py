@@ -12,6 +12,7 @@ study; OHIF is served against that Orthanc. The viewer tests open what the node 
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -22,15 +23,8 @@ from viewer_cases import PARTS, Delivered, Reported
 
 from osteonode.analysis import analyse_file
 from osteonode.config import NodeConfig
-from osteonode.demo import (
-    NODE_AE_TITLE,
-    running_node,
-    store_in_pacs,
-    wait_until_delivered,
-    wait_until_settled,
-    write_demo_config,
-)
-from osteonode.peers import Orthanc, OrthancModality, free_port
+from osteonode.demo import NODE_AE_TITLE, running_node, store_in_pacs, write_demo_config
+from osteonode.peers import Orthanc, OrthancError, OrthancModality, free_port
 from osteonode.peers.ohif import OhifViewer
 from osteonode.phantoms import make_sample_set
 from osteonode.pipelines.registry import load_pipelines
@@ -101,8 +95,19 @@ def _first_viewable(reported: list[Reported], part: str) -> Reported:
     )
 
 
-def _stored(pacs: Orthanc, sop_instance_uid: str) -> pydicom.Dataset:
-    return pydicom.dcmread(BytesIO(pacs.instance_file(sop_instance_uid)))
+def _arrived(pacs: Orthanc, sop_instance_uid: str, node_log: Path) -> pydicom.Dataset:
+    """The instance once the node has sent it to the PACS (polled: Orthanc forwards the films,
+    and the node reports on them, in their own time)."""
+    deadline = time.monotonic() + NODE_TIMEOUT_S
+    while True:
+        try:
+            return pydicom.dcmread(BytesIO(pacs.instance_file(sop_instance_uid)))
+        except OrthancError:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the node's {sop_instance_uid} did not reach Orthanc; see {node_log}"
+                ) from None
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -134,26 +139,25 @@ def delivered(
 ) -> dict[str, Delivered]:
     """One film per part, stored in the PACS, analysed by a running node, its reports sent back.
 
-    The node's objects are found by the UIDs the reports of the same analysis get in this process
-    (output UIDs depend on the source image and the model only), and read back from Orthanc.
+    The node's objects are awaited in Orthanc by the UIDs that the reports of the same analysis get
+    in this process (output UIDs depend on the source image and the model only).
     """
     directory = tmp_path_factory.mktemp("node")
     (directory / "var").mkdir()  # the node's spool and database
     chosen = {part: _first_viewable(reported, part) for part in PARTS}
     config = write_demo_config(directory, node_port, REPOSITORY / "models", pacs, free_port())
-    with running_node(config, node_port, directory / "node.log") as node:
+    log = directory / "node.log"
+    with running_node(config, node_port, log):
         store_in_pacs(pacs, [item.film for item in chosen.values()])
-        wait_until_settled(node, len(chosen), NODE_TIMEOUT_S)
-        wait_until_delivered(node, NODE_TIMEOUT_S)
-    return {
-        part: Delivered(
-            part=part,
-            film=item.film,
-            report=_stored(pacs, str(item.report.SOPInstanceUID)),
-            capture=_stored(pacs, str(item.capture.SOPInstanceUID)),
-        )
-        for part, item in chosen.items()
-    }
+        return {
+            part: Delivered(
+                part=part,
+                film=item.film,
+                report=_arrived(pacs, str(item.report.SOPInstanceUID), log),
+                capture=_arrived(pacs, str(item.capture.SOPInstanceUID), log),
+            )
+            for part, item in chosen.items()
+        }
 
 
 @pytest.fixture(scope="module")
