@@ -363,11 +363,20 @@ def show_study_addresses(
         if study is not None:
             show(f"  {row.file:<24} {pacs.explorer_url(study)}")
     if viewer is not None:
-        show("or in the OHIF viewer (double-click the SR series to see its regions and values on the"
-             " film; answer No when OHIF offers to track them: its own tools would replace the"
+        show("or in the OHIF viewer, which opens the report with its regions and values drawn on the"
+             " film (answer No when OHIF offers to track them: its own tools would replace the"
              " report's values with pixel statistics):")
         for row in delivered:
-            show(f"  {row.file:<24} {viewer.study_url(row.study_instance_uid)}")
+            series = report_series(pacs, row.study_instance_uid)
+            show(f"  {row.file:<24} {viewer.study_url(row.study_instance_uid, series)}")
+
+
+def report_series(pacs: Orthanc, study_instance_uid: str) -> str | None:
+    """The Series Instance UID of the node's Structured Report in a study (None if it has none)."""
+    for tags in pacs.study_instances(study_instance_uid):
+        if tags.get("Modality") == "SR":
+            return str(tags["SeriesInstanceUID"])
+    return None
 
 
 @dataclass(frozen=True)

@@ -138,8 +138,7 @@ def test_ohif_draws_the_delivered_reports_regions_and_values_on_the_film(
     still show OHIF's pixel statistics instead of them.
     """
     item = delivered[part]
-    url = viewer.study_url(str(item.report.StudyInstanceUID))
-    url += f"&initialSeriesInstanceUID={item.report.SeriesInstanceUID}"
+    url = viewer.study_url(str(item.report.StudyInstanceUID), str(item.report.SeriesInstanceUID))
     labels = _expected_labels(item)
     regions = _tracking_uids(item)
     assert labels, "the report has measurements to show"

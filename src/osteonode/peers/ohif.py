@@ -122,10 +122,21 @@ class OhifViewer:
         """The viewer's base address."""
         return f"http://127.0.0.1:{self.port}"
 
-    def study_url(self, study_instance_uid: str) -> str:
-        """The address that opens one study in OHIF's basic viewer."""
-        query = urllib.parse.urlencode({"StudyInstanceUIDs": study_instance_uid})
-        return f"{self.url}/viewer?{query}"
+    def study_url(self, study_instance_uid: str, series_instance_uid: str | None = None) -> str:
+        """The address that opens one study in OHIF's basic viewer.
+
+        Parameters
+        ----------
+        study_instance_uid : str
+            The study to open.
+        series_instance_uid : str, optional
+            The series shown first (an SR series opens with its regions drawn on the film);
+            OHIF's first series when not given.
+        """
+        query = {"StudyInstanceUIDs": study_instance_uid}
+        if series_instance_uid is not None:
+            query["initialSeriesInstanceUID"] = series_instance_uid
+        return f"{self.url}/viewer?{urllib.parse.urlencode(query)}"
 
     def start(self) -> Self:
         """Serve on 127.0.0.1:`port` from a background thread."""
