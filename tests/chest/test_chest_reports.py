@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.validators import dciodvfy_errors
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
@@ -15,21 +14,6 @@ from osteonode.pipelines.chest import Stage
 from osteonode.reports import DeviceInfo, build_secondary_capture, build_structured_report
 
 DEVICE = DeviceInfo.for_node("osteonode-chest-test")
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """dciodvfy's error lines for a file (skips when dicom3tools is not installed)."""
-    program = shutil.which("dciodvfy")
-    if program is None:
-        pytest.skip("dciodvfy is not installed")
-    completed = subprocess.run(
-        [program, str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    return [
-        line
-        for line in (completed.stdout + completed.stderr).splitlines()
-        if line.startswith("Error")
-    ]
 
 
 def flat_text(ds: Dataset) -> str:

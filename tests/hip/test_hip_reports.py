@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.validators import dciodvfy_errors
 from hip_cases import side
 from pydicom.dataset import Dataset
 
@@ -25,20 +24,6 @@ from osteonode.reports import (
 DEVICE = DeviceInfo.for_node("osteonode-hip-test")
 RIGHT_BOX = (20.0, 60.0, 90.0, 150.0)
 LEFT_BOX = (160.0, 60.0, 230.0, 150.0)
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    program = shutil.which("dciodvfy")
-    if program is None:
-        pytest.skip("dciodvfy is not installed")
-    completed = subprocess.run(
-        [program, str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    return [
-        line
-        for line in (completed.stdout + completed.stderr).splitlines()
-        if line.startswith("Error")
-    ]
 
 
 def _scoord_items(ds: Dataset) -> list[Dataset]:
@@ -72,7 +57,7 @@ def _write_both(result: Result, radiograph, directory: Path) -> Dataset:
     for name, ds in (("sr.dcm", sr), ("sc.dcm", sc)):
         path = directory / name
         ds.save_as(path, enforce_file_format=True)
-        assert _dciodvfy_errors(path) == [], name
+        assert dciodvfy_errors(path) == [], name
     return sr
 
 

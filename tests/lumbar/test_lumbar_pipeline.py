@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from fixtures.validators import dciodvfy_errors, write
 
 from osteonode.bone import DxaManufacturer
 from osteonode.config import IntendedUsePolicy, PipelineSettings
@@ -178,21 +177,6 @@ def test_film_without_a_spine_is_not_evaluable_and_does_not_raise(
     assert "not all of T12-L5 found" in result.reason
 
 
-def _dciodvfy_errors(ds: pydicom.Dataset, path: Path) -> list[str]:
-    tool = shutil.which("dciodvfy")
-    if tool is None:
-        pytest.skip("dciodvfy is not installed")
-    ds.save_as(path, enforce_file_format=True)
-    completed = subprocess.run(
-        [tool, str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    return [
-        line
-        for line in (completed.stdout + completed.stderr).splitlines()
-        if line.startswith("Error")
-    ]
-
-
 @pytest.mark.parametrize("which", ["normal_result", "implant_result"])
 def test_structured_report_and_secondary_capture_pass_dciodvfy(
     which: str, request: pytest.FixtureRequest, acceptance_films, tmp_path: Path
@@ -204,5 +188,5 @@ def test_structured_report_and_secondary_capture_pass_dciodvfy(
     source = pydicom.dcmread(record.file)
     report = build_structured_report(result, source, device=DEVICE)
     capture = build_secondary_capture(result, load_radiograph(record.file), device=DEVICE)
-    assert _dciodvfy_errors(report, tmp_path / "sr.dcm") == []
-    assert _dciodvfy_errors(capture, tmp_path / "sc.dcm") == []
+    assert dciodvfy_errors(write(report, tmp_path / "sr.dcm")) == []
+    assert dciodvfy_errors(write(capture, tmp_path / "sc.dcm")) == []

@@ -3,8 +3,6 @@ generator: they read the DICOM files back with pydicom and draw the ground truth
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +35,6 @@ def box_and_sides(shape: tuple[int, int], corners: np.ndarray) -> tuple[np.ndarr
         shape, corners + 1.1 * width_vector
     )
     return inside, beside
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """Lines of ``dciodvfy`` output that report errors."""
-    result = subprocess.run(
-        [shutil.which("dciodvfy") or "dciodvfy", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return [
-        line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")
-    ]
 
 
 def pearson(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> float:

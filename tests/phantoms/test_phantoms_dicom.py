@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from phantom_measures import dciodvfy_errors
+from fixtures.validators import dciodvfy_errors
 
 from osteonode.bone import Sex
 from osteonode.phantoms.dicom import (

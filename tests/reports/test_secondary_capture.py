@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import dciodvfy_errors, write
+from fixtures.validators import dciodvfy_errors, write
 from PIL import Image
 from pydicom.uid import SecondaryCaptureImageStorage
 from reports_cases import CASES, COLUMNS, DEVICE, ROWS, Case

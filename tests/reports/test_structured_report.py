@@ -11,7 +11,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pytest
-from conftest import dciodvfy_errors, rendered_text, tool, write
+from fixtures.validators import dciodvfy_errors, rendered_text, tool, write
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dictionary
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage
