@@ -41,15 +41,15 @@ from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
 from osteonode.store.wakeups import PostgresListener
 from osteonode.store.workers import WorkerHealth
-from osteonode.web import AdminServer, ProcessParts
-from osteonode.web.health import pipelines_sending_nowhere
 
 if TYPE_CHECKING:
     # Workers, senders and pipelines import torch, numpy imaging and the report builders (seconds
-    # of start-up); a receiver needs none of them, so they are imported when workers start.
+    # of start-up), the HTTP server its templates and the routing rules; none of them is needed
+    # to accept an association, so each is imported once the SCP listens.
     from osteonode.outbox import DeliverySender
     from osteonode.pipelines.registry import Pipeline
     from osteonode.supervision import WorkerSupervisor
+    from osteonode.web import AdminServer
     from osteonode.worker import Worker
 
 __all__ = ["Node", "run_node"]
@@ -103,18 +103,17 @@ class Node:
         self._listener: PostgresListener | None = None
         # Each pipeline this process loaded (None) or why not, filled when the workers start.
         self._pipeline_states: dict[str, str | None] = {}
-        parts = ProcessParts(
-            scp=self.scp, workers=lambda: self.workers, pipelines=self._pipeline_states
-        )
-        self.http = AdminServer(config, self.database, self.spool, parts) if config.http.enabled else None
+        #: The HTTP port's server, made when the node starts (None when disabled or unavailable).
+        self.http: AdminServer | None = None
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
 
     def start(self) -> None:
-        """Prepare database and spool, then start the scheduler, the SCP, and the workers and senders.
+        """Prepare database and spool, start the SCP, then the scheduler, HTTP, workers and senders.
 
-        The SCP answers before the models are loaded (which takes seconds); images that arrive
-        meanwhile wait in the queue.
+        The SCP answers as soon as what it writes to is ready (the schema, the spool): before the
+        scheduler, the HTTP port and the models (which take seconds). An image that arrives
+        meanwhile is stored and queued like any other, and waits for the workers.
 
         Raises
         ------
@@ -129,16 +128,15 @@ class Node:
             raise RuntimeError("the node is already started")
         self.database.upgrade()
         self.spool.ensure_writable()
+        # Before the SCP writes: a temporary file now can only be what a crash left.
         self._remove_stray_files()
+        if self.scp is not None:
+            self.scp.start()
+        self._started = True
         self._warn_of_unknown_destinations()
         self._warn_of_results_sent_nowhere()
         self._schedule()
         self._scheduler.start()
-        self._started = True
-        # Receiving first: a sender is answered while the models load; what arrives meanwhile
-        # waits in the queue.
-        if self.scp is not None:
-            self.scp.start()
         self._start_http()
         if self._worker_count:
             self._start_workers()
@@ -272,6 +270,8 @@ class Node:
             log.info("orphan_spool_files_removed", files=orphans)
 
     def _warn_of_results_sent_nowhere(self) -> None:
+        from osteonode.web.health import pipelines_sending_nowhere
+
         # A process that makes results says at start when some go to no destination at all.
         unsent = pipelines_sending_nowhere(self.config) if self._worker_count else []
         if unsent:
@@ -295,8 +295,12 @@ class Node:
     def _start_http(self) -> None:
         # Health, metrics and the admin page help operators; a port already taken (another node
         # process on this host) must not stop images from being received and analysed.
-        if self.http is None:
+        if not self.config.http.enabled:
             return
+        from osteonode.web import AdminServer, ProcessParts
+
+        parts = ProcessParts(scp=self.scp, workers=lambda: self.workers, pipelines=self._pipeline_states)
+        self.http = AdminServer(self.config, self.database, self.spool, parts)
         try:
             self.http.start()
         except OSError as error:

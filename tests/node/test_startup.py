@@ -1,0 +1,66 @@
+"""Start-up order: the node answers associations before its models are loaded, and loses nothing
+that arrives meanwhile."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fixtures.peers import echoscu, free_port, make_radiograph, storescu
+from sqlalchemy import select
+from test_worker import RowCountingPipeline
+
+from osteonode.config import NodeConfig
+from osteonode.pipelines import registry
+from osteonode.pipelines.registry import LoadedPipelines
+from osteonode.service import Node
+from osteonode.store.tables import Job
+
+
+def job_states(node: Node) -> list[str]:
+    with node.database.session() as session:
+        return [str(job.state) for job in session.scalars(select(Job).order_by(Job.id))]
+
+
+def test_an_image_received_while_the_models_load_is_stored_queued_and_analysed_once_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loading, loaded = threading.Event(), threading.Event()
+
+    def load_slowly(config: NodeConfig, reference: object = None) -> LoadedPipelines:
+        loading.set()
+        assert loaded.wait(60), "the test never let the models load"
+        return LoadedPipelines(available={"lumbar": RowCountingPipeline()}, unavailable={})
+
+    monkeypatch.setattr(registry, "load_pipelines", load_slowly)
+    config = NodeConfig.model_validate({
+        "node": {"port": free_port()},
+        "storage": {"spool_dir": str(tmp_path / "spool"), "min_free_mb": 1},
+        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+        "http": {"enabled": False},
+        "workers": {"count": 1},
+        "pipelines": {"lumbar_ap": {"enabled": False}},
+    })
+    node = Node(config)
+    starting = threading.Thread(target=node.start)
+    starting.start()
+    try:
+        assert loading.wait(60)
+
+        assert echoscu(config.node.port).returncode == 0
+        assert storescu(config.node.port, [make_radiograph(tmp_path / "spine.dcm")]).returncode == 0
+        assert job_states(node) == ["pending"]
+
+        loaded.set()
+        starting.join(60)
+        deadline = time.monotonic() + 60
+        while job_states(node) != ["done"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job_states(node) == ["done"]
+    finally:
+        loaded.set()
+        starting.join(60)
+        node.stop()
+
