@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     # Workers, senders and pipelines import torch, numpy imaging and the report builders (seconds
     # of start-up), the HTTP server its templates and the routing rules; none of them is needed
     # to accept an association, so each is imported once the SCP listens.
+    from osteonode.inference import InferencePlan
     from osteonode.outbox import DeliverySender
     from osteonode.pipelines.registry import Pipeline
     from osteonode.supervision import WorkerSupervisor
@@ -161,15 +162,15 @@ class Node:
             "inference_configured",
             threads_per_worker=threads,
             workers=self._worker_count,
-            bfloat16_autocast=self.config.inference.bfloat16_autocast.value,
-            bfloat16_pipelines=list(self.config.inference.bfloat16_pipelines),
+            **self.config.inference.model_dump(mode="json", exclude={"threads_per_worker"}),
         )
 
         # Models are loaded once per process; the workers share them.
         pipelines = self._pipelines
+        plans: Mapping[str, InferencePlan] = {}
         if pipelines is None:
             loaded = load_pipelines(self.config)
-            pipelines = loaded.available
+            pipelines, plans = loaded.available, loaded.plans
             self._pipeline_states.update(loaded.unavailable)
         self._pipeline_states.update(dict.fromkeys(pipelines))
         activity = self.scp.activity if self.scp is not None else None
@@ -177,7 +178,7 @@ class Node:
         def make_worker(index: int) -> Worker:
             return Worker(
                 self.config, self.database, self.spool, index=index, pipelines=pipelines,
-                give_way_to=activity,
+                plans=plans, give_way_to=activity,
             )
 
         self.supervisor = WorkerSupervisor(
