@@ -29,8 +29,8 @@ import structlog
 import torch
 
 from osteonode.config import PipelineSettings
-from osteonode.inference import InferencePlan
 from osteonode.imaging import load_radiograph
+from osteonode.inference import InferencePlan
 from osteonode.nets import build_network
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.base import ModelIdentity

@@ -42,7 +42,14 @@ import torch
 from torch import nn
 
 from osteonode.config import BFloat16Autocast, ChannelsLast, InferenceSettings
-from osteonode.nets import DarkNet, FemurLocator, ResNet, VertebraCropNet, VertebraKeypointNet, VGGNonLocal
+from osteonode.nets import (
+    DarkNet,
+    FemurLocator,
+    ResNet,
+    VertebraCropNet,
+    VertebraKeypointNet,
+    VGGNonLocal,
+)
 from osteonode.zoo import LoadedModel, ModelCard
 
 __all__ = [
@@ -61,6 +68,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+#: The device of a plan that names none.
+CPU = torch.device("cpu")
 #: CPU flags (Linux ``/proc/cpuinfo``) that mean bfloat16 arithmetic in hardware.
 _NATIVE_BFLOAT16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 #: The model card metric that says how far the model's results in bfloat16 are from float32.
@@ -151,7 +160,7 @@ class InferencePlan:
         Roles of the networks compiled with ``torch.compile``.
     """
 
-    device: torch.device = torch.device("cpu")
+    device: torch.device = CPU
     bfloat16: bool = False
     bfloat16_reason: str = "float32 by default"
     channels_last: tuple[str, ...] = ()

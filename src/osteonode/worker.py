@@ -49,7 +49,6 @@ from osteonode.store.spool import Spool
 from osteonode.store.tables import EventKind, Job, Result, WorkerState, utc_now
 from osteonode.store.wakeups import Channel
 
-
 __all__ = ["MAX_GIVE_WAY_S", "Worker", "WorkerActivity", "worker_identity"]
 
 log = structlog.get_logger(__name__)

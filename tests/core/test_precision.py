@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 from osteonode.cli import app
 from osteonode.config import InferenceSettings
 from osteonode.inference import BFLOAT16_METRIC, prepare_model
-from osteonode.pipelines.base import Category, Finding, FindingSite, ModelIdentity, Result, SourceImage
+from osteonode.pipelines.base import (
+    Category,
+    Finding,
+    FindingSite,
+    ModelIdentity,
+    Result,
+    SourceImage,
+)
 from osteonode.precision import DECISIONS_METRIC, FILMS_METRIC, result_difference
 from osteonode.zoo import file_sha256, load_model, read_model_card
 
