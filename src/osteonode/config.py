@@ -317,12 +317,24 @@ class InferenceSettings(_Section):
         " in g/cm2) a model card may record for the model to run in bfloat16.",
     )
     channels_last: ChannelsLast = ChannelsLast.AUTO
+    bfloat16_pipelines: None = Field(
+        default=None, exclude=True, description="Retired: each model's card decides (see below)."
+    )
     compile: bool = Field(
         default=False,
         description="Compile the networks with torch.compile when the models load (tens of"
         " seconds at start); where compilation is unavailable the node says so and runs them as"
         " they are.",
     )
+
+
+    @field_validator("bfloat16_pipelines", mode="before")
+    @classmethod
+    def _retired_pipeline_list(cls, value: object) -> None:
+        raise ValueError(
+            "retired: a model now runs in bfloat16 when its card records agreement with float32"
+            " (osteonode models verify-precision) under bfloat16_autocast = 'auto'; remove this key"
+        )
 
 
 class LoggingSettings(_Section):
