@@ -59,6 +59,10 @@ log = structlog.get_logger(__name__)
 
 #: How long open associations and running jobs may take to finish at shutdown.
 SHUTDOWN_GRACE_S = 20.0
+#: At start, the rest of the node waits until the SCP has had no open association for this long...
+STARTUP_QUIET_S = 0.1
+#: ... but no longer than this.
+STARTUP_GIVE_WAY_S = 2.0
 
 
 class Node:
@@ -133,6 +137,10 @@ class Node:
         self._remove_stray_files()
         if self.scp is not None:
             self.scp.start()
+            # What follows (the HTTP port's imports, the scheduler, seconds of loading torch and
+            # the models) holds the interpreter lock; an association that opens at once (a PACS
+            # verifying the node after a restart, senders retrying) is served alone first.
+            self.scp.wait_until_idle(STARTUP_QUIET_S, STARTUP_GIVE_WAY_S)
         self._started = True
         self._warn_of_unknown_destinations()
         self._warn_of_results_sent_nowhere()

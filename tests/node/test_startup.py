@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from fixtures.peers import echoscu, free_port, make_radiograph, storescu
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 from test_worker import RowCountingPipeline
 
@@ -64,3 +66,33 @@ def test_an_image_received_while_the_models_load_is_stored_queued_and_analysed_o
         starting.join(60)
         node.stop()
 
+
+
+def test_the_rest_of_start_up_waits_while_an_association_is_open_but_only_for_a_bounded_time(
+    tmp_path: Path,
+) -> None:
+    config = NodeConfig.model_validate({
+        "node": {"port": free_port()},
+        "storage": {"spool_dir": str(tmp_path / "spool"), "min_free_mb": 1},
+        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+        "http": {"enabled": False},
+    })
+    node = Node(config, workers=False)
+    node.start()
+    try:
+        assert node.scp is not None
+        peer = AE(ae_title="PACS")
+        peer.add_requested_context(Verification)
+        association = peer.associate("127.0.0.1", config.node.port, ae_title="OSTEONODE")
+        assert association.is_established
+
+        started = time.monotonic()
+        node.scp.wait_until_idle(quiet_s=0.1, max_wait_s=0.5)
+        assert time.monotonic() - started >= 0.5  # held back while the association is open
+
+        association.release()
+        started = time.monotonic()
+        node.scp.wait_until_idle(quiet_s=0.1, max_wait_s=30)
+        assert time.monotonic() - started < 10  # goes on once the association has closed
+    finally:
+        node.stop()

@@ -365,6 +365,25 @@ class StorageSCP:
             tls=self._ssl_context is not None,
         )
 
+    def wait_until_idle(self, quiet_s: float, max_wait_s: float) -> None:
+        """Return once no association has been open for ``quiet_s`` seconds, or after ``max_wait_s``.
+
+        Parameters
+        ----------
+        quiet_s
+            How long the service must have had no open association.
+        max_wait_s
+            The longest wait, however busy the service is.
+        """
+        if quiet_s <= 0 or max_wait_s < 0:
+            raise ValueError(f"quiet_s must be positive and max_wait_s not negative, got {quiet_s}, {max_wait_s}")
+        started = last_busy = time.monotonic()
+        while (now := time.monotonic()) - last_busy < quiet_s and now - started < max_wait_s:
+            server = self._server
+            if server is not None and server.active_associations:
+                last_busy = now
+            time.sleep(0.01)
+
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting associations, let open ones finish, then abort what is left.
 
