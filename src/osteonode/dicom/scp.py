@@ -343,7 +343,6 @@ class StorageSCP:
                     (evt.EVT_CONN_CLOSE, self._on_closed),
                     (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_C_STORE, self._on_store),
-                    (evt.EVT_CONN_CLOSE, self._on_closed),
                 ],
                 server_class=_GuardedAssociationServer,
             )
