@@ -100,7 +100,12 @@ class Node:
         self.config = config
         self.database = Database(config.database.url)
         self.spool = Spool(config.storage.spool_dir)
-        self.scp = StorageSCP(config, self.database, self.spool) if scp else None
+        # Set once the schema is created or upgraded: the SCP listens before, and stores after.
+        self._database_ready = threading.Event()
+        self.scp = (
+            StorageSCP(config, self.database, self.spool, database_ready=self._database_ready)
+            if scp else None
+        )
         self._worker_count = config.workers.count if workers else 0
         self._pipelines = pipelines
         self.supervisor: WorkerSupervisor | None = None
@@ -116,9 +121,11 @@ class Node:
     def start(self) -> None:
         """Prepare database and spool, start the SCP, then the scheduler, HTTP, workers and senders.
 
-        The SCP answers as soon as what it writes to is ready (the schema, the spool): before the
-        scheduler, the HTTP port and the models (which take seconds). An image that arrives
-        meanwhile is stored and queued like any other, and waits for the workers.
+        The SCP listens as soon as the spool is ready: it answers C-ECHO while the schema is
+        created or upgraded (a new database loads alembic and its migrations), and a C-STORE waits
+        for the schema; all before the scheduler, the HTTP port and the models (which take
+        seconds). An image that arrives meanwhile is stored and queued like any other, and waits
+        for the workers.
 
         Raises
         ------
@@ -131,12 +138,19 @@ class Node:
         """
         if self._started:
             raise RuntimeError("the node is already started")
-        self.database.upgrade()
         self.spool.ensure_writable()
         # Before the SCP writes: a temporary file now can only be what a crash left.
         self._remove_stray_files()
         if self.scp is not None:
             self.scp.start()
+        try:
+            self.database.upgrade()
+        except BaseException:
+            if self.scp is not None:
+                self.scp.stop(grace_s=0.0)
+            raise
+        self._database_ready.set()
+        if self.scp is not None:
             # What follows (the HTTP port's imports, the scheduler, seconds of loading torch and
             # the models) holds the interpreter lock; an association that opens at once (a PACS
             # verifying the node after a restart, senders retrying) is served alone first.

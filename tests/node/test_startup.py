@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,22 @@ from osteonode.config import NodeConfig
 from osteonode.pipelines import registry
 from osteonode.pipelines.registry import LoadedPipelines
 from osteonode.service import Node
+from osteonode.store.db import Database, DatabaseError
 from osteonode.store.tables import Job
 
 
 def job_states(node: Node) -> list[str]:
     with node.database.session() as session:
         return [str(job.state) for job in session.scalars(select(Job).order_by(Job.id))]
+
+
+def receiving_only(tmp_path: Path) -> NodeConfig:
+    return NodeConfig.model_validate({
+        "node": {"port": free_port()},
+        "storage": {"spool_dir": str(tmp_path / "spool"), "min_free_mb": 1},
+        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+        "http": {"enabled": False},
+    })
 
 
 def test_an_image_received_while_the_models_load_is_stored_queued_and_analysed_once_they_are(
@@ -71,12 +82,7 @@ def test_an_image_received_while_the_models_load_is_stored_queued_and_analysed_o
 def test_the_rest_of_start_up_waits_while_an_association_is_open_but_only_for_a_bounded_time(
     tmp_path: Path,
 ) -> None:
-    config = NodeConfig.model_validate({
-        "node": {"port": free_port()},
-        "storage": {"spool_dir": str(tmp_path / "spool"), "min_free_mb": 1},
-        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
-        "http": {"enabled": False},
-    })
+    config = receiving_only(tmp_path)
     node = Node(config, workers=False)
     node.start()
     try:
@@ -96,3 +102,53 @@ def test_the_rest_of_start_up_waits_while_an_association_is_open_but_only_for_a_
         assert time.monotonic() - started < 10  # goes on once the association has closed
     finally:
         node.stop()
+
+
+def test_the_node_answers_while_its_schema_is_created_and_stores_what_arrives_once_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upgrading, upgraded = threading.Event(), threading.Event()
+    upgrade = Database.upgrade
+
+    def slow_upgrade(database: Database, revision: str = "head") -> None:
+        upgrading.set()
+        assert upgraded.wait(60), "the test never let the schema be created"
+        upgrade(database, revision)
+
+    monkeypatch.setattr(Database, "upgrade", slow_upgrade)
+    config = receiving_only(tmp_path)
+    node = Node(config, workers=False)
+    starting = threading.Thread(target=node.start)
+    starting.start()
+    try:
+        assert upgrading.wait(60)
+        assert echoscu(config.node.port).returncode == 0
+        film = make_radiograph(tmp_path / "spine.dcm")
+        with ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(storescu, config.node.port, [film])
+            time.sleep(0.5)
+            assert not sending.done()  # the C-STORE waits for the schema
+            upgraded.set()
+            assert sending.result(60).returncode == 0
+        starting.join(60)
+        assert job_states(node) == ["pending"]
+    finally:
+        upgraded.set()
+        starting.join(60)
+        node.stop()
+
+
+def test_a_schema_that_cannot_be_created_stops_the_start_and_the_listening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_upgrade(database: Database, revision: str = "head") -> None:
+        raise DatabaseError("cannot upgrade database: disk I/O error")
+
+    monkeypatch.setattr(Database, "upgrade", failing_upgrade)
+    config = receiving_only(tmp_path)
+    node = Node(config, workers=False)
+
+    with pytest.raises(DatabaseError, match="disk I/O error"):
+        node.start()
+
+    assert echoscu(config.node.port).returncode != 0

@@ -277,7 +277,8 @@ class Database:
         """
         try:
             if revision == "head" and self.current_revision() == SCHEMA_REVISION:
-                log.info("database_up_to_date", url=repr(self), revision=SCHEMA_REVISION)
+                log.info("database_upgraded", url=repr(self), from_revision=SCHEMA_REVISION,
+                         to_revision=SCHEMA_REVISION)
                 return
             from alembic import command
 
