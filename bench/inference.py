@@ -44,6 +44,7 @@ from osteonode.imaging import load_radiograph
 from osteonode.inference import InferencePlan, cpu_has_native_bfloat16, share_cores
 from osteonode.nets import build_network
 from osteonode.phantoms import make_cohort
+from osteonode.pipelines.inference import POSITIVE_INDEX
 from osteonode.pipelines.registry import load_pipelines
 from osteonode.precision import measure_agreement
 from osteonode.zoo import list_models, load_model
@@ -60,8 +61,8 @@ CROP_SIZES = {"regressor": 64, "refiner": 64}
 
 def one_pass(network: nn.Module, inputs: torch.Tensor) -> None:
     """What a pipeline runs: Grad-CAM of a classifier, else a forward pass without autograd."""
-    if isinstance(getattr(network, "gradcam_layer", None), nn.Module) and getattr(network, "num_classes", 2) > 1:
-        grad_cam(network, inputs, network.gradcam_layer, 0)
+    if isinstance(getattr(network, "gradcam_layer", None), nn.Module):
+        grad_cam(network, inputs, network.gradcam_layer, POSITIVE_INDEX)
     else:
         with torch.inference_mode():
             network(inputs)
