@@ -30,16 +30,19 @@ import torch
 
 from osteonode.config import PipelineSettings
 from osteonode.imaging import load_radiograph
+from osteonode.inference import InferencePlan
 from osteonode.nets import build_network
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.base import ModelIdentity
-from osteonode.pipelines.chest import ChestPipeline, InferencePrecision, Stage
+from osteonode.pipelines.chest import ChestPipeline, Stage
 from osteonode.train.chest import PAPER_CONFIGURATION
 
 #: Goals of the chest issue.
 FLOAT32_GOAL_S = 2.5
 BFLOAT16_SPEED_UP_GOAL = 1.5
 PROBABILITY_TOLERANCE = 0.02
+#: The arithmetic of each measurement: float32, then bfloat16 autocast.
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Measurement:
     model_memory_mb: float
 
 
-def _pipeline(device: torch.device, precision: InferencePrecision) -> ChestPipeline:
+def _pipeline(device: torch.device) -> ChestPipeline:
     torch.manual_seed(0)
     options = {"num_classes": 2, "in_chans": PAPER_CONFIGURATION.preprocessing.channels}
     networks = {
@@ -70,7 +73,6 @@ def _pipeline(device: torch.device, precision: InferencePrecision) -> ChestPipel
             "bench", "0", "convnext_small", synthetic=True, diagnostic_use=False
         ),
         device=device,
-        precision=precision,
     )
 
 
@@ -84,18 +86,21 @@ def measure(film: str, precision: str, device: str, threads: int, films: int) ->
     torch.set_num_threads(threads)
     target = torch.device(device)
     radiograph = load_radiograph(film)
-    pipeline = _pipeline(target, InferencePrecision(precision))
+    pipeline = _pipeline(target)
+    plan = InferencePlan(device=target, bfloat16=precision == "bfloat16")
     if target.type == "cuda":
         torch.cuda.synchronize()
         model_memory = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
     else:
         model_memory = _rss_mb()
-    analysis = pipeline.analyse(radiograph)  # warm-up
+    with plan.autocast():
+        analysis = pipeline.analyse(radiograph)  # warm-up
     seconds = []
     for _ in range(films):
         start = time.perf_counter()
-        analysis = pipeline.analyse(radiograph)
+        with plan.autocast():
+            analysis = pipeline.analyse(radiograph)
         if target.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
@@ -135,10 +140,10 @@ def main() -> None:
         )
         for device in devices:
             results = {
-                precision: _in_own_process(film, precision.value, device, args.threads, args.films)
-                for precision in InferencePrecision
+                precision: _in_own_process(film, precision, device, args.threads, args.films)
+                for precision in PRECISIONS
             }
-            exact = results[InferencePrecision.FLOAT32]
+            exact = results["float32"]
             for precision, result in results.items():
                 median = statistics.median(result.seconds)
                 difference = max(
@@ -147,13 +152,13 @@ def main() -> None:
                 )
                 memory = "GPU allocated" if device == "cuda" else "process RSS"
                 print(
-                    f"  {device:4s} {precision.value:8s} {median:6.2f} s/film"
+                    f"  {device:4s} {precision:8s} {median:6.2f} s/film"
                     f" (runs {', '.join(f'{s:.2f}' for s in result.seconds)});"
                     f" peak {memory} {result.peak_memory_mb:7.0f} MiB (models loaded: {result.model_memory_mb:.0f});"
                     f" max |p - p_float32| {difference:.4f}"
                 )
             speed_up = statistics.median(exact.seconds) / statistics.median(
-                results[InferencePrecision.BFLOAT16].seconds
+                results["bfloat16"].seconds
             )
             float32_median = statistics.median(exact.seconds)
             print(

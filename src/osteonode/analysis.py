@@ -14,6 +14,7 @@ import structlog
 
 from osteonode.config import LimitsSettings, NodeConfig
 from osteonode.imaging.pixels import ImageError, Radiograph, StoredValuesDecoder, load_radiograph
+from osteonode.inference import InferencePlan
 from osteonode.pipelines.registry import LoadedPipelines, Pipeline, load_pipelines
 from osteonode.pipelines.base import OutsideIntendedUse, Result
 from osteonode.routing import Decision, Route, route_file, to_enabled_pipelines
@@ -124,7 +125,9 @@ def analyse_file(
         reason = pipelines.unavailable.get(name, "not loaded")
         detail = f"pipeline {name} is unavailable: {reason}"
         return Analysis(decision, refusal=Refusal(RefusalKind.PIPELINE_UNAVAILABLE, detail))
-    radiograph, outcome = run_pipeline(pipeline, path, limits=config.limits)
+    # As in a worker: bfloat16 where [inference] and the model card say so.
+    with (pipelines.plans.get(name) or InferencePlan()).autocast():
+        radiograph, outcome = run_pipeline(pipeline, path, limits=config.limits)
     if isinstance(outcome, Refusal):
         return Analysis(decision, radiograph, refusal=outcome)
     return Analysis(decision, radiograph, result=outcome)

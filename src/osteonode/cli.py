@@ -159,6 +159,38 @@ def models_list(
     console.print(table)
 
 
+@models_app.command("verify-precision")
+def models_verify_precision(
+    folder: Annotated[Path, typer.Argument(help="The model folder.", exists=True, file_okay=False)],
+    films: Annotated[int, typer.Option("--films", min=1, help="Phantom films compared.")] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the phantoms.")] = 2024,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="Write the figures to the card's [metrics].")
+    ] = True,
+) -> None:
+    """Compare the model's results in bfloat16 with float32 on phantoms; record it in the card.
+
+    Under [inference] bfloat16_autocast = "auto" a model runs in bfloat16 only when its card
+    records a difference within bfloat16_tolerance (and the hardware has native bfloat16).
+    """
+    from osteonode.precision import verify_model_precision
+    from osteonode.zoo import ModelError
+
+    try:
+        agreement, card = verify_model_precision(folder, films=films, seed=seed, device=device, record=record)
+    except ModelError as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(code=1) from None
+    console.print(
+        f"{card.name}: largest difference from float32 {agreement.max_abs_difference:.2g}"
+        f" ({escape(agreement.largest_at or 'no output')}) over {agreement.films} films;"
+        f" answers {'agree' if agreement.decisions_agree else '[yellow]differ[/yellow]'}"
+    )
+    if record:
+        console.print(f"recorded in {folder / 'model.toml'} [metrics]")
+
+
 @app.command("analyze")
 def analyze(
     file: Annotated[Path, typer.Argument(help="DICOM file to analyse.", exists=True, dir_okay=False)],

@@ -44,6 +44,7 @@ __all__ = [
     "AllowedCaller",
     "AssociationPolicy",
     "BFloat16Autocast",
+    "ChannelsLast",
     "ConfigError",
     "ConfigProblem",
     "DatabaseSettings",
@@ -277,14 +278,28 @@ class LimitsSettings(_Section):
 
 
 class BFloat16Autocast(enum.StrEnum):
-    """When the pipelines of ``[inference] bfloat16_pipelines`` run in bfloat16 autocast."""
+    """When a model runs in bfloat16 autocast (``[inference] bfloat16_autocast``)."""
 
     AUTO = "auto"
-    """On a CUDA device, or a CPU with native bfloat16 arithmetic (AMX or AVX512-BF16)."""
+    """A model whose card records that it agrees with float32 within ``bfloat16_tolerance``
+    (``osteonode models verify-precision``), on a CUDA device or a CPU with native bfloat16
+    arithmetic (AMX or AVX512-BF16)."""
     ON = "on"
-    """Always (on a CPU without native bfloat16 this is usually slower)."""
+    """Every model (on a CPU without native bfloat16 this is usually slower)."""
     OFF = "off"
     """Never: float32 throughout."""
+
+
+class ChannelsLast(enum.StrEnum):
+    """Which networks run with channels-last (NHWC) tensors (``[inference] channels_last``)."""
+
+    AUTO = "auto"
+    """The architectures for which ``bench/inference.py`` measured a gain (VGG, ResNet, DarkNet
+    and the locators; not ConvNeXt, which it slows down)."""
+    ON = "on"
+    """Every network."""
+    OFF = "off"
+    """None: PyTorch's default (NCHW) layout."""
 
 
 class InferenceSettings(_Section):
@@ -296,11 +311,30 @@ class InferenceSettings(_Section):
         " so that workers x threads never exceeds the cores.",
     )
     bfloat16_autocast: BFloat16Autocast = BFloat16Autocast.AUTO
-    bfloat16_pipelines: list[PipelineName] = Field(
-        default_factory=list,
-        description="Pipelines whose models were verified to give the same results in bfloat16"
-        " (bench/inference.py); none by default: the demo models do not agree within 1e-3.",
+    bfloat16_tolerance: Annotated[float, Field(gt=0.0, le=0.05)] = Field(
+        default=1e-3,
+        description="Under 'auto', the largest difference from float32 (of a probability, or a BMD"
+        " in g/cm2) a model card may record for the model to run in bfloat16.",
     )
+    channels_last: ChannelsLast = ChannelsLast.AUTO
+    bfloat16_pipelines: None = Field(
+        default=None, exclude=True, description="Retired: each model's card decides (see below)."
+    )
+    compile: bool = Field(
+        default=False,
+        description="Compile the networks with torch.compile when the models load (tens of"
+        " seconds at start); where compilation is unavailable the node says so and runs them as"
+        " they are.",
+    )
+
+
+    @field_validator("bfloat16_pipelines", mode="before")
+    @classmethod
+    def _retired_pipeline_list(cls, value: object) -> None:
+        raise ValueError(
+            "retired: a model now runs in bfloat16 when its card records agreement with float32"
+            " (osteonode models verify-precision) under bfloat16_autocast = 'auto'; remove this key"
+        )
 
 
 class LoggingSettings(_Section):

@@ -41,15 +41,16 @@ from osteonode.store.spool import Spool
 from osteonode.store.tables import utc_now
 from osteonode.store.wakeups import PostgresListener
 from osteonode.store.workers import WorkerHealth
-from osteonode.web import AdminServer, ProcessParts
-from osteonode.web.health import pipelines_sending_nowhere
 
 if TYPE_CHECKING:
     # Workers, senders and pipelines import torch, numpy imaging and the report builders (seconds
-    # of start-up); a receiver needs none of them, so they are imported when workers start.
+    # of start-up), the HTTP server its templates and the routing rules; none of them is needed
+    # to accept an association, so each is imported once the SCP listens.
+    from osteonode.inference import InferencePlan
     from osteonode.outbox import DeliverySender
     from osteonode.pipelines.registry import Pipeline
     from osteonode.supervision import WorkerSupervisor
+    from osteonode.web import AdminServer
     from osteonode.worker import Worker
 
 __all__ = ["Node", "run_node"]
@@ -58,6 +59,10 @@ log = structlog.get_logger(__name__)
 
 #: How long open associations and running jobs may take to finish at shutdown.
 SHUTDOWN_GRACE_S = 20.0
+#: At start, the rest of the node waits until the SCP has had no open association for this long...
+STARTUP_QUIET_S = 0.1
+#: ... but no longer than this.
+STARTUP_GIVE_WAY_S = 2.0
 
 
 class Node:
@@ -95,7 +100,12 @@ class Node:
         self.config = config
         self.database = Database(config.database.url)
         self.spool = Spool(config.storage.spool_dir)
-        self.scp = StorageSCP(config, self.database, self.spool) if scp else None
+        # Set once the schema is created or upgraded: the SCP listens before, and stores after.
+        self._database_ready = threading.Event()
+        self.scp = (
+            StorageSCP(config, self.database, self.spool, database_ready=self._database_ready)
+            if scp else None
+        )
         self._worker_count = config.workers.count if workers else 0
         self._pipelines = pipelines
         self.supervisor: WorkerSupervisor | None = None
@@ -103,18 +113,19 @@ class Node:
         self._listener: PostgresListener | None = None
         # Each pipeline this process loaded (None) or why not, filled when the workers start.
         self._pipeline_states: dict[str, str | None] = {}
-        parts = ProcessParts(
-            scp=self.scp, workers=lambda: self.workers, pipelines=self._pipeline_states
-        )
-        self.http = AdminServer(config, self.database, self.spool, parts) if config.http.enabled else None
+        #: The HTTP port's server, made when the node starts (None when disabled or unavailable).
+        self.http: AdminServer | None = None
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started = False
 
     def start(self) -> None:
-        """Prepare database and spool, then start the scheduler, the SCP, and the workers and senders.
+        """Prepare database and spool, start the SCP, then the scheduler, HTTP, workers and senders.
 
-        The SCP answers before the models are loaded (which takes seconds); images that arrive
-        meanwhile wait in the queue.
+        The SCP listens as soon as the spool is ready: it answers C-ECHO while the schema is
+        created or upgraded (a new database loads alembic and its migrations), and a C-STORE waits
+        for the schema; all before the scheduler, the HTTP port and the models (which take
+        seconds). An image that arrives meanwhile is stored and queued like any other, and waits
+        for the workers.
 
         Raises
         ------
@@ -127,18 +138,28 @@ class Node:
         """
         if self._started:
             raise RuntimeError("the node is already started")
-        self.database.upgrade()
         self.spool.ensure_writable()
+        # Before the SCP writes: a temporary file now can only be what a crash left.
         self._remove_stray_files()
+        if self.scp is not None:
+            self.scp.start()
+        try:
+            self.database.upgrade()
+        except BaseException:
+            if self.scp is not None:
+                self.scp.stop(grace_s=0.0)
+            raise
+        self._database_ready.set()
+        if self.scp is not None:
+            # What follows (the HTTP port's imports, the scheduler, seconds of loading torch and
+            # the models) holds the interpreter lock; an association that opens at once (a PACS
+            # verifying the node after a restart, senders retrying) is served alone first.
+            self.scp.wait_until_idle(STARTUP_QUIET_S, STARTUP_GIVE_WAY_S)
+        self._started = True
         self._warn_of_unknown_destinations()
         self._warn_of_results_sent_nowhere()
         self._schedule()
         self._scheduler.start()
-        self._started = True
-        # Receiving first: a sender is answered while the models load; what arrives meanwhile
-        # waits in the queue.
-        if self.scp is not None:
-            self.scp.start()
         self._start_http()
         if self._worker_count:
             self._start_workers()
@@ -163,15 +184,15 @@ class Node:
             "inference_configured",
             threads_per_worker=threads,
             workers=self._worker_count,
-            bfloat16_autocast=self.config.inference.bfloat16_autocast.value,
-            bfloat16_pipelines=list(self.config.inference.bfloat16_pipelines),
+            **self.config.inference.model_dump(mode="json", exclude={"threads_per_worker"}),
         )
 
         # Models are loaded once per process; the workers share them.
         pipelines = self._pipelines
+        plans: Mapping[str, InferencePlan] = {}
         if pipelines is None:
             loaded = load_pipelines(self.config)
-            pipelines = loaded.available
+            pipelines, plans = loaded.available, loaded.plans
             self._pipeline_states.update(loaded.unavailable)
         self._pipeline_states.update(dict.fromkeys(pipelines))
         activity = self.scp.activity if self.scp is not None else None
@@ -179,7 +200,7 @@ class Node:
         def make_worker(index: int) -> Worker:
             return Worker(
                 self.config, self.database, self.spool, index=index, pipelines=pipelines,
-                give_way_to=activity,
+                plans=plans, give_way_to=activity,
             )
 
         self.supervisor = WorkerSupervisor(
@@ -272,6 +293,8 @@ class Node:
             log.info("orphan_spool_files_removed", files=orphans)
 
     def _warn_of_results_sent_nowhere(self) -> None:
+        from osteonode.web.health import pipelines_sending_nowhere
+
         # A process that makes results says at start when some go to no destination at all.
         unsent = pipelines_sending_nowhere(self.config) if self._worker_count else []
         if unsent:
@@ -295,8 +318,12 @@ class Node:
     def _start_http(self) -> None:
         # Health, metrics and the admin page help operators; a port already taken (another node
         # process on this host) must not stop images from being received and analysed.
-        if self.http is None:
+        if not self.config.http.enabled:
             return
+        from osteonode.web import AdminServer, ProcessParts
+
+        parts = ProcessParts(scp=self.scp, workers=lambda: self.workers, pipelines=self._pipeline_states)
+        self.http = AdminServer(self.config, self.database, self.spool, parts)
         try:
             self.http.start()
         except OSError as error:

@@ -25,13 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
-import torch
 
 from osteonode.analysis import Refusal, run_pipeline
 from osteonode.config import NodeConfig
 from osteonode.dicom.scp import IngestActivity
 from osteonode.imaging.isolation import DecoderProcess
-from osteonode.inference import inference_context
+from osteonode.inference import InferencePlan
 from osteonode.outbox import device_info, result_destinations, write_result_objects
 from osteonode.pipelines.registry import Pipeline
 from osteonode.routing import Route, route_file, to_enabled_pipelines
@@ -49,7 +48,6 @@ from osteonode.store.queue import (
 from osteonode.store.spool import Spool
 from osteonode.store.tables import EventKind, Job, Result, WorkerState, utc_now
 from osteonode.store.wakeups import Channel
-from osteonode.zoo import ModelError, pick_device
 
 __all__ = ["MAX_GIVE_WAY_S", "Worker", "WorkerActivity", "worker_identity"]
 
@@ -111,6 +109,9 @@ class Worker(threading.Thread):
         The pipelines this worker can run (:func:`osteonode.pipelines.registry.load_pipelines`, loaded once
         per process and shared by its workers). A job routed to another pipeline stays ``queued``
         until a worker that has it claims it.
+    plans
+        How each pipeline runs (bfloat16 or not; ``LoadedPipelines.plans``); a pipeline without a
+        plan runs in float32.
     give_way_to
         The receiving activity of an SCP in the same process: before each claim the worker waits
         until no image has arrived for a moment, at most ``MAX_GIVE_WAY_S``.
@@ -124,6 +125,7 @@ class Worker(threading.Thread):
         *,
         index: int = 0,
         pipelines: Mapping[str, Pipeline],
+        plans: Mapping[str, InferencePlan] | None = None,
         give_way_to: IngestActivity | None = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
@@ -139,8 +141,8 @@ class Worker(threading.Thread):
         self._database = database
         self._spool = spool
         self._pipelines = dict(pipelines)
+        self._plans = dict(plans or {})
         self._give_way_to = give_way_to
-        self._model_device = _model_device(config.models.device)
         self._stopping = threading.Event()
         self.index = index
         self._limits = config.limits
@@ -273,8 +275,8 @@ class Worker(threading.Thread):
         """
         # Workers of one process share each pipeline's networks; Grad-CAM hooks them while it
         # runs, so one image at a time goes through a given pipeline.
-        inference = inference_context(self._config.inference, pipeline.name, self._model_device)
-        with _run_lock(pipeline), inference as bfloat16:
+        plan = self._plans.get(pipeline.name) or InferencePlan()
+        with _run_lock(pipeline), plan.autocast() as bfloat16:
             started = time.perf_counter()
             radiograph, outcome = run_pipeline(
                 pipeline, self._spool.path(spool_path), limits=self._limits, decoder=self._decoder
@@ -340,15 +342,6 @@ class Worker(threading.Thread):
     def _release(self, job: Job) -> None:
         with self._database.session() as session:
             release_job(session, job)
-
-
-def _model_device(preference: str) -> torch.device:
-    """The device the models run on (where bfloat16 autocast applies)."""
-    try:
-        return pick_device(preference)
-    except ModelError:
-        # No GPU for a configured cuda device: no pipeline loads, so nothing runs anywhere.
-        return torch.device("cpu")
 
 
 _RUN_LOCKS: dict[int, threading.Lock] = {}

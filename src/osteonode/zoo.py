@@ -50,6 +50,7 @@ __all__ = [
     "pick_device",
     "read_model_card",
     "save_model",
+    "write_card_metrics",
 ]
 
 #: The model card's file name inside a model folder.
@@ -433,9 +434,45 @@ def save_model(
         save_file(state, path)
         entries.append(entry.model_copy(update={"sha256": file_sha256(path)}))
     written = card.model_copy(update={"networks": entries})
-    data = written.model_dump(mode="json", exclude_none=True)
-    (directory / CARD_FILE).write_text(tomli_w.dumps(data), "utf-8")
+    _write_card(directory, written)
     return written
+
+
+def write_card_metrics(directory: Path | str, metrics: Mapping[str, float]) -> ModelCard:
+    """Add or replace ``[metrics]`` entries of a model's card; the weights and checksums stay.
+
+    Parameters
+    ----------
+    directory
+        The model folder.
+    metrics
+        The entries to set; the card's other metrics are kept.
+
+    Returns
+    -------
+    ModelCard
+        The card as written.
+
+    Raises
+    ------
+    ModelError
+        The card cannot be read, or a value is not a number.
+    """
+    card = read_model_card(directory)
+    try:
+        written = ModelCard.model_validate(
+            {**card.model_dump(), "metrics": {**card.metrics, **metrics}}
+        )
+    except ValidationError as error:
+        problems = "; ".join(describe_validation_error(e) for e in error.errors())
+        raise ModelError(f"metrics {dict(metrics)} cannot go in the card of {card.name!r}: {problems}") from None
+    _write_card(Path(directory), written)
+    return written
+
+
+def _write_card(directory: Path, card: ModelCard) -> None:
+    data = card.model_dump(mode="json", exclude_none=True)
+    (directory / CARD_FILE).write_text(tomli_w.dumps(data), "utf-8")
 
 
 def list_models(models_dir: Path | str) -> list[tuple[Path, ModelCard | ModelError]]:

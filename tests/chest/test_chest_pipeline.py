@@ -12,7 +12,8 @@ from osteonode.bone import Category
 from osteonode.config import PipelineSettings, IntendedUsePolicy
 from osteonode.imaging.pixels import load_radiograph
 from osteonode.pipelines.base import OutsideIntendedUse
-from osteonode.pipelines.chest import InferencePrecision, Stage, final_category
+from osteonode.inference import InferencePlan
+from osteonode.pipelines.chest import Stage, final_category
 
 HIGH, LOW = 4.0, -4.0  # logits: probability 0.982 and 0.018
 
@@ -90,8 +91,8 @@ def test_bfloat16_autocast_gives_nearly_the_same_probabilities(
     radiograph = load_radiograph(chest_dataset)
     pipeline = make_pipeline()
     exact = pipeline.run(radiograph)
-    pipeline.precision = InferencePrecision.BFLOAT16
-    reduced = pipeline.run(radiograph)
+    with InferencePlan(bfloat16=True).autocast():
+        reduced = pipeline.run(radiograph)
     for a, b in zip(exact.findings, reduced.findings, strict=True):
         if a.probability is not None and b.probability is not None:
             assert abs(a.probability - b.probability) < 0.02

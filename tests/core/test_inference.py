@@ -1,22 +1,51 @@
-"""``[inference]``: workers share the cores, and bfloat16 runs only where a site verified it and the
-hardware computes it natively."""
+"""``[inference]``: workers share the cores; bfloat16 runs only for models whose card records that
+they agree with float32, on hardware that computes it natively; channels-last where it pays;
+compilation fails soft."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import structlog
 import torch
 
-from osteonode.config import BFloat16Autocast, InferenceSettings
+from osteonode.config import (
+    BFloat16Autocast,
+    ChannelsLast,
+    ConfigError,
+    InferenceSettings,
+    load_config,
+)
 from osteonode.inference import (
+    BFLOAT16_METRIC,
+    InferencePlan,
+    bfloat16_decision,
     cpu_has_native_bfloat16,
-    inference_context,
-    uses_bfloat16,
+    prepare_model,
     worker_threads,
 )
+from osteonode.nets import convnext_demo, resnet18_demo
+from osteonode.zoo import LoadedModel, ModelCard, read_model_card
 
 CPU = torch.device("cpu")
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+@pytest.fixture
+def card() -> ModelCard:
+    """A shipped model card without a bfloat16 record."""
+    shipped = read_model_card(MODELS / "hip-demo")
+    return shipped.model_copy(update={"metrics": {k: v for k, v in shipped.metrics.items() if k != BFLOAT16_METRIC}})
+
+
+def recording(card: ModelCard, difference: float) -> ModelCard:
+    return card.model_copy(update={"metrics": {**card.metrics, BFLOAT16_METRIC: difference}})
+
+
+@pytest.fixture
+def native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("osteonode.inference.cpu_has_native_bfloat16", lambda: True)
 
 
 @pytest.mark.parametrize(("cores", "workers", "threads"), [(2, 2, 1), (16, 2, 8), (16, 3, 5), (2, 4, 1)])
@@ -46,35 +75,100 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     assert not cpu_has_native_bfloat16(tmp_path / "missing")
 
 
-def test_bfloat16_is_off_by_default_and_only_for_listed_pipelines() -> None:
-    listed = InferenceSettings(
-        bfloat16_autocast=BFloat16Autocast.ON, bfloat16_pipelines=["chest"]
-    )
+@pytest.mark.usefixtures("native_bfloat16")
+def test_auto_runs_a_model_in_bfloat16_only_when_its_card_records_agreement_within_the_tolerance(
+    card: ModelCard,
+) -> None:
+    auto = InferenceSettings()
 
-    assert not uses_bfloat16(InferenceSettings(), "chest", CPU)
-    assert uses_bfloat16(listed, "chest", CPU)
-    assert not uses_bfloat16(listed, "lumbar", CPU)
-    off = listed.model_copy(update={"bfloat16_autocast": BFloat16Autocast.OFF})
-    assert not uses_bfloat16(off, "chest", CPU)
-
-
-def test_auto_follows_the_hardware() -> None:
-    auto = InferenceSettings(bfloat16_pipelines=["chest"])
-
-    assert uses_bfloat16(auto, "chest", CPU) == cpu_has_native_bfloat16()
+    assert bfloat16_decision(auto, recording(card, 4e-4), CPU)[0]
+    unverified, why = bfloat16_decision(auto, card, CPU)
+    assert not unverified and "verify-precision" in why
+    too_far, why = bfloat16_decision(auto, recording(card, 0.02), CPU)
+    assert not too_far and "over the tolerance 0.001" in why
+    assert bfloat16_decision(InferenceSettings(bfloat16_tolerance=0.05), recording(card, 0.02), CPU)[0]
 
 
-def test_a_listed_pipeline_runs_its_convolutions_in_bfloat16() -> None:
-    settings = InferenceSettings(
-        bfloat16_autocast=BFloat16Autocast.ON, bfloat16_pipelines=["hip"]
-    )
+def test_auto_stays_in_float32_on_a_cpu_without_native_bfloat16(
+    card: ModelCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("osteonode.inference.cpu_has_native_bfloat16", lambda: False)
+
+    used, why = bfloat16_decision(InferenceSettings(), recording(card, 1e-4), CPU)
+
+    assert not used and "without native bfloat16" in why
+
+
+def test_on_and_off_override_the_card(card: ModelCard) -> None:
+    assert bfloat16_decision(InferenceSettings(bfloat16_autocast=BFloat16Autocast.ON), card, CPU)[0]
+    off = InferenceSettings(bfloat16_autocast=BFloat16Autocast.OFF)
+    assert not bfloat16_decision(off, recording(card, 1e-5), CPU)[0]
+
+
+def test_a_plan_in_bfloat16_runs_convolutions_in_bfloat16() -> None:
     convolution = torch.nn.Conv2d(1, 2, 3)
     image = torch.rand(1, 1, 8, 8)
 
-    with inference_context(settings, "hip", CPU) as bfloat16:
-        listed = convolution(image)
-    with inference_context(settings, "lumbar", CPU) as not_listed:
-        unlisted = convolution(image)
+    with InferencePlan(bfloat16=True).autocast() as reduced:
+        in_bfloat16 = convolution(image)
+    with InferencePlan().autocast() as exact:
+        in_float32 = convolution(image)
 
-    assert (bfloat16, listed.dtype) == (True, torch.bfloat16)
-    assert (not_listed, unlisted.dtype) == (False, torch.float32)
+    assert (reduced, in_bfloat16.dtype) == (True, torch.bfloat16)
+    assert (exact, in_float32.dtype) == (False, torch.float32)
+
+
+def loaded(card: ModelCard) -> LoadedModel:
+    networks = {"plain": resnet18_demo().eval(), "convnext": convnext_demo().eval()}
+    return LoadedModel(card=card, directory=MODELS, device=CPU, networks=networks)
+
+
+def is_channels_last(network: torch.nn.Module) -> bool:
+    weight = next(
+        module.weight for module in network.modules()
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels > 1 and module.kernel_size != (1, 1)
+    )
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_channels_last_auto_converts_the_architectures_it_speeds_up_and_not_convnext(card: ModelCard) -> None:
+    model = loaded(card)
+
+    plan = prepare_model(model, InferenceSettings())
+
+    assert plan.channels_last == ("plain",)
+    assert is_channels_last(model.networks["plain"]) and not is_channels_last(model.networks["convnext"])
+    assert prepare_model(loaded(card), InferenceSettings(channels_last=ChannelsLast.OFF)).channels_last == ()
+
+
+def test_compiling_where_it_is_unavailable_says_why_and_runs_the_networks_as_they_are(
+    card: ModelCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("osteonode.inference.compilation_unavailable", lambda: "no C++ compiler (g++)")
+    model = loaded(card)
+
+    with structlog.testing.capture_logs() as logs:
+        plan = prepare_model(model, InferenceSettings(compile=True))
+
+    assert plan.compiled == ()
+    warning = next(entry for entry in logs if entry["event"] == "compile_unavailable")
+    assert warning["reason"] == "no C++ compiler (g++)" and warning["log_level"] == "warning"
+    assert model.networks["plain"](torch.rand(1, 1, 64, 64)).shape == (1, 2)
+
+
+def test_bad_inference_values_and_the_retired_pipeline_list_are_reported_by_key(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        '[inference]\nbfloat16_autocast = "sometimes"\nchannels_last = "yes"\n'
+        "bfloat16_tolerance = 0\nbfloat16_pipelines = [\"chest\"]\n"
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+
+    problems = {problem.key: problem.reason for problem in caught.value.problems}
+    assert "'auto', 'on' or 'off'" in problems["inference.bfloat16_autocast"]
+    assert "'auto', 'on' or 'off'" in problems["inference.channels_last"]
+    assert "greater than 0" in problems["inference.bfloat16_tolerance"]
+    assert "retired" in problems["inference.bfloat16_pipelines"]
+    assert "verify-precision" in problems["inference.bfloat16_pipelines"]

@@ -1,6 +1,7 @@
 """The command line and a receiving node never import torch: ``--help`` answers at once and a
-receiver accepts associations without seconds of start-up. Each check runs in a fresh interpreter
-and looks at ``sys.modules``."""
+receiver accepts associations without seconds of start-up; a node restarted on its own database
+does not load the migrations either. Each check runs in a fresh interpreter and looks at
+``sys.modules``."""
 
 from __future__ import annotations
 
@@ -69,3 +70,26 @@ def test_a_receiving_node_stores_an_image_without_importing_torch(tmp_path: Path
         cwd=tmp_path,
     )
     assert "torch" not in imported
+
+
+def test_a_node_restarted_on_a_current_database_does_not_load_the_migrations(tmp_path: Path) -> None:
+    start_and_stop = f"""
+        from osteonode.config import NodeConfig
+        from osteonode.service import Node
+
+        config = NodeConfig.model_validate({{
+            "node": {{"port": {free_port()}}},
+            "storage": {{"spool_dir": "spool", "min_free_mb": 1}},
+            "database": {{"url": "sqlite:///node.db"}},
+            "http": {{"enabled": False}},
+        }})
+        node = Node(config, workers=False)
+        node.start()
+        node.stop()
+        """
+
+    first = modules_after(start_and_stop, cwd=tmp_path)
+    again = modules_after(start_and_stop, cwd=tmp_path)
+
+    assert "alembic" in first
+    assert "alembic" not in again

@@ -5,9 +5,10 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from osteonode.store.db import Database, _alembic_config
+from osteonode.store.db import SCHEMA_REVISION, Database, _alembic_config
 from osteonode.store.tables import Base
 
 
@@ -21,6 +22,23 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
             differences = compare_metadata(context, Base.metadata)
         assert differences == []
         assert database.is_up_to_date()
+    finally:
+        database.dispose()
+
+
+def test_the_revision_a_started_node_expects_is_the_newest_migration() -> None:
+    # The node skips alembic when the database is at SCHEMA_REVISION: a migration added without
+    # moving it would never run.
+    assert SCHEMA_REVISION == ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def test_a_database_at_an_older_revision_is_upgraded_on_start(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        database.upgrade("0001")
+        database.upgrade()
+        assert database.current_revision() == SCHEMA_REVISION
+        assert "worker_heartbeats" in inspect(database.engine).get_table_names()
     finally:
         database.dispose()
 

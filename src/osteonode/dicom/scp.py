@@ -261,6 +261,10 @@ class StorageSCP:
         Where Instance, Job and Event rows are written.
     spool
         Where received files are kept.
+    database_ready
+        Set once the database's schema is ready; until then the service answers C-ECHO and
+        associations, and each C-STORE waits for it (at most the DIMSE timeout, then it is answered
+        with a failure and the sender keeps the image). None: the schema is ready now.
 
     Raises
     ------
@@ -269,9 +273,20 @@ class StorageSCP:
         (:class:`osteonode.dicom.tls.TlsError`).
     """
 
-    def __init__(self, config: NodeConfig, database: Database, spool: Spool) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        database: Database,
+        spool: Spool,
+        *,
+        database_ready: threading.Event | None = None,
+    ) -> None:
         if not isinstance(config, NodeConfig):
             raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
+        if database_ready is None:
+            database_ready = threading.Event()
+            database_ready.set()
+        self._database_ready = database_ready
         self._config = config
         self._database = database
         self._spool = spool
@@ -343,7 +358,6 @@ class StorageSCP:
                     (evt.EVT_CONN_CLOSE, self._on_closed),
                     (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_C_STORE, self._on_store),
-                    (evt.EVT_CONN_CLOSE, self._on_closed),
                 ],
                 server_class=_GuardedAssociationServer,
             )
@@ -364,6 +378,25 @@ class StorageSCP:
             port=self.port,
             tls=self._ssl_context is not None,
         )
+
+    def wait_until_idle(self, quiet_s: float, max_wait_s: float) -> None:
+        """Return once no association has been open for ``quiet_s`` seconds, or after ``max_wait_s``.
+
+        Parameters
+        ----------
+        quiet_s
+            How long the service must have had no open association.
+        max_wait_s
+            The longest wait, however busy the service is.
+        """
+        if quiet_s <= 0 or max_wait_s < 0:
+            raise ValueError(f"quiet_s must be positive and max_wait_s not negative, got {quiet_s}, {max_wait_s}")
+        started = last_busy = time.monotonic()
+        while (now := time.monotonic()) - last_busy < quiet_s and now - started < max_wait_s:
+            server = self._server
+            if server is not None and server.active_associations:
+                last_busy = now
+            time.sleep(0.01)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting associations, let open ones finish, then abort what is left.
@@ -503,6 +536,7 @@ class StorageSCP:
             modality=modality,
         )
         try:
+            self._wait_for_database()
             with self._database.session() as session:
                 outcome = record_receipt(
                     session, receipt, max_attempts=self._config.workers.max_attempts
@@ -519,10 +553,15 @@ class StorageSCP:
     def _record_refusal(self, message: str, **details: str) -> None:
         # A refusal must be answered even when the database is unavailable: log, do not raise.
         try:
+            self._wait_for_database()
             with self._database.session() as session:
                 record_event(session, EventKind.REFUSED, message, **details)
         except Exception as error:  # noqa: BLE001 - refusing must not depend on the database
             log.error("refusal_not_recorded", error=f"{type(error).__name__}: {error}")
+
+    def _wait_for_database(self) -> None:
+        if not self._database_ready.wait(self._config.association.dimse_timeout_s):
+            raise RuntimeError("the database schema was not ready within the DIMSE timeout")
 
 
 #: The header attributes kept on the Instance row, so ``status`` can show them without the file.

@@ -43,7 +43,6 @@ from osteonode.pipelines.base import (
     ModelIdentity,
 )
 from osteonode.pipelines.classifier import ClassifierPipeline
-from osteonode.pipelines.inference import InferencePrecision
 from osteonode.reference import ReferenceData
 from osteonode.zoo import ClassifierSpec, ClassifierStage, LoadedModel, ModelCard, ModelError
 
@@ -51,7 +50,6 @@ __all__ = [
     "INTENDED_MIN_AGE_YEARS",
     "ChestPipeline",
     "ChestPreprocessing",
-    "InferencePrecision",
     "Stage",
     "chest_spec",
     "final_category",
@@ -268,8 +266,6 @@ class ChestPipeline(ClassifierPipeline):
         The model card's identity; the thresholds are added to its parameters.
     device
         Where the networks are.
-    precision
-        float32, or bfloat16 autocast.
     name
         The configured pipeline's name, written on every result.
 
@@ -288,7 +284,6 @@ class ChestPipeline(ClassifierPipeline):
         settings: PipelineSettings,
         identity: ModelIdentity,
         device: torch.device,
-        precision: InferencePrecision = InferencePrecision.FLOAT32,
         name: str = Method.CHEST.value,
     ) -> None:
         if set(networks) != set(Stage):
@@ -303,7 +298,6 @@ class ChestPipeline(ClassifierPipeline):
             identity=identity,
             device=device,
             name=name,
-            precision=precision,
         )
         self.preprocessing = preprocessing
 
@@ -315,7 +309,6 @@ class ChestPipeline(ClassifierPipeline):
         reference: ReferenceData | None = None,
         *,
         name: str = Method.CHEST.value,
-        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> Self:
         """Build the pipeline from a loaded chest model folder.
 
@@ -329,8 +322,6 @@ class ChestPipeline(ClassifierPipeline):
             Unused: the chest classifier gives categories, not T-scores.
         name
             The configured pipeline's name, written on every result.
-        precision
-            float32 or bfloat16 autocast.
 
         Raises
         ------
@@ -354,7 +345,6 @@ class ChestPipeline(ClassifierPipeline):
                 settings=settings,
                 identity=card.identity(),
                 device=model.device,
-                precision=precision,
                 name=name,
             )
         except (TypeError, ValueError) as error:

@@ -59,7 +59,7 @@ from osteonode.pipelines.base import (
     SourceImage,
     Truth,
 )
-from osteonode.pipelines.inference import InferencePrecision, autocast, probability_and_cam
+from osteonode.pipelines.inference import probability_and_cam
 from osteonode.pipelines.regions import FilmRegion, RegionFinder, region_finder, window_pixels
 from osteonode.reference import ReferenceData
 from osteonode.zoo import ClassifierSpec, ClassifierStage, LoadedModel, ModelError
@@ -158,8 +158,6 @@ class ClassifierPipeline:
         Where the networks are.
     name
         The configured pipeline's name, written on every result.
-    precision
-        float32, or bfloat16 autocast.
 
     Raises
     ------
@@ -184,7 +182,6 @@ class ClassifierPipeline:
         identity: ModelIdentity,
         device: torch.device,
         name: str,
-        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> None:
         if not isinstance(spec, ClassifierSpec):
             raise TypeError(f"spec must be a ClassifierSpec, not {type(spec).__name__}")
@@ -238,7 +235,6 @@ class ClassifierPipeline:
         self.name = name
         self.site = spec.finding_site
         self.views = tuple(spec.views)
-        self.precision = InferencePrecision(precision)
         self._mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
 
@@ -250,7 +246,6 @@ class ClassifierPipeline:
         reference: ReferenceData | None = None,
         *,
         name: str,
-        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> Self:
         """Build the pipeline from a loaded classifier model folder.
 
@@ -264,7 +259,7 @@ class ClassifierPipeline:
         card = model.card
         if card.pipeline is not Method.CLASSIFIER or card.classifier is None:
             raise ModelError(f"model {card.name!r} is a {card.pipeline.value} model, not a classifier")
-        return cls.from_spec(model, card.classifier, settings, name=name, precision=precision)
+        return cls.from_spec(model, card.classifier, settings, name=name)
 
     @classmethod
     def from_spec(
@@ -274,7 +269,6 @@ class ClassifierPipeline:
         settings: PipelineSettings,
         *,
         name: str,
-        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> Self:
         """Build the pipeline from a loaded model folder run as ``spec`` describes.
 
@@ -292,7 +286,6 @@ class ClassifierPipeline:
                 identity=model.card.identity(),
                 device=model.device,
                 name=name,
-                precision=precision,
             )
         except (TypeError, ValueError) as error:
             raise ModelError(f"model {model.card.name!r}: {error}") from None
@@ -415,8 +408,7 @@ class ClassifierPipeline:
         """One stage (or its name) on network inputs from :meth:`locate`, one per input."""
         if isinstance(stage, str):
             stage = next(s for s in self.stages if s.key == stage)
-        with autocast(self.precision, self.device):
-            probabilities, cams = probability_and_cam(self.networks[stage.network], inputs)
+        probabilities, cams = probability_and_cam(self.networks[stage.network], inputs)
         return tuple(
             StageOutput(stage=stage, probability=float(p), cam=cam)
             for p, cam in zip(probabilities, cams, strict=True)

@@ -34,7 +34,6 @@ from osteonode.config import PipelineSettings
 from osteonode.imaging.transforms import ClassifierTransform
 from osteonode.pipelines.base import FindingSite, Method, RegionKind, Truth
 from osteonode.pipelines.classifier import ClassifierPipeline
-from osteonode.pipelines.inference import InferencePrecision
 from osteonode.reference import ReferenceData
 from osteonode.zoo import ClassifierSpec, ClassifierStage, LoadedModel, ModelCard, ModelError
 
@@ -141,7 +140,6 @@ class HipPipeline(ClassifierPipeline):
         reference: ReferenceData | None = None,
         *,
         name: str = Method.HIP.value,
-        precision: InferencePrecision = InferencePrecision.FLOAT32,
     ) -> Self:
         """Build the pipeline from a loaded hip model (``locator`` and ``classifier`` networks).
 
@@ -158,4 +156,4 @@ class HipPipeline(ClassifierPipeline):
         geometry = HipGeometry.from_card(card)
         if tuple(card.input_size) != (geometry.crop_size, geometry.crop_size):
             raise ModelError(f"model {card.name!r}: input_size must be the square crop_size")
-        return cls.from_spec(model, hip_spec(geometry), settings, name=name, precision=precision)
+        return cls.from_spec(model, hip_spec(geometry), settings, name=name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,24 +11,10 @@ from torch import nn
 
 from osteonode.explain import grad_cam
 
-__all__ = ["InferencePrecision", "autocast", "captured_output", "probability_and_cam"]
+__all__ = ["captured_output", "probability_and_cam"]
 
 #: The positive answer's output: the last of a classifier's one or two logits.
 POSITIVE_INDEX = -1
-
-
-class InferencePrecision(enum.StrEnum):
-    """Arithmetic of the forward pass: float32, or bfloat16 autocast (weights stay float32)."""
-
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
-
-
-def autocast(precision: InferencePrecision, device: torch.device) -> contextlib.AbstractContextManager[object]:
-    """The context a forward pass runs in at ``precision`` on ``device``."""
-    if InferencePrecision(precision) is InferencePrecision.FLOAT32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @contextlib.contextmanager

@@ -556,7 +556,8 @@ class LumbarPipeline:
         """
         notes = self._intended_use_notes(radiograph)
         film = prepare_film(radiograph.pixels, radiograph.spacing_mm)
-        with torch.no_grad():
+        # The detection and measuring passes need no gradient; only explain's Grad-CAM does.
+        with torch.inference_mode():
             detection = self.locate(film)
         problems, film_problems = self.decide(film, detection)
         source = SourceImage.from_radiograph(radiograph)
@@ -581,7 +582,7 @@ class LumbarPipeline:
                 findings=findings,
                 notes=notes,
             )
-        with torch.no_grad():
+        with torch.inference_mode():
             measured = self.measure(
                 film, detection, [v.value for v in MEASURED if v.value not in problems]
             )
@@ -592,7 +593,8 @@ class LumbarPipeline:
     def locate(self, film: PreparedFilm) -> Detection:
         """Find and refine the corners of T12-L5 (working pixel centres)."""
         image, scale = detector_input(film.working)
-        logits = self.detector(torch.from_numpy(image)[None, None].to(self.device))[0].cpu()
+        # float(): under bfloat16 autocast the networks answer in bfloat16, which numpy lacks.
+        logits = self.detector(torch.from_numpy(image)[None, None].to(self.device))[0].float().cpu()
         points, confidence, found = decode_bodies(logits, self.detector.stride, self.min_confidence)
         corners = (points + 0.5) / scale - 0.5
         if found.any():
@@ -624,7 +626,7 @@ class LumbarPipeline:
         spacing = self._film_spacing(film, dict(zip(bodies, corners)))
         for _ in range(REFINEMENT_PASSES):
             theta = crop_theta(corners, spacing, film.working.shape)
-            logits = self.refiner(sample_crops(working, theta.to(self.device))).cpu()
+            logits = self.refiner(sample_crops(working, theta.to(self.device))).float().cpu()
             decoded = [decode_heatmaps(maps, self.refiner.stride) for maps in logits]
             points = np.stack([p for p, _ in decoded])
             corners = crop_to_working((2 * points + 1) / CROP_SIZE - 1, theta, film.working.shape)
@@ -787,7 +789,7 @@ class LumbarPipeline:
         theta = crop_theta(corners, spacing, film.working.shape)
         working = torch.from_numpy(film.working)[None, None].to(self.device)
         crops = sample_crops(working, theta.to(self.device))
-        values = self.regressor(torch.cat([crops, crops.flip(-1)]))[:, 0].cpu().numpy()
+        values = self.regressor(torch.cat([crops, crops.flip(-1)]))[:, 0].float().cpu().numpy()
         values = values.reshape(2, len(bodies)).mean(axis=0)
         return {b: _Measured(float(values[i]), theta[i : i + 1]) for i, b in enumerate(bodies)}
 

@@ -296,7 +296,7 @@ class FemurSides:
         """Each side's crop box and state, right hip first, with the localiser's notes."""
         film, (row_scale, column_scale) = locator_film(radiograph.pixels, self.input_size)
         inputs = torch.from_numpy(ztransform_2sigma(film))[None, None].to(self.device)
-        with torch.no_grad():
+        with torch.inference_mode():  # locating needs no gradient; only Grad-CAM does
             located = FemurLocator.decode(self.locator(inputs))
         lateralities, assumption = image_side_lateralities(radiograph.header)
         sides = []

@@ -10,7 +10,7 @@ whose model is missing or damaged is *unavailable*, with the reason: routed jobs
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, Self, runtime_checkable
 
@@ -18,6 +18,7 @@ import structlog
 
 from osteonode.config import NodeConfig, PipelineSettings
 from osteonode.imaging.pixels import Radiograph
+from osteonode.inference import InferencePlan, prepare_model
 from osteonode.pipelines.base import FindingSite, Method, Result, Truth
 from osteonode.pipelines.chest import ChestPipeline
 from osteonode.pipelines.classifier import ClassifierPipeline
@@ -58,10 +59,12 @@ class Pipeline(Protocol):
 
 @dataclass(frozen=True)
 class LoadedPipelines:
-    """The pipelines this process can run, and why the others cannot."""
+    """The pipelines this process can run, how each runs, and why the others cannot."""
 
     available: Mapping[str, Pipeline]
     unavailable: Mapping[str, str]
+    plans: Mapping[str, InferencePlan] = field(default_factory=dict)
+    """How each available pipeline runs (``[inference]`` applied to its model)."""
 
 
 #: The implementation that runs each kind of model card.
@@ -88,11 +91,13 @@ def load_pipelines(config: NodeConfig, reference: ReferenceData | None = None) -
     Returns
     -------
     LoadedPipelines
-        Each pipeline either available or unavailable with the reason (logged as well).
+        Each pipeline either available, with its inference plan, or unavailable with the reason
+        (logged as well).
     """
     reference = load_reference() if reference is None else reference
     available: dict[str, Pipeline] = {}
     unavailable: dict[str, str] = {}
+    plans: dict[str, InferencePlan] = {}
     for name, settings in config.pipelines.items():
         directory = config.models.dir / settings.model_name(name)
         if not settings.enabled:
@@ -103,13 +108,15 @@ def load_pipelines(config: NodeConfig, reference: ReferenceData | None = None) -
             try:
                 model = load_model(directory, device=config.models.device)
                 implementation = IMPLEMENTATIONS[model.card.pipeline]
+                plan = prepare_model(model, config.inference)
                 available[name] = implementation.from_model(model, settings, reference, name=name)
             except (ModelError, MissingReferenceError) as error:
                 unavailable[name] = str(error)
             else:
+                plans[name] = plan
                 log.info("pipeline_loaded", pipeline=name, model=model.card.name,
                          version=model.card.version, method=model.card.pipeline.value,
-                         device=str(model.device))
+                         **plan.describe())
                 continue
         log.warning("pipeline_unavailable", pipeline=name, reason=unavailable[name])
-    return LoadedPipelines(available=available, unavailable=unavailable)
+    return LoadedPipelines(available=available, unavailable=unavailable, plans=plans)
