@@ -361,13 +361,13 @@ def train(
             }.items()
             if value is not None
         }
-        settings = dataclasses.replace(module.DEMO_RECIPE.settings, **overrides)
         try:
+            settings = dataclasses.replace(module.DEMO_RECIPE.settings, **overrides)
             card = module.train(
                 cohort, out, settings, device=target, resume=resume, name=name or out.name,
                 version=version, init=init, **regime,
             )
-        except (ValueError, NotADirectoryError) as error:  # a bad cohort, teacher or folder
+        except (ValueError, NotADirectoryError) as error:  # bad settings, cohort, teacher or folder
             Console(stderr=True).print(f"train: {error}", style="red", markup=False)
             raise typer.Exit(code=2) from None
     console.print(f"wrote model {escape(card.name)} {escape(card.version)}; validation: "

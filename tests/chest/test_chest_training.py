@@ -16,7 +16,7 @@ from osteonode.nets import CheckpointError
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.chest import ChestPipeline, ChestPreprocessing, Stage
 from osteonode.train.augment import CHEST_STRONG
-from osteonode.train.chest import ChestConfiguration, train, validate
+from osteonode.train.chest import DEMO_RECIPE, ChestConfiguration, train, validate
 from osteonode.train.distillation import DistillationSettings
 from osteonode.train.loop import TrainingSettings
 from osteonode.train.proxy import ProxyThresholds
@@ -232,6 +232,20 @@ def test_train_command_refuses_distillation_options_for_other_parts(tmp_path: Pa
               "--teacher", str(tmp_path)],
     )
     assert result.exit_code == 2 and "chest" in result.output
+
+
+def test_train_command_refuses_fewer_epochs_than_the_recipes_warm_up_needs(
+    cohort: Path, tmp_path: Path
+) -> None:
+    assert DEMO_RECIPE.settings.warmup_epochs == 1
+    result = CliRunner().invoke(
+        app, ["train", "chest", "--cohort", str(cohort), "--out", str(tmp_path / "o"),
+              "--epochs", "1", "--device", "cpu"],
+    )
+    assert result.exit_code == 2, result.output  # an uncaught error would exit 1 with a traceback
+    message = " ".join(result.output.split())  # the console wraps long lines
+    assert "1 epoch(s) leave none after the 1 warm-up epoch(s): give at least 2 epochs" in message
+    assert not (tmp_path / "o").exists()
 
 
 def test_train_command_names_an_unusable_teacher(cohort: Path, tmp_path: Path) -> None:
