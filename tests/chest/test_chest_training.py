@@ -82,6 +82,17 @@ def test_training_resumes_from_its_checkpoints(cohort: Path, tmp_path: Path) -> 
     assert resumed["epoch"] == 2 and [r["epoch"] for r in resumed["history"]] == [1, 2]
 
 
+def test_the_same_settings_give_the_same_weight_bytes(cohort: Path, tmp_path: Path) -> None:
+    """Every random stream (split, shuffling, albumentations, torch) follows the seeds."""
+    options = {
+        "device": torch.device("cpu"), "name": "same", "version": "1", "show_progress": False,
+        "configuration": TINY, "augmentation": CHEST_STRONG, "resume": False,
+    }
+    first = train(cohort, tmp_path / "first", SETTINGS, **options)
+    second = train(cohort, tmp_path / "second", SETTINGS, **options)
+    assert [n.sha256 for n in first.networks] == [n.sha256 for n in second.networks]
+
+
 def test_pretrained_checkpoint_that_does_not_fit_is_refused_with_its_keys(
     cohort: Path, tmp_path: Path
 ) -> None:
