@@ -15,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ __all__ = [
     "load_model",
     "pick_device",
     "read_model_card",
+    "record_metrics",
     "save_model",
 ]
 
@@ -384,6 +386,39 @@ def save_model(
     data = written.model_dump(mode="json", exclude_none=True)
     (directory / CARD_FILE).write_text(tomli_w.dumps(data), "utf-8")
     return written
+
+
+def record_metrics(directory: Path | str, metrics: Mapping[str, float]) -> ModelCard:
+    """Add figures measured on a written model (e.g. by a benchmark) to its card's metrics.
+
+    The model is loaded first, so the figures are only recorded for weights whose checksums
+    match the card; the weights are written back unchanged (the same bytes, as
+    :func:`save_model` writes no metadata).
+
+    Parameters
+    ----------
+    directory
+        The model folder.
+    metrics
+        Figure name to value; a name the card already has is replaced.
+
+    Returns
+    -------
+    ModelCard
+        The card as written.
+
+    Raises
+    ------
+    ModelError
+        The folder does not load, or a value is not a finite number.
+    """
+    figures = dict(metrics)
+    for key, value in figures.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ModelError(f"metric {key!r} must be a finite number, got {value!r}")
+    model = load_model(directory, device="cpu")
+    card = model.card.model_copy(update={"metrics": {**model.card.metrics, **figures}})
+    return save_model(directory, card, model.networks)
 
 
 def list_models(models_dir: Path | str) -> list[tuple[Path, ModelCard | ModelError]]:
