@@ -259,6 +259,14 @@ def test_train_command_refuses_fewer_epochs_than_the_recipes_warm_up_needs(
     assert not (tmp_path / "o").exists()
 
 
+def test_train_command_refuses_settings_for_a_demo_recipe(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "chest", "--demo", "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "--demo trains the chest recipe as written; epochs apply to --cohort runs" in " ".join(
+        result.output.split()
+    )
+
+
 def test_train_command_names_an_unusable_teacher(cohort: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["train", "chest", "--cohort", str(cohort), "--out", str(tmp_path / "o"),
