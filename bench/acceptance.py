@@ -4,15 +4,17 @@ For each part and each held-out seed, a phantom cohort is made at the part's dem
 hard-case share, and the part's trainer module runs its ``validate`` on it: the written model run
 as the pipeline, the same end-to-end figures its model card records. Printed: each seed's
 figures, then for each bar of the issue the mean, standard deviation, minimum and maximum over
-the seeds and whether the bar holds on every seed. ``--json`` also writes the figures, so a model
-card can record what the bench printed.
+the seeds and whether the bar holds on every seed. ``--json`` also writes the figures;
+``--record`` writes each bar's mean, standard deviation, minimum and maximum, as printed, into the
+part's model card (``acceptance_<figure>_mean`` and so on, with the seeds and films per seed), so
+the card records what the bench printed.
 
 The bars (issue 20): lumbar Pearson r >= 0.90, NRMSE <= 0.08, WHO quadratic-weighted kappa >=
 0.85; chest stage 1 AUC >= 0.90, stage 2 AUC >= 0.85, three-class quadratic-weighted kappa >=
 0.80; hip per-side AUC >= 0.85. A figure that cannot be computed on a seed fails that seed.
 
 Usage: ``python bench/acceptance.py [--seeds 3] [--lumbar-films 60] [--chest-films 80]
-[--hip-films 120] [--parts lumbar chest hip] [--models models] [--json figures.json]``
+[--hip-films 120] [--parts lumbar chest hip] [--models models] [--json figures.json] [--record]``
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import structlog
@@ -38,6 +40,7 @@ from rich.table import Table
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.base import Method
 from osteonode.train import DemoRecipe, trainer
+from osteonode.zoo import CARD_FILE, record_metrics
 
 #: Held-out seeds: the k-th seed of a run is FIRST_SEED + k (no demo recipe trains on them).
 FIRST_SEED = 880_001
@@ -88,16 +91,52 @@ def _figures(part: Method, model: Path, films: int, seed: int) -> dict[str, floa
         return module.validate(model, read_cohort(cohort))
 
 
+@dataclass(frozen=True)
+class Spread:
+    """Mean, standard deviation, minimum and maximum of one figure over the seeds."""
+
+    mean: float
+    sd: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: list[float | None]) -> Spread | None:
+        """The spread of the values that could be computed; None when none could."""
+        finite = [v for v in values if v is not None and math.isfinite(v) and v >= 0]
+        if not finite:
+            return None
+        sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
+        return cls(statistics.mean(finite), sd, min(finite), max(finite))
+
+
 def _summary_row(bar: Bar, values: list[float | None]) -> list[str]:
-    finite = [v for v in values if v is not None and math.isfinite(v) and v >= 0]
-    if not finite:
+    spread = Spread.of(values)
+    if spread is None:
         return [bar.text, "–", "–", "–", "–", "[red]no[/red]"]
-    spread = statistics.stdev(finite) if len(finite) > 1 else 0.0
     every = all(bar.holds(v) for v in values)
     return [
-        bar.text, f"{statistics.mean(finite):.3f}", f"{spread:.3f}", f"{min(finite):.3f}",
-        f"{max(finite):.3f}", "[green]yes[/green]" if every else "[red]no[/red]",
+        bar.text, *(f"{value:.3f}" for value in (spread.mean, spread.sd, spread.min, spread.max)),
+        "[green]yes[/green]" if every else "[red]no[/red]",
     ]
+
+
+def _card_figures(part: Method, by_seed: dict[int, dict[str, float]], films: int) -> dict[str, float]:
+    """The part's bar figures over the seeds, rounded as printed, for the model card."""
+    seeds = sorted(by_seed)
+    figures = {
+        "acceptance_seeds": float(len(seeds)),
+        "acceptance_first_seed": float(seeds[0]),
+        "acceptance_films_per_seed": float(films),
+    }
+    for bar in BARS[part]:
+        spread = Spread.of([by_seed[s].get(bar.figure) for s in seeds])
+        if spread is not None:
+            figures |= {
+                f"acceptance_{bar.figure}_{name}": round(value, 3)
+                for name, value in asdict(spread).items()
+            }
+    return figures
 
 
 def main() -> None:
@@ -110,6 +149,9 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("models"), help="Folder of the demo models.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="Also write every figure to this file.")
+    parser.add_argument(
+        "--record", action="store_true", help="Write each bar's figures into the part's model card."
+    )
     arguments = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     torch.set_num_threads(arguments.threads)
@@ -144,6 +186,9 @@ def main() -> None:
                                   "holds_on_every_seed": all(bar.holds(by_seed[s].get(bar.figure)) for s in seeds)}
                      for bar in bars},
         }
+        if arguments.record:
+            record_metrics(model, _card_figures(part, by_seed, films[part]))
+            console.print(f"recorded the {part.value} figures in {model / CARD_FILE}")
     if arguments.json is not None:
         arguments.json.write_text(json.dumps(everything, indent=2, allow_nan=True) + "\n")
         console.print(f"wrote {arguments.json}")

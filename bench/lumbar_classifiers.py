@@ -31,7 +31,7 @@ from osteonode.imaging import load_radiograph
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.classifier import ClassifierPipeline
 from osteonode.train.classifier import DEMO_RECIPES, ScreeningFigures, screening_figures
-from osteonode.zoo import load_model, save_model
+from osteonode.zoo import load_model, record_metrics
 
 #: Held-out phantom seeds: none is a demo recipe's training seed.
 DEFAULT_SEEDS = (7301, 7302, 7303)
@@ -91,10 +91,10 @@ def summary(results: list[ScreeningFigures]) -> dict[str, float]:
 
 def record(pipeline: str, figures: dict[str, float]) -> None:
     """Write the held-out figures into the demo model's card."""
-    folder = MODELS_DIR / DEMO_RECIPES[pipeline].name
-    model = load_model(folder, device="cpu")
-    metrics = {**model.card.metrics, **{key: round(value, 4) for key, value in figures.items()}}
-    save_model(folder, model.card.model_copy(update={"metrics": metrics}), model.networks)
+    record_metrics(
+        MODELS_DIR / DEMO_RECIPES[pipeline].name,
+        {key: round(value, 4) for key, value in figures.items()},
+    )
 
 
 def main() -> None:

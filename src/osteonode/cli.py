@@ -379,27 +379,34 @@ def train(
     except ValueError as error:
         Console(stderr=True).print(str(error), style="red", markup=False)
         raise typer.Exit(code=2) from None
+    overrides = {
+        key: value
+        for key, value in {
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "patience": patience, "seed": seed,
+        }.items()
+        if value is not None
+    }
     if demo:
+        if overrides:
+            # The demo weights are what the recipe makes; a changed setting would make others.
+            Console(stderr=True).print(
+                f"--demo trains the {part} recipe as written; {', '.join(overrides)} apply to"
+                " --cohort runs", style="red", markup=False,
+            )
+            raise typer.Exit(code=2)
         card = train_demo(part, workdir=Path("var/demo-training"), models_dir=Path("models"), device=target)
     else:
         if cohort is None or out is None:
             Console(stderr=True).print("give --cohort and --out (or --demo)", style="red")
             raise typer.Exit(code=2)
-        overrides = {
-            key: value
-            for key, value in {
-                "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                "patience": patience, "seed": seed,
-            }.items()
-            if value is not None
-        }
-        settings = dataclasses.replace(module.DEMO_RECIPE.settings, **overrides)
         try:
+            settings = dataclasses.replace(module.DEMO_RECIPE.settings, **overrides)
             card = module.train(
                 cohort, out, settings, device=target, resume=resume, name=name or out.name,
                 version=version, init=init, **regime,
             )
-        except (ValueError, NotADirectoryError) as error:  # a bad cohort, teacher or folder
+        except (ValueError, NotADirectoryError) as error:  # bad settings, cohort, teacher or folder
             Console(stderr=True).print(f"train: {error}", style="red", markup=False)
             raise typer.Exit(code=2) from None
     console.print(f"wrote model {escape(card.name)} {escape(card.version)}; validation: "

@@ -32,7 +32,7 @@ from osteonode.inference import BFLOAT16_METRIC, InferencePlan
 from osteonode.pipelines.base import Finding, Result
 from osteonode.pipelines.registry import IMPLEMENTATIONS, Pipeline
 from osteonode.reference import load_reference
-from osteonode.zoo import ModelCard, ModelError, load_model, write_card_metrics
+from osteonode.zoo import ModelCard, ModelError, load_model, record_metrics
 
 __all__ = [
     "DECISIONS_METRIC",
@@ -197,5 +197,5 @@ def verify_model_precision(
              max_abs_difference=agreement.max_abs_difference, largest_at=agreement.largest_at,
              decisions_agree=agreement.decisions_agree)
     if record:
-        card = write_card_metrics(directory, agreement.metrics())
+        card = record_metrics(directory, agreement.metrics())
     return agreement, card

@@ -15,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,8 +50,8 @@ __all__ = [
     "load_model",
     "pick_device",
     "read_model_card",
+    "record_metrics",
     "save_model",
-    "write_card_metrics",
 ]
 
 #: The model card's file name inside a model folder.
@@ -348,6 +349,22 @@ def pick_device(preference: str = "auto") -> torch.device:
     return device
 
 
+def _verify_weights(directory: Path, card: ModelCard) -> None:
+    """Raise ModelError unless every weights file of the card is there with the card's SHA-256."""
+    for entry in card.networks:
+        path = directory / entry.weights
+        if not path.is_file():
+            raise ModelError(f"model {card.name!r}: weights file {path} is missing")
+        if entry.sha256 is None:
+            raise ModelError(f"model {card.name!r}: the card gives no sha256 for {entry.weights}")
+        actual = file_sha256(path)
+        if actual != entry.sha256:
+            raise ModelError(
+                f"model {card.name!r}: {entry.weights} has SHA-256 {actual}, the card says"
+                f" {entry.sha256}; the file is damaged or was changed after the card was written"
+            )
+
+
 def _build(entry: NetworkEntry) -> nn.Module:
     if entry.architecture not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
@@ -379,18 +396,9 @@ def load_model(directory: Path | str, device: str = "auto") -> LoadedModel:
     card = read_model_card(directory)
     target = pick_device(device)
     networks: dict[str, nn.Module] = {}
+    _verify_weights(directory, card)
     for entry in card.networks:
         path = directory / entry.weights
-        if not path.is_file():
-            raise ModelError(f"model {card.name!r}: weights file {path} is missing")
-        if entry.sha256 is None:
-            raise ModelError(f"model {card.name!r}: the card gives no sha256 for {entry.weights}")
-        actual = file_sha256(path)
-        if actual != entry.sha256:
-            raise ModelError(
-                f"model {card.name!r}: {entry.weights} has SHA-256 {actual}, the card says"
-                f" {entry.sha256}; the file is damaged or was changed after the card was written"
-            )
         network = _build(entry)
         try:
             state = load_file(path)
@@ -438,15 +446,18 @@ def save_model(
     return written
 
 
-def write_card_metrics(directory: Path | str, metrics: Mapping[str, float]) -> ModelCard:
-    """Add or replace ``[metrics]`` entries of a model's card; the weights and checksums stay.
+def record_metrics(directory: Path | str, metrics: Mapping[str, float]) -> ModelCard:
+    """Add figures measured on a written model (a benchmark's, the bfloat16 agreement) to its card.
+
+    The weights are checked against the card first, so figures are only recorded for the weights
+    they were measured on; the weights themselves are left as they are.
 
     Parameters
     ----------
     directory
         The model folder.
     metrics
-        The entries to set; the card's other metrics are kept.
+        Figure name to value; a name the card already has is replaced, the others are kept.
 
     Returns
     -------
@@ -456,17 +467,17 @@ def write_card_metrics(directory: Path | str, metrics: Mapping[str, float]) -> M
     Raises
     ------
     ModelError
-        The card cannot be read, or a value is not a number.
+        The card cannot be read, its weights do not match it, or a value is not a finite number.
     """
+    directory = Path(directory)
+    figures = dict(metrics)
+    for key, value in figures.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ModelError(f"metric {key!r} must be a finite number, got {value!r}")
     card = read_model_card(directory)
-    try:
-        written = ModelCard.model_validate(
-            {**card.model_dump(), "metrics": {**card.metrics, **metrics}}
-        )
-    except ValidationError as error:
-        problems = "; ".join(describe_validation_error(e) for e in error.errors())
-        raise ModelError(f"metrics {dict(metrics)} cannot go in the card of {card.name!r}: {problems}") from None
-    _write_card(Path(directory), written)
+    _verify_weights(directory, card)
+    written = card.model_copy(update={"metrics": {**card.metrics, **figures}})
+    _write_card(directory, written)
     return written
 
 
@@ -485,10 +496,7 @@ def list_models(models_dir: Path | str) -> list[tuple[Path, ModelCard | ModelErr
     for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         try:
             card = read_model_card(directory)
-            for entry in card.networks:
-                path = directory / entry.weights
-                if not path.is_file() or file_sha256(path) != entry.sha256:
-                    raise ModelError(f"{entry.weights}: missing or checksum differs from the card")
+            _verify_weights(directory, card)
             found.append((directory, card))
         except ModelError as error:
             found.append((directory, error))

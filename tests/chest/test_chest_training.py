@@ -16,7 +16,7 @@ from osteonode.nets import CheckpointError
 from osteonode.phantoms import make_cohort, read_cohort
 from osteonode.pipelines.chest import ChestPipeline, ChestPreprocessing, Stage
 from osteonode.train.augment import CHEST_STRONG
-from osteonode.train.chest import ChestConfiguration, train, validate
+from osteonode.train.chest import DEMO_RECIPE, ChestConfiguration, train, validate
 from osteonode.train.distillation import DistillationSettings
 from osteonode.train.loop import TrainingSettings
 from osteonode.train.proxy import ProxyThresholds
@@ -80,6 +80,17 @@ def test_training_resumes_from_its_checkpoints(cohort: Path, tmp_path: Path) -> 
     train(cohort, out, longer, **options)
     resumed = torch.load(out / "checkpoints" / "stage1.pt", weights_only=True)
     assert resumed["epoch"] == 2 and [r["epoch"] for r in resumed["history"]] == [1, 2]
+
+
+def test_the_same_settings_give_the_same_weight_bytes(cohort: Path, tmp_path: Path) -> None:
+    """Every random stream (split, shuffling, albumentations, torch) follows the seeds."""
+    options = {
+        "device": torch.device("cpu"), "name": "same", "version": "1", "show_progress": False,
+        "configuration": TINY, "augmentation": CHEST_STRONG, "resume": False,
+    }
+    first = train(cohort, tmp_path / "first", SETTINGS, **options)
+    second = train(cohort, tmp_path / "second", SETTINGS, **options)
+    assert [n.sha256 for n in first.networks] == [n.sha256 for n in second.networks]
 
 
 def test_pretrained_checkpoint_that_does_not_fit_is_refused_with_its_keys(
@@ -232,6 +243,28 @@ def test_train_command_refuses_distillation_options_for_other_parts(tmp_path: Pa
               "--teacher", str(tmp_path)],
     )
     assert result.exit_code == 2 and "chest" in result.output
+
+
+def test_train_command_refuses_fewer_epochs_than_the_recipes_warm_up_needs(
+    cohort: Path, tmp_path: Path
+) -> None:
+    assert DEMO_RECIPE.settings.warmup_epochs == 1
+    result = CliRunner().invoke(
+        app, ["train", "chest", "--cohort", str(cohort), "--out", str(tmp_path / "o"),
+              "--epochs", "1", "--device", "cpu"],
+    )
+    assert result.exit_code == 2, result.output  # an uncaught error would exit 1 with a traceback
+    message = " ".join(result.output.split())  # the console wraps long lines
+    assert "1 epoch(s) leave none after the 1 warm-up epoch(s): give at least 2 epochs" in message
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_command_refuses_settings_for_a_demo_recipe(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "chest", "--demo", "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "--demo trains the chest recipe as written; epochs apply to --cohort runs" in " ".join(
+        result.output.split()
+    )
 
 
 def test_train_command_names_an_unusable_teacher(cohort: Path, tmp_path: Path) -> None:

@@ -100,8 +100,10 @@ def test_schedule_settings_are_checked():
     assert TrainingSettings(schedule="cosine").schedule is LearningRateSchedule.COSINE
     with pytest.raises(ValueError):
         TrainingSettings(schedule="triangular")
-    with pytest.raises(ValueError, match="warmup_epochs"):
+    with pytest.raises(ValueError, match="leave none after the 3 warm-up epoch.*at least 4 epochs"):
         TrainingSettings(epochs=3, schedule="cosine", warmup_epochs=3)
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
+        TrainingSettings(epochs=3, schedule="cosine", warmup_epochs=-1)
     with pytest.raises(ValueError, match="epoch must lie"):
         TrainingSettings(epochs=3).learning_rate_at(4)
 

@@ -16,6 +16,7 @@ from osteonode.zoo import (
     list_models,
     load_model,
     read_model_card,
+    record_metrics,
     save_model,
 )
 
@@ -115,3 +116,28 @@ def test_the_same_weights_are_written_as_the_same_bytes(tmp_path):
     first = save_model(tmp_path / "a", demo_card(), {"classifier": network})
     second = save_model(tmp_path / "b", demo_card(), {"classifier": network})
     assert first.networks[0].sha256 == second.networks[0].sha256
+
+
+def test_recorded_figures_join_the_cards_metrics_and_leave_the_weights_as_they_were(saved):
+    folder, card, _ = saved
+    weights = (folder / "classifier.safetensors").read_bytes()
+    written = record_metrics(folder, {"acceptance_auc_mean": 0.91, "acceptance_seeds": 3.0})
+    assert written.metrics == {**card.metrics, "acceptance_auc_mean": 0.91, "acceptance_seeds": 3.0}
+    assert read_model_card(folder).metrics == written.metrics
+    assert (folder / "classifier.safetensors").read_bytes() == weights
+    assert written.networks[0].sha256 == card.networks[0].sha256
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "0.9"])
+def test_a_figure_that_is_not_a_finite_number_is_not_recorded(saved, value):
+    folder, card, _ = saved
+    with pytest.raises(ModelError, match="acceptance_auc_mean"):
+        record_metrics(folder, {"acceptance_auc_mean": value})
+    assert read_model_card(folder) == card
+
+
+def test_figures_are_not_recorded_for_weights_changed_after_the_card(saved):
+    folder, _, _ = saved
+    (folder / "classifier.safetensors").write_bytes(b"changed")
+    with pytest.raises(ModelError):
+        record_metrics(folder, {"acceptance_auc_mean": 0.91})

@@ -50,6 +50,11 @@ class DemoRecipe:
     part
         The phantom part of the cohort (:class:`osteonode.phantoms.Part` value); None: the
         pipeline's own name.
+    threads
+        torch's intra-op threads while training. A CPU kernel splits its sums by thread, so
+        the same seeds give the same weight bytes only with the same number of threads; torch's
+        default (the machine's cores, or ``OMP_NUM_THREADS``) would tie the weights to the
+        machine.
     """
 
     phantoms: int
@@ -60,12 +65,15 @@ class DemoRecipe:
     name: str
     version: str
     part: str | None = None
+    threads: int = 2
 
     def __post_init__(self) -> None:
         if self.phantoms < 2 or self.size < 64:
             raise ValueError("a demo recipe needs at least 2 phantoms of at least 64 pixels")
         if not 0.0 <= self.hard_fraction < 1.0:
             raise ValueError("hard_fraction must lie in [0, 1)")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads must be a positive whole number, got {self.threads!r}")
 
 
 def trainer(part: str) -> ModuleType | ClassifierTrainer:
@@ -94,7 +102,9 @@ def train_demo(
     """Make the demo weights of ``part`` exactly as its :class:`DemoRecipe` says.
 
     The phantom cohort is written under ``workdir/<part>`` and the model into
-    ``models_dir/<recipe name>``; an interrupted run resumes from its checkpoints.
+    ``models_dir/<recipe name>``; an interrupted run resumes from its checkpoints. torch trains
+    on the recipe's :attr:`~DemoRecipe.threads` (restored afterwards), so that the same command
+    gives the same weight bytes.
     """
     from osteonode.phantoms import make_cohort
 
@@ -111,13 +121,18 @@ def train_demo(
         progress=show_progress,
         workers=max(1, min(4, os.cpu_count() or 1)),
     )
-    return module.train(
-        cohort,
-        models_dir / recipe.name,
-        recipe.settings,
-        device=device,
-        resume=True,
-        name=recipe.name,
-        version=recipe.version,
-        show_progress=show_progress,
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        return module.train(
+            cohort,
+            models_dir / recipe.name,
+            recipe.settings,
+            device=device,
+            resume=True,
+            name=recipe.name,
+            version=recipe.version,
+            show_progress=show_progress,
+        )
+    finally:
+        torch.set_num_threads(threads)

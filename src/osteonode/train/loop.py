@@ -100,9 +100,13 @@ class TrainingSettings:
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError("validation_fraction must lie strictly between 0 and 1")
         object.__setattr__(self, "schedule", LearningRateSchedule(self.schedule))
-        if not 0 <= self.warmup_epochs < self.epochs:
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.warmup_epochs >= self.epochs:
+            # The warm-up ends one step below the full rate: a run needs an epoch after it.
             raise ValueError(
-                f"warmup_epochs must lie in [0, epochs), got {self.warmup_epochs} of {self.epochs}"
+                f"{self.epochs} epoch(s) leave none after the {self.warmup_epochs} warm-up"
+                f" epoch(s): give at least {self.warmup_epochs + 1} epochs"
             )
 
     def learning_rate_at(self, epoch: int) -> float:
