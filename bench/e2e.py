@@ -308,7 +308,8 @@ def measure_throughput(node: Node, pacs: Pacs, films: Sequence[Path]) -> float:
     """Films per hour with every film sent at once over ``THROUGHPUT_SENDERS`` associations."""
     before = pacs.count()
     started = time.perf_counter()
-    senders = [_store(node.port, films[index::THROUGHPUT_SENDERS]) for index in range(THROUGHPUT_SENDERS)]
+    count = min(THROUGHPUT_SENDERS, len(films))  # no sender without films (storescu needs one)
+    senders = [_store(node.port, films[index::count]) for index in range(count)]
     for sender in senders:
         _sent(sender)
     finished = pacs.wait_for(before + OBJECTS_PER_FILM * len(films), timeout_s=1800)
