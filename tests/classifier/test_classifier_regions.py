@@ -147,3 +147,53 @@ def test_a_card_whose_regions_cannot_be_found_is_refused_with_the_reason(tmp_pat
     (folder / "model.toml").write_text(tomli_w.dumps(data), "utf-8")
     with pytest.raises(ModelError, match=message):
         read_model_card(folder)
+
+
+def test_each_region_goes_through_the_stages_on_its_own_and_the_worse_region_decides(
+    pelvis, tmp_path
+):
+    stages = [
+        {"network": "stage1", "finding": "Osteoporosis", "positive": "osteoporosis"},
+        {"network": "stage2", "finding": "Low bone mass", "positive": "low_bone_mass",
+         "negative": "normal"},
+    ]
+    networks = {
+        "locator": HIP_NETWORKS["locator"],
+        "stage1": HIP_NETWORKS["classifier"],
+        "stage2": HIP_NETWORKS["classifier"],
+    }
+    folder = save_random_networks(tmp_path / "two", card({**PER_SIDE, "stages": stages}), networks)
+    regions = FixedRegions((
+        FilmRegion(name="Right hip", box=(20.0, 60.0, 90.0, 150.0), laterality=Laterality.RIGHT),
+        FilmRegion(name="Left hip", box=(160.0, 60.0, 230.0, 150.0), laterality=Laterality.LEFT,
+                   mirrored=True),
+    ))
+
+    def run(**thresholds: float):
+        pipeline = ClassifierPipeline.from_model(
+            load_model(folder, device="cpu"), PipelineSettings(thresholds=thresholds), name="two"
+        )
+        pipeline.regions = regions
+        return pipeline.analyse(pelvis)
+
+    probe = run(stage1=0.999)  # stage 1 decides neither side: both go on to stage 2
+    first = {f.name: f.probability for f in probe.result.findings if f.name.endswith("Osteoporosis")}
+    assert set(first) == {"Right hip: Osteoporosis", "Left hip: Osteoporosis"}
+    assert first["Right hip: Osteoporosis"] != first["Left hip: Osteoporosis"]
+
+    # A stage-1 cut-off between the two sides: the higher side is decided at stage 1, the other
+    # goes on to stage 2, and the film's answer is the worse (osteoporosis).
+    split = run(stage1=sum(first.values()) / 2)
+    decided = max(first, key=first.get).split(":")[0]
+    passed = min(first, key=first.get).split(":")[0]
+    findings = {f.name: f for f in split.result.findings}
+    assert findings[f"{decided}: Osteoporosis"].category is Category.OSTEOPOROSIS
+    assert findings[f"{decided}: Low bone mass"].reason == "not run: Osteoporosis decided"
+    assert findings[f"{passed}: Osteoporosis"].osteoporosis_present is False
+    assert findings[f"{passed}: Low bone mass"].category in (Category.LOW_BONE_MASS, Category.NORMAL)
+    assert split.result.category is Category.OSTEOPOROSIS
+    assert set(split.heatmaps) == {"stage1", "stage2"}
+    outside = np.ones(pelvis.shape, bool)
+    outside[60:151, 20:91] = outside[60:151, 160:231] = False
+    for heatmap in (split.result.heatmap, *split.heatmaps.values()):
+        assert float(heatmap[outside].max()) == 0.0

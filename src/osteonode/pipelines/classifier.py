@@ -73,9 +73,12 @@ MIN_SIDE = 32
 _SEX_WORDS = {Sex.FEMALE: "female", Sex.MALE: "male", Sex.OTHER: "other-sex"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StageOutput:
-    """What one stage measured on one region: its positive answer's probability and Grad-CAM."""
+    """What one stage measured on one region: its positive answer's probability and Grad-CAM.
+
+    Compared by identity (it holds an array).
+    """
 
     stage: ClassifierStage
     probability: float
@@ -328,14 +331,16 @@ class ClassifierPipeline:
             )
             return ClassifierAnalysis(result=result, heatmaps={})
         worst = min(outcomes, key=lambda outcome: self._severity(outcome.category))
-        heatmaps = {
-            stage.network: self.explain(
-                [(o.region, output) for o in outcomes for output in o.outputs if output.stage == stage],
-                radiograph.shape,
-            )
-            for stage in self.stages
-            if any(output.stage == stage for o in outcomes for output in o.outputs)
-        }
+        ran: dict[str, list[tuple[FilmRegion, StageOutput]]] = {}
+        for outcome in outcomes:
+            for output in outcome.outputs:
+                ran.setdefault(output.stage.network, []).append((outcome.region, output))
+        heatmaps = {role: self.explain(maps, radiograph.shape) for role, maps in ran.items()}
+        # The film's map shows each region's deciding stage: the stage's own map when that stage
+        # decided every region (one resize of a full-size film fewer on the hot path).
+        deciding = [(outcome.region, outcome.deciding) for outcome in outcomes]
+        role = worst.deciding.stage.network
+        same = [output for _, output in ran[role]] == [output for _, output in deciding]
         log.info(
             "classifier_analysed",
             pipeline=self.name,
@@ -356,7 +361,7 @@ class ClassifierPipeline:
             category=worst.category,
             findings=findings,
             notes=notes,
-            heatmap=self.explain([(o.region, o.deciding) for o in outcomes], radiograph.shape),
+            heatmap=heatmaps[role] if same else self.explain(deciding, radiograph.shape),
             heatmap_meaning=meaning if worst.region.box is None else f"{meaning}, weighted by"
             " the probability of each outlined region",
         )
