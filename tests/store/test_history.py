@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from fixtures.receipts import new_uid
+
 from osteonode.store.db import Database
 from osteonode.store.history import counts_by_state, instance_history, latest_events
 from osteonode.store.queue import (
@@ -15,8 +17,6 @@ from osteonode.store.queue import (
     record_event,
 )
 from osteonode.store.tables import EventKind
-
-from conftest import new_uid
 
 
 def test_history_of_an_instance_lists_its_events_in_order(

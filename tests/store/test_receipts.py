@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from fixtures.receipts import make_receipt, new_uid
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -18,8 +19,6 @@ from osteonode.store.queue import (
     record_receipt,
 )
 from osteonode.store.tables import Event, EventKind, Instance, Job, JobState, utc_now
-
-from conftest import make_receipt, new_uid
 
 
 def test_new_instance_gets_a_pending_job_and_a_received_event(database: Database) -> None:

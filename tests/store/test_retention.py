@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fixtures.receipts import make_receipt, new_uid
 from sqlalchemy import select
 
 from osteonode.store.db import Database
@@ -23,8 +24,6 @@ from osteonode.store.tables import (
     Result,
     utc_now,
 )
-
-from conftest import make_receipt, new_uid
 
 RETENTION = timedelta(days=30)
 OLD = utc_now() - timedelta(days=31)
