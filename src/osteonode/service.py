@@ -61,6 +61,9 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_GRACE_S = 20.0
 #: At start, the rest of the node waits until the SCP has had no open association for this long...
 STARTUP_QUIET_S = 0.1
+#: A temporary spool file untouched this long is what a crash left, not a write in progress (of
+#: this process or of another one sharing the spool); younger ones are left alone.
+STRAY_TEMPORARY_AGE_S = 3600.0
 #: ... but no longer than this.
 STARTUP_GIVE_WAY_S = 2.0
 
@@ -139,7 +142,6 @@ class Node:
         if self._started:
             raise RuntimeError("the node is already started")
         self.spool.ensure_writable()
-        # Before the SCP writes: a temporary file now can only be what a crash left.
         self._remove_stray_files()
         if self.scp is not None:
             self.scp.start()
@@ -282,7 +284,7 @@ class Node:
         return reclaimed
 
     def purge_spool(self) -> None:
-        """Delete finished work past the retention period and files a crash left without a row."""
+        """Delete finished work past the retention period, and files a crash left behind."""
         retention = timedelta(days=self.config.storage.retention_days)
         with self.database.session() as session:
             report = purge_spool(session, self.spool, retention, utc_now())
@@ -291,6 +293,7 @@ class Node:
             orphans = remove_orphan_files(session, self.spool)
         if orphans:
             log.info("orphan_spool_files_removed", files=orphans)
+        self._remove_stray_files()
 
     def _warn_of_results_sent_nowhere(self) -> None:
         from osteonode.web.health import pipelines_sending_nowhere
@@ -332,8 +335,9 @@ class Node:
             self.http = None
 
     def _remove_stray_files(self) -> None:
-        # Temporary files are what a crash left mid-write: never acknowledged, so never needed.
-        stray = self.spool.stray_temporary_files()
+        # Temporary files a crash left mid-write were never acknowledged, so never needed. Other
+        # processes may share the spool and be writing now: only old ones are a crash's.
+        stray = self.spool.stray_temporary_files(older_than_s=STRAY_TEMPORARY_AGE_S)
         for relative in stray:
             self.spool.delete(relative)
         if stray:

@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
+from osteonode.service import STRAY_TEMPORARY_AGE_S
 from osteonode.store.spool import Spool, SpoolError
 
 UID = "1.2.826.0.1.3680043.10.1234.99"
@@ -152,3 +154,32 @@ Spool({str(spool.root)!r}).store_incoming({UID!r}, write)
     assert spool.delete(stray[0])
     relative = spool.store_incoming(UID, b"whole image")
     assert relative.name == f"{UID}.dcm"
+
+
+def test_a_write_in_progress_is_not_taken_for_a_crash_left_file(spool: Spool) -> None:
+    """Processes sharing a spool: one starting must not delete another's write in progress."""
+    program = f"""
+import time
+from osteonode.store.spool import Spool
+
+def write(file):
+    file.write(b"part of an image")
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+Spool({str(spool.root)!r}).store_incoming({UID!r}, write)
+"""
+    writer = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+        assert spool.stray_temporary_files(older_than_s=STRAY_TEMPORARY_AGE_S) == []
+        (in_progress,) = spool.stray_temporary_files()
+        # The same file, untouched for longer than a write can take, is a crash's leftover.
+        aged = time.time() - STRAY_TEMPORARY_AGE_S - 1
+        os.utime(spool.root / in_progress, (aged, aged))
+        assert spool.stray_temporary_files(older_than_s=STRAY_TEMPORARY_AGE_S) == [in_progress]
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=10)
+

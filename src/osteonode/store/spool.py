@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -42,6 +43,9 @@ INCOMING_DIR = "incoming"
 OUTGOING_DIR = "outgoing"
 FILE_SUFFIX = ".dcm"
 _TEMP_PREFIX = ".tmp-"
+#: Prefix of the file :meth:`Spool.ensure_writable` writes and removes; never a stray write, so a
+#: process starting beside this one does not take it for one.
+_PROBE_PREFIX = ".probe-"
 # Digits and dots only: every valid UID matches, and such a name can never leave its directory.
 _UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 _MAX_UID_LENGTH = 64
@@ -252,7 +256,7 @@ class Spool:
         try:
             for area in (INCOMING_DIR, OUTGOING_DIR):
                 _make_durable_directory(self.root / area)
-            with tempfile.NamedTemporaryFile(prefix=_TEMP_PREFIX, dir=self.root) as probe:
+            with tempfile.NamedTemporaryFile(prefix=_PROBE_PREFIX, dir=self.root) as probe:
                 probe.write(b"osteonode spool probe")
                 probe.flush()
                 os.fsync(probe.fileno())
@@ -277,12 +281,21 @@ class Spool:
                     files.append((path.relative_to(self.root), path.stat().st_mtime))
         return sorted(files)
 
-    def stray_temporary_files(self) -> list[Path]:
+    def stray_temporary_files(self, older_than_s: float = 0.0) -> list[Path]:
         """Return temporary files left by writes a crash interrupted (relative paths).
 
-        They were never acknowledged, so they may be deleted.
+        They were never acknowledged, so they may be deleted. Several processes may share a
+        spool: a temporary file written to within ``older_than_s`` seconds may be another
+        process's write in progress, and is not returned.
         """
+        if older_than_s < 0:
+            raise ValueError(f"older_than_s must not be negative, got {older_than_s}")
         if not self.root.exists():
             return []
-        stray = self.root.rglob(f"{_TEMP_PREFIX}*")
-        return sorted(path.relative_to(self.root) for path in stray if path.is_file())
+        cutoff = time.time() - older_than_s
+        stray = []
+        for path in self.root.rglob(f"{_TEMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):  # finished or removed meanwhile
+                if path.is_file() and path.stat().st_mtime <= cutoff:
+                    stray.append(path.relative_to(self.root))
+        return sorted(stray)
