@@ -7,7 +7,7 @@ import abc
 import torch
 from torch import nn
 
-__all__ = ["ImageClassifier"]
+__all__ = ["ImageClassifier", "check_classifier_options", "check_stage_layout"]
 
 
 class ImageClassifier(nn.Module, abc.ABC):
@@ -75,3 +75,24 @@ class ImageClassifier(nn.Module, abc.ABC):
             with binary cross-entropy).
         """
         return self.logits(self.forward_features(x))
+
+
+def check_classifier_options(in_chans: object, num_classes: object) -> None:
+    """Raise ValueError unless ``in_chans`` is 1 or 3 and ``num_classes`` a positive integer."""
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+
+
+def check_stage_layout(depths: tuple[int, ...], widths: tuple[int, ...]) -> None:
+    """Raise ValueError unless each stage has a positive integer depth and width."""
+    if len(depths) == 0 or len(depths) != len(widths):
+        raise ValueError(
+            f"depths and widths must be non-empty and of equal length, got {depths!r} "
+            f"and {widths!r}"
+        )
+    if any(not isinstance(d, int) or d < 1 for d in depths):
+        raise ValueError(f"every depth must be a positive integer, got {depths!r}")
+    if any(not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"every width must be a positive integer, got {widths!r}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from osteonode.nets.classifier import ImageClassifier
+from osteonode.nets.classifier import ImageClassifier, check_classifier_options
 
 __all__ = [
     "DARKNET19_STAGES",
@@ -70,10 +70,7 @@ class DarkNetConfig:
     width_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.in_chans not in (1, 3):
-            raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans!r}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        check_classifier_options(self.in_chans, self.num_classes)
         if not 1.0 / 16.0 <= self.width_multiplier <= 4.0:
             raise ValueError(
                 f"width_multiplier must lie in [1/16, 4], got {self.width_multiplier!r}"

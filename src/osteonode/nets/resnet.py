@@ -23,7 +23,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from osteonode.nets.classifier import ImageClassifier
+from osteonode.nets.classifier import (
+    ImageClassifier,
+    check_classifier_options,
+    check_stage_layout,
+)
 
 __all__ = [
     "RESNET18",
@@ -67,19 +71,8 @@ class ResNetConfig:
     zero_init_residual: bool = False
 
     def __post_init__(self) -> None:
-        if len(self.depths) == 0 or len(self.depths) != len(self.widths):
-            raise ValueError(
-                f"depths and widths must be non-empty and of equal length, got {self.depths!r} "
-                f"and {self.widths!r}"
-            )
-        if any(not isinstance(d, int) or d < 1 for d in self.depths):
-            raise ValueError(f"every depth must be a positive integer, got {self.depths!r}")
-        if any(not isinstance(w, int) or w < 1 for w in self.widths):
-            raise ValueError(f"every width must be a positive integer, got {self.widths!r}")
-        if self.in_chans not in (1, 3):
-            raise ValueError(f"in_chans must be 1 or 3, got {self.in_chans!r}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        check_stage_layout(self.depths, self.widths)
+        check_classifier_options(self.in_chans, self.num_classes)
 
 
 #: ResNet-18 as published: 11,689,512 parameters with a 1000-class head and three input channels
