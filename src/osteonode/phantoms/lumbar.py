@@ -76,6 +76,21 @@ def arc_positions(body_mm: dict[str, tuple[float, float, float]], size: float) -
     return s - (s[names.index("L3")] + body_mm["L3"][1] * size / 2)
 
 
+def tilted_layout(
+    names: list[str], s: np.ndarray, offset: np.ndarray, slope: np.ndarray, tilt: float
+) -> list[tuple[str, float, float, float]]:
+    """(name, x_mm, y_mm, tilt_deg) of each body centre on a curve tilted by ``tilt`` degrees.
+
+    ``s`` is each centre's position along the spine, ``offset`` its distance from the straight
+    line across it (mm), ``slope`` the curve's slope there.
+    """
+    theta = np.deg2rad(tilt)
+    x = offset * np.cos(theta) - s * np.sin(theta)
+    y = offset * np.sin(theta) + s * np.cos(theta)
+    angle = tilt - np.rad2deg(np.arctan(slope))
+    return [(n, float(x[i]), float(y[i]), float(angle[i])) for i, n in enumerate(names)]
+
+
 def cropped_shift(
     rng: np.random.Generator, grid: Grid, layout: list[tuple[str, float, float, float]]
 ) -> float:
@@ -152,11 +167,7 @@ def _spine_layout(
     s = arc_positions(_BODY_MM, size)
     lateral = amplitude * np.sin(2 * np.pi * s / period + phase)
     slope = amplitude * 2 * np.pi / period * np.cos(2 * np.pi * s / period + phase)
-    theta = np.deg2rad(tilt)
-    x = lateral * np.cos(theta) - s * np.sin(theta)
-    y = lateral * np.sin(theta) + s * np.cos(theta)
-    angle = tilt - np.rad2deg(np.arctan(slope))
-    return [(n, float(x[i]), float(y[i]), float(angle[i])) for i, n in enumerate(names)]
+    return tilted_layout(names, s, lateral, slope, tilt)
 
 
 def draw_lumbar(

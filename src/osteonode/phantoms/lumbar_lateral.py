@@ -27,6 +27,7 @@ from osteonode.phantoms.lumbar import (
     cropped_shift,
     paint_spine,
     rotation,
+    tilted_layout,
 )
 from osteonode.phantoms.physics import Bone, Scene, collimation_field
 from osteonode.phantoms.raster import Grid, band, resize, smooth_closed, smooth_open, superellipse
@@ -89,11 +90,7 @@ def _spine_layout(rng: np.random.Generator, size: float) -> list[tuple[str, floa
     forward = -depth * (1.0 - ((s - apex) / reach) ** 2)
     slope = 2.0 * depth * (s - apex) / reach**2
     tilt = rng.uniform(-5.0, 5.0)  # the patient not quite upright on the table
-    theta = np.deg2rad(tilt)
-    x = forward * np.cos(theta) - s * np.sin(theta)
-    y = forward * np.sin(theta) + s * np.cos(theta)
-    angle = tilt - np.rad2deg(np.arctan(slope))
-    return [(n, float(x[i]), float(y[i]), float(angle[i])) for i, n in enumerate(names)]
+    return tilted_layout(names, s, forward, slope, tilt)
 
 
 def draw_lumbar_lateral(
