@@ -61,8 +61,8 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_GRACE_S = 20.0
 #: At start, the rest of the node waits until the SCP has had no open association for this long...
 STARTUP_QUIET_S = 0.1
-#: A temporary spool file untouched this long is what a crash left, not a write in progress (of
-#: this process or of another one sharing the spool); younger ones are left alone.
+#: A temporary spool file whose writer is not known to have ended (a live process of this host, or
+#: a process of another host sharing the spool) is a crash's leftover only once untouched this long.
 STRAY_TEMPORARY_AGE_S = 3600.0
 #: ... but no longer than this.
 STARTUP_GIVE_WAY_S = 2.0
@@ -336,7 +336,7 @@ class Node:
 
     def _remove_stray_files(self) -> None:
         # Temporary files a crash left mid-write were never acknowledged, so never needed. Other
-        # processes may share the spool and be writing now: only old ones are a crash's.
+        # processes may share the spool and be writing now: theirs are left alone.
         stray = self.spool.stray_temporary_files(older_than_s=STRAY_TEMPORARY_AGE_S)
         for relative in stray:
             self.spool.delete(relative)

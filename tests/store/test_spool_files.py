@@ -175,11 +175,14 @@ Spool({str(spool.root)!r}).store_incoming({UID!r}, write)
         assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
         assert spool.stray_temporary_files(older_than_s=STRAY_TEMPORARY_AGE_S) == []
         (in_progress,) = spool.stray_temporary_files()
-        # The same file, untouched for longer than a write can take, is a crash's leftover.
+        # Untouched for longer than a write can take, it is a leftover whoever wrote it.
         aged = time.time() - STRAY_TEMPORARY_AGE_S - 1
         os.utime(spool.root / in_progress, (aged, aged))
         assert spool.stray_temporary_files(older_than_s=STRAY_TEMPORARY_AGE_S) == [in_progress]
+        os.utime(spool.root / in_progress)
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=10)
+    # Its writer crashed: the file is a leftover at once, however fresh.
+    assert spool.stray_temporary_files(older_than_s=STRAY_TEMPORARY_AGE_S) == [in_progress]
 

@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +44,9 @@ INCOMING_DIR = "incoming"
 OUTGOING_DIR = "outgoing"
 FILE_SUFFIX = ".dcm"
 _TEMP_PREFIX = ".tmp-"
+#: A temporary file's name after the prefix: the writing host and process, then mkstemp's letters,
+#: so that a process sharing the spool can tell a crashed writer's file from a live one's.
+_WRITER = re.compile(r"^(?P<host>.+)-(?P<pid>[0-9]+)-[a-z0-9_]+(?:\.dcm)?$")
 #: Prefix of the file :meth:`Spool.ensure_writable` writes and removes; never a stray write, so a
 #: process starting beside this one does not take it for one.
 _PROBE_PREFIX = ".probe-"
@@ -73,6 +77,17 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this PID runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
 
 
 def _make_durable_directory(directory: Path) -> None:
@@ -167,7 +182,8 @@ class Spool:
         bucket = hashlib.sha1(uid.encode("ascii"), usedforsecurity=False).hexdigest()[:2]
         directory = self.root / area / bucket
         _make_durable_directory(directory)
-        fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=FILE_SUFFIX, dir=directory)
+        prefix = f"{_TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+        fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=FILE_SUFFIX, dir=directory)
         temp_path = Path(temp_name)
         try:
             with os.fdopen(fd, "wb") as file:
@@ -285,17 +301,22 @@ class Spool:
         """Return temporary files left by writes a crash interrupted (relative paths).
 
         They were never acknowledged, so they may be deleted. Several processes may share a
-        spool: a temporary file written to within ``older_than_s`` seconds may be another
-        process's write in progress, and is not returned.
+        spool: a file whose writer is a live process of this host is another process's write in
+        progress, and so may be one from another host; such a file is returned only once it has
+        not been written to for ``older_than_s`` seconds. A file whose writer on this host has
+        ended is returned at once.
         """
         if older_than_s < 0:
             raise ValueError(f"older_than_s must not be negative, got {older_than_s}")
         if not self.root.exists():
             return []
         cutoff = time.time() - older_than_s
+        host = socket.gethostname()
         stray = []
         for path in self.root.rglob(f"{_TEMP_PREFIX}*"):
+            writer = _WRITER.match(path.name.removeprefix(_TEMP_PREFIX))
+            ended = writer is not None and writer["host"] == host and not _running(int(writer["pid"]))
             with contextlib.suppress(FileNotFoundError):  # finished or removed meanwhile
-                if path.is_file() and path.stat().st_mtime <= cutoff:
+                if path.is_file() and (ended or path.stat().st_mtime <= cutoff):
                     stray.append(path.relative_to(self.root))
         return sorted(stray)
